@@ -1,0 +1,524 @@
+//! A persistent (copy-on-write) hash array mapped trie.
+//!
+//! Each node covers 5 bits of a 64-bit hash, lowest bits first, and stores only its occupied
+//! slots, located through a 32-bit occupancy bitmap:
+//!
+//! ```text
+//!   Node { bitmap: 0b0100_0010, slots: [ Leaf(e1), Branch ─┐ ] }
+//!                                                             ▼
+//!                                   Node { bitmap: .., slots: [Leaf(e2), Leaf(e3)] }
+//! ```
+//!
+//! Writers mutate through [`Arc::make_mut`]: a node shared with a published snapshot is copied
+//! (path copying), a node already private to the writer is changed in place, so a batch of
+//! writes between two publications copies each touched path once.
+//!
+//! # Invariants (checked by [`Hamt::check_invariants`])
+//! - `bitmap.count_ones() == slots.len()`, and slots are in bit order.
+//! - Every entry sits at the path spelled by its hash's 5-bit fragments.
+//! - A `Collision` holds at least two entries, all with the same full hash, distinct keys.
+//! - No node but the root is empty, and no node but the root holds a single leaf or
+//!   collision (it would have been lifted into its parent): the shape is canonical.
+//! - `len` is the number of entries; `root` is `None` exactly when `len == 0`.
+//!
+//! # Complexity (n entries, hashes uniform)
+//! | operation | cost |
+//! |---|---|
+//! | `get` | O(log₃₂ n) node visits, at most 13 |
+//! | `insert` / `remove` | O(32 · log₃₂ n) slot copies when the path is shared, O(log₃₂ n) when private |
+//! | `for_each` | O(n) |
+//!
+//! Depth is bounded by the hash width (13 levels), so the recursive helpers cannot overflow
+//! the stack whatever the input.
+
+use std::mem;
+use std::sync::Arc;
+
+const BITS: u32 = 5;
+const MASK: u64 = (1 << BITS) - 1;
+
+/// What a HAMT stores: an entry that knows its key and its 64-bit hash.
+pub(crate) trait HamtEntry: Clone {
+    /// The key compared on lookup; two entries with equal keys must have equal hashes.
+    type Key: ?Sized + Eq;
+    /// The key of this entry.
+    fn key(&self) -> &Self::Key;
+    /// The hash of this entry's key.
+    fn hash(&self) -> u64;
+}
+
+/// A persistent hash map; cloning it is O(1) and shares every node.
+pub(crate) struct Hamt<E> {
+    root: Option<Arc<Node<E>>>,
+    len: usize,
+}
+
+struct Node<E> {
+    bitmap: u32,
+    slots: Vec<Slot<E>>,
+}
+
+enum Slot<E> {
+    Leaf(E),
+    /// Entries whose full 64-bit hashes are equal.
+    Collision(u64, Vec<E>),
+    Branch(Arc<Node<E>>),
+}
+
+impl<E> Clone for Hamt<E> {
+    fn clone(&self) -> Self {
+        Self {
+            root: self.root.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl<E: Clone> Clone for Node<E> {
+    fn clone(&self) -> Self {
+        Self {
+            bitmap: self.bitmap,
+            slots: self.slots.clone(),
+        }
+    }
+}
+
+impl<E: Clone> Clone for Slot<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Slot::Leaf(e) => Slot::Leaf(e.clone()),
+            Slot::Collision(h, es) => Slot::Collision(*h, es.clone()),
+            Slot::Branch(n) => Slot::Branch(Arc::clone(n)),
+        }
+    }
+}
+
+impl<E> Default for Hamt<E> {
+    fn default() -> Self {
+        Self { root: None, len: 0 }
+    }
+}
+
+#[inline]
+fn fragment(hash: u64, shift: u32) -> u32 {
+    ((hash >> shift) & MASK) as u32
+}
+
+impl<E> Node<E> {
+    #[inline]
+    fn position(&self, bit: u32) -> usize {
+        (self.bitmap & ((1u32 << bit) - 1)).count_ones() as usize
+    }
+}
+
+impl<E: HamtEntry> Slot<E> {
+    fn hash(&self) -> u64 {
+        match self {
+            Slot::Leaf(e) => e.hash(),
+            Slot::Collision(h, _) => *h,
+            Slot::Branch(_) => unreachable!("a branch has no single hash"),
+        }
+    }
+}
+
+impl<E: HamtEntry> Hamt<E> {
+    /// Number of entries.
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the map holds no entry.
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The entry with this key, if any. `hash` must be the key's hash.
+    #[inline]
+    pub(crate) fn get(&self, hash: u64, key: &E::Key) -> Option<&E> {
+        let mut node = self.root.as_deref()?;
+        let mut shift = 0;
+        loop {
+            let bit = fragment(hash, shift);
+            if node.bitmap & (1 << bit) == 0 {
+                return None;
+            }
+            match &node.slots[node.position(bit)] {
+                Slot::Leaf(e) => return (e.hash() == hash && e.key() == key).then_some(e),
+                Slot::Collision(h, es) => {
+                    return if *h == hash {
+                        es.iter().find(|e| e.key() == key)
+                    } else {
+                        None
+                    };
+                }
+                Slot::Branch(child) => {
+                    node = child;
+                    shift += BITS;
+                }
+            }
+        }
+    }
+
+    /// Mutable access to the entry with this key, copying the shared part of its path.
+    /// Nothing is copied when the key is absent.
+    pub(crate) fn get_mut(&mut self, hash: u64, key: &E::Key) -> Option<&mut E> {
+        self.get(hash, key)?;
+        let mut node = Arc::make_mut(self.root.as_mut()?);
+        let mut shift = 0;
+        loop {
+            let bit = fragment(hash, shift);
+            let pos = node.position(bit);
+            match &mut node.slots[pos] {
+                Slot::Leaf(e) => return Some(e),
+                Slot::Collision(_, es) => return es.iter_mut().find(|e| e.key() == key),
+                Slot::Branch(child) => {
+                    node = Arc::make_mut(child);
+                    shift += BITS;
+                }
+            }
+        }
+    }
+
+    /// Inserts `entry`, returning the entry it replaced (same key), if any.
+    pub(crate) fn insert(&mut self, entry: E) -> Option<E> {
+        let hash = entry.hash();
+        let root = self.root.get_or_insert_with(|| {
+            Arc::new(Node {
+                bitmap: 0,
+                slots: Vec::new(),
+            })
+        });
+        let replaced = insert_into(Arc::make_mut(root), entry, hash, 0);
+        if replaced.is_none() {
+            self.len += 1;
+        }
+        replaced
+    }
+
+    /// Removes and returns the entry with this key. Nothing is copied when the key is absent.
+    pub(crate) fn remove(&mut self, hash: u64, key: &E::Key) -> Option<E> {
+        self.get(hash, key)?;
+        let root = self.root.as_mut()?;
+        let removed = remove_from(Arc::make_mut(root), hash, key, 0);
+        if removed.is_some() {
+            self.len -= 1;
+            if self.len == 0 {
+                self.root = None;
+            }
+        }
+        removed
+    }
+
+    /// Calls `f` on every entry, in hash order.
+    #[inline]
+    pub(crate) fn for_each<F: FnMut(&E)>(&self, f: &mut F) {
+        if let Some(root) = &self.root {
+            for_each_in(root, f);
+        }
+    }
+
+    /// Panics with a description if any invariant in the module docs is broken.
+    pub(crate) fn check_invariants(&self) {
+        match &self.root {
+            None => assert_eq!(self.len, 0, "an empty root must mean len 0"),
+            Some(root) => {
+                assert!(
+                    !root.slots.is_empty(),
+                    "a non-empty map has a non-empty root"
+                );
+                let mut count = 0;
+                check_node(root, 0, 0, true, &mut count);
+                assert_eq!(count, self.len, "len must count every entry");
+            }
+        }
+    }
+}
+
+fn for_each_in<E, F: FnMut(&E)>(node: &Node<E>, f: &mut F) {
+    for slot in &node.slots {
+        match slot {
+            Slot::Leaf(e) => f(e),
+            Slot::Collision(_, es) => es.iter().for_each(&mut *f),
+            Slot::Branch(child) => for_each_in(child, f),
+        }
+    }
+}
+
+fn insert_into<E: HamtEntry>(node: &mut Node<E>, entry: E, hash: u64, shift: u32) -> Option<E> {
+    let bit = fragment(hash, shift);
+    let pos = node.position(bit);
+    if node.bitmap & (1 << bit) == 0 {
+        node.slots.insert(pos, Slot::Leaf(entry));
+        node.bitmap |= 1 << bit;
+        return None;
+    }
+    match &mut node.slots[pos] {
+        Slot::Branch(child) => insert_into(Arc::make_mut(child), entry, hash, shift + BITS),
+        Slot::Leaf(old) if old.key() == entry.key() => Some(mem::replace(old, entry)),
+        Slot::Collision(h, es) if *h == hash => {
+            if let Some(old) = es.iter_mut().find(|e| e.key() == entry.key()) {
+                Some(mem::replace(old, entry))
+            } else {
+                es.push(entry);
+                None
+            }
+        }
+        occupied => {
+            // A different key lives here: push both one level down.
+            let old = mem::replace(occupied, Slot::Collision(0, Vec::new()));
+            let old_hash = old.hash();
+            *occupied = merge(old, old_hash, Slot::Leaf(entry), hash, shift + BITS);
+            None
+        }
+    }
+}
+
+/// Builds the smallest subtree holding two slots whose hashes differ, or a collision.
+fn merge<E: HamtEntry>(a: Slot<E>, ha: u64, b: Slot<E>, hb: u64, shift: u32) -> Slot<E> {
+    if ha == hb {
+        let mut entries = Vec::with_capacity(2);
+        for slot in [a, b] {
+            match slot {
+                Slot::Leaf(e) => entries.push(e),
+                Slot::Collision(_, es) => entries.extend(es),
+                Slot::Branch(_) => unreachable!("only leaves and collisions are merged"),
+            }
+        }
+        return Slot::Collision(ha, entries);
+    }
+    // Two different 64-bit hashes differ in some fragment at or below shift 60, so the
+    // recursion ends within 13 levels.
+    let (fa, fb) = (fragment(ha, shift), fragment(hb, shift));
+    let node = if fa == fb {
+        Node {
+            bitmap: 1 << fa,
+            slots: vec![merge(a, ha, b, hb, shift + BITS)],
+        }
+    } else {
+        let slots = if fa < fb { vec![a, b] } else { vec![b, a] };
+        Node {
+            bitmap: (1 << fa) | (1 << fb),
+            slots,
+        }
+    };
+    Slot::Branch(Arc::new(node))
+}
+
+fn remove_from<E: HamtEntry>(node: &mut Node<E>, hash: u64, key: &E::Key, shift: u32) -> Option<E> {
+    let bit = fragment(hash, shift);
+    if node.bitmap & (1 << bit) == 0 {
+        return None;
+    }
+    let pos = node.position(bit);
+    match &mut node.slots[pos] {
+        Slot::Leaf(e) => {
+            if e.key() != key {
+                return None;
+            }
+            node.bitmap &= !(1 << bit);
+            match node.slots.remove(pos) {
+                Slot::Leaf(e) => Some(e),
+                _ => unreachable!(),
+            }
+        }
+        Slot::Collision(h, es) => {
+            if *h != hash {
+                return None;
+            }
+            let i = es.iter().position(|e| e.key() == key)?;
+            let removed = es.swap_remove(i);
+            if es.len() == 1 {
+                let last = es.pop().expect("one entry left");
+                node.slots[pos] = Slot::Leaf(last);
+            }
+            Some(removed)
+        }
+        Slot::Branch(child) => {
+            let child = Arc::make_mut(child);
+            let removed = remove_from(child, hash, key, shift + BITS)?;
+            // Keep the canonical shape: a lone leaf or collision moves up into this slot.
+            if child.slots.len() == 1 && !matches!(child.slots[0], Slot::Branch(_)) {
+                let lifted = child.slots.pop().expect("one slot left");
+                node.slots[pos] = lifted;
+            }
+            Some(removed)
+        }
+    }
+}
+
+fn check_node<E: HamtEntry>(
+    node: &Node<E>,
+    shift: u32,
+    path: u64,
+    is_root: bool,
+    count: &mut usize,
+) {
+    assert_eq!(
+        node.bitmap.count_ones() as usize,
+        node.slots.len(),
+        "bitmap and slots disagree"
+    );
+    if !is_root {
+        assert!(!node.slots.is_empty(), "only the root may be empty");
+        if node.slots.len() == 1 {
+            assert!(
+                matches!(node.slots[0], Slot::Branch(_)),
+                "a lone leaf must be lifted into its parent"
+            );
+        }
+    }
+    let prefix_mask = if shift == 0 { 0 } else { (1u64 << shift) - 1 };
+    let mut bits = node.bitmap;
+    for slot in &node.slots {
+        let bit = bits.trailing_zeros();
+        bits &= bits - 1;
+        let here = path | (u64::from(bit) << shift);
+        let here_mask = prefix_mask | (MASK << shift);
+        match slot {
+            Slot::Leaf(e) => {
+                assert_eq!(e.hash() & here_mask, here, "entry stored off its hash path");
+                *count += 1;
+            }
+            Slot::Collision(h, es) => {
+                assert!(es.len() >= 2, "a collision holds at least two entries");
+                assert_eq!(h & here_mask, here, "collision stored off its hash path");
+                for (i, e) in es.iter().enumerate() {
+                    assert_eq!(e.hash(), *h, "collision entries share one hash");
+                    assert!(
+                        es[..i].iter().all(|o| o.key() != e.key()),
+                        "keys in a collision are distinct"
+                    );
+                }
+                *count += es.len();
+            }
+            Slot::Branch(child) => {
+                assert!(shift + BITS < 64, "branch below the last hash fragment");
+                check_node(child, shift + BITS, here, false, count);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// An entry whose hash the test chooses, to force collisions and deep paths.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Item {
+        key: u32,
+        hash: u64,
+        value: u32,
+    }
+
+    impl HamtEntry for Item {
+        type Key = u32;
+        fn key(&self) -> &u32 {
+            &self.key
+        }
+        fn hash(&self) -> u64 {
+            self.hash
+        }
+    }
+
+    fn item(key: u32, hash: u64, value: u32) -> Item {
+        Item { key, hash, value }
+    }
+
+    #[test]
+    fn insert_get_remove_roundtrip_keeps_invariants() {
+        let mut map = Hamt::default();
+        for k in 0..2000u32 {
+            assert!(map
+                .insert(item(k, u64::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15), k))
+                .is_none());
+            map.check_invariants();
+        }
+        assert_eq!(map.len(), 2000);
+        for k in 0..2000u32 {
+            let h = u64::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            assert_eq!(map.get(h, &k).map(|i| i.value), Some(k));
+            assert_eq!(map.remove(h, &k).map(|i| i.key), Some(k));
+            map.check_invariants();
+        }
+        assert!(map.is_empty());
+        assert!(map.root.is_none());
+    }
+
+    #[test]
+    fn full_hash_collisions_are_kept_apart_by_key() {
+        let mut map = Hamt::default();
+        for k in 0..5 {
+            map.insert(item(k, 42, k));
+            map.check_invariants();
+        }
+        // A neighbour that shares all but the top fragment forces the deepest branch.
+        map.insert(item(99, 42 | (1 << 63), 99));
+        map.check_invariants();
+        for k in 0..5 {
+            assert_eq!(map.get(42, &k).unwrap().value, k);
+        }
+        assert_eq!(map.get(42 | (1 << 63), &99).unwrap().value, 99);
+        assert!(map.get(42, &7).is_none());
+        for k in 0..5 {
+            assert!(map.remove(42, &k).is_some());
+            map.check_invariants();
+        }
+        assert_eq!(map.len(), 1);
+    }
+
+    #[test]
+    fn replacing_a_key_keeps_len() {
+        let mut map = Hamt::default();
+        map.insert(item(1, 7, 1));
+        assert_eq!(map.insert(item(1, 7, 2)).map(|i| i.value), Some(1));
+        assert_eq!(map.len(), 1);
+        map.get_mut(7, &1).unwrap().value = 3;
+        assert_eq!(map.get(7, &1).unwrap().value, 3);
+    }
+
+    #[test]
+    fn writes_never_change_an_older_clone() {
+        let mut map = Hamt::default();
+        for k in 0..100u32 {
+            map.insert(item(k, u64::from(k) * 31, k));
+        }
+        let before = map.clone();
+        for k in 0..50u32 {
+            map.remove(u64::from(k) * 31, &k);
+        }
+        map.get_mut(60 * 31, &60).unwrap().value = 0;
+        assert_eq!(before.len(), 100);
+        for k in 0..100u32 {
+            assert_eq!(before.get(u64::from(k) * 31, &k).unwrap().value, k);
+        }
+        before.check_invariants();
+        map.check_invariants();
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn behaves_like_a_btreemap(ops in proptest::collection::vec((0u32..64, 0u8..4, proptest::bool::ANY), 1..300)) {
+            // Hashes from a tiny space so collisions and shared paths are common.
+            let hash_of = |k: u32| (u64::from(k % 9) * 0x0101_0101_0101_0101) ^ u64::from(k % 3);
+            let mut map = Hamt::default();
+            let mut model = BTreeMap::new();
+            for (k, _, insert) in ops {
+                if insert {
+                    proptest::prop_assert_eq!(map.insert(item(k, hash_of(k), k)).is_some(), model.insert(k, k).is_some());
+                } else {
+                    proptest::prop_assert_eq!(map.remove(hash_of(k), &k).is_some(), model.remove(&k).is_some());
+                }
+                map.check_invariants();
+                proptest::prop_assert_eq!(map.len(), model.len());
+            }
+            let mut seen = Vec::new();
+            map.for_each(&mut |e: &Item| seen.push(e.key));
+            seen.sort_unstable();
+            proptest::prop_assert_eq!(seen, model.keys().copied().collect::<Vec<_>>());
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! # watchtrie
+//!
+//! Watch dispatch for a replicated key-value store: every write becomes one change event, and
+//! each event must reach every watcher of its key, and every watcher of a slash-bounded prefix
+//! of its key, through that watcher's bounded channel, without ever stalling the writer.
+//!
+//! watchtrie is a drop-in replacement for the `watch` module of `d-engine-core` 0.2.4: the
+//! same names, signatures and observable behaviour ([`WatchRegistry`], [`WatcherHandle`],
+//! [`WatchDispatcher`], [`WatchEvent`], …), so a caller changes one `use` line. Underneath,
+//! it keeps watchers in persistent indexes that the dispatcher reads without a lock.
+//!
+//! ```
+//! use std::sync::{atomic::AtomicU64, Arc};
+//! use bytes::Bytes;
+//! use tokio::sync::{broadcast, mpsc};
+//! use watchtrie::{WatchDispatcher, WatchEventType, WatchRegistry, WatchResponse};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (unregister_tx, unregister_rx) = mpsc::unbounded_channel();
+//! let registry = Arc::new(WatchRegistry::new(16, unregister_tx));
+//! let (events_tx, events_rx) = broadcast::channel(1024);
+//! let dispatcher = WatchDispatcher::new(
+//!     registry.clone(), events_rx, unregister_rx, Arc::new(AtomicU64::new(0)), 0);
+//! tokio::spawn(dispatcher.run());
+//!
+//! let mut watch = registry.register_prefix(Bytes::from("/services/"), false).unwrap();
+//! events_tx.send(WatchResponse {
+//!     key: Bytes::from("/services/payment/leader"),
+//!     value: Bytes::from("node-2"),
+//!     revision: 7,
+//!     ..Default::default()
+//! }).unwrap();
+//!
+//! let event = watch.receiver_mut().recv().await.unwrap();
+//! assert_eq!(event.event_type, WatchEventType::Put);
+//! assert_eq!(event.revision, 7);
+//! # }
+//! ```
+//!
+//! # How it works
+//!
+//! ```text
+//!  register / drop ──► writer mutex ──► path-copy ──► publish (arc-swap store)
+//!                                                          │
+//!                             ┌────────── Snapshot ◄───────┘ (immutable, shared nodes)
+//!                             │   ExactIndex: HAMT  key ─► WatcherList (HAMT by id)
+//!                             │   PrefixTrie: radix trie over key bytes, WatcherList per node
+//!                             ▼
+//!  event ──► dispatcher: load snapshot (no lock) ─► 1 hash probe + 1 walk down the trie
+//!                        ─► try_send into each matching watcher's bounded channel
+//! ```
+//!
+//! - **Readers never lock.** The dispatcher loads the current snapshot with `arc-swap` (a
+//!   thread-local debt slot, no shared write), probes the exact index once and walks the
+//!   prefix trie once, reading each byte of the key at most once.
+//! - **Writers copy paths, not structures.** Registration and unregistration serialise on one
+//!   mutex, change the few nodes on their path (every structure is a persistent tree of
+//!   bounded fan-out) and publish a new snapshot. Older snapshots stay valid for readers that
+//!   still hold them and are freed when the last one lets go.
+//! - **Cleanup stays off the hot path.** Watchers found overflowed or closed during an event
+//!   are removed after it, without waiting for the writer lock.
+//!
+//! `docs/ARCHITECTURE.md` has the full design: invariants, publish protocol, complexity.
+//!
+//! # Features
+//! - `d-engine`: the dispatcher also accepts `d_engine_proto::client::WatchResponse` (=0.2.4),
+//!   and [`WatchEvent`] converts into it. Building it needs `protoc` (see the README).
+
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms, unreachable_pub)]
+
+mod dispatcher;
+mod error;
+mod event;
+mod handle;
+mod index;
+mod registry;
+mod sink;
+mod sync;
+
+pub use dispatcher::{InlineDispatcher, WatchDispatcher};
+pub use error::WatchError;
+pub use event::{prefix_segments, ChangeEvent, WatchEvent, WatchEventType, WatchResponse};
+pub use handle::WatcherHandle;
+pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};

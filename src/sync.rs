@@ -1,0 +1,66 @@
+//! The one place the crate takes its synchronisation primitives from.
+//!
+//! Under `--cfg loom` the same names come from `loom`, so that model tests can explore every
+//! interleaving of the publish protocol. `arc-swap` has no loom support, so there the snapshot
+//! cell becomes a loom mutex around an `Arc`: slower, but with the same load/store contract.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::Mutex;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::Mutex;
+
+use std::sync::Arc;
+
+/// Holds the current snapshot. Readers load it without locking; writers replace it whole.
+pub(crate) struct SnapshotCell<T> {
+    #[cfg(not(loom))]
+    current: arc_swap::ArcSwap<T>,
+    #[cfg(loom)]
+    current: loom::sync::Mutex<Arc<T>>,
+}
+
+/// A loaded snapshot; keeps it alive while held.
+#[cfg(not(loom))]
+pub(crate) type SnapshotGuard<T> = arc_swap::Guard<Arc<T>>;
+/// A loaded snapshot; keeps it alive while held.
+#[cfg(loom)]
+pub(crate) type SnapshotGuard<T> = Arc<T>;
+
+impl<T> SnapshotCell<T> {
+    /// A cell holding `value`.
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        Self {
+            #[cfg(not(loom))]
+            current: arc_swap::ArcSwap::new(value),
+            #[cfg(loom)]
+            current: loom::sync::Mutex::new(value),
+        }
+    }
+
+    /// The current snapshot. Lock-free: arc-swap pays for a load with a thread-local debt
+    /// slot, and a writer that replaces the snapshot meanwhile settles that debt itself.
+    #[inline]
+    pub(crate) fn load(&self) -> SnapshotGuard<T> {
+        #[cfg(not(loom))]
+        return self.current.load();
+        #[cfg(loom)]
+        return Arc::clone(&self.current.lock().unwrap());
+    }
+
+    /// Publishes `value`. arc-swap's store is sequentially consistent, so a reader that
+    /// synchronises with the writer afterwards (for instance by receiving an event the writer's
+    /// thread broadcast later) loads `value` or something newer.
+    pub(crate) fn store(&self, value: Arc<T>) {
+        #[cfg(not(loom))]
+        self.current.store(value);
+        #[cfg(loom)]
+        {
+            *self.current.lock().unwrap() = value;
+        }
+    }
+}
