@@ -1,0 +1,275 @@
+//! [`WatchRegistry`]: registration, limits and the write side of the publish protocol.
+
+use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+use std::sync::{Arc, PoisonError, TryLockError};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{trace, warn};
+
+use crate::error::WatchError;
+use crate::event::WatchEvent;
+use crate::handle::WatcherHandle;
+use crate::index::Snapshot;
+use crate::sink::Watcher;
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotCell, SnapshotGuard};
+
+/// The largest `watcher_buffer_size` a channel can honour: tokio's bounded channel takes at
+/// most `Semaphore::MAX_PERMITS` slots, one of which is reserved for the cancel sentinel.
+pub const MAX_WATCHER_BUFFER_SIZE: usize = tokio::sync::Semaphore::MAX_PERMITS - 1;
+
+/// Removals handed to one writer transaction at most, so that registrations interleave with
+/// a burst of unregistrations instead of waiting for all of it.
+const REMOVAL_BATCH: usize = 1024;
+
+/// Registers watchers and owns the index they live in. Share it with an `Arc`.
+///
+/// Readers (the dispatcher) load the current [`Snapshot`] without locking. Writers
+/// (registration, unregistration, cleanup) take one mutex among themselves, change a private
+/// copy of the index (copying only the paths they touch) and publish it whole.
+pub struct WatchRegistry {
+    /// What readers see.
+    published: SnapshotCell<Snapshot<Watcher>>,
+    /// The writers' copy; it shares every node with `published` between writes.
+    writer: Mutex<Snapshot<Watcher>>,
+    next_id: AtomicU64,
+    /// Active watchers, for the limit.
+    active: AtomicUsize,
+    prev_kv_watchers: Arc<StdAtomicUsize>,
+    watcher_buffer_size: usize,
+    max_watcher_count: usize,
+    unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
+}
+
+impl std::fmt::Debug for WatchRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchRegistry")
+            .field("active", &self.active.load(Ordering::Relaxed))
+            .field("watcher_buffer_size", &self.watcher_buffer_size)
+            .field("max_watcher_count", &self.max_watcher_count)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WatchRegistry {
+    /// A registry without a watcher limit.
+    ///
+    /// Each watcher's channel holds `watcher_buffer_size` events plus one slot reserved for
+    /// the cancel sentinel. Dropping a [`WatcherHandle`] sends `(id, key)` on `unregister_tx`;
+    /// give the matching receiver to the dispatcher.
+    pub fn new(
+        watcher_buffer_size: usize,
+        unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
+    ) -> Self {
+        Self::new_with_limits(watcher_buffer_size, usize::MAX, unregister_tx)
+    }
+
+    /// A registry that refuses registrations with [`WatchError::LimitExceeded`] while
+    /// `max_watcher_count` watchers are active (0 refuses every registration).
+    ///
+    /// A `watcher_buffer_size` above [`MAX_WATCHER_BUFFER_SIZE`] is clamped to it, with a
+    /// warning: the reference would overflow computing `size + 1`, then panic.
+    pub fn new_with_limits(
+        watcher_buffer_size: usize,
+        max_watcher_count: usize,
+        unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
+    ) -> Self {
+        if watcher_buffer_size > MAX_WATCHER_BUFFER_SIZE {
+            warn!(
+                watcher_buffer_size,
+                clamped_to = MAX_WATCHER_BUFFER_SIZE,
+                "watcher_buffer_size exceeds what a channel can hold; clamping"
+            );
+        }
+        let empty = Snapshot::new();
+        Self {
+            published: SnapshotCell::new(Arc::new(empty.clone())),
+            writer: Mutex::new(empty),
+            next_id: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+            prev_kv_watchers: Arc::new(StdAtomicUsize::new(0)),
+            watcher_buffer_size: watcher_buffer_size.min(MAX_WATCHER_BUFFER_SIZE),
+            max_watcher_count,
+            unregister_tx,
+        }
+    }
+
+    /// Watches one exact key. Any bytes are a valid key, the empty key included.
+    ///
+    /// `prev_kv = true` asks for each event's previous value (see [`WatchEvent::prev_value`]).
+    /// The watcher is visible to every event broadcast after this returns.
+    pub fn register(&self, key: Bytes, prev_kv: bool) -> Result<WatcherHandle, WatchError> {
+        self.add_watcher(key, false, prev_kv)
+    }
+
+    /// Watches every key that starts with `prefix`, which must start and end with `/`
+    /// (otherwise [`WatchError::InvalidPrefix`], checked before the limit).
+    pub fn register_prefix(
+        &self,
+        prefix: Bytes,
+        prev_kv: bool,
+    ) -> Result<WatcherHandle, WatchError> {
+        if !(prefix.starts_with(b"/") && prefix.ends_with(b"/")) {
+            return Err(WatchError::InvalidPrefix);
+        }
+        self.add_watcher(prefix, true, prev_kv)
+    }
+
+    fn add_watcher(
+        &self,
+        key: Bytes,
+        is_prefix: bool,
+        prev_kv: bool,
+    ) -> Result<WatcherHandle, WatchError> {
+        self.reserve_slot()?;
+        if prev_kv {
+            self.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
+        }
+        // Ids only order registrations; nothing is published through them.
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::channel::<WatchEvent>(self.watcher_buffer_size + 1);
+        let watcher = Watcher {
+            id,
+            prev_kv,
+            sender,
+        };
+        self.write(|index| {
+            if is_prefix {
+                index.insert_prefix(&key, watcher);
+            } else {
+                index.insert_exact(key.clone(), watcher);
+            }
+        });
+        trace!(watcher_id = id, key = ?key, is_prefix, prev_kv, "Watcher registered");
+        Ok(WatcherHandle::new(
+            id,
+            key,
+            is_prefix,
+            receiver,
+            self.unregister_tx.clone(),
+        ))
+    }
+
+    /// Takes one unit of the limit, or fails without taking any: concurrent registrations
+    /// never overshoot, and a refused one never disturbs an accepted one.
+    fn reserve_slot(&self) -> Result<(), WatchError> {
+        let max = self.max_watcher_count;
+        // Relaxed: the counter guards a quantity, not the visibility of other data.
+        self.active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| WatchError::LimitExceeded(max))
+    }
+
+    /// Runs one writer transaction and publishes its result.
+    fn write<R>(&self, change: impl FnOnce(&mut Snapshot<Watcher>) -> R) -> R {
+        let mut index = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let out = change(&mut index);
+        self.published.store(Arc::new(index.clone()));
+        out
+    }
+
+    /// Removes `(id, key)` pairs in transactions of at most [`REMOVAL_BATCH`], never waiting
+    /// for the writer lock: returns false, with what is left in `removals`, when another
+    /// writer holds it.
+    pub(crate) fn try_remove(&self, removals: &mut Vec<(u64, Bytes)>) -> bool {
+        if removals.is_empty() {
+            return true;
+        }
+        while !removals.is_empty() {
+            let mut index = match self.writer.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return false,
+            };
+            let start = removals.len().saturating_sub(REMOVAL_BATCH);
+            for (id, key) in removals.drain(start..) {
+                self.remove_locked(&mut index, id, &key);
+            }
+            self.published.store(Arc::new(index.clone()));
+        }
+        true
+    }
+
+    /// Removes watcher `id` registered on `key`, exact or prefix, and releases its counts.
+    fn remove_locked(&self, index: &mut Snapshot<Watcher>, id: u64, key: &[u8]) {
+        let removed = index
+            .remove_exact(key, id)
+            .or_else(|| index.remove_prefix(key, id));
+        if let Some(watcher) = removed {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            if watcher.prev_kv {
+                self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The current snapshot, for the dispatcher. Never blocks.
+    #[inline]
+    pub(crate) fn snapshot(&self) -> SnapshotGuard<Snapshot<Watcher>> {
+        self.published.load()
+    }
+
+    /// Active watchers that asked for previous values.
+    pub fn prev_kv_watcher_count(&self) -> usize {
+        self.prev_kv_watchers.load(Ordering::Relaxed)
+    }
+
+    /// The shared counter behind [`Self::prev_kv_watcher_count`], for a state machine that
+    /// reads previous values only while someone wants them.
+    pub fn prev_kv_watcher_count_arc(&self) -> Arc<StdAtomicUsize> {
+        Arc::clone(&self.prev_kv_watchers)
+    }
+
+    /// Exact watchers registered on `key`.
+    pub fn watcher_count(&self, key: &Bytes) -> usize {
+        self.snapshot().exact_watchers_of(key)
+    }
+
+    /// Distinct keys with exact watchers.
+    pub fn watched_key_count(&self) -> usize {
+        self.snapshot().exact_key_count()
+    }
+
+    /// Prefix watchers registered on exactly `prefix`.
+    pub fn prefix_watcher_count(&self, prefix: &Bytes) -> usize {
+        self.snapshot().prefix_watchers_of(prefix)
+    }
+
+    /// Distinct prefixes with watchers.
+    pub fn watched_prefix_count(&self) -> usize {
+        self.snapshot().prefix_count()
+    }
+
+    /// Active watchers, exact and prefix: those counted against the limit.
+    pub fn active_watcher_count(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// The buffer size each new watcher gets (after clamping).
+    pub fn watcher_buffer_size(&self) -> usize {
+        self.watcher_buffer_size
+    }
+
+    /// Checks the structural invariants of the published index and that the limit counter
+    /// matches it. For tests and fuzzing; panics with a description on failure.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        let index = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        index.check_invariants();
+        let published = self.snapshot();
+        published.check_invariants();
+        assert_eq!(
+            published.watcher_count(),
+            index.watcher_count(),
+            "published snapshot lags the writers' copy"
+        );
+        assert_eq!(
+            index.watcher_count(),
+            self.active.load(Ordering::Relaxed),
+            "limit counter out of step with the index"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! A registered watcher as the index stores it, and how one event reaches it.
+//!
+//! This is the only place that knows a watcher's channel is a tokio `mpsc::Sender`; the index
+//! sees an opaque [`WatcherEntry`]. A future compact channel is another sender type here.
+
+use bytes::Bytes;
+use tokio::sync::mpsc::{self, error::TrySendError};
+
+use crate::event::{WatchEvent, WatchEventType};
+use crate::index::WatcherEntry;
+
+/// One watcher: its id, whether it wants previous values, and its channel.
+#[derive(Clone, Debug)]
+pub(crate) struct Watcher {
+    pub(crate) id: u64,
+    pub(crate) prev_kv: bool,
+    pub(crate) sender: mpsc::Sender<WatchEvent>,
+}
+
+impl WatcherEntry for Watcher {
+    #[inline]
+    fn id_ref(&self) -> &u64 {
+        &self.id
+    }
+}
+
+/// The fields of one event, borrowed once and shared by every delivery.
+pub(crate) struct EventView<'a> {
+    pub(crate) event_type: WatchEventType,
+    pub(crate) key: &'a Bytes,
+    pub(crate) value: &'a Bytes,
+    pub(crate) prev_value: &'a Bytes,
+    pub(crate) revision: u64,
+}
+
+/// What became of one delivery attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// The event is in the watcher's buffer.
+    Sent,
+    /// Only the reserved slot was left: the cancel sentinel went out instead, and the
+    /// watcher must be removed and sent nothing more.
+    Overflowed,
+    /// The receiver is gone: remove the watcher silently.
+    Closed,
+}
+
+impl Watcher {
+    /// Delivers `event`, keeping one slot of the buffer for the cancel sentinel.
+    #[inline]
+    pub(crate) fn deliver(&self, event: &EventView<'_>, is_prefix: bool) -> Delivery {
+        // Only the dispatcher sends, so free capacity can only grow between this check and
+        // the send below (the receiver drains concurrently).
+        let free = self.sender.capacity();
+        if free <= 1 {
+            // free == 0 would mean the sentinel's slot is taken already; nothing can be sent.
+            if free == 1 {
+                tracing::warn!(
+                    watcher_id = self.id,
+                    key = ?event.key,
+                    is_prefix,
+                    buffer_capacity = self.sender.max_capacity(),
+                    "watcher buffer overflow, sending cancel"
+                );
+                let _ = self
+                    .sender
+                    .try_send(WatchEvent::cancel_sentinel(event.key.clone()));
+            }
+            return Delivery::Overflowed;
+        }
+        let delivered = WatchEvent {
+            event_type: event.event_type,
+            key: event.key.clone(),
+            value: event.value.clone(),
+            prev_value: self.prev_kv.then(|| event.prev_value.clone()),
+            revision: event.revision,
+        };
+        match self.sender.try_send(delivered) {
+            Ok(()) => Delivery::Sent,
+            Err(TrySendError::Closed(_)) => Delivery::Closed,
+            // Another sender raced us for the buffer (two dispatchers on one registry): the
+            // event cannot be delivered, so end the watch rather than lose it silently.
+            Err(TrySendError::Full(_)) => Delivery::Overflowed,
+        }
+    }
+}
