@@ -301,3 +301,42 @@ fn random_u64() -> u64 {
     std::collections::hash_map::RandomState::new()
         .hash_one((std::time::SystemTime::now(), std::thread::current().id()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::WatchResponse;
+
+    fn put(key: &str, revision: u64) -> WatchResponse {
+        WatchResponse {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            revision,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cancelled_watcher_gets_nothing_while_its_removal_waits_for_the_writer_lock() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(1, tx));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx);
+        let mut handle = registry.register(Bytes::from_static(b"/k"), false).unwrap();
+
+        let writer = registry.lock_writer_for_test();
+        inline.dispatch(&put("/k", 1));
+        inline.dispatch(&put("/k", 2)); // overflow: sentinel, removal deferred
+        assert!(inline.has_pending_removals());
+        let rx = handle.receiver_mut();
+        assert_eq!(rx.try_recv().unwrap().revision, 1);
+        assert_eq!(rx.try_recv().unwrap().revision, 0);
+        inline.dispatch(&put("/k", 3)); // room again, but the watch is over
+        assert!(rx.try_recv().is_err());
+        drop(writer);
+
+        inline.dispatch(&put("/k", 4));
+        assert!(!inline.has_pending_removals());
+        assert!(handle.receiver_mut().try_recv().is_err());
+        assert_eq!(registry.active_watcher_count(), 0);
+        registry.check_invariants();
+    }
+}

@@ -193,6 +193,12 @@ impl WatchRegistry {
         true
     }
 
+    /// Holds the writer lock, as a registration in progress would.
+    #[cfg(test)]
+    pub(crate) fn lock_writer_for_test(&self) -> impl Drop + '_ {
+        self.writer.lock().unwrap()
+    }
+
     /// Removes watcher `id` registered on `key`, exact or prefix, and releases its counts.
     fn remove_locked(&self, index: &mut Snapshot<Watcher>, id: u64, key: &[u8]) {
         let removed = index
