@@ -6,7 +6,7 @@ use common::*;
 in_both_modes! {
     async fn every_watcher_sees_broadcast_order_once(mode) {
         let mut bed = Bed::new(mode, 1000, usize::MAX);
-        let mut hs = vec![
+        let mut hs = [
             bed.registry.register(b("/a/b"), false).unwrap(),
             bed.registry.register_prefix(b("/"), false).unwrap(),
             bed.registry.register_prefix(b("/a/"), false).unwrap(),

@@ -24,7 +24,7 @@ fn progress(revision: u64, prev: bool) -> WatchEvent {
 #[tokio::test(start_paused = true)]
 async fn progress_reaches_every_watcher_once_per_interval() {
     let start = tokio::time::Instant::now();
-    let mut bed = Bed::with_heartbeat(Mode::Task, 16, usize::MAX, 1000);
+    let bed = Bed::with_heartbeat(Mode::Task, 16, usize::MAX, 1000);
     let mut exact = bed.registry.register(b("/k"), true).unwrap();
     let mut prefix = bed.registry.register_prefix(b("/"), false).unwrap();
     bed.last_applied.store(42, Ordering::Relaxed);
@@ -103,7 +103,7 @@ async fn absurd_intervals_do_not_panic() {
 #[tokio::test(start_paused = true)]
 async fn progress_overflows_and_closes_like_any_event() {
     let start = tokio::time::Instant::now();
-    let mut bed = Bed::with_heartbeat(Mode::Task, 1, usize::MAX, 100);
+    let bed = Bed::with_heartbeat(Mode::Task, 1, usize::MAX, 100);
     let mut silent = bed.registry.register_prefix(b("/p/"), true).unwrap();
     let (_, _, closed) = bed
         .registry
