@@ -1,0 +1,117 @@
+//! Bad input gets a clear error or plain service, never a panic, an abort or a lost event.
+mod common;
+use bytes::Bytes;
+use common::*;
+use watchtrie::{WatchError, WatchResponse, MAX_WATCHER_BUFFER_SIZE};
+
+fn event(key: &[u8], revision: u64) -> WatchResponse {
+    WatchResponse {
+        key: Bytes::copy_from_slice(key),
+        revision,
+        ..Default::default()
+    }
+}
+
+in_both_modes! {
+    async fn empty_keys_are_ordinary_exact_keys(mode) {
+        let mut bed = Bed::new(mode, 4, usize::MAX);
+        let mut h = bed.registry.register(Bytes::new(), false).unwrap();
+        let mut root = bed.registry.register_prefix(b("/"), false).unwrap();
+        assert_eq!(bed.registry.register_prefix(Bytes::new(), false).unwrap_err(), WatchError::InvalidPrefix);
+        bed.send(event(b"", 1));
+        bed.settle().await;
+        assert_eq!(revisions(h.receiver_mut()), vec![1]);
+        assert!(drain(root.receiver_mut()).is_empty());
+    }
+
+    async fn megabyte_keys_and_prefixes_work(mode) {
+        let mut bed = Bed::new(mode, 4, usize::MAX);
+        let mut big = vec![b'x'; 1 << 20];
+        big[0] = b'/';
+        let mut prefix = big.clone();
+        prefix.push(b'/');
+        let mut exact = bed.registry.register(Bytes::from(big.clone()), true).unwrap();
+        let mut under = bed.registry.register_prefix(Bytes::from(prefix.clone()), false).unwrap();
+        bed.send(event(&big, 1));
+        let mut child = prefix.clone();
+        child.extend_from_slice(b"leaf");
+        bed.send(event(&child, 2));
+        bed.settle().await;
+        assert_eq!(revisions(exact.receiver_mut()), vec![1]);
+        assert_eq!(revisions(under.receiver_mut()), vec![2]);
+        drop((exact, under));
+        bed.settle().await;
+        assert_eq!(bed.registry.active_watcher_count(), 0);
+        bed.registry.check_invariants();
+    }
+
+    async fn a_hundred_thousand_slashes_neither_recurse_nor_lose_events(mode) {
+        let mut bed = Bed::new(mode, 4, usize::MAX);
+        let key = vec![b'/'; 100_000];
+        // Watchers along the path, every 500 slashes, and at the very end.
+        let mut handles: Vec<_> = (1..=key.len())
+            .step_by(500)
+            .chain([key.len()])
+            .map(|len| bed.registry.register_prefix(Bytes::copy_from_slice(&key[..len]), false).unwrap())
+            .collect();
+        bed.send(event(&key, 1));
+        bed.settle().await;
+        for h in &mut handles {
+            assert_eq!(revisions(h.receiver_mut()), vec![1]);
+        }
+        let segments = watchtrie::prefix_segments(&Bytes::from(key));
+        assert_eq!(segments.len(), 100_000);
+        drop(handles);
+        bed.settle().await;
+        assert_eq!(bed.registry.watched_prefix_count(), 0);
+        bed.registry.check_invariants();
+    }
+
+    async fn non_utf8_bytes_are_plain_bytes(mode) {
+        let mut bed = Bed::new(mode, 4, usize::MAX);
+        let mut exact = bed.registry.register(Bytes::from_static(b"/\xff\xfe\x00"), false).unwrap();
+        let mut prefix = bed.registry.register_prefix(Bytes::from_static(b"/\xc3\x28/"), false).unwrap();
+        bed.send(event(b"/\xff\xfe\x00", 1));
+        bed.send(event(b"/\xc3\x28/\x80", 2));
+        bed.send(event(b"/\xc3\x28", 3));
+        bed.settle().await;
+        assert_eq!(revisions(exact.receiver_mut()), vec![1]);
+        assert_eq!(revisions(prefix.receiver_mut()), vec![2]);
+    }
+
+    async fn an_unbounded_buffer_size_is_clamped_not_a_panic(mode) {
+        let mut bed = Bed::new(mode, usize::MAX, usize::MAX);
+        assert_eq!(bed.registry.watcher_buffer_size(), MAX_WATCHER_BUFFER_SIZE);
+        let mut h = bed.registry.register(b("/k"), false).unwrap();
+        assert_eq!(h.receiver_mut().max_capacity(), MAX_WATCHER_BUFFER_SIZE + 1);
+        for rev in 1..=100 {
+            bed.send(event(b"/k", rev));
+        }
+        bed.settle().await;
+        assert_eq!(revisions(h.receiver_mut()), (1..=100).collect::<Vec<_>>());
+    }
+}
+
+#[test]
+fn a_million_refusals_at_a_small_limit_grow_nothing() {
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = watchtrie::WatchRegistry::new_with_limits(1, 3, tx);
+    let _kept: Vec<_> = (0..3)
+        .map(|i| registry.register(b(&format!("/{i}")), true).unwrap())
+        .collect();
+    for i in 0..1_000_000u32 {
+        let refused = if i % 2 == 0 {
+            registry.register(Bytes::from_static(b"/k"), true)
+        } else {
+            registry.register_prefix(Bytes::from_static(b"/p/"), true)
+        };
+        assert_eq!(refused.unwrap_err(), WatchError::LimitExceeded(3));
+    }
+    assert_eq!(registry.active_watcher_count(), 3);
+    assert_eq!(registry.prev_kv_watcher_count(), 3);
+    assert_eq!(registry.watched_key_count(), 3);
+    assert_eq!(
+        registry.register(b("/new"), false).unwrap_err(),
+        WatchError::LimitExceeded(3)
+    );
+}
