@@ -84,3 +84,8 @@ pub use error::WatchError;
 pub use event::{prefix_segments, ChangeEvent, WatchEvent, WatchEventType, WatchResponse};
 pub use handle::WatcherHandle;
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
