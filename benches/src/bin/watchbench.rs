@@ -1,0 +1,261 @@
+//! `watchbench`: watchtrie against d-engine-core 0.2.4's watch module, side by side, in one
+//! process. Run `watchbench --help` for the options.
+
+use std::process::ExitCode;
+
+use watchbench::alloc::CountingAlloc;
+use watchbench::engines::{Engine, Reference, Watchtrie};
+use watchbench::measure::{self, DispatchOptions, DispatchRun};
+use watchbench::workload::{self, Workload};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const HELP: &str = "\
+watchbench: watchtrie vs d-engine-core 0.2.4 (the reference), same process, same events
+
+USAGE: cargo run --release --bin watchbench -- [OPTIONS]
+
+OPTIONS:
+  --scenario NAME   mixed (default) | miss | deep
+  --watchers N      watchers to register (default: mixed 1100000, miss 1000000, deep 100000)
+  --events N        events per throughput run (default 200000)
+  --seed N          workload seed (default 42)
+  --latency N       paced events in the latency phase, 0 to skip (default 20000)
+  --json            print the results as one JSON object instead of a table
+  -h, --help        this text
+
+Each engine is run twice after a discarded warm-up, in the order reference, watchtrie,
+watchtrie, reference; the best figure of each is kept. Ratios are reference / watchtrie
+costs: above 1 means watchtrie is faster or smaller.";
+
+struct Options {
+    scenario: String,
+    watchers: Option<usize>,
+    events: usize,
+    seed: u64,
+    latency: usize,
+    json: bool,
+}
+
+fn parse() -> Result<Options, String> {
+    let mut opts = Options {
+        scenario: "mixed".into(),
+        watchers: None,
+        events: 200_000,
+        seed: 42,
+        latency: 20_000,
+        json: false,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        let number = |name: &str, v: String| {
+            v.replace('_', "").parse::<u64>().map_err(|_| format!("{name}: '{v}' is not a whole number"))
+        };
+        match arg.as_str() {
+            "--scenario" => opts.scenario = value("--scenario")?,
+            "--watchers" => opts.watchers = Some(number("--watchers", value("--watchers")?)? as usize),
+            "--events" => opts.events = number("--events", value("--events")?)? as usize,
+            "--seed" => opts.seed = number("--seed", value("--seed")?)?,
+            "--latency" => opts.latency = number("--latency", value("--latency")?)? as usize,
+            "--json" => opts.json = true,
+            "-h" | "--help" => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown option '{other}' (see --help)")),
+        }
+    }
+    if opts.events == 0 {
+        return Err("--events must be at least 1".into());
+    }
+    Ok(opts)
+}
+
+/// Heap the reference needs per watcher, measured (about 4.6 KB: a tokio channel's first
+/// block of 32 events), with a margin for the index and the events.
+const ESTIMATED_BYTES_PER_WATCHER: u64 = 6_000;
+
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn workload(opts: &Options) -> Result<Workload, String> {
+    let w = match opts.scenario.as_str() {
+        "mixed" => {
+            let n = opts.watchers.unwrap_or(1_100_000);
+            workload::mixed(n - n / 11, n / 11, opts.events, opts.seed)
+        }
+        "miss" => workload::miss(opts.watchers.unwrap_or(1_000_000), opts.events, opts.seed),
+        "deep" => workload::deep(opts.watchers.unwrap_or(100_000), opts.events, opts.seed),
+        other => return Err(format!("unknown scenario '{other}' (mixed, miss, deep)")),
+    };
+    Ok(w)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Keeps the better of two runs, figure by figure.
+fn best(a: DispatchRun, b: DispatchRun) -> DispatchRun {
+    let min = |x: f64, y: f64| x.min(y);
+    let opt_min = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, y) => x.or(y),
+    };
+    DispatchRun {
+        register_ns: min(a.register_ns, b.register_ns),
+        dispatch_ns: min(a.dispatch_ns, b.dispatch_ns),
+        inline_ns: opt_min(a.inline_ns, b.inline_ns),
+        latency: match (a.latency, b.latency) {
+            (Some(x), Some(y)) => Some(if x.p99 <= y.p99 { x } else { y }),
+            (x, y) => x.or(y),
+        },
+        bytes_per_watcher: opt_min(a.bytes_per_watcher, b.bytes_per_watcher),
+        ..a
+    }
+}
+
+fn run<E: Engine>(rt: &tokio::runtime::Runtime, w: &Workload, opts: &DispatchOptions, label: &str) -> DispatchRun {
+    eprint!("  {label:<9} {:<10} registering {} watchers… ", E::NAME, w.watcher_count());
+    let r = measure::dispatch_run::<E>(rt, w, opts);
+    eprintln!("{:.0} ns/event", r.dispatch_ns);
+    r
+}
+
+fn main() -> ExitCode {
+    let opts = match parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("watchbench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let w = match workload(&opts) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("watchbench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let need = w.watcher_count() as u64 * ESTIMATED_BYTES_PER_WATCHER + opts.events as u64 * 400;
+    if let Some(avail) = available_memory() {
+        if need > avail / 10 * 8 {
+            eprintln!(
+                "watchbench: {} watchers need about {} MB, but only {} MB are available; lower --watchers",
+                w.watcher_count(),
+                need >> 20,
+                avail >> 20
+            );
+            return ExitCode::from(2);
+        }
+    }
+    let dopts = DispatchOptions { latency_events: opts.latency, ..Default::default() };
+    let rt = measure::runtime();
+    eprintln!("watchbench: scenario {}, {} watchers, {} events, seed {}", opts.scenario, w.watcher_count(), opts.events, opts.seed);
+    let _ = run::<Reference>(&rt, &w, &dopts, "warm-up");
+    let r1 = run::<Reference>(&rt, &w, &dopts, "run 1");
+    let t1 = run::<Watchtrie>(&rt, &w, &dopts, "run 2");
+    let t2 = run::<Watchtrie>(&rt, &w, &dopts, "run 3");
+    let r2 = run::<Reference>(&rt, &w, &dopts, "run 4");
+    if r1.deliveries != t1.deliveries {
+        eprintln!("watchbench: engines disagree: reference delivered {}, watchtrie {}", r1.deliveries, t1.deliveries);
+        return ExitCode::FAILURE;
+    }
+    let (reference, ours) = (best(r1, r2), best(t1, t2));
+    if opts.json {
+        print_json(&opts, &w, &reference, &ours);
+    } else {
+        print_table(&opts, &w, &reference, &ours);
+    }
+    ExitCode::SUCCESS
+}
+
+struct Row {
+    name: &'static str,
+    reference: Option<f64>,
+    watchtrie: Option<f64>,
+    /// Higher is better for this metric (the ratio is then inverted).
+    higher_better: bool,
+}
+
+fn rows(r: &DispatchRun, t: &DispatchRun) -> Vec<Row> {
+    let lat = |d: &DispatchRun, f: fn(&measure::Percentiles) -> f64| d.latency.as_ref().map(|p| f(p) / 1000.0);
+    vec![
+        Row { name: "events/s (run)", reference: Some(1e9 / r.dispatch_ns), watchtrie: Some(1e9 / t.dispatch_ns), higher_better: true },
+        Row { name: "dispatch ns/event (run)", reference: Some(r.dispatch_ns), watchtrie: Some(t.dispatch_ns), higher_better: false },
+        Row { name: "dispatch ns/event (inline)", reference: None, watchtrie: t.inline_ns, higher_better: false },
+        Row { name: "latency p50 µs", reference: lat(r, |p| p.p50), watchtrie: lat(t, |p| p.p50), higher_better: false },
+        Row { name: "latency p99 µs", reference: lat(r, |p| p.p99), watchtrie: lat(t, |p| p.p99), higher_better: false },
+        Row { name: "latency p99.9 µs", reference: lat(r, |p| p.p999), watchtrie: lat(t, |p| p.p999), higher_better: false },
+        Row { name: "register ns/op", reference: Some(r.register_ns), watchtrie: Some(t.register_ns), higher_better: false },
+        Row { name: "heap bytes/watcher", reference: r.bytes_per_watcher, watchtrie: t.bytes_per_watcher, higher_better: false },
+    ]
+}
+
+fn ratio(row: &Row) -> Option<f64> {
+    let (r, t) = (row.reference?, row.watchtrie?);
+    Some(if row.higher_better { t / r } else { r / t })
+}
+
+fn print_table(opts: &Options, w: &Workload, r: &DispatchRun, t: &DispatchRun) {
+    println!(
+        "scenario {}: {} watchers ({} exact, {} prefix), {} events, seed {}",
+        opts.scenario,
+        w.watcher_count(),
+        w.exact.len(),
+        w.prefixes.len(),
+        r.events,
+        opts.seed
+    );
+    println!("machine: {}, {} cores; {} deliveries per run", cpu_model(), std::thread::available_parallelism().map_or(0, |n| n.get()), r.deliveries);
+    println!();
+    println!("{:<28} {:>14} {:>14} {:>14}", "metric", "reference", "watchtrie", "ref/watchtrie");
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") });
+    for row in rows(r, t) {
+        println!(
+            "{:<28} {:>14} {:>14} {:>14}",
+            row.name,
+            cell(row.reference),
+            cell(row.watchtrie),
+            ratio(&row).map_or("-".into(), |x| format!("{x:.2}×"))
+        );
+    }
+    println!();
+    println!("ratio: reference cost / watchtrie cost (for events/s, watchtrie / reference); above 1 = watchtrie better");
+}
+
+fn print_json(opts: &Options, w: &Workload, r: &DispatchRun, t: &DispatchRun) {
+    let num = |v: Option<f64>| v.map_or("null".to_string(), |v| format!("{v:.3}"));
+    let metrics: Vec<String> = rows(r, t)
+        .iter()
+        .map(|row| {
+            format!(
+                "{{\"metric\":\"{}\",\"reference\":{},\"watchtrie\":{},\"ratio\":{}}}",
+                row.name,
+                num(row.reference),
+                num(row.watchtrie),
+                num(ratio(row))
+            )
+        })
+        .collect();
+    println!(
+        "{{\"scenario\":\"{}\",\"watchers\":{},\"exact\":{},\"prefixes\":{},\"events\":{},\"seed\":{},\"deliveries\":{},\"metrics\":[{}]}}",
+        opts.scenario,
+        w.watcher_count(),
+        w.exact.len(),
+        w.prefixes.len(),
+        r.events,
+        opts.seed,
+        r.deliveries,
+        metrics.join(",")
+    );
+}

@@ -1,0 +1,136 @@
+//! The two engines behind one trait, so every scenario drives both the same way.
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::{broadcast, mpsc};
+
+/// The event both engines consume: d-engine's own protobuf type.
+pub type Event = d_engine_proto::client::WatchResponse;
+
+/// An unregistration channel's receiving end, as both engines take it.
+pub type UnregisterRx = mpsc::UnboundedReceiver<(u64, Bytes)>;
+
+/// A watch engine with the d-engine-core 0.2.4 API.
+pub trait Engine: 'static {
+    /// Name in reports.
+    const NAME: &'static str;
+    /// The registry type.
+    type Registry: Send + Sync + 'static;
+    /// What a registration returns.
+    type Handle: Send + 'static;
+    /// What a watcher receives.
+    type Delivered: Send + 'static;
+
+    /// A registry with an unbounded watcher count, and its unregistration receiver.
+    fn registry(buffer: usize) -> (Arc<Self::Registry>, UnregisterRx);
+    /// Registers an exact watcher (panics on refusal: workloads stay within limits).
+    fn register(registry: &Self::Registry, key: Bytes) -> Self::Handle;
+    /// Registers a prefix watcher.
+    fn register_prefix(registry: &Self::Registry, prefix: Bytes) -> Self::Handle;
+    /// The dispatcher's `run()` future (heartbeat off).
+    fn run(
+        registry: Arc<Self::Registry>,
+        events: broadcast::Receiver<Event>,
+        unregister: UnregisterRx,
+    ) -> impl Future<Output = ()> + Send + 'static;
+    /// The handle's receiver, the watcher staying registered.
+    fn into_receiver(handle: Self::Handle) -> mpsc::Receiver<Self::Delivered>;
+    /// Revision and value of a delivered event.
+    fn stamp(event: &Self::Delivered) -> (u64, &[u8]);
+    /// Events waiting in a handle's receiver.
+    fn queued(handle: &mut Self::Handle) -> usize;
+    /// Dispatches `events` synchronously on this thread, if the engine can; the time taken.
+    fn inline_pass(_registry: &Arc<Self::Registry>, _events: &[Event]) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// `d_engine_core::watch` 0.2.4, the reference.
+pub struct Reference;
+
+impl Engine for Reference {
+    const NAME: &'static str = "reference";
+    type Registry = d_engine_core::watch::WatchRegistry;
+    type Handle = d_engine_core::watch::WatcherHandle;
+    type Delivered = d_engine_core::watch::WatchEvent;
+
+    fn registry(buffer: usize) -> (Arc<Self::Registry>, UnregisterRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(Self::Registry::new(buffer, tx)), rx)
+    }
+    fn register(registry: &Self::Registry, key: Bytes) -> Self::Handle {
+        registry.register(key, false).expect("no limit")
+    }
+    fn register_prefix(registry: &Self::Registry, prefix: Bytes) -> Self::Handle {
+        registry.register_prefix(prefix, false).expect("valid prefix")
+    }
+    fn run(
+        registry: Arc<Self::Registry>,
+        events: broadcast::Receiver<Event>,
+        unregister: UnregisterRx,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let last_applied = Arc::new(AtomicU64::new(0));
+        d_engine_core::watch::WatchDispatcher::new(registry, events, unregister, last_applied, 0)
+            .run()
+    }
+    fn into_receiver(handle: Self::Handle) -> mpsc::Receiver<Self::Delivered> {
+        handle.into_receiver().2
+    }
+    fn stamp(event: &Self::Delivered) -> (u64, &[u8]) {
+        (event.revision, &event.value)
+    }
+    fn queued(handle: &mut Self::Handle) -> usize {
+        handle.receiver_mut().len()
+    }
+}
+
+/// watchtrie, through its async `WatchDispatcher`.
+pub struct Watchtrie;
+
+impl Engine for Watchtrie {
+    const NAME: &'static str = "watchtrie";
+    type Registry = watchtrie::WatchRegistry;
+    type Handle = watchtrie::WatcherHandle;
+    type Delivered = watchtrie::WatchEvent;
+
+    fn registry(buffer: usize) -> (Arc<Self::Registry>, UnregisterRx) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Arc::new(Self::Registry::new(buffer, tx)), rx)
+    }
+    fn register(registry: &Self::Registry, key: Bytes) -> Self::Handle {
+        registry.register(key, false).expect("no limit")
+    }
+    fn register_prefix(registry: &Self::Registry, prefix: Bytes) -> Self::Handle {
+        registry.register_prefix(prefix, false).expect("valid prefix")
+    }
+    fn run(
+        registry: Arc<Self::Registry>,
+        events: broadcast::Receiver<Event>,
+        unregister: UnregisterRx,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let last_applied = Arc::new(AtomicU64::new(0));
+        watchtrie::WatchDispatcher::new(registry, events, unregister, last_applied, 0).run()
+    }
+    fn into_receiver(handle: Self::Handle) -> mpsc::Receiver<Self::Delivered> {
+        handle.into_receiver().2
+    }
+    fn stamp(event: &Self::Delivered) -> (u64, &[u8]) {
+        (event.revision, &event.value)
+    }
+    fn queued(handle: &mut Self::Handle) -> usize {
+        handle.receiver_mut().len()
+    }
+    fn inline_pass(registry: &Arc<Self::Registry>, events: &[Event]) -> Option<std::time::Duration> {
+        // A fresh unregistration channel: this pass only delivers.
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let mut inline = watchtrie::InlineDispatcher::new(registry.clone(), rx);
+        let start = std::time::Instant::now();
+        for event in events {
+            inline.dispatch(event);
+        }
+        Some(start.elapsed())
+    }
+}

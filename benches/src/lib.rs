@@ -1,0 +1,14 @@
+//! Side-by-side benchmarks of watchtrie against the reference it replaces,
+//! `d-engine-core` 0.2.4's `watch` module, driven through the very same events.
+//!
+//! - [`workload`]: deterministic, seeded key sets and event streams;
+//! - [`engines`]: one [`engines::Engine`] trait, implemented for both engines;
+//! - [`measure`]: the scenarios, each run on one engine at a time, torn down completely;
+//! - [`alloc`]: a switchable counting allocator for bytes-per-watcher figures.
+//!
+//! The `watchbench` binary and the criterion benches in `benches/` use these.
+
+pub mod alloc;
+pub mod engines;
+pub mod measure;
+pub mod workload;

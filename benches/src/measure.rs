@@ -1,0 +1,225 @@
+//! Scenario runners. Each run builds one engine from nothing, measures it, and tears it down
+//! completely (dispatcher stopped and awaited, every handle and channel dropped) before it
+//! returns, so that no engine's leftovers run inside another's measurement.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::runtime::Runtime;
+use tokio::sync::broadcast;
+
+use crate::alloc;
+use crate::engines::{Engine, Event};
+use crate::workload::Workload;
+
+/// The key only the probe watcher watches; no workload key or prefix covers it.
+pub const PROBE_KEY: &[u8] = b"/__probe__";
+/// Revision of the event that marks the end of a preloaded stream.
+const END_MARK: u64 = u64::MAX;
+
+/// How a dispatch run is measured.
+#[derive(Clone, Debug)]
+pub struct DispatchOptions {
+    /// Buffer of every watcher: large enough that nobody overflows.
+    pub buffer: usize,
+    /// Paced events in the latency phase (0 skips it).
+    pub latency_events: usize,
+    /// Events per second in the latency phase.
+    pub latency_rate: u64,
+    /// Count heap bytes during registration (needs [`alloc::CountingAlloc`] installed).
+    pub measure_memory: bool,
+}
+
+impl Default for DispatchOptions {
+    fn default() -> Self {
+        Self {
+            buffer: 1 << 20,
+            latency_events: 20_000,
+            latency_rate: 50_000,
+            measure_memory: true,
+        }
+    }
+}
+
+/// Latency percentiles in nanoseconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+}
+
+impl Percentiles {
+    /// Percentiles of `samples` (sorted in place); zeros when empty.
+    pub fn of(samples: &mut [u64]) -> Self {
+        if samples.is_empty() {
+            return Self::default();
+        }
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)] as f64;
+        Self {
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+        }
+    }
+}
+
+/// What one dispatch run measured.
+#[derive(Clone, Debug, Default)]
+pub struct DispatchRun {
+    /// Watchers registered.
+    pub watchers: usize,
+    /// Events dispatched in the throughput phase.
+    pub events: usize,
+    /// Registration cost, ns per watcher.
+    pub register_ns: f64,
+    /// Dispatch cost through `run()`, ns per event.
+    pub dispatch_ns: f64,
+    /// Dispatch cost through the synchronous path, ns per event (watchtrie only).
+    pub inline_ns: Option<f64>,
+    /// Broadcast-send-to-receive latency under paced load.
+    pub latency: Option<Percentiles>,
+    /// Heap bytes per watcher after registration, handles included.
+    pub bytes_per_watcher: Option<f64>,
+    /// Events queued in all receivers after the throughput phase (must match across engines).
+    pub deliveries: u64,
+}
+
+fn event(key: Bytes, revision: u64, value: Bytes) -> Event {
+    Event {
+        key,
+        value,
+        prev_value: Bytes::new(),
+        event_type: 0,
+        error: 0,
+        revision,
+    }
+}
+
+/// A multi-threaded runtime with two workers: one for the dispatcher, one spare.
+pub fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Registers every watcher of `workload` on a fresh `E`, dispatches its events through `run()`
+/// (preloaded, so the producer is out of the measurement), then measures paced latency.
+pub fn dispatch_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOptions) -> DispatchRun {
+    rt.block_on(async {
+        let (registry, unregister_rx) = E::registry(opts.buffer);
+        let mut handles = Vec::with_capacity(workload.watcher_count());
+
+        let counting = opts.measure_memory && alloc::installed();
+        if counting {
+            alloc::start();
+        }
+        let started = Instant::now();
+        for key in &workload.exact {
+            handles.push(E::register(&registry, key.clone()));
+        }
+        for prefix in &workload.prefixes {
+            handles.push(E::register_prefix(&registry, prefix.clone()));
+        }
+        let register_time = started.elapsed();
+        let bytes = counting.then(|| alloc::stop() as f64 / handles.len().max(1) as f64);
+
+        let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let events: Vec<Event> = workload
+            .events
+            .iter()
+            .enumerate()
+            .map(|(i, key)| event(key.clone(), i as u64, Bytes::from_static(b"v")))
+            .collect();
+        let (tx, rx) = broadcast::channel((events.len() + 2).next_power_of_two());
+        for e in &events {
+            tx.send(e.clone()).expect("receiver alive");
+        }
+        tx.send(event(Bytes::from_static(PROBE_KEY), END_MARK, Bytes::new()))
+            .expect("receiver alive");
+
+        let started = Instant::now();
+        let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
+        while let Some(delivered) = probe.recv().await {
+            if E::stamp(&delivered).0 == END_MARK {
+                break;
+            }
+        }
+        let dispatch_time = started.elapsed();
+        let deliveries = handles.iter_mut().map(|h| E::queued(h) as u64).sum();
+
+        let latency = if opts.latency_events > 0 {
+            Some(paced_latency::<E>(&tx, probe, workload, opts).await)
+        } else {
+            None
+        };
+
+        drop(tx);
+        task.await.expect("dispatcher task");
+        let inline_ns = E::inline_pass(&registry, &events).map(|t| per(t, events.len()));
+        drop(handles);
+        drop(registry);
+        DispatchRun {
+            watchers: workload.watcher_count(),
+            events: events.len(),
+            register_ns: per(register_time, workload.watcher_count()),
+            dispatch_ns: per(dispatch_time, events.len()),
+            inline_ns,
+            latency,
+            bytes_per_watcher: bytes,
+            deliveries,
+        }
+    })
+}
+
+fn per(time: Duration, n: usize) -> f64 {
+    time.as_nanos() as f64 / n.max(1) as f64
+}
+
+/// Sends workload events at a fixed rate, every eighth one a timestamped probe event, and
+/// returns the probes' send-to-receive latency.
+async fn paced_latency<E: Engine>(
+    tx: &broadcast::Sender<Event>,
+    mut probe: tokio::sync::mpsc::Receiver<E::Delivered>,
+    workload: &Workload,
+    opts: &DispatchOptions,
+) -> Percentiles {
+    let base = Instant::now();
+    let reader = tokio::spawn(async move {
+        let mut samples = Vec::new();
+        while let Some(delivered) = probe.recv().await {
+            let (revision, value) = E::stamp(&delivered);
+            if revision == END_MARK {
+                break;
+            }
+            let sent = u64::from_le_bytes(value.try_into().expect("8-byte stamp"));
+            samples.push(base.elapsed().as_nanos() as u64 - sent);
+        }
+        samples
+    });
+    let gap = Duration::from_nanos(1_000_000_000 / opts.latency_rate.max(1));
+    let keys = &workload.events;
+    for i in 0..opts.latency_events {
+        let due = base + gap * i as u32;
+        while Instant::now() < due {
+            std::thread::yield_now();
+        }
+        let e = if i % 8 == 0 {
+            let stamp = base.elapsed().as_nanos() as u64;
+            event(Bytes::from_static(PROBE_KEY), i as u64, Bytes::copy_from_slice(&stamp.to_le_bytes()))
+        } else {
+            event(keys[i % keys.len()].clone(), i as u64, Bytes::from_static(b"v"))
+        };
+        tx.send(e).expect("receiver alive");
+    }
+    tx.send(event(Bytes::from_static(PROBE_KEY), END_MARK, Bytes::new()))
+        .expect("receiver alive");
+    let mut samples = reader.await.expect("latency reader");
+    Percentiles::of(&mut samples)
+}
