@@ -2,7 +2,9 @@
 //!
 //! Keys are hashed once with `ahash` (a seeded, DoS-resistant hash that is much cheaper than
 //! SipHash on short keys); the hash is stored beside the key so that path copies and splits
-//! never hash again.
+//! never hash again. Keys of up to [`INLINE_KEY`] bytes are stored inline in the entry: a
+//! lookup compares them without following a pointer, and a path copy clones them without
+//! touching a reference count.
 //!
 //! # Invariants
 //! - No entry has an empty watcher list (the entry is removed with its last watcher).
@@ -21,6 +23,36 @@ use super::hamt::{Hamt, HamtEntry};
 use super::watchers::WatcherList;
 use super::WatcherEntry;
 
+/// Longest key stored inline in an entry.
+const INLINE_KEY: usize = 30;
+
+/// A key's bytes: inline when short, a shared `Bytes` otherwise.
+#[derive(Clone)]
+enum KeyBytes {
+    Inline { len: u8, bytes: [u8; INLINE_KEY] },
+    Shared(Bytes),
+}
+
+impl KeyBytes {
+    fn new(key: Bytes) -> Self {
+        if key.len() <= INLINE_KEY {
+            let mut bytes = [0; INLINE_KEY];
+            bytes[..key.len()].copy_from_slice(&key);
+            KeyBytes::Inline { len: key.len() as u8, bytes }
+        } else {
+            KeyBytes::Shared(key)
+        }
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            KeyBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            KeyBytes::Shared(b) => b,
+        }
+    }
+}
+
 /// Exact-key watcher index.
 pub(crate) struct ExactIndex<W> {
     map: Hamt<ExactEntry<W>>,
@@ -30,11 +62,11 @@ pub(crate) struct ExactIndex<W> {
 
 struct ExactEntry<W> {
     hash: u64,
-    key: Bytes,
+    key: KeyBytes,
     watchers: WatcherList<W>,
 }
 
-impl<W> Clone for ExactEntry<W> {
+impl<W: Clone> Clone for ExactEntry<W> {
     fn clone(&self) -> Self {
         Self {
             hash: self.hash,
@@ -44,11 +76,11 @@ impl<W> Clone for ExactEntry<W> {
     }
 }
 
-impl<W> HamtEntry for ExactEntry<W> {
+impl<W: Clone> HamtEntry for ExactEntry<W> {
     type Key = [u8];
     #[inline]
     fn key(&self) -> &[u8] {
-        &self.key
+        self.key.as_slice()
     }
     #[inline]
     fn hash(&self) -> u64 {
@@ -56,7 +88,7 @@ impl<W> HamtEntry for ExactEntry<W> {
     }
 }
 
-impl<W> Clone for ExactIndex<W> {
+impl<W: Clone> Clone for ExactIndex<W> {
     fn clone(&self) -> Self {
         Self {
             map: self.map.clone(),
@@ -101,13 +133,14 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// Adds a watcher on `key`.
     pub(crate) fn insert(&mut self, key: Bytes, watcher: W) {
         let hash = self.hash_key(&key);
-        if let Some(entry) = self.map.get_mut(hash, &key) {
-            entry.watchers.insert(watcher);
+        if self.map.get(hash, &key[..]).is_some() {
+            self.map
+                .update(hash, &key[..], |entry| entry.watchers.insert(watcher));
         } else {
             self.map.insert(ExactEntry {
                 hash,
-                key,
-                watchers: WatcherList::with(watcher),
+                key: KeyBytes::new(key),
+                watchers: WatcherList::One(watcher),
             });
         }
         self.watchers += 1;
@@ -118,9 +151,11 @@ impl<W: WatcherEntry> ExactIndex<W> {
         let hash = self.hash_key(key);
         // Look before writing so that a miss copies nothing.
         self.map.get(hash, key)?.watchers.get(id)?;
-        let entry = self.map.get_mut(hash, key)?;
-        let removed = entry.watchers.remove(id)?;
-        if entry.watchers.is_empty() {
+        let (removed, now_empty) = self.map.update(hash, key, |entry| {
+            (entry.watchers.remove(id), entry.watchers.is_empty())
+        })?;
+        let removed = removed?;
+        if now_empty {
             self.map.remove(hash, key);
         }
         self.watchers -= 1;
@@ -128,9 +163,9 @@ impl<W: WatcherEntry> ExactIndex<W> {
     }
 
     /// Calls `f` with every key and its watchers.
-    pub(crate) fn for_each_list<F: FnMut(&Bytes, &WatcherList<W>)>(&self, f: &mut F) {
+    pub(crate) fn for_each_list<F: FnMut(&[u8], &WatcherList<W>)>(&self, f: &mut F) {
         self.map
-            .for_each(&mut |e: &ExactEntry<W>| f(&e.key, &e.watchers));
+            .for_each(&mut |e: &ExactEntry<W>| f(e.key.as_slice(), &e.watchers));
     }
 
     /// Panics if an invariant is broken.
@@ -142,7 +177,12 @@ impl<W: WatcherEntry> ExactIndex<W> {
                 !e.watchers.is_empty(),
                 "a key without watchers must be removed"
             );
-            assert_eq!(e.hash, self.hash_key(&e.key), "stored hash is stale");
+            assert_eq!(e.hash, self.hash_key(e.key.as_slice()), "stored hash is stale");
+            assert_eq!(
+                matches!(e.key, KeyBytes::Inline { .. }),
+                e.key.as_slice().len() <= INLINE_KEY,
+                "short keys are inline, long ones shared"
+            );
             e.watchers.check_invariants();
             total += e.watchers.len();
         });

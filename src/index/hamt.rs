@@ -1,17 +1,17 @@
 //! A persistent (copy-on-write) hash array mapped trie.
 //!
 //! Each node covers 5 bits of a 64-bit hash, lowest bits first, and stores only its occupied
-//! slots, located through a 32-bit occupancy bitmap:
+//! slots, in one shared allocation (`Arc<[Slot]>`). The 32-bit occupancy bitmap that locates a
+//! slot lives beside the pointer, in the parent, so that descending one level costs one
+//! memory access, not two:
 //!
 //! ```text
-//!   Node { bitmap: 0b0100_0010, slots: [ Leaf(e1), Branch ─┐ ] }
-//!                                                             ▼
-//!                                   Node { bitmap: .., slots: [Leaf(e2), Leaf(e3)] }
+//!   Node { bitmap: 0b0100_0010, slots ─► [ Leaf(e1), Branch(Node { bitmap, slots ─► [e2, e3] }) ] }
 //! ```
 //!
-//! Writers mutate through [`Arc::make_mut`]: a node shared with a published snapshot is copied
-//! (path copying), a node already private to the writer is changed in place, so a batch of
-//! writes between two publications copies each touched path once.
+//! Writers mutate through [`Arc::make_mut`]: a slot array shared with a published snapshot is
+//! copied (path copying), one already private to the writer is changed in place, so a batch
+//! of writes between two publications copies each touched path once.
 //!
 //! # Invariants (checked by [`Hamt::check_invariants`])
 //! - `bitmap.count_ones() == slots.len()`, and slots are in bit order.
@@ -31,6 +31,7 @@
 //! Depth is bounded by the hash width (13 levels), so the recursive helpers cannot overflow
 //! the stack whatever the input.
 
+use std::iter;
 use std::mem;
 use std::sync::Arc;
 
@@ -49,20 +50,21 @@ pub(crate) trait HamtEntry: Clone {
 
 /// A persistent hash map; cloning it is O(1) and shares every node.
 pub(crate) struct Hamt<E> {
-    root: Option<Arc<Node<E>>>,
+    root: Option<Node<E>>,
     len: usize,
 }
 
+/// One level: the occupancy bitmap and the shared array of occupied slots.
 struct Node<E> {
     bitmap: u32,
-    slots: Vec<Slot<E>>,
+    slots: Arc<[Slot<E>]>,
 }
 
 enum Slot<E> {
     Leaf(E),
     /// Entries whose full 64-bit hashes are equal.
-    Collision(u64, Vec<E>),
-    Branch(Arc<Node<E>>),
+    Collision(u64, Arc<[E]>),
+    Branch(Node<E>),
 }
 
 impl<E> Clone for Hamt<E> {
@@ -74,11 +76,11 @@ impl<E> Clone for Hamt<E> {
     }
 }
 
-impl<E: Clone> Clone for Node<E> {
+impl<E> Clone for Node<E> {
     fn clone(&self) -> Self {
         Self {
             bitmap: self.bitmap,
-            slots: self.slots.clone(),
+            slots: Arc::clone(&self.slots),
         }
     }
 }
@@ -87,8 +89,8 @@ impl<E: Clone> Clone for Slot<E> {
     fn clone(&self) -> Self {
         match self {
             Slot::Leaf(e) => Slot::Leaf(e.clone()),
-            Slot::Collision(h, es) => Slot::Collision(*h, es.clone()),
-            Slot::Branch(n) => Slot::Branch(Arc::clone(n)),
+            Slot::Collision(h, es) => Slot::Collision(*h, Arc::clone(es)),
+            Slot::Branch(n) => Slot::Branch(n.clone()),
         }
     }
 }
@@ -106,8 +108,58 @@ fn fragment(hash: u64, shift: u32) -> u32 {
 
 impl<E> Node<E> {
     #[inline]
+    fn has(&self, bit: u32) -> bool {
+        self.bitmap & (1 << bit) != 0
+    }
+
+    #[inline]
     fn position(&self, bit: u32) -> usize {
         (self.bitmap & ((1u32 << bit) - 1)).count_ones() as usize
+    }
+}
+
+impl<E: Clone> Node<E> {
+    /// A node holding `slots`, given in bit order with their bits.
+    fn with(slots: impl IntoIterator<Item = (u32, Slot<E>)>) -> Self {
+        let mut bitmap = 0;
+        let slots = slots
+            .into_iter()
+            .map(|(bit, slot)| {
+                bitmap |= 1 << bit;
+                slot
+            })
+            .collect::<Vec<_>>();
+        Self {
+            bitmap,
+            slots: slots.into(),
+        }
+    }
+
+    /// Adds `slot` at `bit` (absent), rebuilding the slot array once.
+    fn insert_slot(&mut self, bit: u32, slot: Slot<E>) {
+        let pos = self.position(bit);
+        let old = &self.slots;
+        let slots: Arc<[Slot<E>]> = old[..pos]
+            .iter()
+            .cloned()
+            .chain(iter::once(slot))
+            .chain(old[pos..].iter().cloned())
+            .collect();
+        self.slots = slots;
+        self.bitmap |= 1 << bit;
+    }
+
+    /// Removes the slot at `bit` (present), rebuilding the slot array once.
+    fn remove_slot(&mut self, bit: u32) {
+        let pos = self.position(bit);
+        let old = &self.slots;
+        let slots: Arc<[Slot<E>]> = old[..pos]
+            .iter()
+            .chain(&old[pos + 1..])
+            .cloned()
+            .collect();
+        self.slots = slots;
+        self.bitmap &= !(1 << bit);
     }
 }
 
@@ -128,20 +180,14 @@ impl<E: HamtEntry> Hamt<E> {
         self.len
     }
 
-    /// True when the map holds no entry.
-    #[inline]
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The entry with this key, if any. `hash` must be the key's hash.
     #[inline]
     pub(crate) fn get(&self, hash: u64, key: &E::Key) -> Option<&E> {
-        let mut node = self.root.as_deref()?;
+        let mut node = self.root.as_ref()?;
         let mut shift = 0;
         loop {
             let bit = fragment(hash, shift);
-            if node.bitmap & (1 << bit) == 0 {
+            if !node.has(bit) {
                 return None;
             }
             match &node.slots[node.position(bit)] {
@@ -161,20 +207,28 @@ impl<E: HamtEntry> Hamt<E> {
         }
     }
 
-    /// Mutable access to the entry with this key, copying the shared part of its path.
-    /// Nothing is copied when the key is absent.
-    pub(crate) fn get_mut(&mut self, hash: u64, key: &E::Key) -> Option<&mut E> {
+    /// Replaces the entry with this key by `update(entry)`, copying the shared part of its
+    /// path. Nothing is copied when the key is absent (and `None` is returned).
+    pub(crate) fn update<R>(
+        &mut self,
+        hash: u64,
+        key: &E::Key,
+        update: impl FnOnce(&mut E) -> R,
+    ) -> Option<R> {
         self.get(hash, key)?;
-        let mut node = Arc::make_mut(self.root.as_mut()?);
+        let mut node = self.root.as_mut()?;
         let mut shift = 0;
         loop {
             let bit = fragment(hash, shift);
             let pos = node.position(bit);
-            match &mut node.slots[pos] {
-                Slot::Leaf(e) => return Some(e),
-                Slot::Collision(_, es) => return es.iter_mut().find(|e| e.key() == key),
+            match &mut Arc::make_mut(&mut node.slots)[pos] {
+                Slot::Leaf(e) => return Some(update(e)),
+                Slot::Collision(_, es) => {
+                    let es = Arc::make_mut(es);
+                    return es.iter_mut().find(|e| e.key() == key).map(update);
+                }
                 Slot::Branch(child) => {
-                    node = Arc::make_mut(child);
+                    node = child;
                     shift += BITS;
                 }
             }
@@ -184,13 +238,13 @@ impl<E: HamtEntry> Hamt<E> {
     /// Inserts `entry`, returning the entry it replaced (same key), if any.
     pub(crate) fn insert(&mut self, entry: E) -> Option<E> {
         let hash = entry.hash();
-        let root = self.root.get_or_insert_with(|| {
-            Arc::new(Node {
-                bitmap: 0,
-                slots: Vec::new(),
-            })
-        });
-        let replaced = insert_into(Arc::make_mut(root), entry, hash, 0);
+        let replaced = match &mut self.root {
+            Some(root) => insert_into(root, entry, hash, 0),
+            None => {
+                self.root = Some(Node::with([(fragment(hash, 0), Slot::Leaf(entry))]));
+                None
+            }
+        };
         if replaced.is_none() {
             self.len += 1;
         }
@@ -201,7 +255,7 @@ impl<E: HamtEntry> Hamt<E> {
     pub(crate) fn remove(&mut self, hash: u64, key: &E::Key) -> Option<E> {
         self.get(hash, key)?;
         let root = self.root.as_mut()?;
-        let removed = remove_from(Arc::make_mut(root), hash, key, 0);
+        let removed = remove_from(root, hash, key, 0);
         if removed.is_some() {
             self.len -= 1;
             if self.len == 0 {
@@ -209,6 +263,18 @@ impl<E: HamtEntry> Hamt<E> {
             }
         }
         removed
+    }
+
+    /// Some entry of the map (the first in hash order).
+    pub(crate) fn first(&self) -> Option<&E> {
+        let mut node = self.root.as_ref()?;
+        loop {
+            match node.slots.first()? {
+                Slot::Leaf(e) => return Some(e),
+                Slot::Collision(_, es) => return es.first(),
+                Slot::Branch(child) => node = child,
+            }
+        }
     }
 
     /// Calls `f` on every entry, in hash order.
@@ -224,10 +290,7 @@ impl<E: HamtEntry> Hamt<E> {
         match &self.root {
             None => assert_eq!(self.len, 0, "an empty root must mean len 0"),
             Some(root) => {
-                assert!(
-                    !root.slots.is_empty(),
-                    "a non-empty map has a non-empty root"
-                );
+                assert!(!root.slots.is_empty(), "a non-empty map has a non-empty root");
                 let mut count = 0;
                 check_node(root, 0, 0, true, &mut count);
                 assert_eq!(count, self.len, "len must count every entry");
@@ -237,7 +300,7 @@ impl<E: HamtEntry> Hamt<E> {
 }
 
 fn for_each_in<E, F: FnMut(&E)>(node: &Node<E>, f: &mut F) {
-    for slot in &node.slots {
+    for slot in node.slots.iter() {
         match slot {
             Slot::Leaf(e) => f(e),
             Slot::Collision(_, es) => es.iter().for_each(&mut *f),
@@ -248,26 +311,25 @@ fn for_each_in<E, F: FnMut(&E)>(node: &Node<E>, f: &mut F) {
 
 fn insert_into<E: HamtEntry>(node: &mut Node<E>, entry: E, hash: u64, shift: u32) -> Option<E> {
     let bit = fragment(hash, shift);
-    let pos = node.position(bit);
-    if node.bitmap & (1 << bit) == 0 {
-        node.slots.insert(pos, Slot::Leaf(entry));
-        node.bitmap |= 1 << bit;
+    if !node.has(bit) {
+        node.insert_slot(bit, Slot::Leaf(entry));
         return None;
     }
-    match &mut node.slots[pos] {
-        Slot::Branch(child) => insert_into(Arc::make_mut(child), entry, hash, shift + BITS),
+    let pos = node.position(bit);
+    match &mut Arc::make_mut(&mut node.slots)[pos] {
+        Slot::Branch(child) => insert_into(child, entry, hash, shift + BITS),
         Slot::Leaf(old) if old.key() == entry.key() => Some(mem::replace(old, entry)),
         Slot::Collision(h, es) if *h == hash => {
-            if let Some(old) = es.iter_mut().find(|e| e.key() == entry.key()) {
-                Some(mem::replace(old, entry))
-            } else {
-                es.push(entry);
-                None
+            if let Some(i) = es.iter().position(|e| e.key() == entry.key()) {
+                return Some(mem::replace(&mut Arc::make_mut(es)[i], entry));
             }
+            let grown: Arc<[E]> = es.iter().cloned().chain(iter::once(entry)).collect();
+            *es = grown;
+            None
         }
         occupied => {
             // A different key lives here: push both one level down.
-            let old = mem::replace(occupied, Slot::Collision(0, Vec::new()));
+            let old = mem::replace(occupied, Slot::Collision(0, Arc::new([])));
             let old_hash = old.hash();
             *occupied = merge(old, old_hash, Slot::Leaf(entry), hash, shift + BITS);
             None
@@ -282,66 +344,69 @@ fn merge<E: HamtEntry>(a: Slot<E>, ha: u64, b: Slot<E>, hb: u64, shift: u32) -> 
         for slot in [a, b] {
             match slot {
                 Slot::Leaf(e) => entries.push(e),
-                Slot::Collision(_, es) => entries.extend(es),
+                Slot::Collision(_, es) => entries.extend(es.iter().cloned()),
                 Slot::Branch(_) => unreachable!("only leaves and collisions are merged"),
             }
         }
-        return Slot::Collision(ha, entries);
+        return Slot::Collision(ha, entries.into());
     }
     // Two different 64-bit hashes differ in some fragment at or below shift 60, so the
     // recursion ends within 13 levels.
     let (fa, fb) = (fragment(ha, shift), fragment(hb, shift));
     let node = if fa == fb {
-        Node {
-            bitmap: 1 << fa,
-            slots: vec![merge(a, ha, b, hb, shift + BITS)],
-        }
+        Node::with([(fa, merge(a, ha, b, hb, shift + BITS))])
+    } else if fa < fb {
+        Node::with([(fa, a), (fb, b)])
     } else {
-        let slots = if fa < fb { vec![a, b] } else { vec![b, a] };
-        Node {
-            bitmap: (1 << fa) | (1 << fb),
-            slots,
-        }
+        Node::with([(fb, b), (fa, a)])
     };
-    Slot::Branch(Arc::new(node))
+    Slot::Branch(node)
 }
 
-fn remove_from<E: HamtEntry>(node: &mut Node<E>, hash: u64, key: &E::Key, shift: u32) -> Option<E> {
+fn remove_from<E: HamtEntry>(
+    node: &mut Node<E>,
+    hash: u64,
+    key: &E::Key,
+    shift: u32,
+) -> Option<E> {
     let bit = fragment(hash, shift);
-    if node.bitmap & (1 << bit) == 0 {
+    if !node.has(bit) {
         return None;
     }
     let pos = node.position(bit);
-    match &mut node.slots[pos] {
+    match &node.slots[pos] {
         Slot::Leaf(e) => {
             if e.key() != key {
                 return None;
             }
-            node.bitmap &= !(1 << bit);
-            match node.slots.remove(pos) {
-                Slot::Leaf(e) => Some(e),
-                _ => unreachable!(),
-            }
+            let removed = e.clone();
+            node.remove_slot(bit);
+            Some(removed)
         }
         Slot::Collision(h, es) => {
             if *h != hash {
                 return None;
             }
             let i = es.iter().position(|e| e.key() == key)?;
-            let removed = es.swap_remove(i);
-            if es.len() == 1 {
-                let last = es.pop().expect("one entry left");
-                node.slots[pos] = Slot::Leaf(last);
-            }
+            let removed = es[i].clone();
+            let rest: Vec<E> = es.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, e)| e.clone()).collect();
+            let replacement = match <[E; 1]>::try_from(rest) {
+                Ok([last]) => Slot::Leaf(last),
+                Err(rest) => Slot::Collision(*h, rest.into()),
+            };
+            Arc::make_mut(&mut node.slots)[pos] = replacement;
             Some(removed)
         }
-        Slot::Branch(child) => {
-            let child = Arc::make_mut(child);
+        Slot::Branch(_) => {
+            let slots = Arc::make_mut(&mut node.slots);
+            let Slot::Branch(child) = &mut slots[pos] else {
+                unreachable!("matched a branch above")
+            };
             let removed = remove_from(child, hash, key, shift + BITS)?;
             // Keep the canonical shape: a lone leaf or collision moves up into this slot.
             if child.slots.len() == 1 && !matches!(child.slots[0], Slot::Branch(_)) {
-                let lifted = child.slots.pop().expect("one slot left");
-                node.slots[pos] = lifted;
+                let lifted = child.slots[0].clone();
+                slots[pos] = lifted;
             }
             Some(removed)
         }
@@ -371,7 +436,7 @@ fn check_node<E: HamtEntry>(
     }
     let prefix_mask = if shift == 0 { 0 } else { (1u64 << shift) - 1 };
     let mut bits = node.bitmap;
-    for slot in &node.slots {
+    for slot in node.slots.iter() {
         let bit = bits.trailing_zeros();
         bits &= bits - 1;
         let here = path | (u64::from(bit) << shift);
@@ -444,7 +509,7 @@ mod tests {
             assert_eq!(map.remove(h, &k).map(|i| i.key), Some(k));
             map.check_invariants();
         }
-        assert!(map.is_empty());
+        assert_eq!(map.len(), 0);
         assert!(map.root.is_none());
     }
 
@@ -476,7 +541,7 @@ mod tests {
         map.insert(item(1, 7, 1));
         assert_eq!(map.insert(item(1, 7, 2)).map(|i| i.value), Some(1));
         assert_eq!(map.len(), 1);
-        map.get_mut(7, &1).unwrap().value = 3;
+        map.update(7, &1, |i| i.value = 3).unwrap();
         assert_eq!(map.get(7, &1).unwrap().value, 3);
     }
 
@@ -490,7 +555,7 @@ mod tests {
         for k in 0..50u32 {
             map.remove(u64::from(k) * 31, &k);
         }
-        map.get_mut(60 * 31, &60).unwrap().value = 0;
+        map.update(60 * 31, &60, |i| i.value = 0).unwrap();
         assert_eq!(before.len(), 100);
         for k in 0..100u32 {
             assert_eq!(before.get(u64::from(k) * 31, &k).unwrap().value, k);

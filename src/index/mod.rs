@@ -45,7 +45,7 @@ pub(crate) struct Snapshot<W> {
     prefixes: PrefixTrie<W>,
 }
 
-impl<W> Clone for Snapshot<W> {
+impl<W: Clone> Clone for Snapshot<W> {
     fn clone(&self) -> Self {
         Self {
             exact: self.exact.clone(),

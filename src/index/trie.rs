@@ -41,6 +41,7 @@
 //! 100,000 nodes, and walking, copying or dropping it runs in loops with heap stacks.
 
 use smallvec::SmallVec;
+use std::iter;
 use std::mem;
 use std::sync::Arc;
 
@@ -49,7 +50,7 @@ use super::WatcherEntry;
 
 /// Prefix watcher index.
 pub(crate) struct PrefixTrie<W> {
-    root: Arc<TrieNode<W>>,
+    root: TrieNode<W>,
     watchers: usize,
     prefixes: usize,
 }
@@ -61,59 +62,68 @@ struct TrieNode<W> {
     children: Children<W>,
 }
 
-/// Child table keyed by the selecting byte.
+/// Child table keyed by the selecting byte. The children are stored by value in one shared
+/// array, so stepping to a child is one memory access into that array.
 struct Children<W> {
     bitmap: [u64; 4],
-    nodes: Vec<Arc<TrieNode<W>>>,
+    nodes: Option<Arc<[TrieNode<W>]>>,
 }
 
-impl<W> Clone for PrefixTrie<W> {
+impl<W: Clone> Clone for PrefixTrie<W> {
     fn clone(&self) -> Self {
         Self {
-            root: Arc::clone(&self.root),
+            root: self.root.clone(),
             watchers: self.watchers,
             prefixes: self.prefixes,
         }
     }
 }
 
-impl<W> Clone for TrieNode<W> {
+impl<W: Clone> Clone for TrieNode<W> {
     fn clone(&self) -> Self {
         Self {
             label: self.label.clone(),
             watchers: self.watchers.clone(),
-            children: Children {
-                bitmap: self.children.bitmap,
-                nodes: self.children.nodes.clone(),
-            },
+            children: self.children.clone(),
         }
     }
 }
 
-impl<W> Drop for TrieNode<W> {
-    /// Drops descendants with a loop, not recursion: a chain of 100,000 nodes must not
-    /// overflow the stack.
-    fn drop(&mut self) {
-        if self.children.nodes.is_empty() {
-            return;
+impl<W> Clone for Children<W> {
+    fn clone(&self) -> Self {
+        Self {
+            bitmap: self.bitmap,
+            nodes: self.nodes.clone(),
         }
-        let mut stack = mem::take(&mut self.children.nodes);
-        while let Some(child) = stack.pop() {
-            if let Some(mut node) = Arc::into_inner(child) {
-                stack.append(&mut node.children.nodes);
+    }
+}
+
+impl<W> Default for Children<W> {
+    fn default() -> Self {
+        Self {
+            bitmap: [0; 4],
+            nodes: None,
+        }
+    }
+}
+
+impl<W> Drop for Children<W> {
+    /// Drops descendants with a loop, not recursion: a chain of 100,000 nodes must not
+    /// overflow the stack. Arrays still shared with another snapshot are only released.
+    fn drop(&mut self) {
+        let Some(first) = self.nodes.take() else {
+            return;
+        };
+        let mut stack = vec![first];
+        while let Some(mut array) = stack.pop() {
+            if let Some(nodes) = Arc::get_mut(&mut array) {
+                stack.extend(nodes.iter_mut().filter_map(|n| n.children.nodes.take()));
             }
         }
     }
 }
 
 impl<W> Children<W> {
-    const fn new() -> Self {
-        Self {
-            bitmap: [0; 4],
-            nodes: Vec::new(),
-        }
-    }
-
     #[inline]
     fn has(&self, byte: u8) -> bool {
         self.bitmap[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0
@@ -127,42 +137,67 @@ impl<W> Children<W> {
     }
 
     #[inline]
-    fn get(&self, byte: u8) -> Option<&Arc<TrieNode<W>>> {
-        self.has(byte).then(|| &self.nodes[self.position(byte)])
-    }
-
-    fn get_mut(&mut self, byte: u8) -> Option<&mut Arc<TrieNode<W>>> {
+    fn get(&self, byte: u8) -> Option<&TrieNode<W>> {
         if !self.has(byte) {
             return None;
         }
-        let pos = self.position(byte);
-        Some(&mut self.nodes[pos])
-    }
-
-    fn insert(&mut self, byte: u8, node: Arc<TrieNode<W>>) {
-        debug_assert!(!self.has(byte));
-        let pos = self.position(byte);
-        self.nodes.insert(pos, node);
-        self.bitmap[usize::from(byte >> 6)] |= 1 << (byte & 63);
-    }
-
-    fn remove(&mut self, byte: u8) -> Option<Arc<TrieNode<W>>> {
-        if !self.has(byte) {
-            return None;
-        }
-        let pos = self.position(byte);
-        self.bitmap[usize::from(byte >> 6)] &= !(1 << (byte & 63));
-        Some(self.nodes.remove(pos))
+        self.nodes.as_deref().map(|n| &n[self.position(byte)])
     }
 
     fn len(&self) -> usize {
-        self.nodes.len()
+        self.nodes.as_deref().map_or(0, <[_]>::len)
+    }
+
+    fn nodes(&self) -> &[TrieNode<W>] {
+        self.nodes.as_deref().unwrap_or(&[])
     }
 
     /// Selecting bytes in ascending order, paired with their nodes.
-    fn iter(&self) -> impl Iterator<Item = (u8, &Arc<TrieNode<W>>)> {
-        let bytes = (0..=255u8).filter(|&b| self.has(b));
-        bytes.zip(self.nodes.iter())
+    fn iter(&self) -> impl Iterator<Item = (u8, &TrieNode<W>)> {
+        (0..=255u8).filter(|&b| self.has(b)).zip(self.nodes())
+    }
+}
+
+impl<W: Clone> Children<W> {
+    fn one(byte: u8, node: TrieNode<W>) -> Self {
+        let mut children = Self::default();
+        children.insert(byte, node);
+        children
+    }
+
+    /// The child selected by `byte`, its array made private to this writer first.
+    fn get_mut(&mut self, byte: u8) -> Option<&mut TrieNode<W>> {
+        if !self.has(byte) {
+            return None;
+        }
+        let pos = self.position(byte);
+        self.nodes.as_mut().map(|n| &mut Arc::make_mut(n)[pos])
+    }
+
+    /// Adds a child for `byte` (absent), rebuilding the array once.
+    fn insert(&mut self, byte: u8, node: TrieNode<W>) {
+        debug_assert!(!self.has(byte));
+        let pos = self.position(byte);
+        let old = self.nodes();
+        let nodes: Arc<[TrieNode<W>]> = old[..pos]
+            .iter()
+            .cloned()
+            .chain(iter::once(node))
+            .chain(old[pos..].iter().cloned())
+            .collect();
+        self.nodes = Some(nodes);
+        self.bitmap[usize::from(byte >> 6)] |= 1 << (byte & 63);
+    }
+
+    /// Removes and returns the child for `byte` (present), rebuilding the array once.
+    fn remove(&mut self, byte: u8) -> TrieNode<W> {
+        let pos = self.position(byte);
+        let old = self.nodes();
+        let removed = old[pos].clone();
+        let rest: Vec<TrieNode<W>> = old[..pos].iter().chain(&old[pos + 1..]).cloned().collect();
+        self.nodes = (!rest.is_empty()).then(|| rest.into());
+        self.bitmap[usize::from(byte >> 6)] &= !(1 << (byte & 63));
+        removed
     }
 }
 
@@ -170,26 +205,33 @@ impl<W: WatcherEntry> TrieNode<W> {
     fn new(label: &[u8]) -> Self {
         Self {
             label: SmallVec::from_slice(label),
-            watchers: WatcherList::default(),
-            children: Children::new(),
+            watchers: WatcherList::Empty,
+            children: Children::default(),
         }
     }
 
     /// Merges this node with its only child; the node must have no watchers.
     fn absorb_only_child(&mut self) {
         debug_assert!(self.watchers.is_empty() && self.children.len() == 1);
-        let byte = self
-            .children
-            .iter()
-            .next()
-            .map(|(b, _)| b)
-            .expect("one child");
-        let child = self.children.remove(byte).expect("one child");
-        let mut child = Arc::unwrap_or_clone(child);
+        let byte = self.children.iter().next().map(|(b, _)| b).expect("one child");
+        let mut child = self.children.remove(byte);
         self.label.push(byte);
         self.label.extend_from_slice(&child.label);
         self.watchers = mem::take(&mut child.watchers);
-        self.children = mem::replace(&mut child.children, Children::new());
+        self.children = mem::take(&mut child.children);
+    }
+
+    /// Splits this node's label after `at` bytes: the node keeps the head and no watchers, and
+    /// a new child holds the tail, the watchers and the children.
+    fn split(&mut self, at: usize) {
+        let byte = self.label[at];
+        let lower = TrieNode {
+            label: SmallVec::from_slice(&self.label[at + 1..]),
+            watchers: mem::take(&mut self.watchers),
+            children: mem::take(&mut self.children),
+        };
+        self.label.truncate(at);
+        self.children = Children::one(byte, lower);
     }
 }
 
@@ -201,7 +243,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
     /// An empty trie.
     pub(crate) fn new() -> Self {
         Self {
-            root: Arc::new(TrieNode::new(&[])),
+            root: TrieNode::new(&[]),
             watchers: 0,
             prefixes: 0,
         }
@@ -219,7 +261,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
 
     /// The node whose path is exactly `path`.
     fn find(&self, path: &[u8]) -> Option<&TrieNode<W>> {
-        let mut node = &*self.root;
+        let mut node = &self.root;
         let mut rest = path;
         while let Some((&b, tail)) = rest.split_first() {
             let child = node.children.get(b)?;
@@ -239,7 +281,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
     /// Calls `f(len, watchers)` for every prefix `key[..len]` that has watchers, shortest first.
     #[inline]
     pub(crate) fn for_each_match<F: FnMut(usize, &WatcherList<W>)>(&self, key: &[u8], f: &mut F) {
-        let mut node = &*self.root;
+        let mut node = &self.root;
         let mut pos = 0;
         loop {
             if !node.watchers.is_empty() {
@@ -269,29 +311,29 @@ impl<W: WatcherEntry> PrefixTrie<W> {
                 f(&path, &node.watchers);
             }
             let here = path.len();
-            stack.extend(node.children.iter().map(|(b, c)| (&**c, here, Some(b))));
+            stack.extend(node.children.iter().map(|(b, c)| (c, here, Some(b))));
         }
     }
 
     /// Adds a watcher on `prefix`.
     pub(crate) fn insert(&mut self, prefix: &[u8], watcher: W) {
-        let mut node = Arc::make_mut(&mut self.root);
+        let mut node = &mut self.root;
         let mut rest = prefix;
         while let Some((&b, tail)) = rest.split_first() {
             if !node.children.has(b) {
                 let mut leaf = TrieNode::new(tail);
-                leaf.watchers.insert(watcher);
-                node.children.insert(b, Arc::new(leaf));
+                leaf.watchers = WatcherList::One(watcher);
+                node.children.insert(b, leaf);
                 self.watchers += 1;
                 self.prefixes += 1;
                 return;
             }
-            let slot = node.children.get_mut(b).expect("checked above");
-            let common = common_prefix_len(&slot.label, tail);
-            if common < slot.label.len() {
-                split(slot, common);
+            let child = node.children.get_mut(b).expect("checked above");
+            let common = common_prefix_len(&child.label, tail);
+            if common < child.label.len() {
+                child.split(common);
             }
-            node = Arc::make_mut(slot);
+            node = child;
             rest = &tail[common..];
         }
         if node.watchers.is_empty() {
@@ -305,8 +347,8 @@ impl<W: WatcherEntry> PrefixTrie<W> {
     pub(crate) fn remove(&mut self, prefix: &[u8], id: u64) -> Option<W> {
         self.find(prefix)?.watchers.get(id)?;
         let removed = match prefix.split_first() {
-            None => Arc::make_mut(&mut self.root).watchers.remove(id),
-            Some(_) => remove_below(Arc::make_mut(&mut self.root), prefix, id),
+            None => self.root.watchers.remove(id),
+            Some(_) => remove_below(&mut self.root, prefix, id),
         };
         if removed.is_some() {
             self.watchers -= 1;
@@ -321,15 +363,12 @@ impl<W: WatcherEntry> PrefixTrie<W> {
     pub(crate) fn check_invariants(&self) {
         assert!(self.root.label.is_empty(), "the root's label must be empty");
         let (mut watchers, mut prefixes) = (0, 0);
-        let mut stack = vec![(&*self.root, true)];
+        let mut stack = vec![(&self.root, true)];
         while let Some((node, is_root)) = stack.pop() {
             let c = &node.children;
             let bits: u32 = c.bitmap.iter().map(|w| w.count_ones()).sum();
-            assert_eq!(
-                bits as usize,
-                c.nodes.len(),
-                "child bitmap and table disagree"
-            );
+            assert_eq!(bits as usize, c.len(), "child bitmap and table disagree");
+            assert!(c.nodes.as_ref().is_none_or(|n| !n.is_empty()), "an empty child table is None");
             if !is_root {
                 assert!(
                     !node.watchers.is_empty() || c.len() >= 2,
@@ -341,21 +380,11 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             node.watchers.check_invariants();
             watchers += node.watchers.len();
             prefixes += usize::from(!node.watchers.is_empty());
-            stack.extend(c.nodes.iter().map(|n| (&**n, false)));
+            stack.extend(c.nodes().iter().map(|n| (n, false)));
         }
         assert_eq!(watchers, self.watchers, "watcher count out of step");
         assert_eq!(prefixes, self.prefixes, "prefix count out of step");
     }
-}
-
-/// Splits the edge into `slot` after `at` label bytes, inserting a node without watchers.
-fn split<W: WatcherEntry>(slot: &mut Arc<TrieNode<W>>, at: usize) {
-    let lower = Arc::make_mut(slot);
-    let upper = TrieNode::new(&lower.label[..at]);
-    let byte = lower.label[at];
-    lower.label = SmallVec::from_slice(&lower.label[at + 1..]);
-    let lower = mem::replace(slot, Arc::new(upper));
-    Arc::make_mut(slot).children.insert(byte, lower);
 }
 
 /// Removes watcher `id` from the node at `prefix` (non-empty, known to hold it) below `root`,
@@ -368,12 +397,12 @@ fn remove_below<W: WatcherEntry>(root: &mut TrieNode<W>, prefix: &[u8], id: u64)
         let (&b, tail) = rest.split_first()?;
         let label_len = parent.children.get(b)?.label.len();
         if tail.len() > label_len {
-            parent = Arc::make_mut(parent.children.get_mut(b)?);
+            parent = parent.children.get_mut(b)?;
             parent_is_root = false;
             rest = &tail[label_len..];
             continue;
         }
-        let target = Arc::make_mut(parent.children.get_mut(b)?);
+        let target = parent.children.get_mut(b)?;
         let removed = target.watchers.remove(id);
         if target.watchers.is_empty() {
             match target.children.len() {
@@ -450,6 +479,7 @@ mod tests {
         }
         assert_eq!(trie.watcher_count(), 0);
         assert_eq!(trie.root.children.len(), 0);
+        assert!(trie.root.children.nodes.is_none());
     }
 
     #[test]
@@ -469,6 +499,13 @@ mod tests {
         drop(trie);
         copy.check_invariants();
         drop(copy);
+        // A chain with a watcher at each of 30,000 levels (a node each), dropped whole: a
+        // recursive drop would need far more than a test thread's 2 MiB of stack.
+        let mut chain = PrefixTrie::new();
+        for len in 1..=30_000 {
+            chain.insert(&key[..len], W(len as u64));
+        }
+        drop(chain);
     }
 
     #[test]
