@@ -18,6 +18,57 @@ use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotCell, Snapsho
 /// most `Semaphore::MAX_PERMITS` slots, one of which is reserved for the cancel sentinel.
 pub const MAX_WATCHER_BUFFER_SIZE: usize = tokio::sync::Semaphore::MAX_PERMITS - 1;
 
+/// One change to the index, applied to each of the two snapshots the writers keep.
+enum Change {
+    Add {
+        key: Bytes,
+        is_prefix: bool,
+        watcher: Watcher,
+    },
+    Remove {
+        id: u64,
+        key: Bytes,
+    },
+}
+
+impl Change {
+    /// Applies the change; returns the watcher a removal took out.
+    fn apply(&self, index: &mut Snapshot<Watcher>) -> Option<Watcher> {
+        match self {
+            Change::Add {
+                key,
+                is_prefix: true,
+                watcher,
+            } => {
+                index.insert_prefix(key, watcher.clone());
+                None
+            }
+            Change::Add { key, watcher, .. } => {
+                index.insert_exact(key.clone(), watcher.clone());
+                None
+            }
+            // Like the reference, an unregistration does not say which kind it is.
+            Change::Remove { id, key } => index
+                .remove_exact(key, *id)
+                .or_else(|| index.remove_prefix(key, *id)),
+        }
+    }
+}
+
+/// The writers' side of the publish protocol: two snapshots, used in turn.
+///
+/// The published snapshot (the *front*) is immutable. The writers keep the previous front
+/// (the *back*), equal in content. A write applies its changes to the back **in place**
+/// when no reader holds it any more (`Arc::get_mut`), publishes it, and then replays the same
+/// changes on the old front it got back, again in place, if no reader holds that. A write
+/// that finds the back still held (a dispatcher in the middle of an event) derives the next
+/// snapshot from the front instead, copying only the paths it touches, and the writers drop
+/// their claim on the held one. Either way nothing a reader holds is ever changed, and the
+/// common case copies nothing: each change costs two in-place updates.
+pub(crate) struct Writer {
+    back: Option<Arc<Snapshot<Watcher>>>,
+}
+
 /// Removals handed to one writer transaction at most, so that registrations interleave with
 /// a burst of unregistrations instead of waiting for all of it.
 const REMOVAL_BATCH: usize = 1024;
@@ -25,13 +76,13 @@ const REMOVAL_BATCH: usize = 1024;
 /// Registers watchers and owns the index they live in. Share it with an `Arc`.
 ///
 /// Readers (the dispatcher) load the current [`Snapshot`] without locking. Writers
-/// (registration, unregistration, cleanup) take one mutex among themselves, change a private
-/// copy of the index (copying only the paths they touch) and publish it whole.
+/// (registration, unregistration, cleanup) take one mutex among themselves, build the next
+/// snapshot and publish it whole (see [`Writer`] for how they avoid copying).
 pub struct WatchRegistry {
     /// What readers see.
     published: SnapshotCell<Snapshot<Watcher>>,
-    /// The writers' copy; it shares every node with `published` between writes.
-    writer: Mutex<Snapshot<Watcher>>,
+    /// Serialises writers and holds the snapshot they reuse.
+    writer: Mutex<Writer>,
     next_id: AtomicU64,
     /// Active watchers, for the limit.
     active: AtomicUsize,
@@ -81,10 +132,11 @@ impl WatchRegistry {
                 "watcher_buffer_size exceeds what a channel can hold; clamping"
             );
         }
-        let empty = Snapshot::new();
         Self {
-            published: SnapshotCell::new(Arc::new(empty.clone())),
-            writer: Mutex::new(empty),
+            published: SnapshotCell::new(Arc::new(Snapshot::new())),
+            writer: Mutex::new(Writer {
+                back: Some(Arc::new(Snapshot::new())),
+            }),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
             prev_kv_watchers: Arc::new(StdAtomicUsize::new(0)),
@@ -133,13 +185,14 @@ impl WatchRegistry {
             prev_kv,
             sender,
         };
-        self.write(|index| {
-            if is_prefix {
-                index.insert_prefix(&key, watcher);
-            } else {
-                index.insert_exact(key.clone(), watcher);
-            }
-        });
+        let change = Change::Add {
+            key: key.clone(),
+            is_prefix,
+            watcher,
+        };
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.publish(&mut writer, &[change]);
+        drop(writer);
         trace!(watcher_id = id, key = ?key, is_prefix, prev_kv, "Watcher registered");
         Ok(WatcherHandle::new(
             id,
@@ -163,32 +216,52 @@ impl WatchRegistry {
             .map_err(|_| WatchError::LimitExceeded(max))
     }
 
-    /// Runs one writer transaction and publishes its result.
-    fn write<R>(&self, change: impl FnOnce(&mut Snapshot<Watcher>) -> R) -> R {
-        let mut index = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let out = change(&mut index);
-        self.published.store(Arc::new(index.clone()));
-        out
+    /// Applies `changes` and publishes the result (see [`Writer`]). Counts removed watchers
+    /// out of the limit and prev_kv counters, once each.
+    fn publish(&self, writer: &mut Writer, changes: &[Change]) {
+        let mut next = match writer.back.take() {
+            // No reader can take a new reference to the back (it is not published), so a
+            // count of one means it is ours alone.
+            Some(back) if Arc::strong_count(&back) == 1 => back,
+            // A reader still holds the back: start from the front, sharing its nodes.
+            _ => Arc::new(Snapshot::clone(&self.published.load())),
+        };
+        let index = Arc::get_mut(&mut next).expect("private to this writer");
+        for change in changes {
+            if let Some(removed) = change.apply(index) {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+                if removed.prev_kv {
+                    self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let mut old_front = self.published.swap(next);
+        // Bring the old front up to date for the next write, or let it go: it must not keep
+        // removed watchers' channels open.
+        if let Some(index) = Arc::get_mut(&mut old_front) {
+            for change in changes {
+                change.apply(index);
+            }
+            writer.back = Some(old_front);
+        }
     }
 
     /// Removes `(id, key)` pairs in transactions of at most [`REMOVAL_BATCH`], never waiting
     /// for the writer lock: returns false, with what is left in `removals`, when another
     /// writer holds it.
     pub(crate) fn try_remove(&self, removals: &mut Vec<(u64, Bytes)>) -> bool {
-        if removals.is_empty() {
-            return true;
-        }
         while !removals.is_empty() {
-            let mut index = match self.writer.try_lock() {
+            let mut writer = match self.writer.try_lock() {
                 Ok(guard) => guard,
                 Err(TryLockError::Poisoned(p)) => p.into_inner(),
                 Err(TryLockError::WouldBlock) => return false,
             };
             let start = removals.len().saturating_sub(REMOVAL_BATCH);
-            for (id, key) in removals.drain(start..) {
-                self.remove_locked(&mut index, id, &key);
-            }
-            self.published.store(Arc::new(index.clone()));
+            let batch: Vec<Change> = removals
+                .drain(start..)
+                .map(|(id, key)| Change::Remove { id, key })
+                .collect();
+            self.publish(&mut writer, &batch);
         }
         true
     }
@@ -197,19 +270,6 @@ impl WatchRegistry {
     #[cfg(test)]
     pub(crate) fn lock_writer_for_test(&self) -> impl Drop + '_ {
         self.writer.lock().unwrap()
-    }
-
-    /// Removes watcher `id` registered on `key`, exact or prefix, and releases its counts.
-    fn remove_locked(&self, index: &mut Snapshot<Watcher>, id: u64, key: &[u8]) {
-        let removed = index
-            .remove_exact(key, id)
-            .or_else(|| index.remove_prefix(key, id));
-        if let Some(watcher) = removed {
-            self.active.fetch_sub(1, Ordering::Relaxed);
-            if watcher.prev_kv {
-                self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
     }
 
     /// The current snapshot, for the dispatcher. Never blocks.
@@ -259,21 +319,26 @@ impl WatchRegistry {
         self.watcher_buffer_size
     }
 
-    /// Checks the structural invariants of the published index and that the limit counter
-    /// matches it. For tests and fuzzing; panics with a description on failure.
+    /// Checks the structural invariants of the published index (and of the writers' spare
+    /// copy, which must hold the same watchers) and that the limit counter matches it. For
+    /// tests and fuzzing; panics with a description on failure.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        let index = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        index.check_invariants();
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let published = self.snapshot();
         published.check_invariants();
+        if let Some(back) = &writer.back {
+            back.check_invariants();
+            assert_eq!(
+                back.watcher_count(),
+                published.watcher_count(),
+                "the writers' copy lags the published snapshot"
+            );
+            assert_eq!(back.exact_key_count(), published.exact_key_count());
+            assert_eq!(back.prefix_count(), published.prefix_count());
+        }
         assert_eq!(
             published.watcher_count(),
-            index.watcher_count(),
-            "published snapshot lags the writers' copy"
-        );
-        assert_eq!(
-            index.watcher_count(),
             self.active.load(Ordering::Relaxed),
             "limit counter out of step with the index"
         );

@@ -52,15 +52,16 @@ impl<T> SnapshotCell<T> {
         return Arc::clone(&self.current.lock().unwrap());
     }
 
-    /// Publishes `value`. arc-swap's store is sequentially consistent, so a reader that
-    /// synchronises with the writer afterwards (for instance by receiving an event the writer's
-    /// thread broadcast later) loads `value` or something newer.
-    pub(crate) fn store(&self, value: Arc<T>) {
+    /// Publishes `value` and returns the snapshot it replaces. arc-swap's swap is
+    /// sequentially consistent, so a reader that synchronises with the writer afterwards (for
+    /// instance by receiving an event the writer's thread broadcast later) loads `value` or
+    /// something newer. Before it returns, every reader still holding the old snapshot holds
+    /// a counted reference to it (arc-swap settles readers' debts), so `Arc::get_mut` on the
+    /// returned value succeeds only when no reader is left.
+    pub(crate) fn swap(&self, value: Arc<T>) -> Arc<T> {
         #[cfg(not(loom))]
-        self.current.store(value);
+        return self.current.swap(value);
         #[cfg(loom)]
-        {
-            *self.current.lock().unwrap() = value;
-        }
+        return std::mem::replace(&mut *self.current.lock().unwrap(), value);
     }
 }

@@ -35,7 +35,9 @@ use std::iter;
 use std::mem;
 use std::sync::Arc;
 
-const BITS: u32 = 5;
+use super::splice;
+
+const BITS: u32 = 4;
 const MASK: u64 = (1 << BITS) - 1;
 
 /// What a HAMT stores: an entry that knows its key and its 64-bit hash.
@@ -65,6 +67,8 @@ enum Slot<E> {
     /// Entries whose full 64-bit hashes are equal.
     Collision(u64, Arc<[E]>),
     Branch(Node<E>),
+    /// Left behind for an instant while a private slot array is rebuilt; never observed.
+    Vacant,
 }
 
 impl<E> Clone for Hamt<E> {
@@ -91,6 +95,7 @@ impl<E: Clone> Clone for Slot<E> {
             Slot::Leaf(e) => Slot::Leaf(e.clone()),
             Slot::Collision(h, es) => Slot::Collision(*h, Arc::clone(es)),
             Slot::Branch(n) => Slot::Branch(n.clone()),
+            Slot::Vacant => Slot::Vacant,
         }
     }
 }
@@ -138,29 +143,21 @@ impl<E: Clone> Node<E> {
     /// Adds `slot` at `bit` (absent), rebuilding the slot array once.
     fn insert_slot(&mut self, bit: u32, slot: Slot<E>) {
         let pos = self.position(bit);
-        let old = &self.slots;
-        let slots: Arc<[Slot<E>]> = old[..pos]
-            .iter()
-            .cloned()
-            .chain(iter::once(slot))
-            .chain(old[pos..].iter().cloned())
-            .collect();
-        self.slots = slots;
+        splice(&mut self.slots, pos, Some(slot), vacate);
         self.bitmap |= 1 << bit;
     }
 
     /// Removes the slot at `bit` (present), rebuilding the slot array once.
-    fn remove_slot(&mut self, bit: u32) {
+    fn remove_slot(&mut self, bit: u32) -> Slot<E> {
         let pos = self.position(bit);
-        let old = &self.slots;
-        let slots: Arc<[Slot<E>]> = old[..pos]
-            .iter()
-            .chain(&old[pos + 1..])
-            .cloned()
-            .collect();
-        self.slots = slots;
+        let removed = splice(&mut self.slots, pos, None, vacate).expect("slot present");
         self.bitmap &= !(1 << bit);
+        removed
     }
+}
+
+fn vacate<E>(slot: &mut Slot<E>) -> Slot<E> {
+    mem::replace(slot, Slot::Vacant)
 }
 
 impl<E: HamtEntry> Slot<E> {
@@ -168,7 +165,7 @@ impl<E: HamtEntry> Slot<E> {
         match self {
             Slot::Leaf(e) => e.hash(),
             Slot::Collision(h, _) => *h,
-            Slot::Branch(_) => unreachable!("a branch has no single hash"),
+            Slot::Branch(_) | Slot::Vacant => unreachable!("only leaves and collisions have one hash"),
         }
     }
 }
@@ -203,6 +200,7 @@ impl<E: HamtEntry> Hamt<E> {
                     node = child;
                     shift += BITS;
                 }
+                Slot::Vacant => unreachable!("vacant slots never outlive a rebuild"),
             }
         }
     }
@@ -231,6 +229,7 @@ impl<E: HamtEntry> Hamt<E> {
                     node = child;
                     shift += BITS;
                 }
+                Slot::Vacant => unreachable!("vacant slots never outlive a rebuild"),
             }
         }
     }
@@ -273,6 +272,7 @@ impl<E: HamtEntry> Hamt<E> {
                 Slot::Leaf(e) => return Some(e),
                 Slot::Collision(_, es) => return es.first(),
                 Slot::Branch(child) => node = child,
+                Slot::Vacant => unreachable!("vacant slots never outlive a rebuild"),
             }
         }
     }
@@ -305,6 +305,7 @@ fn for_each_in<E, F: FnMut(&E)>(node: &Node<E>, f: &mut F) {
             Slot::Leaf(e) => f(e),
             Slot::Collision(_, es) => es.iter().for_each(&mut *f),
             Slot::Branch(child) => for_each_in(child, f),
+            Slot::Vacant => unreachable!("vacant slots never outlive a rebuild"),
         }
     }
 }
@@ -345,7 +346,7 @@ fn merge<E: HamtEntry>(a: Slot<E>, ha: u64, b: Slot<E>, hb: u64, shift: u32) -> 
             match slot {
                 Slot::Leaf(e) => entries.push(e),
                 Slot::Collision(_, es) => entries.extend(es.iter().cloned()),
-                Slot::Branch(_) => unreachable!("only leaves and collisions are merged"),
+                Slot::Branch(_) | Slot::Vacant => unreachable!("only leaves and collisions are merged"),
             }
         }
         return Slot::Collision(ha, entries.into());
@@ -379,9 +380,10 @@ fn remove_from<E: HamtEntry>(
             if e.key() != key {
                 return None;
             }
-            let removed = e.clone();
-            node.remove_slot(bit);
-            Some(removed)
+            match node.remove_slot(bit) {
+                Slot::Leaf(removed) => Some(removed),
+                _ => unreachable!("matched a leaf above"),
+            }
         }
         Slot::Collision(h, es) => {
             if *h != hash {
@@ -410,6 +412,7 @@ fn remove_from<E: HamtEntry>(
             }
             Some(removed)
         }
+        Slot::Vacant => unreachable!("vacant slots never outlive a rebuild"),
     }
 }
 
@@ -462,6 +465,7 @@ fn check_node<E: HamtEntry>(
                 assert!(shift + BITS < 64, "branch below the last hash fragment");
                 check_node(child, shift + BITS, here, false, count);
             }
+            Slot::Vacant => panic!("a vacant slot outlived its rebuild"),
         }
     }
 }

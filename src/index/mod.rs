@@ -13,6 +13,8 @@ mod watchers;
 
 pub(crate) use watchers::WatcherList;
 
+use std::sync::Arc;
+
 use exact::ExactIndex;
 use trie::PrefixTrie;
 
@@ -25,6 +27,36 @@ pub(crate) trait WatcherEntry: Clone {
     fn id(&self) -> u64 {
         *self.id_ref()
     }
+}
+
+/// Rebuilds `array` with `insert` placed at `pos`, or without the element at `pos` when
+/// `insert` is `None` (that element is returned). Elements are moved out with `vacate` when
+/// the array is private to this writer, cloned when a snapshot still shares it; either way
+/// the new array is allocated once, at its exact size.
+pub(crate) fn splice<T: Clone>(
+    array: &mut Arc<[T]>,
+    pos: usize,
+    insert: Option<T>,
+    vacate: impl Fn(&mut T) -> T,
+) -> Option<T> {
+    let skip = usize::from(insert.is_none());
+    let (rebuilt, removed): (Arc<[T]>, Option<T>) = match Arc::get_mut(array) {
+        Some(items) => {
+            let (head, tail) = items.split_at_mut(pos);
+            let removed = (skip == 1).then(|| vacate(&mut tail[0]));
+            let moved = head.iter_mut().map(&vacate);
+            let rest = tail[skip..].iter_mut().map(&vacate);
+            (moved.chain(insert).chain(rest).collect(), removed)
+        }
+        None => {
+            let removed = (skip == 1).then(|| array[pos].clone());
+            let kept = array[..pos].iter().cloned();
+            let rest = array[pos + skip..].iter().cloned();
+            (kept.chain(insert).chain(rest).collect(), removed)
+        }
+    };
+    *array = rebuilt;
+    removed
 }
 
 /// Where a matched watcher list was found, so that a watcher found dead can be removed.

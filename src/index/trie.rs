@@ -41,12 +41,11 @@
 //! 100,000 nodes, and walking, copying or dropping it runs in loops with heap stacks.
 
 use smallvec::SmallVec;
-use std::iter;
 use std::mem;
 use std::sync::Arc;
 
 use super::watchers::WatcherList;
-use super::WatcherEntry;
+use super::{splice, WatcherEntry};
 
 /// Prefix watcher index.
 pub(crate) struct PrefixTrie<W> {
@@ -178,27 +177,38 @@ impl<W: Clone> Children<W> {
     fn insert(&mut self, byte: u8, node: TrieNode<W>) {
         debug_assert!(!self.has(byte));
         let pos = self.position(byte);
-        let old = self.nodes();
-        let nodes: Arc<[TrieNode<W>]> = old[..pos]
-            .iter()
-            .cloned()
-            .chain(iter::once(node))
-            .chain(old[pos..].iter().cloned())
-            .collect();
-        self.nodes = Some(nodes);
+        match &mut self.nodes {
+            Some(nodes) => {
+                splice(nodes, pos, Some(node), vacate);
+            }
+            None => self.nodes = Some(Arc::new([node])),
+        }
         self.bitmap[usize::from(byte >> 6)] |= 1 << (byte & 63);
     }
 
     /// Removes and returns the child for `byte` (present), rebuilding the array once.
     fn remove(&mut self, byte: u8) -> TrieNode<W> {
         let pos = self.position(byte);
-        let old = self.nodes();
-        let removed = old[pos].clone();
-        let rest: Vec<TrieNode<W>> = old[..pos].iter().chain(&old[pos + 1..]).cloned().collect();
-        self.nodes = (!rest.is_empty()).then(|| rest.into());
+        let nodes = self.nodes.as_mut().expect("child present");
+        let removed = splice(nodes, pos, None, vacate).expect("child present");
+        if nodes.is_empty() {
+            self.nodes = None;
+        }
         self.bitmap[usize::from(byte >> 6)] &= !(1 << (byte & 63));
         removed
     }
+}
+
+/// Moves a node out of a private array, leaving an empty node (no allocation) behind.
+fn vacate<W>(node: &mut TrieNode<W>) -> TrieNode<W> {
+    mem::replace(
+        node,
+        TrieNode {
+            label: SmallVec::new(),
+            watchers: WatcherList::Empty,
+            children: Children::default(),
+        },
+    )
 }
 
 impl<W: WatcherEntry> TrieNode<W> {
