@@ -43,7 +43,10 @@ pub trait Engine: 'static {
     /// Events waiting in a handle's receiver.
     fn queued(handle: &mut Self::Handle) -> usize;
     /// Dispatches `events` synchronously on this thread, if the engine can; the time taken.
-    fn inline_pass(_registry: &Arc<Self::Registry>, _events: &[Event]) -> Option<std::time::Duration> {
+    fn inline_pass(
+        _registry: &Arc<Self::Registry>,
+        _events: &[Event],
+    ) -> Option<std::time::Duration> {
         None
     }
 }
@@ -65,7 +68,9 @@ impl Engine for Reference {
         registry.register(key, false).expect("no limit")
     }
     fn register_prefix(registry: &Self::Registry, prefix: Bytes) -> Self::Handle {
-        registry.register_prefix(prefix, false).expect("valid prefix")
+        registry
+            .register_prefix(prefix, false)
+            .expect("valid prefix")
     }
     fn run(
         registry: Arc<Self::Registry>,
@@ -104,7 +109,9 @@ impl Engine for Watchtrie {
         registry.register(key, false).expect("no limit")
     }
     fn register_prefix(registry: &Self::Registry, prefix: Bytes) -> Self::Handle {
-        registry.register_prefix(prefix, false).expect("valid prefix")
+        registry
+            .register_prefix(prefix, false)
+            .expect("valid prefix")
     }
     fn run(
         registry: Arc<Self::Registry>,
@@ -123,7 +130,10 @@ impl Engine for Watchtrie {
     fn queued(handle: &mut Self::Handle) -> usize {
         handle.receiver_mut().len()
     }
-    fn inline_pass(registry: &Arc<Self::Registry>, events: &[Event]) -> Option<std::time::Duration> {
+    fn inline_pass(
+        registry: &Arc<Self::Registry>,
+        events: &[Event],
+    ) -> Option<std::time::Duration> {
         // A fresh unregistration channel: this pass only delivers.
         let (_tx, rx) = mpsc::unbounded_channel();
         let mut inline = watchtrie::InlineDispatcher::new(registry.clone(), rx);

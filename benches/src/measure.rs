@@ -59,7 +59,8 @@ impl Percentiles {
             return Self::default();
         }
         samples.sort_unstable();
-        let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)] as f64;
+        let at =
+            |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)] as f64;
         Self {
             p50: at(0.50),
             p99: at(0.99),
@@ -111,7 +112,11 @@ pub fn runtime() -> Runtime {
 
 /// Registers every watcher of `workload` on a fresh `E`, dispatches its events through `run()`
 /// (preloaded, so the producer is out of the measurement), then measures paced latency.
-pub fn dispatch_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOptions) -> DispatchRun {
+pub fn dispatch_run<E: Engine>(
+    rt: &Runtime,
+    workload: &Workload,
+    opts: &DispatchOptions,
+) -> DispatchRun {
     rt.block_on(async {
         let (registry, unregister_rx) = E::registry(opts.buffer);
         let mut handles = Vec::with_capacity(workload.watcher_count());
@@ -212,9 +217,17 @@ async fn paced_latency<E: Engine>(
         }
         let e = if i % 8 == 0 {
             let stamp = base.elapsed().as_nanos() as u64;
-            event(Bytes::from_static(PROBE_KEY), i as u64, Bytes::copy_from_slice(&stamp.to_le_bytes()))
+            event(
+                Bytes::from_static(PROBE_KEY),
+                i as u64,
+                Bytes::copy_from_slice(&stamp.to_le_bytes()),
+            )
         } else {
-            event(keys[i % keys.len()].clone(), i as u64, Bytes::from_static(b"v"))
+            event(
+                keys[i % keys.len()].clone(),
+                i as u64,
+                Bytes::from_static(b"v"),
+            )
         };
         tx.send(e).expect("receiver alive");
     }

@@ -75,7 +75,10 @@ fn distinct(count: usize, rng: &mut Rng, mut make: impl FnMut(&mut Rng) -> Strin
     let mut attempts = 0usize;
     while out.len() < count {
         attempts += 1;
-        assert!(attempts < count * 20 + 1000, "key space too small for {count} distinct keys");
+        assert!(
+            attempts < count * 20 + 1000,
+            "key space too small for {count} distinct keys"
+        );
         let key = make(rng);
         if seen.insert(key.clone()) {
             out.push(Bytes::from(key));
@@ -103,7 +106,9 @@ pub fn mixed(exact: usize, prefixes: usize, events: usize, seed: u64) -> Workloa
             prefix_keys.push(Bytes::from(format!("/svc{svc}/node{node}/")));
         }
     }
-    let deeper = distinct(prefixes - depth2, &mut rng, |r| format!("{}/", random_key(r, 3, "svc")));
+    let deeper = distinct(prefixes - depth2, &mut rng, |r| {
+        format!("{}/", random_key(r, 3, "svc"))
+    });
     prefix_keys.extend(deeper);
     let events = (0..events)
         .map(|_| match rng.below(10) {
@@ -131,7 +136,9 @@ pub fn miss(watchers: usize, events: usize, seed: u64) -> Workload {
     let mut rng = Rng::new(seed);
     let prefixes = watchers / 10;
     let exact = distinct(watchers - prefixes, &mut rng, |r| random_key(r, 6, "svc"));
-    let prefix_keys = distinct(prefixes, &mut rng, |r| format!("{}/", random_key(r, 3, "svc")));
+    let prefix_keys = distinct(prefixes, &mut rng, |r| {
+        format!("{}/", random_key(r, 3, "svc"))
+    });
     let events = (0..events)
         .map(|_| Bytes::from(random_key(&mut rng, 6, "other")))
         .collect();

@@ -38,7 +38,10 @@ impl KeyBytes {
         if key.len() <= INLINE_KEY {
             let mut bytes = [0; INLINE_KEY];
             bytes[..key.len()].copy_from_slice(&key);
-            KeyBytes::Inline { len: key.len() as u8, bytes }
+            KeyBytes::Inline {
+                len: key.len() as u8,
+                bytes,
+            }
         } else {
             KeyBytes::Shared(key)
         }
@@ -133,16 +136,19 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// Adds a watcher on `key`.
     pub(crate) fn insert(&mut self, key: Bytes, watcher: W) {
         let hash = self.hash_key(&key);
-        if self.map.get(hash, &key[..]).is_some() {
-            self.map
-                .update(hash, &key[..], |entry| entry.watchers.insert(watcher));
-        } else {
-            self.map.insert(ExactEntry {
+        let watcher = std::cell::Cell::new(Some(watcher));
+        self.map.upsert(
+            hash,
+            &key[..],
+            |entry| {
+                entry.watchers.insert(watcher.take().expect("used once"));
+            },
+            || ExactEntry {
                 hash,
-                key: KeyBytes::new(key),
-                watchers: WatcherList::One(watcher),
-            });
-        }
+                key: KeyBytes::new(key.clone()),
+                watchers: WatcherList::One(watcher.take().expect("used once")),
+            },
+        );
         self.watchers += 1;
     }
 
@@ -177,7 +183,11 @@ impl<W: WatcherEntry> ExactIndex<W> {
                 !e.watchers.is_empty(),
                 "a key without watchers must be removed"
             );
-            assert_eq!(e.hash, self.hash_key(e.key.as_slice()), "stored hash is stale");
+            assert_eq!(
+                e.hash,
+                self.hash_key(e.key.as_slice()),
+                "stored hash is stale"
+            );
             assert_eq!(
                 matches!(e.key, KeyBytes::Inline { .. }),
                 e.key.as_slice().len() <= INLINE_KEY,

@@ -35,7 +35,7 @@ use std::iter;
 use std::mem;
 use std::sync::Arc;
 
-use super::splice;
+use super::{array_of, check_array, splice, Vacancy};
 
 const BITS: u32 = 4;
 const MASK: u64 = (1 << BITS) - 1;
@@ -100,6 +100,15 @@ impl<E: Clone> Clone for Slot<E> {
     }
 }
 
+impl<E: Clone> Vacancy for Slot<E> {
+    fn vacant() -> Self {
+        Slot::Vacant
+    }
+    fn is_vacant(&self) -> bool {
+        matches!(self, Slot::Vacant)
+    }
+}
+
 impl<E> Default for Hamt<E> {
     fn default() -> Self {
         Self { root: None, len: 0 }
@@ -121,43 +130,44 @@ impl<E> Node<E> {
     fn position(&self, bit: u32) -> usize {
         (self.bitmap & ((1u32 << bit) - 1)).count_ones() as usize
     }
+
+    /// Number of occupied slots (the array may hold spare capacity after them).
+    #[inline]
+    fn live(&self) -> usize {
+        self.bitmap.count_ones() as usize
+    }
+
+    /// The occupied slots.
+    #[inline]
+    fn slots(&self) -> &[Slot<E>] {
+        &self.slots[..self.live()]
+    }
 }
 
 impl<E: Clone> Node<E> {
     /// A node holding `slots`, given in bit order with their bits.
-    fn with(slots: impl IntoIterator<Item = (u32, Slot<E>)>) -> Self {
-        let mut bitmap = 0;
-        let slots = slots
-            .into_iter()
-            .map(|(bit, slot)| {
-                bitmap |= 1 << bit;
-                slot
-            })
-            .collect::<Vec<_>>();
+    fn with<const N: usize>(slots: [(u32, Slot<E>); N]) -> Self {
+        let bitmap = slots.iter().fold(0, |map, (bit, _)| map | (1 << bit));
         Self {
             bitmap,
-            slots: slots.into(),
+            slots: array_of(slots.into_iter().map(|(_, slot)| slot)),
         }
     }
 
-    /// Adds `slot` at `bit` (absent), rebuilding the slot array once.
+    /// Adds `slot` at `bit` (absent).
     fn insert_slot(&mut self, bit: u32, slot: Slot<E>) {
-        let pos = self.position(bit);
-        splice(&mut self.slots, pos, Some(slot), vacate);
+        let (live, pos) = (self.live(), self.position(bit));
+        splice(&mut self.slots, live, pos, Some(slot));
         self.bitmap |= 1 << bit;
     }
 
-    /// Removes the slot at `bit` (present), rebuilding the slot array once.
+    /// Removes the slot at `bit` (present).
     fn remove_slot(&mut self, bit: u32) -> Slot<E> {
-        let pos = self.position(bit);
-        let removed = splice(&mut self.slots, pos, None, vacate).expect("slot present");
+        let (live, pos) = (self.live(), self.position(bit));
+        let removed = splice(&mut self.slots, live, pos, None).expect("slot present");
         self.bitmap &= !(1 << bit);
         removed
     }
-}
-
-fn vacate<E>(slot: &mut Slot<E>) -> Slot<E> {
-    mem::replace(slot, Slot::Vacant)
 }
 
 impl<E: HamtEntry> Slot<E> {
@@ -165,7 +175,9 @@ impl<E: HamtEntry> Slot<E> {
         match self {
             Slot::Leaf(e) => e.hash(),
             Slot::Collision(h, _) => *h,
-            Slot::Branch(_) | Slot::Vacant => unreachable!("only leaves and collisions have one hash"),
+            Slot::Branch(_) | Slot::Vacant => {
+                unreachable!("only leaves and collisions have one hash")
+            }
         }
     }
 }
@@ -235,19 +247,42 @@ impl<E: HamtEntry> Hamt<E> {
     }
 
     /// Inserts `entry`, returning the entry it replaced (same key), if any.
-    pub(crate) fn insert(&mut self, entry: E) -> Option<E> {
-        let hash = entry.hash();
-        let replaced = match &mut self.root {
-            Some(root) => insert_into(root, entry, hash, 0),
+    pub(crate) fn insert(&mut self, entry: E) -> Option<E>
+    where
+        E::Key: Copy,
+    {
+        let (hash, key) = (entry.hash(), *entry.key());
+        let pending = std::cell::Cell::new(Some(entry));
+        let mut replaced = None;
+        let take = || pending.take().expect("used once");
+        self.upsert(
+            hash,
+            &key,
+            |old| replaced = Some(mem::replace(old, take())),
+            take,
+        );
+        replaced
+    }
+
+    /// Updates the entry with this key through `update`, or inserts `create()` if there is
+    /// none: one walk down either way, copying the shared part of the path.
+    pub(crate) fn upsert(
+        &mut self,
+        hash: u64,
+        key: &E::Key,
+        update: impl FnOnce(&mut E),
+        create: impl FnOnce() -> E,
+    ) {
+        let inserted = match &mut self.root {
+            Some(root) => upsert_into(root, hash, key, update, create, 0),
             None => {
-                self.root = Some(Node::with([(fragment(hash, 0), Slot::Leaf(entry))]));
-                None
+                self.root = Some(Node::with([(fragment(hash, 0), Slot::Leaf(create()))]));
+                true
             }
         };
-        if replaced.is_none() {
+        if inserted {
             self.len += 1;
         }
-        replaced
     }
 
     /// Removes and returns the entry with this key. Nothing is copied when the key is absent.
@@ -268,7 +303,7 @@ impl<E: HamtEntry> Hamt<E> {
     pub(crate) fn first(&self) -> Option<&E> {
         let mut node = self.root.as_ref()?;
         loop {
-            match node.slots.first()? {
+            match node.slots().first()? {
                 Slot::Leaf(e) => return Some(e),
                 Slot::Collision(_, es) => return es.first(),
                 Slot::Branch(child) => node = child,
@@ -290,7 +325,7 @@ impl<E: HamtEntry> Hamt<E> {
         match &self.root {
             None => assert_eq!(self.len, 0, "an empty root must mean len 0"),
             Some(root) => {
-                assert!(!root.slots.is_empty(), "a non-empty map has a non-empty root");
+                assert!(root.live() > 0, "a non-empty map has a non-empty root");
                 let mut count = 0;
                 check_node(root, 0, 0, true, &mut count);
                 assert_eq!(count, self.len, "len must count every entry");
@@ -300,7 +335,7 @@ impl<E: HamtEntry> Hamt<E> {
 }
 
 fn for_each_in<E, F: FnMut(&E)>(node: &Node<E>, f: &mut F) {
-    for slot in node.slots.iter() {
+    for slot in node.slots() {
         match slot {
             Slot::Leaf(e) => f(e),
             Slot::Collision(_, es) => es.iter().for_each(&mut *f),
@@ -310,30 +345,42 @@ fn for_each_in<E, F: FnMut(&E)>(node: &Node<E>, f: &mut F) {
     }
 }
 
-fn insert_into<E: HamtEntry>(node: &mut Node<E>, entry: E, hash: u64, shift: u32) -> Option<E> {
+/// Returns true when an entry was created.
+fn upsert_into<E: HamtEntry>(
+    node: &mut Node<E>,
+    hash: u64,
+    key: &E::Key,
+    update: impl FnOnce(&mut E),
+    create: impl FnOnce() -> E,
+    shift: u32,
+) -> bool {
     let bit = fragment(hash, shift);
     if !node.has(bit) {
-        node.insert_slot(bit, Slot::Leaf(entry));
-        return None;
+        node.insert_slot(bit, Slot::Leaf(create()));
+        return true;
     }
     let pos = node.position(bit);
     match &mut Arc::make_mut(&mut node.slots)[pos] {
-        Slot::Branch(child) => insert_into(child, entry, hash, shift + BITS),
-        Slot::Leaf(old) if old.key() == entry.key() => Some(mem::replace(old, entry)),
+        Slot::Branch(child) => upsert_into(child, hash, key, update, create, shift + BITS),
+        Slot::Leaf(old) if old.hash() == hash && old.key() == key => {
+            update(old);
+            false
+        }
         Slot::Collision(h, es) if *h == hash => {
-            if let Some(i) = es.iter().position(|e| e.key() == entry.key()) {
-                return Some(mem::replace(&mut Arc::make_mut(es)[i], entry));
+            if let Some(i) = es.iter().position(|e| e.key() == key) {
+                update(&mut Arc::make_mut(es)[i]);
+                return false;
             }
-            let grown: Arc<[E]> = es.iter().cloned().chain(iter::once(entry)).collect();
+            let grown: Arc<[E]> = es.iter().cloned().chain(iter::once(create())).collect();
             *es = grown;
-            None
+            true
         }
         occupied => {
             // A different key lives here: push both one level down.
-            let old = mem::replace(occupied, Slot::Collision(0, Arc::new([])));
+            let old = mem::replace(occupied, Slot::Vacant);
             let old_hash = old.hash();
-            *occupied = merge(old, old_hash, Slot::Leaf(entry), hash, shift + BITS);
-            None
+            *occupied = merge(old, old_hash, Slot::Leaf(create()), hash, shift + BITS);
+            true
         }
     }
 }
@@ -346,7 +393,9 @@ fn merge<E: HamtEntry>(a: Slot<E>, ha: u64, b: Slot<E>, hb: u64, shift: u32) -> 
             match slot {
                 Slot::Leaf(e) => entries.push(e),
                 Slot::Collision(_, es) => entries.extend(es.iter().cloned()),
-                Slot::Branch(_) | Slot::Vacant => unreachable!("only leaves and collisions are merged"),
+                Slot::Branch(_) | Slot::Vacant => {
+                    unreachable!("only leaves and collisions are merged")
+                }
             }
         }
         return Slot::Collision(ha, entries.into());
@@ -364,12 +413,7 @@ fn merge<E: HamtEntry>(a: Slot<E>, ha: u64, b: Slot<E>, hb: u64, shift: u32) -> 
     Slot::Branch(node)
 }
 
-fn remove_from<E: HamtEntry>(
-    node: &mut Node<E>,
-    hash: u64,
-    key: &E::Key,
-    shift: u32,
-) -> Option<E> {
+fn remove_from<E: HamtEntry>(node: &mut Node<E>, hash: u64, key: &E::Key, shift: u32) -> Option<E> {
     let bit = fragment(hash, shift);
     if !node.has(bit) {
         return None;
@@ -391,7 +435,12 @@ fn remove_from<E: HamtEntry>(
             }
             let i = es.iter().position(|e| e.key() == key)?;
             let removed = es[i].clone();
-            let rest: Vec<E> = es.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, e)| e.clone()).collect();
+            let rest: Vec<E> = es
+                .iter()
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .map(|(_, e)| e.clone())
+                .collect();
             let replacement = match <[E; 1]>::try_from(rest) {
                 Ok([last]) => Slot::Leaf(last),
                 Err(rest) => Slot::Collision(*h, rest.into()),
@@ -406,7 +455,7 @@ fn remove_from<E: HamtEntry>(
             };
             let removed = remove_from(child, hash, key, shift + BITS)?;
             // Keep the canonical shape: a lone leaf or collision moves up into this slot.
-            if child.slots.len() == 1 && !matches!(child.slots[0], Slot::Branch(_)) {
+            if child.live() == 1 && !matches!(child.slots[0], Slot::Branch(_)) {
                 let lifted = child.slots[0].clone();
                 slots[pos] = lifted;
             }
@@ -423,14 +472,10 @@ fn check_node<E: HamtEntry>(
     is_root: bool,
     count: &mut usize,
 ) {
-    assert_eq!(
-        node.bitmap.count_ones() as usize,
-        node.slots.len(),
-        "bitmap and slots disagree"
-    );
+    check_array(&node.slots, node.live());
     if !is_root {
-        assert!(!node.slots.is_empty(), "only the root may be empty");
-        if node.slots.len() == 1 {
+        assert!(node.live() > 0, "only the root may be empty");
+        if node.live() == 1 {
             assert!(
                 matches!(node.slots[0], Slot::Branch(_)),
                 "a lone leaf must be lifted into its parent"
@@ -439,7 +484,7 @@ fn check_node<E: HamtEntry>(
     }
     let prefix_mask = if shift == 0 { 0 } else { (1u64 << shift) - 1 };
     let mut bits = node.bitmap;
-    for slot in node.slots.iter() {
+    for slot in node.slots() {
         let bit = bits.trailing_zeros();
         bits &= bits - 1;
         let here = path | (u64::from(bit) << shift);

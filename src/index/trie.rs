@@ -45,7 +45,7 @@ use std::mem;
 use std::sync::Arc;
 
 use super::watchers::WatcherList;
-use super::{splice, WatcherEntry};
+use super::{array_of, check_array, splice, Vacancy, WatcherEntry};
 
 /// Prefix watcher index.
 pub(crate) struct PrefixTrie<W> {
@@ -143,12 +143,13 @@ impl<W> Children<W> {
         self.nodes.as_deref().map(|n| &n[self.position(byte)])
     }
 
+    /// Number of children (the array may hold spare capacity after them).
     fn len(&self) -> usize {
-        self.nodes.as_deref().map_or(0, <[_]>::len)
+        self.bitmap.iter().map(|w| w.count_ones() as usize).sum()
     }
 
     fn nodes(&self) -> &[TrieNode<W>] {
-        self.nodes.as_deref().unwrap_or(&[])
+        self.nodes.as_deref().map_or(&[], |n| &n[..self.len()])
     }
 
     /// Selecting bytes in ascending order, paired with their nodes.
@@ -173,42 +174,47 @@ impl<W: Clone> Children<W> {
         self.nodes.as_mut().map(|n| &mut Arc::make_mut(n)[pos])
     }
 
-    /// Adds a child for `byte` (absent), rebuilding the array once.
+    /// Adds a child for `byte` (absent).
     fn insert(&mut self, byte: u8, node: TrieNode<W>) {
         debug_assert!(!self.has(byte));
-        let pos = self.position(byte);
+        let (live, pos) = (self.len(), self.position(byte));
         match &mut self.nodes {
             Some(nodes) => {
-                splice(nodes, pos, Some(node), vacate);
+                splice(nodes, live, pos, Some(node));
             }
-            None => self.nodes = Some(Arc::new([node])),
+            None => self.nodes = Some(array_of(std::iter::once(node))),
         }
         self.bitmap[usize::from(byte >> 6)] |= 1 << (byte & 63);
     }
 
-    /// Removes and returns the child for `byte` (present), rebuilding the array once.
+    /// Removes and returns the child for `byte` (present).
     fn remove(&mut self, byte: u8) -> TrieNode<W> {
-        let pos = self.position(byte);
+        let (live, pos) = (self.len(), self.position(byte));
         let nodes = self.nodes.as_mut().expect("child present");
-        let removed = splice(nodes, pos, None, vacate).expect("child present");
-        if nodes.is_empty() {
+        let removed = splice(nodes, live, pos, None).expect("child present");
+        self.bitmap[usize::from(byte >> 6)] &= !(1 << (byte & 63));
+        if live == 1 {
             self.nodes = None;
         }
-        self.bitmap[usize::from(byte >> 6)] &= !(1 << (byte & 63));
         removed
     }
 }
 
-/// Moves a node out of a private array, leaving an empty node (no allocation) behind.
-fn vacate<W>(node: &mut TrieNode<W>) -> TrieNode<W> {
-    mem::replace(
-        node,
+/// A filler node is empty: no label, no watchers, no children. No live node but the root
+/// looks like that (path compression removes such nodes), and the root is never in an array.
+impl<W: Clone> Vacancy for TrieNode<W> {
+    fn vacant() -> Self {
         TrieNode {
             label: SmallVec::new(),
             watchers: WatcherList::Empty,
             children: Children::default(),
-        },
-    )
+        }
+    }
+    fn is_vacant(&self) -> bool {
+        self.label.is_empty()
+            && matches!(self.watchers, WatcherList::Empty)
+            && self.children.nodes.is_none()
+    }
 }
 
 impl<W: WatcherEntry> TrieNode<W> {
@@ -223,7 +229,12 @@ impl<W: WatcherEntry> TrieNode<W> {
     /// Merges this node with its only child; the node must have no watchers.
     fn absorb_only_child(&mut self) {
         debug_assert!(self.watchers.is_empty() && self.children.len() == 1);
-        let byte = self.children.iter().next().map(|(b, _)| b).expect("one child");
+        let byte = self
+            .children
+            .iter()
+            .next()
+            .map(|(b, _)| b)
+            .expect("one child");
         let mut child = self.children.remove(byte);
         self.label.push(byte);
         self.label.extend_from_slice(&child.label);
@@ -377,8 +388,14 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         while let Some((node, is_root)) = stack.pop() {
             let c = &node.children;
             let bits: u32 = c.bitmap.iter().map(|w| w.count_ones()).sum();
-            assert_eq!(bits as usize, c.len(), "child bitmap and table disagree");
-            assert!(c.nodes.as_ref().is_none_or(|n| !n.is_empty()), "an empty child table is None");
+            match &c.nodes {
+                Some(nodes) => check_array(nodes, bits as usize),
+                None => assert_eq!(bits, 0, "children without a table"),
+            }
+            assert!(
+                c.nodes.is_none() || bits > 0,
+                "an empty child table is None"
+            );
             if !is_root {
                 assert!(
                     !node.watchers.is_empty() || c.len() >= 2,

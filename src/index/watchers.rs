@@ -22,7 +22,9 @@ use super::hamt::{Hamt, HamtEntry};
 use super::WatcherEntry;
 
 /// Watchers of one key or prefix, keyed by id.
+#[derive(Default)]
 pub(crate) enum WatcherList<W> {
+    #[default]
     Empty,
     One(W),
     Many(Hamt<ById<W>>),
@@ -60,12 +62,6 @@ impl<W: Clone> Clone for WatcherList<W> {
             WatcherList::One(w) => WatcherList::One(w.clone()),
             WatcherList::Many(map) => WatcherList::Many(map.clone()),
         }
-    }
-}
-
-impl<W> Default for WatcherList<W> {
-    fn default() -> Self {
-        WatcherList::Empty
     }
 }
 
@@ -110,12 +106,10 @@ impl<W: WatcherEntry> WatcherList<W> {
     /// Removes the watcher with this id.
     pub(crate) fn remove(&mut self, id: u64) -> Option<W> {
         match self {
-            WatcherList::One(w) if w.id() == id => {
-                match std::mem::take(self) {
-                    WatcherList::One(w) => Some(w),
-                    _ => unreachable!("matched One above"),
-                }
-            }
+            WatcherList::One(w) if w.id() == id => match std::mem::take(self) {
+                WatcherList::One(w) => Some(w),
+                _ => unreachable!("matched One above"),
+            },
             WatcherList::Many(map) => {
                 let removed = map.remove(mix_id(id), &id)?.0;
                 if map.len() == 1 {
@@ -150,7 +144,10 @@ impl<W: WatcherEntry> WatcherList<W> {
     /// Panics if an invariant is broken.
     pub(crate) fn check_invariants(&self) {
         if let WatcherList::Many(map) = self {
-            assert!(map.len() >= 2, "a list of fewer than two watchers is not `Many`");
+            assert!(
+                map.len() >= 2,
+                "a list of fewer than two watchers is not `Many`"
+            );
             map.check_invariants();
         }
     }

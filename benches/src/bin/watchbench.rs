@@ -22,6 +22,7 @@ OPTIONS:
   --events N        events per throughput run (default 200000)
   --seed N          workload seed (default 42)
   --latency N       paced events in the latency phase, 0 to skip (default 20000)
+  --only ENGINE     run one engine alone, once, for profiling: reference | watchtrie
   --json            print the results as one JSON object instead of a table
   -h, --help        this text
 
@@ -36,6 +37,7 @@ struct Options {
     seed: u64,
     latency: usize,
     json: bool,
+    only: Option<String>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -46,20 +48,26 @@ fn parse() -> Result<Options, String> {
         seed: 42,
         latency: 20_000,
         json: false,
+        only: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         let number = |name: &str, v: String| {
-            v.replace('_', "").parse::<u64>().map_err(|_| format!("{name}: '{v}' is not a whole number"))
+            v.replace('_', "")
+                .parse::<u64>()
+                .map_err(|_| format!("{name}: '{v}' is not a whole number"))
         };
         match arg.as_str() {
             "--scenario" => opts.scenario = value("--scenario")?,
-            "--watchers" => opts.watchers = Some(number("--watchers", value("--watchers")?)? as usize),
+            "--watchers" => {
+                opts.watchers = Some(number("--watchers", value("--watchers")?)? as usize)
+            }
             "--events" => opts.events = number("--events", value("--events")?)? as usize,
             "--seed" => opts.seed = number("--seed", value("--seed")?)?,
             "--latency" => opts.latency = number("--latency", value("--latency")?)? as usize,
             "--json" => opts.json = true,
+            "--only" => opts.only = Some(value("--only")?),
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -100,7 +108,11 @@ fn workload(opts: &Options) -> Result<Workload, String> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
@@ -124,10 +136,22 @@ fn best(a: DispatchRun, b: DispatchRun) -> DispatchRun {
     }
 }
 
-fn run<E: Engine>(rt: &tokio::runtime::Runtime, w: &Workload, opts: &DispatchOptions, label: &str) -> DispatchRun {
-    eprint!("  {label:<9} {:<10} registering {} watchers… ", E::NAME, w.watcher_count());
+fn run<E: Engine>(
+    rt: &tokio::runtime::Runtime,
+    w: &Workload,
+    opts: &DispatchOptions,
+    label: &str,
+) -> DispatchRun {
+    eprint!(
+        "  {label:<9} {:<10} registering {} watchers… ",
+        E::NAME,
+        w.watcher_count()
+    );
     let r = measure::dispatch_run::<E>(rt, w, opts);
-    eprintln!("{:.0} ns/event", r.dispatch_ns);
+    eprintln!(
+        "{:.0} ns/registration, {:.0} ns/event",
+        r.register_ns, r.dispatch_ns
+    );
     r
 }
 
@@ -158,16 +182,43 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let dopts = DispatchOptions { latency_events: opts.latency, ..Default::default() };
+    let dopts = DispatchOptions {
+        latency_events: opts.latency,
+        ..Default::default()
+    };
     let rt = measure::runtime();
-    eprintln!("watchbench: scenario {}, {} watchers, {} events, seed {}", opts.scenario, w.watcher_count(), opts.events, opts.seed);
+    eprintln!(
+        "watchbench: scenario {}, {} watchers, {} events, seed {}",
+        opts.scenario,
+        w.watcher_count(),
+        opts.events,
+        opts.seed
+    );
+    match opts.only.as_deref() {
+        None => {}
+        Some("reference") => {
+            run::<Reference>(&rt, &w, &dopts, "alone");
+            return ExitCode::SUCCESS;
+        }
+        Some("watchtrie") => {
+            run::<Watchtrie>(&rt, &w, &dopts, "alone");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => {
+            eprintln!("watchbench: unknown engine '{other}' (reference, watchtrie)");
+            return ExitCode::from(2);
+        }
+    }
     let _ = run::<Reference>(&rt, &w, &dopts, "warm-up");
     let r1 = run::<Reference>(&rt, &w, &dopts, "run 1");
     let t1 = run::<Watchtrie>(&rt, &w, &dopts, "run 2");
     let t2 = run::<Watchtrie>(&rt, &w, &dopts, "run 3");
     let r2 = run::<Reference>(&rt, &w, &dopts, "run 4");
     if r1.deliveries != t1.deliveries {
-        eprintln!("watchbench: engines disagree: reference delivered {}, watchtrie {}", r1.deliveries, t1.deliveries);
+        eprintln!(
+            "watchbench: engines disagree: reference delivered {}, watchtrie {}",
+            r1.deliveries, t1.deliveries
+        );
         return ExitCode::FAILURE;
     }
     let (reference, ours) = (best(r1, r2), best(t1, t2));
@@ -188,16 +239,58 @@ struct Row {
 }
 
 fn rows(r: &DispatchRun, t: &DispatchRun) -> Vec<Row> {
-    let lat = |d: &DispatchRun, f: fn(&measure::Percentiles) -> f64| d.latency.as_ref().map(|p| f(p) / 1000.0);
+    let lat = |d: &DispatchRun, f: fn(&measure::Percentiles) -> f64| {
+        d.latency.as_ref().map(|p| f(p) / 1000.0)
+    };
     vec![
-        Row { name: "events/s (run)", reference: Some(1e9 / r.dispatch_ns), watchtrie: Some(1e9 / t.dispatch_ns), higher_better: true },
-        Row { name: "dispatch ns/event (run)", reference: Some(r.dispatch_ns), watchtrie: Some(t.dispatch_ns), higher_better: false },
-        Row { name: "dispatch ns/event (inline)", reference: None, watchtrie: t.inline_ns, higher_better: false },
-        Row { name: "latency p50 µs", reference: lat(r, |p| p.p50), watchtrie: lat(t, |p| p.p50), higher_better: false },
-        Row { name: "latency p99 µs", reference: lat(r, |p| p.p99), watchtrie: lat(t, |p| p.p99), higher_better: false },
-        Row { name: "latency p99.9 µs", reference: lat(r, |p| p.p999), watchtrie: lat(t, |p| p.p999), higher_better: false },
-        Row { name: "register ns/op", reference: Some(r.register_ns), watchtrie: Some(t.register_ns), higher_better: false },
-        Row { name: "heap bytes/watcher", reference: r.bytes_per_watcher, watchtrie: t.bytes_per_watcher, higher_better: false },
+        Row {
+            name: "events/s (run)",
+            reference: Some(1e9 / r.dispatch_ns),
+            watchtrie: Some(1e9 / t.dispatch_ns),
+            higher_better: true,
+        },
+        Row {
+            name: "dispatch ns/event (run)",
+            reference: Some(r.dispatch_ns),
+            watchtrie: Some(t.dispatch_ns),
+            higher_better: false,
+        },
+        Row {
+            name: "dispatch ns/event (inline)",
+            reference: None,
+            watchtrie: t.inline_ns,
+            higher_better: false,
+        },
+        Row {
+            name: "latency p50 µs",
+            reference: lat(r, |p| p.p50),
+            watchtrie: lat(t, |p| p.p50),
+            higher_better: false,
+        },
+        Row {
+            name: "latency p99 µs",
+            reference: lat(r, |p| p.p99),
+            watchtrie: lat(t, |p| p.p99),
+            higher_better: false,
+        },
+        Row {
+            name: "latency p99.9 µs",
+            reference: lat(r, |p| p.p999),
+            watchtrie: lat(t, |p| p.p999),
+            higher_better: false,
+        },
+        Row {
+            name: "register ns/op",
+            reference: Some(r.register_ns),
+            watchtrie: Some(t.register_ns),
+            higher_better: false,
+        },
+        Row {
+            name: "heap bytes/watcher",
+            reference: r.bytes_per_watcher,
+            watchtrie: t.bytes_per_watcher,
+            higher_better: false,
+        },
     ]
 }
 
@@ -216,10 +309,26 @@ fn print_table(opts: &Options, w: &Workload, r: &DispatchRun, t: &DispatchRun) {
         r.events,
         opts.seed
     );
-    println!("machine: {}, {} cores; {} deliveries per run", cpu_model(), std::thread::available_parallelism().map_or(0, |n| n.get()), r.deliveries);
+    println!(
+        "machine: {}, {} cores; {} deliveries per run",
+        cpu_model(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        r.deliveries
+    );
     println!();
-    println!("{:<28} {:>14} {:>14} {:>14}", "metric", "reference", "watchtrie", "ref/watchtrie");
-    let cell = |v: Option<f64>| v.map_or("-".to_string(), |v| if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") });
+    println!(
+        "{:<28} {:>14} {:>14} {:>14}",
+        "metric", "reference", "watchtrie", "ref/watchtrie"
+    );
+    let cell = |v: Option<f64>| {
+        v.map_or("-".to_string(), |v| {
+            if v >= 100.0 {
+                format!("{v:.0}")
+            } else {
+                format!("{v:.2}")
+            }
+        })
+    };
     for row in rows(r, t) {
         println!(
             "{:<28} {:>14} {:>14} {:>14}",
