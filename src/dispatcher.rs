@@ -27,10 +27,6 @@ const UNREGISTRATIONS_PER_EVENT: usize = 4096;
 /// How soon removals that found the writer lock busy are tried again when no event comes.
 const REMOVAL_RETRY: Duration = Duration::from_micros(100);
 
-/// Longest heartbeat period honoured (about 35 years); longer ones never fire. Keeps
-/// `Instant + period` from overflowing.
-const MAX_HEARTBEAT_MS: u64 = 1 << 40;
-
 /// Synchronous dispatch, for a state machine that delivers events on its own thread.
 ///
 /// Same semantics as [`WatchDispatcher`]: each call first applies pending unregistrations,
@@ -271,12 +267,14 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
     /// The heartbeat timer, or `None` when disabled.
     fn heartbeat(&self) -> Option<tokio::time::Interval> {
         let period_ms = self.heartbeat_interval_ms;
-        if period_ms == 0 || period_ms > MAX_HEARTBEAT_MS {
+        if period_ms == 0 {
             return None;
         }
         // Spread first ticks over ±10% so that nodes started together do not beat together.
         let spread = (period_ms / 10).max(1);
-        let first_ms = period_ms - spread.min(period_ms) + random_u64() % (2 * spread);
+        let first_ms = period_ms
+            .saturating_sub(spread)
+            .saturating_add(random_u64() % (2 * spread));
         let start = tokio::time::Instant::now() + Duration::from_millis(first_ms);
         let mut interval = tokio::time::interval_at(start, Duration::from_millis(period_ms));
         // A late tick is skipped, not bunched: a burst of heartbeats after a stall would

@@ -75,6 +75,9 @@ mod error;
 mod event;
 mod handle;
 mod index;
+#[cfg(feature = "internals")]
+#[doc(hidden)]
+pub mod internals;
 mod registry;
 mod sink;
 mod sync;

@@ -1,0 +1,246 @@
+//! Both engines behind one trait, used only through their public APIs.
+
+use std::future::Future;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use d_engine_proto::client::WatchResponse;
+use tokio::sync::{broadcast, mpsc};
+
+/// An event as either engine delivered it, in one comparable form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// 0 Put, 1 Delete, 2 Canceled, 3 Progress.
+    pub event_type: u8,
+    /// Key.
+    pub key: Bytes,
+    /// Value.
+    pub value: Bytes,
+    /// Previous value, if the watcher asked for it.
+    pub prev_value: Option<Bytes>,
+    /// Revision.
+    pub revision: u64,
+}
+
+/// A registration's outcome, in one comparable form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// `Ok(handle)`: its id, key and kind.
+    Ok {
+        id: u64,
+        key: Bytes,
+        is_prefix: bool,
+    },
+    /// `Err(LimitExceeded(max))`.
+    LimitExceeded(usize),
+    /// `Err(InvalidPrefix)`.
+    InvalidPrefix,
+}
+
+/// A watch engine with the d-engine-core 0.2.4 API.
+pub trait Engine: 'static {
+    /// Name in reports.
+    const NAME: &'static str;
+    /// Registry type.
+    type Registry: Send + Sync + 'static;
+    /// Handle type.
+    type Handle: 'static;
+    /// Delivered event type.
+    type Event: Send + 'static;
+
+    /// A registry and its unregistration receiver.
+    fn registry(
+        buffer: usize,
+        limit: usize,
+    ) -> (Arc<Self::Registry>, mpsc::UnboundedReceiver<(u64, Bytes)>);
+    /// `register`.
+    fn register(r: &Self::Registry, key: Bytes, prev_kv: bool) -> Result<Self::Handle, Registered>;
+    /// `register_prefix`.
+    fn register_prefix(
+        r: &Self::Registry,
+        prefix: Bytes,
+        prev_kv: bool,
+    ) -> Result<Self::Handle, Registered>;
+    /// What a successful registration returned.
+    fn describe(handle: &Self::Handle) -> Registered;
+    /// `receiver_mut`.
+    fn receiver(handle: &mut Self::Handle) -> &mut mpsc::Receiver<Self::Event>;
+    /// `into_receiver`.
+    fn into_receiver(handle: Self::Handle) -> mpsc::Receiver<Self::Event>;
+    /// The comparable form of a delivered event.
+    fn seen(event: &Self::Event) -> Seen;
+    /// `prev_kv_watcher_count`.
+    fn prev_kv_count(r: &Self::Registry) -> usize;
+    /// The dispatcher's `run()`.
+    fn run(
+        r: Arc<Self::Registry>,
+        events: broadcast::Receiver<WatchResponse>,
+        unregister: mpsc::UnboundedReceiver<(u64, Bytes)>,
+        last_applied: Arc<AtomicU64>,
+        heartbeat_ms: u64,
+    ) -> impl Future<Output = ()> + Send + 'static;
+    /// Structural self-check, where the engine has one.
+    fn check(_r: &Self::Registry) {}
+}
+
+/// `d_engine_core::watch`, the oracle.
+pub struct Reference;
+
+impl Engine for Reference {
+    const NAME: &'static str = "reference";
+    type Registry = d_engine_core::watch::WatchRegistry;
+    type Handle = d_engine_core::watch::WatcherHandle;
+    type Event = d_engine_core::watch::WatchEvent;
+
+    fn registry(
+        buffer: usize,
+        limit: usize,
+    ) -> (Arc<Self::Registry>, mpsc::UnboundedReceiver<(u64, Bytes)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(Self::Registry::new_with_limits(buffer, limit, tx)),
+            rx,
+        )
+    }
+    fn register(r: &Self::Registry, key: Bytes, prev_kv: bool) -> Result<Self::Handle, Registered> {
+        r.register(key, prev_kv).map_err(reference_error)
+    }
+    fn register_prefix(
+        r: &Self::Registry,
+        prefix: Bytes,
+        prev_kv: bool,
+    ) -> Result<Self::Handle, Registered> {
+        r.register_prefix(prefix, prev_kv).map_err(reference_error)
+    }
+    fn describe(h: &Self::Handle) -> Registered {
+        Registered::Ok {
+            id: h.id(),
+            key: h.key().clone(),
+            is_prefix: h.is_prefix(),
+        }
+    }
+    fn receiver(h: &mut Self::Handle) -> &mut mpsc::Receiver<Self::Event> {
+        h.receiver_mut()
+    }
+    fn into_receiver(h: Self::Handle) -> mpsc::Receiver<Self::Event> {
+        h.into_receiver().2
+    }
+    fn seen(e: &Self::Event) -> Seen {
+        use d_engine_core::watch::WatchEventType as T;
+        let event_type = match e.event_type {
+            T::Put => 0,
+            T::Delete => 1,
+            T::Canceled => 2,
+            T::Progress => 3,
+        };
+        Seen {
+            event_type,
+            key: e.key.clone(),
+            value: e.value.clone(),
+            prev_value: e.prev_value.clone(),
+            revision: e.revision,
+        }
+    }
+    fn prev_kv_count(r: &Self::Registry) -> usize {
+        r.prev_kv_watcher_count()
+    }
+    fn run(
+        r: Arc<Self::Registry>,
+        events: broadcast::Receiver<WatchResponse>,
+        unregister: mpsc::UnboundedReceiver<(u64, Bytes)>,
+        last_applied: Arc<AtomicU64>,
+        heartbeat_ms: u64,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        d_engine_core::watch::WatchDispatcher::new(
+            r,
+            events,
+            unregister,
+            last_applied,
+            heartbeat_ms,
+        )
+        .run()
+    }
+}
+
+fn reference_error(e: d_engine_core::watch::WatchError) -> Registered {
+    match e {
+        d_engine_core::watch::WatchError::LimitExceeded(n) => Registered::LimitExceeded(n),
+        d_engine_core::watch::WatchError::InvalidPrefix => Registered::InvalidPrefix,
+    }
+}
+
+/// watchtrie, through its drop-in API.
+pub struct Watchtrie;
+
+impl Engine for Watchtrie {
+    const NAME: &'static str = "watchtrie";
+    type Registry = watchtrie::WatchRegistry;
+    type Handle = watchtrie::WatcherHandle;
+    type Event = watchtrie::WatchEvent;
+
+    fn registry(
+        buffer: usize,
+        limit: usize,
+    ) -> (Arc<Self::Registry>, mpsc::UnboundedReceiver<(u64, Bytes)>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Arc::new(Self::Registry::new_with_limits(buffer, limit, tx)),
+            rx,
+        )
+    }
+    fn register(r: &Self::Registry, key: Bytes, prev_kv: bool) -> Result<Self::Handle, Registered> {
+        r.register(key, prev_kv).map_err(watchtrie_error)
+    }
+    fn register_prefix(
+        r: &Self::Registry,
+        prefix: Bytes,
+        prev_kv: bool,
+    ) -> Result<Self::Handle, Registered> {
+        r.register_prefix(prefix, prev_kv).map_err(watchtrie_error)
+    }
+    fn describe(h: &Self::Handle) -> Registered {
+        Registered::Ok {
+            id: h.id(),
+            key: h.key().clone(),
+            is_prefix: h.is_prefix(),
+        }
+    }
+    fn receiver(h: &mut Self::Handle) -> &mut mpsc::Receiver<Self::Event> {
+        h.receiver_mut()
+    }
+    fn into_receiver(h: Self::Handle) -> mpsc::Receiver<Self::Event> {
+        h.into_receiver().2
+    }
+    fn seen(e: &Self::Event) -> Seen {
+        Seen {
+            event_type: e.event_type.code() as u8,
+            key: e.key.clone(),
+            value: e.value.clone(),
+            prev_value: e.prev_value.clone(),
+            revision: e.revision,
+        }
+    }
+    fn prev_kv_count(r: &Self::Registry) -> usize {
+        r.prev_kv_watcher_count()
+    }
+    fn run(
+        r: Arc<Self::Registry>,
+        events: broadcast::Receiver<WatchResponse>,
+        unregister: mpsc::UnboundedReceiver<(u64, Bytes)>,
+        last_applied: Arc<AtomicU64>,
+        heartbeat_ms: u64,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        watchtrie::WatchDispatcher::new(r, events, unregister, last_applied, heartbeat_ms).run()
+    }
+    fn check(r: &Self::Registry) {
+        r.check_invariants();
+    }
+}
+
+fn watchtrie_error(e: watchtrie::WatchError) -> Registered {
+    match e {
+        watchtrie::WatchError::LimitExceeded(n) => Registered::LimitExceeded(n),
+        watchtrie::WatchError::InvalidPrefix => Registered::InvalidPrefix,
+    }
+}

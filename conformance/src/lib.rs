@@ -1,0 +1,12 @@
+//! Differential testing: the same operations applied to the reference (`d-engine-core` 0.2.4's
+//! `watch` module, the oracle) and to watchtrie, compared after every step.
+//!
+//! - [`ops`]: the operation language, shared by the proptest suite and the fuzz target
+//!   (`arbitrary::Arbitrary` for one, a proptest strategy for the other);
+//! - [`engines`]: both engines behind one trait, through their public APIs only;
+//! - [`driver`]: runs a [`ops::Case`] on both, deterministically, and reports the first
+//!   divergence.
+
+pub mod driver;
+pub mod engines;
+pub mod ops;

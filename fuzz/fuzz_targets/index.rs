@@ -1,0 +1,122 @@
+//! The index target: watchtrie's private index (exact HAMT + prefix trie) alone against a
+//! naive model (a `BTreeMap` of watcher sets), with `check_invariants()` after every
+//! operation and older versions kept and re-checked to prove path copying never changes
+//! them. Far higher exec rates than the differential target.
+#![no_main]
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use arbitrary::Arbitrary;
+use libfuzzer_sys::fuzz_target;
+use watchtrie::internals::{Match, TestIndex};
+
+/// A key over a 4-letter alphabet (so keys share prefixes often), at most 12 bytes.
+#[derive(Debug, Clone)]
+struct Key(Vec<u8>);
+
+impl<'a> Arbitrary<'a> for Key {
+    fn arbitrary(u: &mut arbitrary::Unstructured<'a>) -> arbitrary::Result<Self> {
+        let len = u.int_in_range(0..=12)?;
+        let bytes = (0..len)
+            .map(|_| Ok([b'/', b'a', b'b', 0xff][usize::from(u.int_in_range(0..=3u8)?)]))
+            .collect::<arbitrary::Result<_>>()?;
+        Ok(Key(bytes))
+    }
+}
+
+#[derive(Arbitrary, Debug)]
+enum Op {
+    Insert { prefix: bool, key: Key, id: u8 },
+    Remove { prefix: bool, key: Key, id: u8 },
+    Probe { key: Key },
+    Keep,
+    Release,
+}
+
+/// (is_prefix, key) → ids.
+type Model = BTreeMap<(bool, Vec<u8>), BTreeSet<u64>>;
+
+fn expected(model: &Model, key: &[u8]) -> Vec<Match> {
+    let mut out: Vec<Match> = model
+        .get(&(false, key.to_vec()))
+        .into_iter()
+        .flatten()
+        .map(|&id| (false, key.len(), id))
+        .collect();
+    let mut prefixes: Vec<Match> = model
+        .iter()
+        .filter(|((is_prefix, p), _)| *is_prefix && key.starts_with(p))
+        .flat_map(|((_, p), ids)| ids.iter().map(move |&id| (true, p.len(), id)))
+        .collect();
+    prefixes.sort_unstable();
+    out.extend(prefixes);
+    out
+}
+
+fuzz_target!(|ops: Vec<Op>| {
+    let mut index = TestIndex::new();
+    let mut model = Model::new();
+    let mut kept: Vec<Model> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Insert { prefix, key, id } => {
+                // Ids are unique within a list: the registry guarantees it.
+                if model
+                    .entry((prefix, key.0.clone()))
+                    .or_default()
+                    .insert(u64::from(id))
+                {
+                    if prefix {
+                        index.insert_prefix(&key.0, u64::from(id));
+                    } else {
+                        index.insert_exact(&key.0, u64::from(id));
+                    }
+                }
+            }
+            Op::Remove { prefix, key, id } => {
+                let entry = (prefix, key.0.clone());
+                let had = model
+                    .get_mut(&entry)
+                    .is_some_and(|ids| ids.remove(&u64::from(id)));
+                if model.get(&entry).is_some_and(BTreeSet::is_empty) {
+                    model.remove(&entry);
+                }
+                let removed = if prefix {
+                    index.remove_prefix(&key.0, u64::from(id))
+                } else {
+                    index.remove_exact(&key.0, u64::from(id))
+                };
+                assert_eq!(removed, had, "removal of {id} at {entry:?}");
+            }
+            Op::Probe { key } => {
+                assert_eq!(
+                    index.matches(&key.0),
+                    expected(&model, &key.0),
+                    "matches of {key:?}"
+                );
+                for (n, old) in kept.iter().enumerate() {
+                    assert_eq!(
+                        index.kept_matches(n, &key.0),
+                        expected(old, &key.0),
+                        "kept version {n}"
+                    );
+                }
+            }
+            Op::Keep => {
+                if index.kept_versions() < 8 {
+                    index.keep_version();
+                    kept.push(model.clone());
+                }
+            }
+            Op::Release => {
+                index.release_versions();
+                kept.clear();
+            }
+        }
+        index.check_invariants();
+        assert_eq!(
+            index.watcher_count(),
+            model.values().map(BTreeSet::len).sum::<usize>()
+        );
+    }
+});

@@ -1,0 +1,103 @@
+//! The private index behind a small API, for the fuzz target and property tests that check
+//! it against a naive model. Not part of the stable API: enabled by the `internals` feature.
+
+use crate::index::{MatchKind, Snapshot, WatcherEntry};
+
+/// A watcher reduced to its id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Id(u64);
+
+impl WatcherEntry for Id {
+    fn id_ref(&self) -> &u64 {
+        &self.0
+    }
+}
+
+/// One match of a key: `(is_prefix, length of the matched prefix or key, watcher id)`.
+pub type Match = (bool, usize, u64);
+
+/// The index, with older versions kept on demand to exercise path copying.
+#[derive(Default)]
+pub struct TestIndex {
+    current: Snapshot<Id>,
+    kept: Vec<Snapshot<Id>>,
+}
+
+impl TestIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds exact watcher `id` on `key`.
+    pub fn insert_exact(&mut self, key: &[u8], id: u64) {
+        self.current
+            .insert_exact(bytes::Bytes::copy_from_slice(key), Id(id));
+    }
+
+    /// Adds prefix watcher `id` on `prefix` (any bytes: the index matches byte prefixes).
+    pub fn insert_prefix(&mut self, prefix: &[u8], id: u64) {
+        self.current.insert_prefix(prefix, Id(id));
+    }
+
+    /// Removes exact watcher `id` from `key`; true if it was there.
+    pub fn remove_exact(&mut self, key: &[u8], id: u64) -> bool {
+        self.current.remove_exact(key, id).is_some()
+    }
+
+    /// Removes prefix watcher `id` from `prefix`; true if it was there.
+    pub fn remove_prefix(&mut self, prefix: &[u8], id: u64) -> bool {
+        self.current.remove_prefix(prefix, id).is_some()
+    }
+
+    /// Every watcher an event on `key` reaches, in dispatch order within each list kind
+    /// (exact first, then prefixes shortest first); ids within one list sorted.
+    pub fn matches(&self, key: &[u8]) -> Vec<Match> {
+        matches_in(&self.current, key)
+    }
+
+    /// Keeps a copy of the current version: later writes must copy the paths they change.
+    pub fn keep_version(&mut self) {
+        self.kept.push(self.current.clone());
+    }
+
+    /// Matches of `key` in the `n`-th kept version.
+    pub fn kept_matches(&self, n: usize, key: &[u8]) -> Vec<Match> {
+        matches_in(&self.kept[n], key)
+    }
+
+    /// Number of kept versions.
+    pub fn kept_versions(&self) -> usize {
+        self.kept.len()
+    }
+
+    /// Drops every kept version.
+    pub fn release_versions(&mut self) {
+        self.kept.clear();
+    }
+
+    /// Watchers in the current version.
+    pub fn watcher_count(&self) -> usize {
+        self.current.watcher_count()
+    }
+
+    /// Panics if an invariant of the current or a kept version is broken.
+    pub fn check_invariants(&self) {
+        self.current.check_invariants();
+        self.kept.iter().for_each(Snapshot::check_invariants);
+    }
+}
+
+fn matches_in(snapshot: &Snapshot<Id>, key: &[u8]) -> Vec<Match> {
+    let mut out = Vec::new();
+    snapshot.for_each_match(key, &mut |kind, list| {
+        let (is_prefix, len) = match kind {
+            MatchKind::Exact => (false, key.len()),
+            MatchKind::Prefix { len } => (true, len),
+        };
+        let start = out.len();
+        list.for_each(&mut |w| out.push((is_prefix, len, w.0)));
+        out[start..].sort_unstable();
+    });
+    out
+}
