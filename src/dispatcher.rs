@@ -337,4 +337,20 @@ mod tests {
         assert_eq!(registry.active_watcher_count(), 0);
         registry.check_invariants();
     }
+
+    #[test]
+    fn a_handle_dropped_while_a_writer_is_busy_is_unregistered_by_the_dispatcher() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(4, tx));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx);
+        let handle = registry.register(Bytes::from_static(b"/k"), true).unwrap();
+        let writer = registry.lock_writer_for_test();
+        drop(handle); // cannot take the lock: queued for the dispatcher instead
+        drop(writer);
+        assert_eq!(registry.active_watcher_count(), 1);
+        inline.dispatch(&put("/other", 1));
+        assert_eq!(registry.active_watcher_count(), 0);
+        assert_eq!(registry.prev_kv_watcher_count(), 0);
+        registry.check_invariants();
+    }
 }

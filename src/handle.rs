@@ -8,12 +8,15 @@ use tokio::sync::mpsc;
 use tracing::trace;
 
 use crate::event::WatchEvent;
+use crate::registry::Shared;
+use std::sync::Arc;
 
 /// One registered watcher: its id, what it watches and its event receiver.
 ///
-/// Dropping the handle unregisters the watcher (the dispatcher applies it before its next
-/// event). [`WatcherHandle::into_receiver`] keeps the watcher registered instead, until its
-/// receiver is dropped and a delivery finds it closed, or it overflows.
+/// Dropping the handle unregisters the watcher: at once when no other writer is busy,
+/// otherwise through the dispatcher before its next event; it never waits.
+/// [`WatcherHandle::into_receiver`] keeps the watcher registered instead, until its receiver
+/// is dropped and a delivery finds it closed, or it overflows.
 pub struct WatcherHandle {
     receiver: mpsc::Receiver<WatchEvent>,
     registration: Registration,
@@ -24,17 +27,17 @@ struct Registration {
     id: u64,
     key: Bytes,
     is_prefix: bool,
-    unregister_tx: Option<mpsc::UnboundedSender<(u64, Bytes)>>,
+    /// The registry to unregister from; `None` once `into_receiver` disarmed the drop.
+    registry: Option<Arc<Shared>>,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(tx) = self.unregister_tx.take() {
+        if let Some(registry) = self.registry.take() {
             // The key is not needed any more: move it instead of cloning it.
             let key = mem::take(&mut self.key);
             trace!(watcher_id = self.id, key = ?key, is_prefix = self.is_prefix, "Watcher unregistered");
-            // A closed channel means the dispatcher is gone, and the index with it.
-            let _ = tx.send((self.id, key));
+            registry.unregister(self.id, key);
         }
     }
 }
@@ -45,7 +48,7 @@ impl WatcherHandle {
         key: Bytes,
         is_prefix: bool,
         receiver: mpsc::Receiver<WatchEvent>,
-        unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
+        registry: Arc<Shared>,
     ) -> Self {
         Self {
             receiver,
@@ -53,7 +56,7 @@ impl WatcherHandle {
                 id,
                 key,
                 is_prefix,
-                unregister_tx: Some(unregister_tx),
+                registry: Some(registry),
             },
         }
     }
@@ -86,7 +89,7 @@ impl WatcherHandle {
             receiver,
             mut registration,
         } = self;
-        registration.unregister_tx = None;
+        registration.registry = None;
         let key = mem::take(&mut registration.key);
         (registration.id, key, receiver)
     }

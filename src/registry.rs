@@ -79,6 +79,12 @@ const REMOVAL_BATCH: usize = 1024;
 /// (registration, unregistration, cleanup) take one mutex among themselves, build the next
 /// snapshot and publish it whole (see [`Writer`] for how they avoid copying).
 pub struct WatchRegistry {
+    shared: Arc<Shared>,
+}
+
+/// The registry's state, shared with every handle so that a dropped handle can unregister
+/// its watcher itself.
+pub(crate) struct Shared {
     /// What readers see.
     published: SnapshotCell<Snapshot<Watcher>>,
     /// Serialises writers and holds the snapshot they reuse.
@@ -95,9 +101,9 @@ pub struct WatchRegistry {
 impl std::fmt::Debug for WatchRegistry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WatchRegistry")
-            .field("active", &self.active.load(Ordering::Relaxed))
-            .field("watcher_buffer_size", &self.watcher_buffer_size)
-            .field("max_watcher_count", &self.max_watcher_count)
+            .field("active", &self.shared.active.load(Ordering::Relaxed))
+            .field("watcher_buffer_size", &self.shared.watcher_buffer_size)
+            .field("max_watcher_count", &self.shared.max_watcher_count)
             .finish_non_exhaustive()
     }
 }
@@ -106,8 +112,9 @@ impl WatchRegistry {
     /// A registry without a watcher limit.
     ///
     /// Each watcher's channel holds `watcher_buffer_size` events plus one slot reserved for
-    /// the cancel sentinel. Dropping a [`WatcherHandle`] sends `(id, key)` on `unregister_tx`;
-    /// give the matching receiver to the dispatcher.
+    /// the cancel sentinel. Give `unregister_tx`'s receiver to the dispatcher: a dropped
+    /// [`WatcherHandle`] removes its watcher at once when no other writer is busy, and
+    /// otherwise sends `(id, key)` there for the dispatcher to apply before its next event.
     pub fn new(
         watcher_buffer_size: usize,
         unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
@@ -132,7 +139,7 @@ impl WatchRegistry {
                 "watcher_buffer_size exceeds what a channel can hold; clamping"
             );
         }
-        Self {
+        let shared = Shared {
             published: SnapshotCell::new(Arc::new(Snapshot::new())),
             writer: Mutex::new(Writer {
                 back: Some(Arc::new(Snapshot::new())),
@@ -143,6 +150,9 @@ impl WatchRegistry {
             watcher_buffer_size: watcher_buffer_size.min(MAX_WATCHER_BUFFER_SIZE),
             max_watcher_count,
             unregister_tx,
+        };
+        Self {
+            shared: Arc::new(shared),
         }
     }
 
@@ -173,13 +183,14 @@ impl WatchRegistry {
         is_prefix: bool,
         prev_kv: bool,
     ) -> Result<WatcherHandle, WatchError> {
-        self.reserve_slot()?;
+        let shared = &self.shared;
+        shared.reserve_slot()?;
         if prev_kv {
-            self.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
+            shared.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
         }
         // Ids only order registrations; nothing is published through them.
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = mpsc::channel::<WatchEvent>(self.watcher_buffer_size + 1);
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let (sender, receiver) = mpsc::channel::<WatchEvent>(shared.watcher_buffer_size + 1);
         let watcher = Watcher {
             id,
             prev_kv,
@@ -190,8 +201,8 @@ impl WatchRegistry {
             is_prefix,
             watcher,
         };
-        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        self.publish(&mut writer, &[change]);
+        let mut writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.publish(&mut writer, &[change]);
         drop(writer);
         trace!(watcher_id = id, key = ?key, is_prefix, prev_kv, "Watcher registered");
         Ok(WatcherHandle::new(
@@ -199,10 +210,29 @@ impl WatchRegistry {
             key,
             is_prefix,
             receiver,
-            self.unregister_tx.clone(),
+            Arc::clone(shared),
         ))
     }
 
+    /// The current snapshot, for the dispatcher. Never blocks.
+    #[inline]
+    pub(crate) fn snapshot(&self) -> SnapshotGuard<Snapshot<Watcher>> {
+        self.shared.published.load()
+    }
+
+    /// See [`Shared::try_remove`].
+    pub(crate) fn try_remove(&self, removals: &mut Vec<(u64, Bytes)>) -> bool {
+        self.shared.try_remove(removals)
+    }
+
+    /// Holds the writer lock, as a registration in progress would.
+    #[cfg(test)]
+    pub(crate) fn lock_writer_for_test(&self) -> impl Drop + '_ {
+        self.shared.writer.lock().unwrap()
+    }
+}
+
+impl Shared {
     /// Takes one unit of the limit, or fails without taking any: concurrent registrations
     /// never overshoot, and a refused one never disturbs an accepted one.
     fn reserve_slot(&self) -> Result<(), WatchError> {
@@ -266,27 +296,29 @@ impl WatchRegistry {
         true
     }
 
-    /// Holds the writer lock, as a registration in progress would.
-    #[cfg(test)]
-    pub(crate) fn lock_writer_for_test(&self) -> impl Drop + '_ {
-        self.writer.lock().unwrap()
+    /// Unregisters a dropped handle's watcher: at once if no other writer holds the lock,
+    /// otherwise through the dispatcher, which applies it before its next event. Either way
+    /// the drop never waits.
+    pub(crate) fn unregister(&self, id: u64, key: Bytes) {
+        let mut removal = vec![(id, key)];
+        if !self.try_remove(&mut removal) {
+            let (id, key) = removal.pop().expect("not applied");
+            // A closed channel means the dispatcher is gone, and with it any reader.
+            let _ = self.unregister_tx.send((id, key));
+        }
     }
+}
 
-    /// The current snapshot, for the dispatcher. Never blocks.
-    #[inline]
-    pub(crate) fn snapshot(&self) -> SnapshotGuard<Snapshot<Watcher>> {
-        self.published.load()
-    }
-
+impl WatchRegistry {
     /// Active watchers that asked for previous values.
     pub fn prev_kv_watcher_count(&self) -> usize {
-        self.prev_kv_watchers.load(Ordering::Relaxed)
+        self.shared.prev_kv_watchers.load(Ordering::Relaxed)
     }
 
     /// The shared counter behind [`Self::prev_kv_watcher_count`], for a state machine that
     /// reads previous values only while someone wants them.
     pub fn prev_kv_watcher_count_arc(&self) -> Arc<StdAtomicUsize> {
-        Arc::clone(&self.prev_kv_watchers)
+        Arc::clone(&self.shared.prev_kv_watchers)
     }
 
     /// Exact watchers registered on `key`.
@@ -311,12 +343,12 @@ impl WatchRegistry {
 
     /// Active watchers, exact and prefix: those counted against the limit.
     pub fn active_watcher_count(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.shared.active.load(Ordering::Relaxed)
     }
 
     /// The buffer size each new watcher gets (after clamping).
     pub fn watcher_buffer_size(&self) -> usize {
-        self.watcher_buffer_size
+        self.shared.watcher_buffer_size
     }
 
     /// Checks the structural invariants of the published index (and of the writers' spare
@@ -324,7 +356,11 @@ impl WatchRegistry {
     /// tests and fuzzing; panics with a description on failure.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let writer = self
+            .shared
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let published = self.snapshot();
         published.check_invariants();
         if let Some(back) = &writer.back {
@@ -339,7 +375,7 @@ impl WatchRegistry {
         }
         assert_eq!(
             published.watcher_count(),
-            self.active.load(Ordering::Relaxed),
+            self.shared.active.load(Ordering::Relaxed),
             "limit counter out of step with the index"
         );
     }

@@ -58,3 +58,18 @@ in_both_modes! {
         assert_eq!(bed.registry.active_watcher_count(), 1);
     }
 }
+
+/// watchtrie may release a watcher sooner than the reference (at the drop itself), never
+/// later: with no other writer busy, the drop removes it at once, dispatcher or not.
+#[test]
+fn a_drop_with_no_writer_busy_unregisters_at_once() {
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = watchtrie::WatchRegistry::new_with_limits(4, 1, tx);
+    let handle = registry.register(b("/k"), true).unwrap();
+    assert!(registry.register(b("/k"), false).is_err());
+    drop(handle);
+    assert_eq!(registry.active_watcher_count(), 0);
+    assert_eq!(registry.prev_kv_watcher_count(), 0);
+    assert_eq!(registry.watcher_count(&b("/k")), 0);
+    assert!(registry.register(b("/k"), false).is_ok());
+}

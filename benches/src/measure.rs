@@ -236,3 +236,85 @@ async fn paced_latency<E: Engine>(
     let mut samples = reader.await.expect("latency reader");
     Percentiles::of(&mut samples)
 }
+
+/// The four shapes that registration must stay sub-linear in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    /// Every watcher on its own exact key.
+    DistinctKeys,
+    /// Every watcher on its own prefix, all siblings under one parent (`/users/<id>/`).
+    SiblingPrefixes,
+    /// Every watcher on one exact key.
+    OneKey,
+    /// Every watcher on one prefix.
+    OnePrefix,
+}
+
+impl Shape {
+    /// All four, in report order.
+    pub const ALL: [Shape; 4] = [
+        Shape::DistinctKeys,
+        Shape::SiblingPrefixes,
+        Shape::OneKey,
+        Shape::OnePrefix,
+    ];
+
+    /// Name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::DistinctKeys => "distinct exact keys",
+            Shape::SiblingPrefixes => "sibling prefixes",
+            Shape::OneKey => "one key",
+            Shape::OnePrefix => "one prefix",
+        }
+    }
+
+    /// The `i`-th watcher's key, and whether it is a prefix.
+    pub fn key(self, i: usize) -> (Bytes, bool) {
+        match self {
+            Shape::DistinctKeys => (Bytes::from(format!("/keys/{i}")), false),
+            Shape::SiblingPrefixes => (Bytes::from(format!("/users/{i}/")), true),
+            Shape::OneKey => (Bytes::from_static(b"/hot"), false),
+            Shape::OnePrefix => (Bytes::from_static(b"/hot/"), true),
+        }
+    }
+}
+
+fn register_shaped<E: Engine>(registry: &E::Registry, shape: Shape, i: usize) -> E::Handle {
+    match shape.key(i) {
+        (key, false) => E::register(registry, key),
+        (prefix, true) => E::register_prefix(registry, prefix),
+    }
+}
+
+/// Cost of one registration plus the drop of its handle (unregistration included: the run
+/// ends when the dispatcher has applied them all), with `size` watchers of `shape` already
+/// registered. Nanoseconds per operation.
+pub fn register_run<E: Engine>(rt: &Runtime, shape: Shape, size: usize, ops: usize) -> f64 {
+    rt.block_on(async {
+        let (registry, unregister_rx) = E::registry(4);
+        let held: Vec<E::Handle> = (0..size)
+            .map(|i| register_shaped::<E>(&registry, shape, i))
+            .collect();
+        let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let (tx, rx) = broadcast::channel(16);
+        let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
+        let started = Instant::now();
+        for i in 0..ops {
+            drop(register_shaped::<E>(&registry, shape, size + i));
+        }
+        // The dispatcher applies every pending unregistration before this event.
+        tx.send(event(Bytes::from_static(PROBE_KEY), END_MARK, Bytes::new()))
+            .expect("receiver alive");
+        while let Some(delivered) = probe.recv().await {
+            if E::stamp(&delivered).0 == END_MARK {
+                break;
+            }
+        }
+        let elapsed = started.elapsed();
+        drop(tx);
+        task.await.expect("dispatcher task");
+        drop(held);
+        per(elapsed, ops)
+    })
+}

@@ -17,7 +17,7 @@ watchbench: watchtrie vs d-engine-core 0.2.4 (the reference), same process, same
 USAGE: cargo run --release --bin watchbench -- [OPTIONS]
 
 OPTIONS:
-  --scenario NAME   mixed (default) | miss | deep
+  --scenario NAME   mixed (default) | miss | deep | register
   --watchers N      watchers to register (default: mixed 1100000, miss 1000000, deep 100000)
   --events N        events per throughput run (default 200000)
   --seed N          workload seed (default 42)
@@ -100,7 +100,12 @@ fn workload(opts: &Options) -> Result<Workload, String> {
         }
         "miss" => workload::miss(opts.watchers.unwrap_or(1_000_000), opts.events, opts.seed),
         "deep" => workload::deep(opts.watchers.unwrap_or(100_000), opts.events, opts.seed),
-        other => return Err(format!("unknown scenario '{other}' (mixed, miss, deep)")),
+        "register" => Workload::default(),
+        other => {
+            return Err(format!(
+                "unknown scenario '{other}' (mixed, miss, deep, register)"
+            ))
+        }
     };
     Ok(w)
 }
@@ -170,23 +175,30 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let need = w.watcher_count() as u64 * ESTIMATED_BYTES_PER_WATCHER + opts.events as u64 * 400;
+    let watchers = match opts.scenario.as_str() {
+        "register" => opts.watchers.unwrap_or(1_000_000),
+        _ => w.watcher_count(),
+    };
+    let need = watchers as u64 * ESTIMATED_BYTES_PER_WATCHER + opts.events as u64 * 400;
     if let Some(avail) = available_memory() {
         if need > avail / 10 * 8 {
             eprintln!(
                 "watchbench: {} watchers need about {} MB, but only {} MB are available; lower --watchers",
-                w.watcher_count(),
+                watchers,
                 need >> 20,
                 avail >> 20
             );
             return ExitCode::from(2);
         }
     }
+    let rt = measure::runtime();
+    if opts.scenario == "register" {
+        return register_report(&rt, &opts);
+    }
     let dopts = DispatchOptions {
         latency_events: opts.latency,
         ..Default::default()
     };
-    let rt = measure::runtime();
     eprintln!(
         "watchbench: scenario {}, {} watchers, {} events, seed {}",
         opts.scenario,
@@ -367,4 +379,64 @@ fn print_json(opts: &Options, w: &Workload, r: &DispatchRun, t: &DispatchRun) {
         r.deliveries,
         metrics.join(",")
     );
+}
+
+/// `register`: per-operation cost of register + drop in the four shapes, at 1K, 100K and
+/// `--watchers` (default 1M) already registered, both engines, best of two alternated runs.
+fn register_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
+    const OPS: usize = 20_000;
+    let top = opts.watchers.unwrap_or(1_000_000);
+    let sizes = [1_000, 100_000, top];
+    let mut rows = Vec::new();
+    for shape in measure::Shape::ALL {
+        let mut cells = Vec::new();
+        for size in sizes {
+            eprint!("  {:<20} at {:>9}: ", shape.name(), size);
+            let r1 = measure::register_run::<Reference>(rt, shape, size, OPS);
+            let t1 = measure::register_run::<Watchtrie>(rt, shape, size, OPS);
+            let t2 = measure::register_run::<Watchtrie>(rt, shape, size, OPS);
+            let r2 = measure::register_run::<Reference>(rt, shape, size, OPS);
+            let (r, t) = (r1.min(r2), t1.min(t2));
+            eprintln!("reference {r:.0} ns/op, watchtrie {t:.0} ns/op");
+            cells.push((size, r, t));
+        }
+        rows.push((shape, cells));
+    }
+    if opts.json {
+        let items: Vec<String> = rows
+            .iter()
+            .flat_map(|(shape, cells)| {
+                cells.iter().map(move |(size, r, t)| {
+                    format!("{{\"shape\":\"{}\",\"size\":{size},\"reference_ns\":{r:.1},\"watchtrie_ns\":{t:.1}}}", shape.name())
+                })
+            })
+            .collect();
+        println!(
+            "{{\"scenario\":\"register\",\"ops\":{OPS},\"results\":[{}]}}",
+            items.join(",")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!("scenario register: ns per register + drop ({OPS} ops), with N watchers of the shape already registered");
+    println!("machine: {}", cpu_model());
+    println!();
+    println!(
+        "{:<22} {:>9} {:>12} {:>12} {:>14} {:>16}",
+        "shape", "N", "reference", "watchtrie", "ref/watchtrie", "watchtrie N/1K"
+    );
+    for (shape, cells) in &rows {
+        let base = cells[0].2;
+        for (size, r, t) in cells {
+            println!(
+                "{:<22} {:>9} {:>12.0} {:>12.0} {:>13.2}× {:>15.2}×",
+                shape.name(),
+                size,
+                r,
+                t,
+                r / t,
+                t / base
+            );
+        }
+    }
+    ExitCode::SUCCESS
 }
