@@ -1,43 +1,45 @@
 //! The one place the crate takes its synchronisation primitives from.
 //!
-//! Under `--cfg loom` the same names come from `loom`, so that model tests can explore every
-//! interleaving of the publish protocol. `arc-swap` has no loom support, so there the snapshot
-//! cell becomes a loom mutex around an `Arc`: slower, but with the same load/store contract.
+//! Under `--cfg watchtrie_loom` the same names come from `loom`, so that model tests can
+//! explore every interleaving of the publish protocol. (Not the customary `--cfg loom`: tokio
+//! and bytes read that flag too and then expect loom among their own dependencies, so a whole
+//! build under it fails.) `arc-swap` has no loom support, so there the snapshot cell becomes a
+//! loom mutex around an `Arc`: slower, but with the same load/swap contract.
 
-#[cfg(not(loom))]
+#[cfg(not(watchtrie_loom))]
 pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-#[cfg(not(loom))]
+#[cfg(not(watchtrie_loom))]
 pub(crate) use std::sync::Mutex;
 
-#[cfg(loom)]
+#[cfg(watchtrie_loom)]
 pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-#[cfg(loom)]
+#[cfg(watchtrie_loom)]
 pub(crate) use loom::sync::Mutex;
 
 use std::sync::Arc;
 
 /// Holds the current snapshot. Readers load it without locking; writers replace it whole.
 pub(crate) struct SnapshotCell<T> {
-    #[cfg(not(loom))]
+    #[cfg(not(watchtrie_loom))]
     current: arc_swap::ArcSwap<T>,
-    #[cfg(loom)]
+    #[cfg(watchtrie_loom)]
     current: loom::sync::Mutex<Arc<T>>,
 }
 
 /// A loaded snapshot; keeps it alive while held.
-#[cfg(not(loom))]
+#[cfg(not(watchtrie_loom))]
 pub(crate) type SnapshotGuard<T> = arc_swap::Guard<Arc<T>>;
 /// A loaded snapshot; keeps it alive while held.
-#[cfg(loom)]
+#[cfg(watchtrie_loom)]
 pub(crate) type SnapshotGuard<T> = Arc<T>;
 
 impl<T> SnapshotCell<T> {
     /// A cell holding `value`.
     pub(crate) fn new(value: Arc<T>) -> Self {
         Self {
-            #[cfg(not(loom))]
+            #[cfg(not(watchtrie_loom))]
             current: arc_swap::ArcSwap::new(value),
-            #[cfg(loom)]
+            #[cfg(watchtrie_loom)]
             current: loom::sync::Mutex::new(value),
         }
     }
@@ -46,9 +48,9 @@ impl<T> SnapshotCell<T> {
     /// slot, and a writer that replaces the snapshot meanwhile settles that debt itself.
     #[inline]
     pub(crate) fn load(&self) -> SnapshotGuard<T> {
-        #[cfg(not(loom))]
+        #[cfg(not(watchtrie_loom))]
         return self.current.load();
-        #[cfg(loom)]
+        #[cfg(watchtrie_loom)]
         return Arc::clone(&self.current.lock().unwrap());
     }
 
@@ -59,9 +61,9 @@ impl<T> SnapshotCell<T> {
     /// a counted reference to it (arc-swap settles readers' debts), so `Arc::get_mut` on the
     /// returned value succeeds only when no reader is left.
     pub(crate) fn swap(&self, value: Arc<T>) -> Arc<T> {
-        #[cfg(not(loom))]
+        #[cfg(not(watchtrie_loom))]
         return self.current.swap(value);
-        #[cfg(loom)]
+        #[cfg(watchtrie_loom)]
         return std::mem::replace(&mut *self.current.lock().unwrap(), value);
     }
 }
