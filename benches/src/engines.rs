@@ -51,85 +51,64 @@ pub trait Engine: 'static {
     }
 }
 
-/// `d_engine_core::watch` 0.2.4, the reference.
-pub struct Reference;
+/// Implements [`Engine`] for `$engine` over a module with the d-engine-core 0.2.4 watch API
+/// (both engines have the same names and signatures: that is the point of a drop-in).
+/// Extra trait items, such as an `inline_pass`, follow the module path.
+macro_rules! drop_in_engine {
+    ($(#[$doc:meta])* $engine:ident, $name:literal, $($module:ident)::+ $(, $extra:item)*) => {
+        $(#[$doc])*
+        pub struct $engine;
 
-impl Engine for Reference {
-    const NAME: &'static str = "reference";
-    type Registry = d_engine_core::watch::WatchRegistry;
-    type Handle = d_engine_core::watch::WatcherHandle;
-    type Delivered = d_engine_core::watch::WatchEvent;
+        impl Engine for $engine {
+            const NAME: &'static str = $name;
+            type Registry = $($module)::+::WatchRegistry;
+            type Handle = $($module)::+::WatcherHandle;
+            type Delivered = $($module)::+::WatchEvent;
 
-    fn registry(buffer: usize) -> (Arc<Self::Registry>, UnregisterRx) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Arc::new(Self::Registry::new(buffer, tx)), rx)
-    }
-    fn register(registry: &Self::Registry, key: Bytes) -> Self::Handle {
-        registry.register(key, false).expect("no limit")
-    }
-    fn register_prefix(registry: &Self::Registry, prefix: Bytes) -> Self::Handle {
-        registry
-            .register_prefix(prefix, false)
-            .expect("valid prefix")
-    }
-    fn run(
-        registry: Arc<Self::Registry>,
-        events: broadcast::Receiver<Event>,
-        unregister: UnregisterRx,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let last_applied = Arc::new(AtomicU64::new(0));
-        d_engine_core::watch::WatchDispatcher::new(registry, events, unregister, last_applied, 0)
-            .run()
-    }
-    fn into_receiver(handle: Self::Handle) -> mpsc::Receiver<Self::Delivered> {
-        handle.into_receiver().2
-    }
-    fn stamp(event: &Self::Delivered) -> (u64, &[u8]) {
-        (event.revision, &event.value)
-    }
-    fn queued(handle: &mut Self::Handle) -> usize {
-        handle.receiver_mut().len()
-    }
+            fn registry(buffer: usize) -> (Arc<Self::Registry>, UnregisterRx) {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Arc::new(Self::Registry::new(buffer, tx)), rx)
+            }
+            fn register(registry: &Self::Registry, key: Bytes) -> Self::Handle {
+                registry.register(key, false).expect("no limit")
+            }
+            fn register_prefix(registry: &Self::Registry, prefix: Bytes) -> Self::Handle {
+                registry.register_prefix(prefix, false).expect("valid prefix")
+            }
+            fn run(
+                registry: Arc<Self::Registry>,
+                events: broadcast::Receiver<Event>,
+                unregister: UnregisterRx,
+            ) -> impl Future<Output = ()> + Send + 'static {
+                let last_applied = Arc::new(AtomicU64::new(0));
+                $($module)::+::WatchDispatcher::new(registry, events, unregister, last_applied, 0).run()
+            }
+            fn into_receiver(handle: Self::Handle) -> mpsc::Receiver<Self::Delivered> {
+                handle.into_receiver().2
+            }
+            fn stamp(event: &Self::Delivered) -> (u64, &[u8]) {
+                (event.revision, &event.value)
+            }
+            fn queued(handle: &mut Self::Handle) -> usize {
+                handle.receiver_mut().len()
+            }
+            $($extra)*
+        }
+    };
 }
 
-/// watchtrie, through its async `WatchDispatcher`.
-pub struct Watchtrie;
+drop_in_engine!(
+    /// `d_engine_core::watch` 0.2.4, the reference.
+    Reference,
+    "reference",
+    d_engine_core::watch
+);
 
-impl Engine for Watchtrie {
-    const NAME: &'static str = "watchtrie";
-    type Registry = watchtrie::WatchRegistry;
-    type Handle = watchtrie::WatcherHandle;
-    type Delivered = watchtrie::WatchEvent;
-
-    fn registry(buffer: usize) -> (Arc<Self::Registry>, UnregisterRx) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Arc::new(Self::Registry::new(buffer, tx)), rx)
-    }
-    fn register(registry: &Self::Registry, key: Bytes) -> Self::Handle {
-        registry.register(key, false).expect("no limit")
-    }
-    fn register_prefix(registry: &Self::Registry, prefix: Bytes) -> Self::Handle {
-        registry
-            .register_prefix(prefix, false)
-            .expect("valid prefix")
-    }
-    fn run(
-        registry: Arc<Self::Registry>,
-        events: broadcast::Receiver<Event>,
-        unregister: UnregisterRx,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        let last_applied = Arc::new(AtomicU64::new(0));
-        watchtrie::WatchDispatcher::new(registry, events, unregister, last_applied, 0).run()
-    }
-    fn into_receiver(handle: Self::Handle) -> mpsc::Receiver<Self::Delivered> {
-        handle.into_receiver().2
-    }
-    fn stamp(event: &Self::Delivered) -> (u64, &[u8]) {
-        (event.revision, &event.value)
-    }
-    fn queued(handle: &mut Self::Handle) -> usize {
-        handle.receiver_mut().len()
-    }
+drop_in_engine!(
+    /// watchtrie, through its async `WatchDispatcher`.
+    Watchtrie,
+    "watchtrie",
+    watchtrie,
     fn inline_pass(
         registry: &Arc<Self::Registry>,
         events: &[Event],
@@ -143,4 +122,4 @@ impl Engine for Watchtrie {
         }
         Some(start.elapsed())
     }
-}
+);

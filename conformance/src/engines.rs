@@ -84,163 +84,100 @@ pub trait Engine: 'static {
     fn check(_r: &Self::Registry) {}
 }
 
-/// `d_engine_core::watch`, the oracle.
-pub struct Reference;
+/// Implements [`Engine`] for `$engine` over a module with the d-engine-core 0.2.4 watch API:
+/// both engines are driven by literally the same code. Extra trait items follow the path.
+macro_rules! drop_in_engine {
+    ($(#[$doc:meta])* $engine:ident, $name:literal, $($module:ident)::+ $(, $extra:item)*) => {
+        $(#[$doc])*
+        pub struct $engine;
 
-impl Engine for Reference {
-    const NAME: &'static str = "reference";
-    type Registry = d_engine_core::watch::WatchRegistry;
-    type Handle = d_engine_core::watch::WatcherHandle;
-    type Event = d_engine_core::watch::WatchEvent;
+        impl $engine {
+            fn refused(e: $($module)::+::WatchError) -> Registered {
+                match e {
+                    $($module)::+::WatchError::LimitExceeded(n) => Registered::LimitExceeded(n),
+                    $($module)::+::WatchError::InvalidPrefix => Registered::InvalidPrefix,
+                }
+            }
+        }
 
-    fn registry(
-        buffer: usize,
-        limit: usize,
-    ) -> (Arc<Self::Registry>, mpsc::UnboundedReceiver<(u64, Bytes)>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Arc::new(Self::Registry::new_with_limits(buffer, limit, tx)),
-            rx,
-        )
-    }
-    fn register(r: &Self::Registry, key: Bytes, prev_kv: bool) -> Result<Self::Handle, Registered> {
-        r.register(key, prev_kv).map_err(reference_error)
-    }
-    fn register_prefix(
-        r: &Self::Registry,
-        prefix: Bytes,
-        prev_kv: bool,
-    ) -> Result<Self::Handle, Registered> {
-        r.register_prefix(prefix, prev_kv).map_err(reference_error)
-    }
-    fn describe(h: &Self::Handle) -> Registered {
-        Registered::Ok {
-            id: h.id(),
-            key: h.key().clone(),
-            is_prefix: h.is_prefix(),
+        impl Engine for $engine {
+            const NAME: &'static str = $name;
+            type Registry = $($module)::+::WatchRegistry;
+            type Handle = $($module)::+::WatcherHandle;
+            type Event = $($module)::+::WatchEvent;
+
+            fn registry(
+                buffer: usize,
+                limit: usize,
+            ) -> (Arc<Self::Registry>, mpsc::UnboundedReceiver<(u64, Bytes)>) {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (Arc::new(Self::Registry::new_with_limits(buffer, limit, tx)), rx)
+            }
+            fn register(r: &Self::Registry, key: Bytes, prev_kv: bool) -> Result<Self::Handle, Registered> {
+                r.register(key, prev_kv).map_err(Self::refused)
+            }
+            fn register_prefix(
+                r: &Self::Registry,
+                prefix: Bytes,
+                prev_kv: bool,
+            ) -> Result<Self::Handle, Registered> {
+                r.register_prefix(prefix, prev_kv).map_err(Self::refused)
+            }
+            fn describe(h: &Self::Handle) -> Registered {
+                Registered::Ok { id: h.id(), key: h.key().clone(), is_prefix: h.is_prefix() }
+            }
+            fn receiver(h: &mut Self::Handle) -> &mut mpsc::Receiver<Self::Event> {
+                h.receiver_mut()
+            }
+            fn into_receiver(h: Self::Handle) -> mpsc::Receiver<Self::Event> {
+                h.into_receiver().2
+            }
+            fn seen(e: &Self::Event) -> Seen {
+                use $($module)::+::WatchEventType as T;
+                let event_type = match e.event_type {
+                    T::Put => 0,
+                    T::Delete => 1,
+                    T::Canceled => 2,
+                    T::Progress => 3,
+                };
+                Seen {
+                    event_type,
+                    key: e.key.clone(),
+                    value: e.value.clone(),
+                    prev_value: e.prev_value.clone(),
+                    revision: e.revision,
+                }
+            }
+            fn prev_kv_count(r: &Self::Registry) -> usize {
+                r.prev_kv_watcher_count()
+            }
+            fn run(
+                r: Arc<Self::Registry>,
+                events: broadcast::Receiver<WatchResponse>,
+                unregister: mpsc::UnboundedReceiver<(u64, Bytes)>,
+                last_applied: Arc<AtomicU64>,
+                heartbeat_ms: u64,
+            ) -> impl Future<Output = ()> + Send + 'static {
+                $($module)::+::WatchDispatcher::new(r, events, unregister, last_applied, heartbeat_ms).run()
+            }
+            $($extra)*
         }
-    }
-    fn receiver(h: &mut Self::Handle) -> &mut mpsc::Receiver<Self::Event> {
-        h.receiver_mut()
-    }
-    fn into_receiver(h: Self::Handle) -> mpsc::Receiver<Self::Event> {
-        h.into_receiver().2
-    }
-    fn seen(e: &Self::Event) -> Seen {
-        use d_engine_core::watch::WatchEventType as T;
-        let event_type = match e.event_type {
-            T::Put => 0,
-            T::Delete => 1,
-            T::Canceled => 2,
-            T::Progress => 3,
-        };
-        Seen {
-            event_type,
-            key: e.key.clone(),
-            value: e.value.clone(),
-            prev_value: e.prev_value.clone(),
-            revision: e.revision,
-        }
-    }
-    fn prev_kv_count(r: &Self::Registry) -> usize {
-        r.prev_kv_watcher_count()
-    }
-    fn run(
-        r: Arc<Self::Registry>,
-        events: broadcast::Receiver<WatchResponse>,
-        unregister: mpsc::UnboundedReceiver<(u64, Bytes)>,
-        last_applied: Arc<AtomicU64>,
-        heartbeat_ms: u64,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        d_engine_core::watch::WatchDispatcher::new(
-            r,
-            events,
-            unregister,
-            last_applied,
-            heartbeat_ms,
-        )
-        .run()
-    }
+    };
 }
 
-fn reference_error(e: d_engine_core::watch::WatchError) -> Registered {
-    match e {
-        d_engine_core::watch::WatchError::LimitExceeded(n) => Registered::LimitExceeded(n),
-        d_engine_core::watch::WatchError::InvalidPrefix => Registered::InvalidPrefix,
-    }
-}
+drop_in_engine!(
+    /// `d_engine_core::watch`, the oracle.
+    Reference,
+    "reference",
+    d_engine_core::watch
+);
 
-/// watchtrie, through its drop-in API.
-pub struct Watchtrie;
-
-impl Engine for Watchtrie {
-    const NAME: &'static str = "watchtrie";
-    type Registry = watchtrie::WatchRegistry;
-    type Handle = watchtrie::WatcherHandle;
-    type Event = watchtrie::WatchEvent;
-
-    fn registry(
-        buffer: usize,
-        limit: usize,
-    ) -> (Arc<Self::Registry>, mpsc::UnboundedReceiver<(u64, Bytes)>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (
-            Arc::new(Self::Registry::new_with_limits(buffer, limit, tx)),
-            rx,
-        )
-    }
-    fn register(r: &Self::Registry, key: Bytes, prev_kv: bool) -> Result<Self::Handle, Registered> {
-        r.register(key, prev_kv).map_err(watchtrie_error)
-    }
-    fn register_prefix(
-        r: &Self::Registry,
-        prefix: Bytes,
-        prev_kv: bool,
-    ) -> Result<Self::Handle, Registered> {
-        r.register_prefix(prefix, prev_kv).map_err(watchtrie_error)
-    }
-    fn describe(h: &Self::Handle) -> Registered {
-        Registered::Ok {
-            id: h.id(),
-            key: h.key().clone(),
-            is_prefix: h.is_prefix(),
-        }
-    }
-    fn receiver(h: &mut Self::Handle) -> &mut mpsc::Receiver<Self::Event> {
-        h.receiver_mut()
-    }
-    fn into_receiver(h: Self::Handle) -> mpsc::Receiver<Self::Event> {
-        h.into_receiver().2
-    }
-    fn seen(e: &Self::Event) -> Seen {
-        Seen {
-            event_type: e.event_type.code() as u8,
-            key: e.key.clone(),
-            value: e.value.clone(),
-            prev_value: e.prev_value.clone(),
-            revision: e.revision,
-        }
-    }
-    fn prev_kv_count(r: &Self::Registry) -> usize {
-        r.prev_kv_watcher_count()
-    }
-    fn run(
-        r: Arc<Self::Registry>,
-        events: broadcast::Receiver<WatchResponse>,
-        unregister: mpsc::UnboundedReceiver<(u64, Bytes)>,
-        last_applied: Arc<AtomicU64>,
-        heartbeat_ms: u64,
-    ) -> impl Future<Output = ()> + Send + 'static {
-        watchtrie::WatchDispatcher::new(r, events, unregister, last_applied, heartbeat_ms).run()
-    }
+drop_in_engine!(
+    /// watchtrie, through its drop-in API.
+    Watchtrie,
+    "watchtrie",
+    watchtrie,
     fn check(r: &Self::Registry) {
         r.check_invariants();
     }
-}
-
-fn watchtrie_error(e: watchtrie::WatchError) -> Registered {
-    match e {
-        watchtrie::WatchError::LimitExceeded(n) => Registered::LimitExceeded(n),
-        watchtrie::WatchError::InvalidPrefix => Registered::InvalidPrefix,
-    }
-}
+);
