@@ -94,7 +94,12 @@ impl InlineDispatcher {
     }
 
     fn flush_removals(&mut self) {
-        if self.registry.try_remove(&mut self.pending) {
+        // Called before every event: with nothing pending it must cost nothing (clearing a
+        // set that once grew would rewrite its whole table each time).
+        if self.pending.is_empty() {
+            return;
+        }
+        if self.registry.try_remove(&mut self.pending) && !self.cancelled.is_empty() {
             self.cancelled.clear();
         }
     }
