@@ -78,6 +78,9 @@ fn parse() -> Result<Options, String> {
     if opts.events == 0 {
         return Err("--events must be at least 1".into());
     }
+    if opts.watchers == Some(0) {
+        return Err("--watchers must be at least 1".into());
+    }
     Ok(opts)
 }
 
@@ -168,16 +171,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let w = match workload(&opts) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("watchbench: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    // Refuse impossible sizes before generating anything.
     let watchers = match opts.scenario.as_str() {
-        "register" => opts.watchers.unwrap_or(1_000_000),
-        _ => w.watcher_count(),
+        "mixed" => opts.watchers.unwrap_or(1_100_000),
+        "deep" => opts.watchers.unwrap_or(100_000),
+        _ => opts.watchers.unwrap_or(1_000_000),
     };
     let need = watchers as u64 * ESTIMATED_BYTES_PER_WATCHER + opts.events as u64 * 400;
     if let Some(avail) = available_memory() {
@@ -191,6 +189,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let w = match workload(&opts) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("watchbench: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let rt = measure::runtime();
     if opts.scenario == "register" {
         return register_report(&rt, &opts);
