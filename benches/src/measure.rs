@@ -318,3 +318,67 @@ pub fn register_run<E: Engine>(rt: &Runtime, shape: Shape, size: usize, ops: usi
         per(elapsed, ops)
     })
 }
+
+/// Deliveries per `fanout` run, spread over as many events as it takes.
+const FANOUT_DELIVERIES: usize = 2_000_000;
+
+/// `fanout`: `k` watchers on one key (or one prefix), every event delivered to all of them.
+/// Nanoseconds per delivery through `run()`.
+pub fn fanout_run<E: Engine>(rt: &Runtime, k: usize, prefix: bool) -> f64 {
+    let events = (FANOUT_DELIVERIES / k).max(2);
+    rt.block_on(async {
+        let (registry, unregister_rx) = E::registry(events + 1);
+        let handles: Vec<E::Handle> = (0..k)
+            .map(|_| match prefix {
+                true => E::register_prefix(&registry, Bytes::from_static(b"/fan/")),
+                false => E::register(&registry, Bytes::from_static(b"/fan/out")),
+            })
+            .collect();
+        let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let (tx, rx) = broadcast::channel((events + 2).next_power_of_two());
+        for i in 0..events {
+            let e = event(
+                Bytes::from_static(b"/fan/out"),
+                i as u64,
+                Bytes::from_static(b"v"),
+            );
+            tx.send(e).expect("receiver alive");
+        }
+        tx.send(event(Bytes::from_static(PROBE_KEY), END_MARK, Bytes::new()))
+            .expect("receiver alive");
+        let started = Instant::now();
+        let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
+        while let Some(delivered) = probe.recv().await {
+            if E::stamp(&delivered).0 == END_MARK {
+                break;
+            }
+        }
+        let elapsed = started.elapsed();
+        drop(tx);
+        task.await.expect("dispatcher task");
+        drop(handles);
+        per(elapsed, events * k)
+    })
+}
+
+/// The floor under any engine's fan-out: a bare loop of `capacity()`, an event clone and
+/// `try_send` into `k` plain tokio channels, the same number of deliveries as
+/// [`fanout_run`]. Nanoseconds per delivery.
+pub fn fanout_floor(k: usize) -> f64 {
+    let events = (FANOUT_DELIVERIES / k).max(2);
+    let channels: Vec<_> = (0..k)
+        .map(|_| tokio::sync::mpsc::channel::<Event>(events + 1))
+        .collect();
+    let e = event(Bytes::from_static(b"/fan/out"), 1, Bytes::from_static(b"v"));
+    let started = Instant::now();
+    for _ in 0..events {
+        for (sender, _) in &channels {
+            if std::hint::black_box(sender.capacity()) > 1 {
+                let _ = sender.try_send(e.clone());
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    drop(channels);
+    per(elapsed, events * k)
+}

@@ -17,7 +17,7 @@ watchbench: watchtrie vs d-engine-core 0.2.4 (the reference), same process, same
 USAGE: cargo run --release --bin watchbench -- [OPTIONS]
 
 OPTIONS:
-  --scenario NAME   mixed (default) | miss | deep | register
+  --scenario NAME   mixed (default) | miss | deep | register | fanout
   --watchers N      watchers to register (default: mixed 1100000, miss 1000000, deep 100000)
   --events N        events per throughput run (default 200000)
   --seed N          workload seed (default 42)
@@ -103,7 +103,7 @@ fn workload(opts: &Options) -> Result<Workload, String> {
         }
         "miss" => workload::miss(opts.watchers.unwrap_or(1_000_000), opts.events, opts.seed),
         "deep" => workload::deep(opts.watchers.unwrap_or(100_000), opts.events, opts.seed),
-        "register" => Workload::default(),
+        "register" | "fanout" => Workload::default(),
         other => {
             return Err(format!(
                 "unknown scenario '{other}' (mixed, miss, deep, register)"
@@ -174,6 +174,7 @@ fn main() -> ExitCode {
     // Refuse impossible sizes before generating anything.
     let watchers = match opts.scenario.as_str() {
         "mixed" => opts.watchers.unwrap_or(1_100_000),
+        "fanout" => opts.watchers.unwrap_or(100_000),
         "deep" => opts.watchers.unwrap_or(100_000),
         _ => opts.watchers.unwrap_or(1_000_000),
     };
@@ -199,6 +200,9 @@ fn main() -> ExitCode {
     let rt = measure::runtime();
     if opts.scenario == "register" {
         return register_report(&rt, &opts);
+    }
+    if opts.scenario == "fanout" {
+        return fanout_report(&rt, &opts);
     }
     let dopts = DispatchOptions {
         latency_events: opts.latency,
@@ -442,6 +446,62 @@ fn register_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
                 t / base
             );
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `fanout`: ns per delivered event with K watchers on one key and on one prefix, next to the
+/// floor (a bare capacity + clone + try_send loop over K plain channels), best of two runs.
+fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
+    let top = opts.watchers.unwrap_or(100_000);
+    let sizes: Vec<usize> = [1, 100, 10_000, top]
+        .into_iter()
+        .filter(|&k| k <= top)
+        .collect();
+    let mut rows = Vec::new();
+    for prefix in [false, true] {
+        for &k in &sizes {
+            eprint!(
+                "  k = {k:>7} on one {}: ",
+                if prefix { "prefix" } else { "key" }
+            );
+            let floor = measure::fanout_floor(k).min(measure::fanout_floor(k));
+            let r1 = measure::fanout_run::<Reference>(rt, k, prefix);
+            let t1 = measure::fanout_run::<Watchtrie>(rt, k, prefix);
+            let t2 = measure::fanout_run::<Watchtrie>(rt, k, prefix);
+            let r2 = measure::fanout_run::<Reference>(rt, k, prefix);
+            let (r, t) = (r1.min(r2), t1.min(t2));
+            eprintln!("reference {r:.1}, watchtrie {t:.1}, floor {floor:.1} ns/delivery");
+            rows.push((prefix, k, r, t, floor));
+        }
+    }
+    if opts.json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|(prefix, k, r, t, f)| {
+                format!("{{\"prefix\":{prefix},\"k\":{k},\"reference_ns\":{r:.2},\"watchtrie_ns\":{t:.2},\"floor_ns\":{f:.2}}}")
+            })
+            .collect();
+        println!(
+            "{{\"scenario\":\"fanout\",\"results\":[{}]}}",
+            items.join(",")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!("scenario fanout: ns per delivered event, K watchers on one key or one prefix");
+    println!("machine: {}", cpu_model());
+    println!();
+    println!(
+        "{:<8} {:>8} {:>11} {:>11} {:>8} {:>14} {:>16}",
+        "on one", "K", "reference", "watchtrie", "floor", "ref/watchtrie", "watchtrie/floor"
+    );
+    for (prefix, k, r, t, f) in rows {
+        let on = if prefix { "prefix" } else { "key" };
+        println!(
+            "{on:<8} {k:>8} {r:>11.1} {t:>11.1} {f:>8.1} {:>13.2}× {:>15.2}×",
+            r / t,
+            t / f
+        );
     }
     ExitCode::SUCCESS
 }
