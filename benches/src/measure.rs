@@ -146,16 +146,11 @@ pub fn dispatch_run<E: Engine>(
         for e in &events {
             tx.send(e.clone()).expect("receiver alive");
         }
-        tx.send(event(Bytes::from_static(PROBE_KEY), END_MARK, Bytes::new()))
-            .expect("receiver alive");
+        send_end_mark(&tx);
 
         let started = Instant::now();
         let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
-        while let Some(delivered) = probe.recv().await {
-            if E::stamp(&delivered).0 == END_MARK {
-                break;
-            }
-        }
+        await_end_mark::<E>(&mut probe).await;
         let dispatch_time = started.elapsed();
         let deliveries = handles.iter_mut().map(|h| E::queued(h) as u64).sum();
 
@@ -181,6 +176,22 @@ pub fn dispatch_run<E: Engine>(
             deliveries,
         }
     })
+}
+
+/// Sends the event that marks the end of a stream, to the probe watcher.
+fn send_end_mark(tx: &broadcast::Sender<Event>) {
+    tx.send(event(Bytes::from_static(PROBE_KEY), END_MARK, Bytes::new()))
+        .expect("receiver alive");
+}
+
+/// Returns once the probe watcher has received the end mark: the dispatcher has handled
+/// everything broadcast before it (and, first, every pending unregistration).
+async fn await_end_mark<E: Engine>(probe: &mut tokio::sync::mpsc::Receiver<E::Delivered>) {
+    while let Some(delivered) = probe.recv().await {
+        if E::stamp(&delivered).0 == END_MARK {
+            return;
+        }
+    }
 }
 
 fn per(time: Duration, n: usize) -> f64 {
@@ -231,8 +242,7 @@ async fn paced_latency<E: Engine>(
         };
         tx.send(e).expect("receiver alive");
     }
-    tx.send(event(Bytes::from_static(PROBE_KEY), END_MARK, Bytes::new()))
-        .expect("receiver alive");
+    send_end_mark(tx);
     let mut samples = reader.await.expect("latency reader");
     Percentiles::of(&mut samples)
 }
@@ -304,13 +314,8 @@ pub fn register_run<E: Engine>(rt: &Runtime, shape: Shape, size: usize, ops: usi
             drop(register_shaped::<E>(&registry, shape, size + i));
         }
         // The dispatcher applies every pending unregistration before this event.
-        tx.send(event(Bytes::from_static(PROBE_KEY), END_MARK, Bytes::new()))
-            .expect("receiver alive");
-        while let Some(delivered) = probe.recv().await {
-            if E::stamp(&delivered).0 == END_MARK {
-                break;
-            }
-        }
+        send_end_mark(&tx);
+        await_end_mark::<E>(&mut probe).await;
         let elapsed = started.elapsed();
         drop(tx);
         task.await.expect("dispatcher task");
@@ -344,15 +349,10 @@ pub fn fanout_run<E: Engine>(rt: &Runtime, k: usize, prefix: bool) -> f64 {
             );
             tx.send(e).expect("receiver alive");
         }
-        tx.send(event(Bytes::from_static(PROBE_KEY), END_MARK, Bytes::new()))
-            .expect("receiver alive");
+        send_end_mark(&tx);
         let started = Instant::now();
         let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
-        while let Some(delivered) = probe.recv().await {
-            if E::stamp(&delivered).0 == END_MARK {
-                break;
-            }
-        }
+        await_end_mark::<E>(&mut probe).await;
         let elapsed = started.elapsed();
         drop(tx);
         task.await.expect("dispatcher task");
