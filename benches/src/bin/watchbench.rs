@@ -390,12 +390,19 @@ fn print_json(opts: &Options, w: &Workload, r: &DispatchRun, t: &DispatchRun) {
     );
 }
 
+/// The standard sizes below `top`, then `top` itself.
+fn sizes_up_to(standard: &[usize], top: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = standard.iter().copied().filter(|&n| n < top).collect();
+    sizes.push(top);
+    sizes
+}
+
 /// `register`: per-operation cost of register + drop in the four shapes, at 1K, 100K and
 /// `--watchers` (default 1M) already registered, both engines, best of two alternated runs.
 fn register_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
     const OPS: usize = 20_000;
     let top = opts.watchers.unwrap_or(1_000_000);
-    let sizes = [1_000, 100_000, top];
+    let sizes = sizes_up_to(&[1_000, 100_000], top);
     let mut rows = Vec::new();
     for shape in measure::Shape::ALL {
         let mut cells = Vec::new();
