@@ -406,7 +406,7 @@ fn register_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
     let mut rows = Vec::new();
     for shape in measure::Shape::ALL {
         let mut cells = Vec::new();
-        for size in sizes {
+        for &size in &sizes {
             eprint!("  {:<20} at {:>9}: ", shape.name(), size);
             let r1 = measure::register_run::<Reference>(rt, shape, size, OPS);
             let t1 = measure::register_run::<Watchtrie>(rt, shape, size, OPS);
@@ -461,10 +461,7 @@ fn register_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
 /// floor (a bare capacity + clone + try_send loop over K plain channels), best of two runs.
 fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
     let top = opts.watchers.unwrap_or(100_000);
-    let sizes: Vec<usize> = [1, 100, 10_000, top]
-        .into_iter()
-        .filter(|&k| k <= top)
-        .collect();
+    let sizes = sizes_up_to(&[1, 100, 10_000], top);
     let mut rows = Vec::new();
     for prefix in [false, true] {
         for &k in &sizes {
