@@ -12,7 +12,9 @@ use crate::event::WatchEvent;
 use crate::handle::WatcherHandle;
 use crate::index::Snapshot;
 use crate::sink::Watcher;
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotCell, SnapshotGuard};
+use crate::sync::{
+    exclusive, AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotCell, SnapshotGuard,
+};
 
 /// The largest `watcher_buffer_size` a channel can honour: tokio's bounded channel takes at
 /// most `Semaphore::MAX_PERMITS` slots, one of which is reserved for the cancel sentinel.
@@ -57,16 +59,16 @@ impl Change {
 
 /// The writers' side of the publish protocol: two snapshots, used in turn.
 ///
-/// The published snapshot (the *front*) is immutable. The writers keep the previous front
-/// (the *back*), equal in content. A write applies its changes to the back **in place**
-/// when no reader holds it any more (`Arc::get_mut`), publishes it, and then replays the same
-/// changes on the old front it got back, again in place, if no reader holds that. A write
-/// that finds the back still held (a dispatcher in the middle of an event) derives the next
-/// snapshot from the front instead, copying only the paths it touches, and the writers drop
-/// their claim on the held one. Either way nothing a reader holds is ever changed, and the
-/// common case copies nothing: each change costs two in-place updates.
+/// The published snapshot (the *front*) is never changed while it is published. The writers
+/// keep the previous front (the *back*), equal in content. A write waits until no reader
+/// holds the back any more, applies its changes to it **in place**, publishes it, and then
+/// does the same to the old front it got back: waits for its last readers to leave and
+/// replays the changes. Readers hold a snapshot for one event (or one heartbeat sweep) at
+/// most and never wait for anything while holding it, so the waits are short and cannot
+/// deadlock; nothing a reader holds is ever changed; nothing is ever copied. Each change
+/// costs two in-place updates of flat structures.
 pub(crate) struct Writer {
-    back: Option<Arc<Snapshot<Watcher>>>,
+    back: Arc<Snapshot<Watcher>>,
 }
 
 /// Removals handed to one writer transaction at most, so that registrations interleave with
@@ -76,8 +78,8 @@ const REMOVAL_BATCH: usize = 1024;
 /// Registers watchers and owns the index they live in. Share it with an `Arc`.
 ///
 /// Readers (the dispatcher) load the current [`Snapshot`] without locking. Writers
-/// (registration, unregistration, cleanup) take one mutex among themselves, build the next
-/// snapshot and publish it whole (see [`Writer`] for how they avoid copying).
+/// (registration, unregistration, cleanup) take one mutex among themselves, update the
+/// snapshot no reader can see and publish it whole (see [`Writer`]).
 pub struct WatchRegistry {
     shared: Arc<Shared>,
 }
@@ -142,7 +144,7 @@ impl WatchRegistry {
         let shared = Shared {
             published: SnapshotCell::new(Arc::new(Snapshot::new())),
             writer: Mutex::new(Writer {
-                back: Some(Arc::new(Snapshot::new())),
+                back: Arc::new(Snapshot::new()),
             }),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
@@ -249,30 +251,21 @@ impl Shared {
     /// Applies `changes` and publishes the result (see [`Writer`]). Counts removed watchers
     /// out of the limit and prev_kv counters, once each.
     fn publish(&self, writer: &mut Writer, changes: &[Change]) {
-        let mut next = match writer.back.take() {
-            // No reader can take a new reference to the back (it is not published), so a
-            // count of one means it is ours alone.
-            Some(back) if Arc::strong_count(&back) == 1 => back,
-            // A reader still holds the back: start from the front, sharing its nodes.
-            _ => Arc::new(Snapshot::clone(&self.published.load())),
-        };
-        let index = Arc::get_mut(&mut next).expect("private to this writer");
+        let back = exclusive(&mut writer.back);
         for change in changes {
-            if let Some(removed) = change.apply(index) {
+            if let Some(removed) = change.apply(back) {
                 self.active.fetch_sub(1, Ordering::Relaxed);
                 if removed.prev_kv {
                     self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
                 }
             }
         }
-        let mut old_front = self.published.swap(next);
-        // Bring the old front up to date for the next write, or let it go: it must not keep
+        writer.back = self.published.swap(Arc::clone(&writer.back));
+        // Bring the old front up to date now rather than at the next write: it must not keep
         // removed watchers' channels open.
-        if let Some(index) = Arc::get_mut(&mut old_front) {
-            for change in changes {
-                change.apply(index);
-            }
-            writer.back = Some(old_front);
+        let back = exclusive(&mut writer.back);
+        for change in changes {
+            change.apply(back);
         }
     }
 
@@ -363,16 +356,15 @@ impl WatchRegistry {
             .unwrap_or_else(PoisonError::into_inner);
         let published = self.snapshot();
         published.check_invariants();
-        if let Some(back) = &writer.back {
-            back.check_invariants();
-            assert_eq!(
-                back.watcher_count(),
-                published.watcher_count(),
-                "the writers' copy lags the published snapshot"
-            );
-            assert_eq!(back.exact_key_count(), published.exact_key_count());
-            assert_eq!(back.prefix_count(), published.prefix_count());
-        }
+        let back = &writer.back;
+        back.check_invariants();
+        assert_eq!(
+            back.watcher_count(),
+            published.watcher_count(),
+            "the writers' copy lags the published snapshot"
+        );
+        assert_eq!(back.exact_key_count(), published.exact_key_count());
+        assert_eq!(back.prefix_count(), published.prefix_count());
         assert_eq!(
             published.watcher_count(),
             self.shared.active.load(Ordering::Relaxed),

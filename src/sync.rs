@@ -67,3 +67,35 @@ impl<T> SnapshotCell<T> {
         return std::mem::replace(&mut *self.current.lock().unwrap(), value);
     }
 }
+
+/// Waits until `arc` is the only reference to its snapshot, then lends it mutably.
+///
+/// The other references are readers that loaded the snapshot before it was replaced: each
+/// holds it for one event or one heartbeat sweep and waits for nothing meanwhile, so this
+/// spins briefly, then yields, then sleeps in short naps. `Arc::get_mut` reads the count with
+/// `Acquire`, pairing with the `Release` of each reader's drop: their reads happen before
+/// our writes.
+pub(crate) fn exclusive<T>(arc: &mut Arc<T>) -> &mut T {
+    let mut attempts = 0u32;
+    while Arc::get_mut(arc).is_none() {
+        backoff(attempts);
+        attempts = attempts.saturating_add(1);
+    }
+    Arc::get_mut(arc).expect("checked unique above")
+}
+
+#[cfg(not(watchtrie_loom))]
+fn backoff(attempts: u32) {
+    if attempts < 64 {
+        std::hint::spin_loop();
+    } else if attempts < 1024 {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+}
+
+#[cfg(watchtrie_loom)]
+fn backoff(_attempts: u32) {
+    loom::thread::yield_now();
+}

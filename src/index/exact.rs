@@ -1,30 +1,38 @@
-//! Exact-key watchers: a persistent map from key bytes to the [`WatcherList`] of that key.
+//! Exact-key watchers: a flat hash map from key bytes to the [`WatcherList`] of that key.
 //!
-//! Keys are hashed once with `ahash` (a seeded, DoS-resistant hash that is much cheaper than
-//! SipHash on short keys); the hash is stored beside the key so that path copies and splits
-//! never hash again. Keys of up to [`INLINE_KEY`] bytes are stored inline in the entry: a
-//! lookup compares them without following a pointer, and a path copy clones them without
-//! touching a reference count.
+//! Not persistent: a [`Snapshot`](super::Snapshot) is changed in place only while no reader
+//! holds it (the registry's publish protocol guarantees that), so the map can be the fastest
+//! thing to read: an open-addressing table (`std`'s SwissTable) hashed with `ahash`, a seeded,
+//! DoS-resistant hash much cheaper than SipHash on short keys. A lookup touches the control
+//! bytes and one bucket; keys of up to [`INLINE_KEY`] bytes sit in the bucket itself, so a
+//! hit compares them without following a pointer.
 //!
 //! # Invariants
 //! - No entry has an empty watcher list (the entry is removed with its last watcher).
-//! - Each entry's stored hash is the hash of its key under this index's hasher.
+//! - Keys of up to [`INLINE_KEY`] bytes are inline, longer ones shared.
 //! - `watchers` is the sum of all list lengths.
 //!
 //! # Complexity (k keys, m watchers on the touched key)
 //! | operation | cost |
 //! |---|---|
-//! | `insert` / `remove` | O(|key|) to hash + O(32 · log₃₂ k) + O(32 · log₃₂ m) copies |
-//! | `get` | O(|key|) + O(log₃₂ k) |
+//! | `insert` / `remove` | O(|key|) to hash + O(1) amortised (O(k) when the table grows or shrinks) + O(log₁₆ m) in the list |
+//! | `get` | O(|key|) + O(1) expected |
+//! | `clone` | O(k) (tests and fuzzing only; the registry never copies an index) |
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
 
-use super::hamt::{Hamt, HamtEntry};
 use super::watchers::WatcherList;
 use super::WatcherEntry;
 
 /// Longest key stored inline in an entry.
 const INLINE_KEY: usize = 30;
+
+/// Below this capacity a table is never shrunk: too small to matter.
+const MIN_SHRINK_CAPACITY: usize = 1024;
 
 /// A key's bytes: inline when short, a shared `Bytes` otherwise.
 #[derive(Clone)]
@@ -56,46 +64,41 @@ impl KeyBytes {
     }
 }
 
+// Hash, equality and `Borrow<[u8]>` all go through the bytes, so that a lookup by `&[u8]`
+// finds the entry (the `Borrow` contract).
+impl Hash for KeyBytes {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
+    }
+}
+
+impl PartialEq for KeyBytes {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for KeyBytes {}
+
+impl Borrow<[u8]> for KeyBytes {
+    #[inline]
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 /// Exact-key watcher index.
 pub(crate) struct ExactIndex<W> {
-    map: Hamt<ExactEntry<W>>,
-    hasher: ahash::RandomState,
+    map: HashMap<KeyBytes, WatcherList<W>, ahash::RandomState>,
     watchers: usize,
-}
-
-struct ExactEntry<W> {
-    hash: u64,
-    key: KeyBytes,
-    watchers: WatcherList<W>,
-}
-
-impl<W: Clone> Clone for ExactEntry<W> {
-    fn clone(&self) -> Self {
-        Self {
-            hash: self.hash,
-            key: self.key.clone(),
-            watchers: self.watchers.clone(),
-        }
-    }
-}
-
-impl<W: Clone> HamtEntry for ExactEntry<W> {
-    type Key = [u8];
-    #[inline]
-    fn key(&self) -> &[u8] {
-        self.key.as_slice()
-    }
-    #[inline]
-    fn hash(&self) -> u64 {
-        self.hash
-    }
 }
 
 impl<W: Clone> Clone for ExactIndex<W> {
     fn clone(&self) -> Self {
         Self {
             map: self.map.clone(),
-            hasher: self.hasher.clone(),
             watchers: self.watchers,
         }
     }
@@ -105,19 +108,13 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// An empty index with a randomly seeded hasher.
     pub(crate) fn new() -> Self {
         Self {
-            map: Hamt::default(),
-            hasher: ahash::RandomState::new(),
+            map: HashMap::with_hasher(ahash::RandomState::new()),
             watchers: 0,
         }
     }
 
-    /// The hash under which `key` is stored.
-    #[inline]
-    pub(crate) fn hash_key(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
-    }
-
     /// Number of distinct watched keys.
+    #[inline]
     pub(crate) fn key_count(&self) -> usize {
         self.map.len()
     }
@@ -127,75 +124,119 @@ impl<W: WatcherEntry> ExactIndex<W> {
         self.watchers
     }
 
-    /// The watchers of `key`; `hash` must come from [`Self::hash_key`].
+    /// The watchers of `key`.
     #[inline]
-    pub(crate) fn get(&self, hash: u64, key: &[u8]) -> Option<&WatcherList<W>> {
-        self.map.get(hash, key).map(|e| &e.watchers)
+    pub(crate) fn get(&self, key: &[u8]) -> Option<&WatcherList<W>> {
+        self.map.get(key)
     }
 
     /// Adds a watcher on `key`.
     pub(crate) fn insert(&mut self, key: Bytes, watcher: W) {
-        let hash = self.hash_key(&key);
-        let watcher = std::cell::Cell::new(Some(watcher));
-        self.map.upsert(
-            hash,
-            &key[..],
-            |entry| {
-                entry.watchers.insert(watcher.take().expect("used once"));
-            },
-            || ExactEntry {
-                hash,
-                key: KeyBytes::new(key.clone()),
-                watchers: WatcherList::One(watcher.take().expect("used once")),
-            },
-        );
+        match self.map.get_mut(&key[..]) {
+            Some(list) => {
+                list.insert(watcher);
+            }
+            None => {
+                self.map
+                    .insert(KeyBytes::new(key), WatcherList::One(watcher));
+            }
+        }
         self.watchers += 1;
     }
 
     /// Removes the watcher `id` from `key`, dropping the key with its last watcher.
     pub(crate) fn remove(&mut self, key: &[u8], id: u64) -> Option<W> {
-        let hash = self.hash_key(key);
-        // Look before writing so that a miss copies nothing.
-        self.map.get(hash, key)?.watchers.get(id)?;
-        let (removed, now_empty) = self.map.update(hash, key, |entry| {
-            (entry.watchers.remove(id), entry.watchers.is_empty())
-        })?;
-        let removed = removed?;
-        if now_empty {
-            self.map.remove(hash, key);
+        let list = self.map.get_mut(key)?;
+        let removed = list.remove(id)?;
+        if list.is_empty() {
+            self.map.remove(key);
+            self.shrink_if_sparse();
         }
         self.watchers -= 1;
         Some(removed)
     }
 
+    /// Gives memory back once the table is less than an eighth full. Shrinking to twice the
+    /// live size keeps the cost amortised O(1): many inserts or removals must come before
+    /// the next resize either way.
+    fn shrink_if_sparse(&mut self) {
+        let (len, capacity) = (self.map.len(), self.map.capacity());
+        if capacity > MIN_SHRINK_CAPACITY && len * 8 < capacity {
+            self.map.shrink_to(len * 2);
+        }
+    }
+
     /// Calls `f` with every key and its watchers.
     pub(crate) fn for_each_list<F: FnMut(&[u8], &WatcherList<W>)>(&self, f: &mut F) {
-        self.map
-            .for_each(&mut |e: &ExactEntry<W>| f(e.key.as_slice(), &e.watchers));
+        for (key, list) in &self.map {
+            f(key.as_slice(), list);
+        }
     }
 
     /// Panics if an invariant is broken.
     pub(crate) fn check_invariants(&self) {
-        self.map.check_invariants();
         let mut total = 0;
-        self.map.for_each(&mut |e: &ExactEntry<W>| {
-            assert!(
-                !e.watchers.is_empty(),
-                "a key without watchers must be removed"
-            );
+        for (key, list) in &self.map {
+            assert!(!list.is_empty(), "a key without watchers must be removed");
             assert_eq!(
-                e.hash,
-                self.hash_key(e.key.as_slice()),
-                "stored hash is stale"
-            );
-            assert_eq!(
-                matches!(e.key, KeyBytes::Inline { .. }),
-                e.key.as_slice().len() <= INLINE_KEY,
+                matches!(key, KeyBytes::Inline { .. }),
+                key.as_slice().len() <= INLINE_KEY,
                 "short keys are inline, long ones shared"
             );
-            e.watchers.check_invariants();
-            total += e.watchers.len();
-        });
+            list.check_invariants();
+            total += list.len();
+        }
         assert_eq!(total, self.watchers, "watcher total out of step");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Id(u64);
+    impl WatcherEntry for Id {
+        fn id_ref(&self) -> &u64 {
+            &self.0
+        }
+    }
+
+    #[test]
+    fn lookup_by_bytes_finds_inline_and_shared_keys() {
+        let mut index = ExactIndex::new();
+        let long = Bytes::from(vec![b'k'; INLINE_KEY + 1]);
+        let short = Bytes::from_static(b"/a");
+        index.insert(long.clone(), Id(1));
+        index.insert(short.clone(), Id(2));
+        index.insert(short.clone(), Id(3));
+        index.check_invariants();
+        assert_eq!(index.get(&long).map(WatcherList::len), Some(1));
+        assert_eq!(index.get(&short).map(WatcherList::len), Some(2));
+        assert!(index.get(b"/b").is_none());
+        assert_eq!(index.remove(&short, 2), Some(Id(2)));
+        assert_eq!(index.remove(&short, 2), None);
+        assert_eq!(index.remove(&short, 3), Some(Id(3)));
+        assert!(index.get(&short).is_none(), "emptied key is dropped");
+        assert_eq!((index.key_count(), index.watcher_count()), (1, 1));
+        index.check_invariants();
+    }
+
+    #[test]
+    fn an_emptied_table_gives_its_memory_back() {
+        let mut index = ExactIndex::new();
+        for i in 0..100_000u64 {
+            index.insert(Bytes::from(format!("/k/{i}")), Id(i));
+        }
+        let full = index.map.capacity();
+        for i in 0..100_000u64 {
+            assert_eq!(index.remove(format!("/k/{i}").as_bytes(), i), Some(Id(i)));
+        }
+        index.check_invariants();
+        assert!(
+            index.map.capacity() <= MIN_SHRINK_CAPACITY,
+            "capacity {} of {full} kept",
+            index.map.capacity()
+        );
     }
 }

@@ -1,9 +1,9 @@
 //! The private engine: immutable snapshots of every registered watcher.
 //!
-//! A [`Snapshot`] pairs an [`ExactIndex`] (key → watchers) with a [`PrefixTrie`]
-//! (prefix → watchers). Both are persistent: a write copies only the nodes on the path it
-//! touches and shares the rest with the snapshot it started from, so older snapshots stay
-//! valid, unchanged, for readers still holding them. Nothing here knows about tokio, channels
+//! A [`Snapshot`] pairs an [`ExactIndex`] (key → watchers, a flat hash map) with a
+//! [`PrefixTrie`] (prefix → watchers, a persistent radix trie). A snapshot is changed in place
+//! only while nobody else can see it: the registry keeps two and lets readers see one at a
+//! time (see `registry::Writer`). Nothing here knows about tokio, channels
 //! or threads: a watcher is any cloneable value with an id ([`WatcherEntry`]).
 
 mod exact;
@@ -138,7 +138,7 @@ pub(crate) enum MatchKind {
     },
 }
 
-/// One immutable view of all watchers. Cloning is O(1).
+/// One view of all watchers. Cloning copies the exact index (O(k)) and shares the trie.
 pub(crate) struct Snapshot<W> {
     exact: ExactIndex<W>,
     prefixes: PrefixTrie<W>,
@@ -178,8 +178,7 @@ impl<W: WatcherEntry> Snapshot<W> {
         f: &mut F,
     ) {
         if self.exact.key_count() != 0 {
-            let hash = self.exact.hash_key(key);
-            if let Some(list) = self.exact.get(hash, key) {
+            if let Some(list) = self.exact.get(key) {
                 f(MatchKind::Exact, list);
             }
         }
@@ -219,8 +218,7 @@ impl<W: WatcherEntry> Snapshot<W> {
 
     /// Number of exact watchers on `key`.
     pub(crate) fn exact_watchers_of(&self, key: &[u8]) -> usize {
-        let hash = self.exact.hash_key(key);
-        self.exact.get(hash, key).map_or(0, WatcherList::len)
+        self.exact.get(key).map_or(0, WatcherList::len)
     }
 
     /// Number of prefix watchers on exactly `prefix`.
