@@ -35,9 +35,11 @@ impl TestIndex {
             .insert_exact(bytes::Bytes::copy_from_slice(key), Id(id));
     }
 
-    /// Adds prefix watcher `id` on `prefix` (any bytes: the index matches byte prefixes).
+    /// Adds prefix watcher `id` on `prefix`, which must be empty or end with `/` (the index
+    /// matches byte prefixes that end at a separator); panics otherwise.
     pub fn insert_prefix(&mut self, prefix: &[u8], id: u64) {
-        self.current.insert_prefix(prefix, Id(id));
+        self.current
+            .insert_prefix(bytes::Bytes::copy_from_slice(prefix), Id(id));
     }
 
     /// Removes exact watcher `id` from `key`; true if it was there.

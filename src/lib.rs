@@ -7,7 +7,7 @@
 //! watchtrie is a drop-in replacement for the `watch` module of `d-engine-core` 0.2.4: the
 //! same names, signatures and observable behaviour ([`WatchRegistry`], [`WatcherHandle`],
 //! [`WatchDispatcher`], [`WatchEvent`], …), so a caller changes one `use` line. Underneath,
-//! it keeps watchers in persistent indexes that the dispatcher reads without a lock.
+//! it keeps watchers in flat, cache-friendly indexes that the dispatcher reads without a lock.
 //!
 //! ```
 //! use std::sync::{atomic::AtomicU64, Arc};
@@ -41,23 +41,24 @@
 //! # How it works
 //!
 //! ```text
-//!  register / drop ──► writer mutex ──► path-copy ──► publish (arc-swap store)
-//!                                                          │
-//!                             ┌────────── Snapshot ◄───────┘ (immutable, shared nodes)
-//!                             │   ExactIndex: HAMT  key ─► WatcherList (HAMT by id)
-//!                             │   PrefixTrie: radix trie over key bytes, WatcherList per node
+//!  register / drop ──► writer mutex ──► change the spare snapshot in place ──► publish
+//!                                       (once its last reader has left)       (arc-swap)
+//!                                                                                 │
+//!                             ┌──────────── Snapshot ◄────────────────────────────┘
+//!                             │   ExactIndex: ahash map   key ─► WatcherList
+//!                             │   PrefixTrie: hash trie   (parent node, segment) ─► node
 //!                             ▼
-//!  event ──► dispatcher: load snapshot (no lock) ─► 1 hash probe + 1 walk down the trie
+//!  event ──► dispatcher: load snapshot (no lock) ─► 1 probe for the key + 1 per segment
 //!                        ─► try_send into each matching watcher's bounded channel
 //! ```
 //!
 //! - **Readers never lock.** The dispatcher loads the current snapshot with `arc-swap` (a
 //!   thread-local debt slot, no shared write), probes the exact index once and walks the
-//!   prefix trie once, reading each byte of the key at most once.
-//! - **Writers copy paths, not structures.** Registration and unregistration serialise on one
-//!   mutex, change the few nodes on their path (every structure is a persistent tree of
-//!   bounded fan-out) and publish a new snapshot. Older snapshots stay valid for readers that
-//!   still hold them and are freed when the last one lets go.
+//!   prefix trie once, one probe per slash segment, reading each byte of the key once.
+//! - **Writers change what no reader sees.** Registration and unregistration serialise on
+//!   one mutex. The registry keeps two snapshots: the published one, and a spare that
+//!   readers have left. A write changes the spare in place, publishes it, then replays the
+//!   change on the other once its last reader (one event in flight, at most) has left.
 //! - **Cleanup stays off the hot path.** Watchers found overflowed or closed during an event
 //!   are removed after it, without waiting for the writer lock.
 //!

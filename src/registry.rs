@@ -42,7 +42,7 @@ impl Change {
                 is_prefix: true,
                 watcher,
             } => {
-                index.insert_prefix(key, watcher.clone());
+                index.insert_prefix(key.clone(), watcher.clone());
                 None
             }
             Change::Add { key, watcher, .. } => {
@@ -77,7 +77,7 @@ const REMOVAL_BATCH: usize = 1024;
 
 /// Registers watchers and owns the index they live in. Share it with an `Arc`.
 ///
-/// Readers (the dispatcher) load the current [`Snapshot`] without locking. Writers
+/// Readers (the dispatcher) load the current snapshot of the index without locking. Writers
 /// (registration, unregistration, cleanup) take one mutex among themselves, update the
 /// snapshot no reader can see and publish it whole (see [`Writer`]).
 pub struct WatchRegistry {

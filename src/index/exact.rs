@@ -4,7 +4,7 @@
 //! holds it (the registry's publish protocol guarantees that), so the map can be the fastest
 //! thing to read: an open-addressing table (`std`'s SwissTable) hashed with `ahash`, a seeded,
 //! DoS-resistant hash much cheaper than SipHash on short keys. A lookup touches the control
-//! bytes and one bucket; keys of up to [`INLINE_KEY`] bytes sit in the bucket itself, so a
+//! bytes and one bucket; keys of up to [`INLINE_KEY`] bytes sit in the bucket itself ([`KeyBytes`]), so a
 //! hit compares them without following a pointer.
 //!
 //! # Invariants
@@ -19,75 +19,16 @@
 //! | `get` | O(|key|) + O(1) expected |
 //! | `clone` | O(k) (tests and fuzzing only; the registry never copies an index) |
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
 
+use super::key::{KeyBytes, INLINE_KEY};
 use super::watchers::WatcherList;
 use super::WatcherEntry;
 
-/// Longest key stored inline in an entry.
-const INLINE_KEY: usize = 30;
-
 /// Below this capacity a table is never shrunk: too small to matter.
 const MIN_SHRINK_CAPACITY: usize = 1024;
-
-/// A key's bytes: inline when short, a shared `Bytes` otherwise.
-#[derive(Clone)]
-enum KeyBytes {
-    Inline { len: u8, bytes: [u8; INLINE_KEY] },
-    Shared(Bytes),
-}
-
-impl KeyBytes {
-    fn new(key: Bytes) -> Self {
-        if key.len() <= INLINE_KEY {
-            let mut bytes = [0; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(&key);
-            KeyBytes::Inline {
-                len: key.len() as u8,
-                bytes,
-            }
-        } else {
-            KeyBytes::Shared(key)
-        }
-    }
-
-    #[inline]
-    fn as_slice(&self) -> &[u8] {
-        match self {
-            KeyBytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            KeyBytes::Shared(b) => b,
-        }
-    }
-}
-
-// Hash, equality and `Borrow<[u8]>` all go through the bytes, so that a lookup by `&[u8]`
-// finds the entry (the `Borrow` contract).
-impl Hash for KeyBytes {
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_slice().hash(state);
-    }
-}
-
-impl PartialEq for KeyBytes {
-    #[inline]
-    fn eq(&self, other: &Self) -> bool {
-        self.as_slice() == other.as_slice()
-    }
-}
-
-impl Eq for KeyBytes {}
-
-impl Borrow<[u8]> for KeyBytes {
-    #[inline]
-    fn borrow(&self) -> &[u8] {
-        self.as_slice()
-    }
-}
 
 /// Exact-key watcher index.
 pub(crate) struct ExactIndex<W> {

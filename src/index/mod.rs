@@ -8,6 +8,7 @@
 
 mod exact;
 mod hamt;
+mod key;
 mod trie;
 mod watchers;
 
@@ -202,7 +203,7 @@ impl<W: WatcherEntry> Snapshot<W> {
     }
 
     /// Adds a prefix watcher on `prefix`.
-    pub(crate) fn insert_prefix(&mut self, prefix: &[u8], watcher: W) {
+    pub(crate) fn insert_prefix(&mut self, prefix: bytes::Bytes, watcher: W) {
         self.prefixes.insert(prefix, watcher);
     }
 

@@ -1,270 +1,157 @@
-//! Prefix watchers: a persistent, path-compressed byte trie (a radix trie).
+//! Prefix watchers: a hash trie over the key's segments, the layout of a file system's
+//! directory-entry cache.
 //!
-//! Every node stands for one byte string, its *path*: the concatenation, from the root, of
-//! each edge's selecting byte and each node's `label`. A prefix watcher on `P` lives in the
-//! node whose path is `P`. A key `K` matches the watchers of every node whose path is a
-//! leading part of `K`, so one walk down the trie, reading each byte of `K` at most once,
-//! finds them all, shortest first:
+//! A prefix is a path of *segments*, each ending with the separator `/`: `/a/bc/` is `/`,
+//! `a/`, `bc/`. Every node of the trie stands for one such path and is an entry in **one**
+//! hash table, keyed by its parent's node id and its own segment. A key `K` matches the
+//! watchers of every node whose path is a leading part of `K`, so the walk takes `K`'s
+//! segments in order and looks each up under the node found before it: one probe per
+//! segment, each hashing only that segment's bytes (the whole walk reads `K` once), and it
+//! stops at the first segment that has no node, or at a node without children.
 //!
 //! ```text
-//!   root ""                      watchers on "/"       : node "/"
-//!    └─ '/' label ""  ◀─ "/"     watchers on "/a/"     : node "/a/"
-//!        └─ 'a' label "/"  ◀─ "/a/"
-//!            ├─ 'b' label "/"  ◀─ "/a/b/"
-//!            └─ 'x' label "yz/"  ◀─ "/a/xyz/"
+//!   table entry (parent, segment) → node            prefixes watched: "/", "/a/", "/a/bc/"
+//!   (root, "/")   → #1  watchers of "/"
+//!   (#1,   "a/")  → #2  watchers of "/a/"            key "/a/bc/d" probes (root,"/"),
+//!   (#2,   "bc/") → #3  watchers of "/a/bc/"         (#1,"a/"), (#2,"bc/"), then stops:
+//!                                                    "d" is not a whole segment
 //! ```
 //!
-//! The trie knows nothing of slashes: it matches byte prefixes. The slash-bounded form of the
-//! reference (a prefix starts and ends with `/`) is a registration rule enforced above it,
-//! and under that rule "byte prefix of `K`" and "one of `K`'s slash-terminated leading parts"
-//! are the same set. Byte-prefix watches would need no change here.
+//! Why not a byte radix trie (the first version): on real key sets (`svc17/`, `node203/`)
+//! names that share leading characters branch a node per differing byte, two or three nodes
+//! per segment, each a dependent cache miss; a flat table costs one probe per segment, and
+//! its control bytes for the upper levels stay in cache.
 //!
-//! Children are found through a 256-bit occupancy bitmap over the selecting byte, so a lookup
-//! is a popcount, and a node's child table never exceeds 256 entries: copying it is bounded
-//! by the alphabet, not by the number of watchers. A million sibling prefixes under one
-//! parent fan out over the bytes that tell them apart, a few levels deep.
+//! Any prefix that ends with the separator (or is empty) can be stored, and "`K` starts with
+//! `P`" is then the same as "`P`'s segments lead `K`'s", so this is byte-prefix matching
+//! restricted to separator-terminated prefixes, which the registry requires. Other forms
+//! (byte prefixes ending mid-segment, wildcards on a segment) fit as a second kind of child
+//! consulted at each step of the same walk.
 //!
 //! # Invariants (checked by [`PrefixTrie::check_invariants`])
-//! - The root's label is empty.
-//! - A non-root node has watchers or at least two children (path compression: a node with
-//!   one child and no watchers is merged with that child; a node with neither is removed).
-//! - Each child table's bitmap has one bit per child, children in byte order.
-//! - `watchers` counts every watcher; `prefixes` counts the nodes that have watchers.
+//! - Every segment is non-empty, ends with the separator and holds no other separator.
+//! - Every node's parent exists (or is the root), and its `path` is the parent's path
+//!   followed by its segment; node ids are unique.
+//! - A node has watchers or children (a node left with neither is removed, and so on up).
+//! - Each node's `children` is the number of nodes naming it as parent.
+//! - `watchers` counts every watcher; `prefixes` counts the paths that have watchers.
 //!
-//! # Complexity (L = prefix or key length in bytes, m = watchers on the touched prefix)
+//! # Complexity (L = prefix or key length in bytes, d = its segments, m = watchers on the
+//! touched prefix)
 //! | operation | cost |
 //! |---|---|
-//! | `insert` / `remove` | O(L) to walk + O(256) per node copied on the path + O(32 · log₃₂ m) |
-//! | `for_each_match` | O(L) byte comparisons + one visit per matching watcher |
+//! | `insert` / `remove` | O(L) to hash + O(d) probes + O(log₁₆ m) in the list (amortised: the table grows and shrinks by doubling) |
+//! | `for_each_match` | O(L) to hash + at most d probes + one visit per matching watcher |
+//! | `clone` | O(nodes) (tests and fuzzing only) |
 //!
-//! No operation recurses over the trie's depth: a prefix of 100,000 slashes builds a chain of
-//! 100,000 nodes, and walking, copying or dropping it runs in loops with heap stacks.
+//! Nothing recurses: a prefix of 100,000 slashes is a chain of 100,000 entries, built,
+//! walked and removed in loops.
 
-use smallvec::SmallVec;
-use std::mem;
-use std::sync::Arc;
+use bytes::Bytes;
+use hashbrown::HashTable;
 
+use super::key::KeyBytes;
 use super::watchers::WatcherList;
-use super::{array_of, check_array, splice, Vacancy, WatcherEntry};
+use super::WatcherEntry;
+
+/// What ends every segment.
+const SEPARATOR: u8 = b'/';
+
+/// The id of the root: the empty path, which is nobody's entry in the table.
+const ROOT: u64 = 0;
+
+/// Below this capacity the table is never shrunk.
+const MIN_SHRINK_CAPACITY: usize = 1024;
 
 /// Prefix watcher index.
 pub(crate) struct PrefixTrie<W> {
-    root: TrieNode<W>,
+    /// Every node but the root, keyed by `(parent, segment)`.
+    nodes: HashTable<Node<W>>,
+    hasher: ahash::RandomState,
+    /// Watchers of the empty prefix, which matches every key.
+    root_watchers: WatcherList<W>,
+    /// Number of nodes whose parent is the root.
+    root_children: usize,
+    next_id: u64,
     watchers: usize,
     prefixes: usize,
 }
 
-struct TrieNode<W> {
-    /// Path bytes after the byte that selects this node in its parent.
-    label: SmallVec<[u8; 16]>,
+struct Node<W> {
+    parent: u64,
+    id: u64,
+    /// Nodes whose parent is this one.
+    children: usize,
+    /// The path's last segment, compared on every probe: inline when short.
+    segment: KeyBytes,
+    /// The whole path (a slice of the first prefix registered through this node).
+    path: Bytes,
     watchers: WatcherList<W>,
-    children: Children<W>,
 }
 
-/// Child table keyed by the selecting byte. The children are stored by value in one shared
-/// array, so stepping to a child is one memory access into that array.
-struct Children<W> {
-    bitmap: [u64; 4],
-    nodes: Option<Arc<[TrieNode<W>]>>,
+impl<W: Clone> Clone for Node<W> {
+    fn clone(&self) -> Self {
+        Self {
+            parent: self.parent,
+            id: self.id,
+            children: self.children,
+            segment: self.segment.clone(),
+            path: self.path.clone(),
+            watchers: self.watchers.clone(),
+        }
+    }
 }
 
 impl<W: Clone> Clone for PrefixTrie<W> {
     fn clone(&self) -> Self {
         Self {
-            root: self.root.clone(),
+            nodes: self.nodes.clone(),
+            hasher: self.hasher.clone(),
+            root_watchers: self.root_watchers.clone(),
+            root_children: self.root_children,
+            next_id: self.next_id,
             watchers: self.watchers,
             prefixes: self.prefixes,
         }
     }
 }
 
-impl<W: Clone> Clone for TrieNode<W> {
-    fn clone(&self) -> Self {
-        Self {
-            label: self.label.clone(),
-            watchers: self.watchers.clone(),
-            children: self.children.clone(),
-        }
-    }
+/// The segments of `path`, each with its end offset; a last piece without the separator is
+/// not a segment and is left out.
+#[inline]
+fn segments(path: &[u8]) -> impl Iterator<Item = (&[u8], usize)> {
+    let mut end = 0;
+    path.split_inclusive(|&b| b == SEPARATOR)
+        .take_while(|seg| seg.last() == Some(&SEPARATOR))
+        .map(move |seg| {
+            end += seg.len();
+            (seg, end)
+        })
 }
 
-impl<W> Clone for Children<W> {
-    fn clone(&self) -> Self {
-        Self {
-            bitmap: self.bitmap,
-            nodes: self.nodes.clone(),
-        }
-    }
+/// The node `step` found (it must still be in `nodes`).
+fn node_mut<W>(nodes: &mut HashTable<Node<W>>, step: Step) -> &mut Node<W> {
+    nodes
+        .find_mut(step.hash, |n| n.id == step.id)
+        .expect("a node on the walked path")
 }
 
-impl<W> Default for Children<W> {
-    fn default() -> Self {
-        Self {
-            bitmap: [0; 4],
-            nodes: None,
-        }
-    }
-}
-
-impl<W> Drop for Children<W> {
-    /// Drops descendants with a loop, not recursion: a chain of 100,000 nodes must not
-    /// overflow the stack. Arrays still shared with another snapshot are only released.
-    fn drop(&mut self) {
-        let Some(first) = self.nodes.take() else {
-            return;
-        };
-        let mut stack = vec![first];
-        while let Some(mut array) = stack.pop() {
-            if let Some(nodes) = Arc::get_mut(&mut array) {
-                stack.extend(nodes.iter_mut().filter_map(|n| n.children.nodes.take()));
-            }
-        }
-    }
-}
-
-impl<W> Children<W> {
-    #[inline]
-    fn has(&self, byte: u8) -> bool {
-        self.bitmap[usize::from(byte >> 6)] & (1 << (byte & 63)) != 0
-    }
-
-    #[inline]
-    fn position(&self, byte: u8) -> usize {
-        let word = usize::from(byte >> 6);
-        let below: u32 = self.bitmap[..word].iter().map(|w| w.count_ones()).sum();
-        below as usize + (self.bitmap[word] & ((1u64 << (byte & 63)) - 1)).count_ones() as usize
-    }
-
-    #[inline]
-    fn get(&self, byte: u8) -> Option<&TrieNode<W>> {
-        if !self.has(byte) {
-            return None;
-        }
-        self.nodes.as_deref().map(|n| &n[self.position(byte)])
-    }
-
-    /// Number of children (the array may hold spare capacity after them).
-    fn len(&self) -> usize {
-        self.bitmap.iter().map(|w| w.count_ones() as usize).sum()
-    }
-
-    fn nodes(&self) -> &[TrieNode<W>] {
-        self.nodes.as_deref().map_or(&[], |n| &n[..self.len()])
-    }
-
-    /// Selecting bytes in ascending order, paired with their nodes.
-    fn iter(&self) -> impl Iterator<Item = (u8, &TrieNode<W>)> {
-        (0..=255u8).filter(|&b| self.has(b)).zip(self.nodes())
-    }
-}
-
-impl<W: Clone> Children<W> {
-    fn one(byte: u8, node: TrieNode<W>) -> Self {
-        let mut children = Self::default();
-        children.insert(byte, node);
-        children
-    }
-
-    /// The child selected by `byte`, its array made private to this writer first.
-    fn get_mut(&mut self, byte: u8) -> Option<&mut TrieNode<W>> {
-        if !self.has(byte) {
-            return None;
-        }
-        let pos = self.position(byte);
-        self.nodes.as_mut().map(|n| &mut Arc::make_mut(n)[pos])
-    }
-
-    /// Adds a child for `byte` (absent).
-    fn insert(&mut self, byte: u8, node: TrieNode<W>) {
-        debug_assert!(!self.has(byte));
-        let (live, pos) = (self.len(), self.position(byte));
-        match &mut self.nodes {
-            Some(nodes) => {
-                splice(nodes, live, pos, Some(node));
-            }
-            None => self.nodes = Some(array_of(std::iter::once(node))),
-        }
-        self.bitmap[usize::from(byte >> 6)] |= 1 << (byte & 63);
-    }
-
-    /// Removes and returns the child for `byte` (present).
-    fn remove(&mut self, byte: u8) -> TrieNode<W> {
-        let (live, pos) = (self.len(), self.position(byte));
-        let nodes = self.nodes.as_mut().expect("child present");
-        let removed = splice(nodes, live, pos, None).expect("child present");
-        self.bitmap[usize::from(byte >> 6)] &= !(1 << (byte & 63));
-        if live == 1 {
-            self.nodes = None;
-        }
-        removed
-    }
-}
-
-/// A filler node is empty: no label, no watchers, no children. No live node but the root
-/// looks like that (path compression removes such nodes), and the root is never in an array.
-impl<W: Clone> Vacancy for TrieNode<W> {
-    fn vacant() -> Self {
-        TrieNode {
-            label: SmallVec::new(),
-            watchers: WatcherList::Empty,
-            children: Children::default(),
-        }
-    }
-    fn is_vacant(&self) -> bool {
-        self.label.is_empty()
-            && matches!(self.watchers, WatcherList::Empty)
-            && self.children.nodes.is_none()
-    }
-}
-
-impl<W: WatcherEntry> TrieNode<W> {
-    fn new(label: &[u8]) -> Self {
-        Self {
-            label: SmallVec::from_slice(label),
-            watchers: WatcherList::Empty,
-            children: Children::default(),
-        }
-    }
-
-    /// Merges this node with its only child; the node must have no watchers.
-    fn absorb_only_child(&mut self) {
-        debug_assert!(self.watchers.is_empty() && self.children.len() == 1);
-        let byte = self
-            .children
-            .iter()
-            .next()
-            .map(|(b, _)| b)
-            .expect("one child");
-        let mut child = self.children.remove(byte);
-        self.label.push(byte);
-        self.label.extend_from_slice(&child.label);
-        self.watchers = mem::take(&mut child.watchers);
-        self.children = mem::take(&mut child.children);
-    }
-
-    /// Splits this node's label after `at` bytes: the node keeps the head and no watchers, and
-    /// a new child holds the tail, the watchers and the children.
-    fn split(&mut self, at: usize) {
-        let byte = self.label[at];
-        let lower = TrieNode {
-            label: SmallVec::from_slice(&self.label[at + 1..]),
-            watchers: mem::take(&mut self.watchers),
-            children: mem::take(&mut self.children),
-        };
-        self.label.truncate(at);
-        self.children = Children::one(byte, lower);
-    }
-}
-
-fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+/// One step of a walk: the table hash of a node and its id.
+#[derive(Clone, Copy)]
+struct Step {
+    hash: u64,
+    id: u64,
 }
 
 impl<W: WatcherEntry> PrefixTrie<W> {
     /// An empty trie.
     pub(crate) fn new() -> Self {
         Self {
-            root: TrieNode::new(&[]),
+            nodes: HashTable::new(),
+            hasher: ahash::RandomState::new(),
+            root_watchers: WatcherList::Empty,
+            root_children: 0,
+            next_id: ROOT + 1,
             watchers: 0,
             prefixes: 0,
         }
@@ -280,168 +167,235 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         self.prefixes
     }
 
-    /// The node whose path is exactly `path`.
-    fn find(&self, path: &[u8]) -> Option<&TrieNode<W>> {
-        let mut node = &self.root;
-        let mut rest = path;
-        while let Some((&b, tail)) = rest.split_first() {
-            let child = node.children.get(b)?;
-            rest = tail.strip_prefix(child.label.as_slice())?;
-            node = child;
+    #[inline]
+    fn hash(&self, parent: u64, segment: &[u8]) -> u64 {
+        self.hasher.hash_one((parent, segment))
+    }
+
+    #[inline]
+    fn find(&self, hash: u64, parent: u64, segment: &[u8]) -> Option<&Node<W>> {
+        self.nodes.find(hash, |n| {
+            n.parent == parent && n.segment.as_slice() == segment
+        })
+    }
+
+    /// The nodes along `path`, root excluded; `None` if one is missing or `path` does not end
+    /// with the separator.
+    fn walk(&self, path: &[u8]) -> Option<Vec<Step>> {
+        if path.last().is_some_and(|&b| b != SEPARATOR) {
+            return None;
         }
-        Some(node)
+        let mut steps = Vec::new();
+        let mut parent = ROOT;
+        for (segment, _) in segments(path) {
+            let hash = self.hash(parent, segment);
+            parent = self.find(hash, parent, segment)?.id;
+            steps.push(Step { hash, id: parent });
+        }
+        Some(steps)
+    }
+
+    fn list(&self, steps: &[Step]) -> Option<&WatcherList<W>> {
+        match steps.last() {
+            None => Some(&self.root_watchers),
+            Some(last) => self
+                .nodes
+                .find(last.hash, |n| n.id == last.id)
+                .map(|n| &n.watchers),
+        }
     }
 
     /// The watchers registered on exactly `prefix`.
     pub(crate) fn get(&self, prefix: &[u8]) -> Option<&WatcherList<W>> {
-        self.find(prefix)
-            .map(|n| &n.watchers)
-            .filter(|w| !w.is_empty())
+        let steps = self.walk(prefix)?;
+        self.list(&steps).filter(|w| !w.is_empty())
     }
 
     /// Calls `f(len, watchers)` for every prefix `key[..len]` that has watchers, shortest first.
     #[inline]
     pub(crate) fn for_each_match<F: FnMut(usize, &WatcherList<W>)>(&self, key: &[u8], f: &mut F) {
-        let mut node = &self.root;
-        let mut pos = 0;
-        loop {
-            if !node.watchers.is_empty() {
-                f(pos, &node.watchers);
-            }
-            let Some(&b) = key.get(pos) else { return };
-            let Some(child) = node.children.get(b) else {
+        if !self.root_watchers.is_empty() {
+            f(0, &self.root_watchers);
+        }
+        if self.root_children == 0 {
+            return;
+        }
+        let mut parent = ROOT;
+        for (segment, end) in segments(key) {
+            let Some(node) = self.find(self.hash(parent, segment), parent, segment) else {
                 return;
             };
-            if !key[pos + 1..].starts_with(&child.label) {
+            if !node.watchers.is_empty() {
+                f(end, &node.watchers);
+            }
+            if node.children == 0 {
                 return;
             }
-            pos += 1 + child.label.len();
-            node = child;
+            parent = node.id;
         }
     }
 
     /// Calls `f(prefix, watchers)` for every prefix that has watchers.
     pub(crate) fn for_each_list<F: FnMut(&[u8], &WatcherList<W>)>(&self, f: &mut F) {
-        let mut path = Vec::new();
-        let mut stack: Vec<(&TrieNode<W>, usize, Option<u8>)> = vec![(&self.root, 0, None)];
-        while let Some((node, base, byte)) = stack.pop() {
-            path.truncate(base);
-            path.extend(byte);
-            path.extend_from_slice(&node.label);
+        if !self.root_watchers.is_empty() {
+            f(&[], &self.root_watchers);
+        }
+        for node in &self.nodes {
             if !node.watchers.is_empty() {
-                f(&path, &node.watchers);
+                f(&node.path, &node.watchers);
             }
-            let here = path.len();
-            stack.extend(node.children.iter().map(|(b, c)| (c, here, Some(b))));
         }
     }
 
-    /// Adds a watcher on `prefix`.
-    pub(crate) fn insert(&mut self, prefix: &[u8], watcher: W) {
-        let mut node = &mut self.root;
-        let mut rest = prefix;
-        while let Some((&b, tail)) = rest.split_first() {
-            if !node.children.has(b) {
-                let mut leaf = TrieNode::new(tail);
-                leaf.watchers = WatcherList::One(watcher);
-                node.children.insert(b, leaf);
-                self.watchers += 1;
-                self.prefixes += 1;
-                return;
+    /// Adds a watcher on `prefix`, which must be empty or end with the separator (the
+    /// registry's rule; anything else is a bug in the caller).
+    pub(crate) fn insert(&mut self, prefix: Bytes, watcher: W) {
+        assert!(
+            prefix.last().is_none_or(|&b| b == SEPARATOR),
+            "a stored prefix ends with the separator"
+        );
+        let mut parent: Option<Step> = None;
+        for (segment, end) in segments(&prefix) {
+            let parent_id = parent.map_or(ROOT, |p| p.id);
+            let hash = self.hash(parent_id, segment);
+            if let Some(node) = self.find(hash, parent_id, segment) {
+                parent = Some(Step { hash, id: node.id });
+                continue;
             }
-            let child = node.children.get_mut(b).expect("checked above");
-            let common = common_prefix_len(&child.label, tail);
-            if common < child.label.len() {
-                child.split(common);
+            let id = self.next_id;
+            self.next_id += 1;
+            match parent {
+                None => self.root_children += 1,
+                Some(step) => node_mut(&mut self.nodes, step).children += 1,
             }
-            node = child;
-            rest = &tail[common..];
+            let node = Node {
+                parent: parent_id,
+                id,
+                children: 0,
+                segment: KeyBytes::new(prefix.slice(end - segment.len()..end)),
+                path: prefix.slice(..end),
+                watchers: WatcherList::Empty,
+            };
+            let hasher = &self.hasher;
+            self.nodes.insert_unique(hash, node, |n| {
+                hasher.hash_one((n.parent, n.segment.as_slice()))
+            });
+            parent = Some(Step { hash, id });
         }
-        if node.watchers.is_empty() {
+        let list = match parent {
+            None => &mut self.root_watchers,
+            Some(step) => &mut node_mut(&mut self.nodes, step).watchers,
+        };
+        if list.is_empty() {
             self.prefixes += 1;
         }
-        node.watchers.insert(watcher);
+        list.insert(watcher);
         self.watchers += 1;
     }
 
-    /// Removes the watcher `id` from `prefix`. A miss copies nothing.
+    /// Removes the watcher `id` from `prefix`, then every node left without watchers and
+    /// children, from the end of the path up.
     pub(crate) fn remove(&mut self, prefix: &[u8], id: u64) -> Option<W> {
-        self.find(prefix)?.watchers.get(id)?;
-        let removed = match prefix.split_first() {
-            None => self.root.watchers.remove(id),
-            Some(_) => remove_below(&mut self.root, prefix, id),
+        let steps = self.walk(prefix)?;
+        self.list(&steps)?.get(id)?;
+        let list = match steps.last() {
+            None => &mut self.root_watchers,
+            Some(&last) => &mut node_mut(&mut self.nodes, last).watchers,
         };
-        if removed.is_some() {
-            self.watchers -= 1;
-            if self.find(prefix).is_none_or(|n| n.watchers.is_empty()) {
-                self.prefixes -= 1;
+        let removed = list.remove(id)?;
+        if list.is_empty() {
+            self.prefixes -= 1;
+        }
+        self.watchers -= 1;
+        for at in (0..steps.len()).rev() {
+            let step = steps[at];
+            let node = node_mut(&mut self.nodes, step);
+            if !node.watchers.is_empty() || node.children > 0 {
+                break;
+            }
+            if let Ok(entry) = self.nodes.find_entry(step.hash, |n| n.id == step.id) {
+                entry.remove();
+            }
+            match at.checked_sub(1) {
+                None => self.root_children -= 1,
+                Some(up) => node_mut(&mut self.nodes, steps[up]).children -= 1,
             }
         }
-        removed
+        self.shrink_if_sparse();
+        Some(removed)
+    }
+
+    /// Gives memory back once the table is less than an eighth full (amortised O(1)).
+    fn shrink_if_sparse(&mut self) {
+        let (len, capacity) = (self.nodes.len(), self.nodes.capacity());
+        if capacity > MIN_SHRINK_CAPACITY && len * 8 < capacity {
+            let hasher = &self.hasher;
+            self.nodes.shrink_to(len * 2, |n| {
+                hasher.hash_one((n.parent, n.segment.as_slice()))
+            });
+        }
     }
 
     /// Panics with a description if an invariant is broken.
     pub(crate) fn check_invariants(&self) {
-        assert!(self.root.label.is_empty(), "the root's label must be empty");
-        let (mut watchers, mut prefixes) = (0, 0);
-        let mut stack = vec![(&self.root, true)];
-        while let Some((node, is_root)) = stack.pop() {
-            let c = &node.children;
-            let bits: u32 = c.bitmap.iter().map(|w| w.count_ones()).sum();
-            match &c.nodes {
-                Some(nodes) => check_array(nodes, bits as usize),
-                None => assert_eq!(bits, 0, "children without a table"),
-            }
+        use std::collections::HashMap;
+        let by_id: HashMap<u64, &Node<W>> = self.nodes.iter().map(|n| (n.id, n)).collect();
+        assert_eq!(by_id.len(), self.nodes.len(), "node ids are unique");
+        let mut children: HashMap<u64, usize> = HashMap::new();
+        let (mut watchers, mut prefixes) = (self.root_watchers.len(), 0);
+        prefixes += usize::from(!self.root_watchers.is_empty());
+        self.root_watchers.check_invariants();
+        for node in &self.nodes {
+            let segment = node.segment.as_slice();
             assert!(
-                c.nodes.is_none() || bits > 0,
-                "an empty child table is None"
+                segment.last() == Some(&SEPARATOR)
+                    && !segment[..segment.len() - 1].contains(&SEPARATOR),
+                "a segment ends with the only separator it holds"
             );
-            if !is_root {
-                assert!(
-                    !node.watchers.is_empty() || c.len() >= 2,
-                    "a node without watchers must branch (len {}, children {})",
-                    node.watchers.len(),
-                    c.len()
-                );
-            }
+            let parent_path: &[u8] = match node.parent {
+                ROOT => &[],
+                id => &by_id.get(&id).expect("the parent of a node exists").path,
+            };
+            // In full only for paths of ordinary length: on a chain of 100,000 segments the
+            // full comparison would be quadratic. Lengths and suffixes are always checked.
+            assert!(
+                node.path.len() == parent_path.len() + segment.len()
+                    && node.path.ends_with(segment)
+                    && (node.path.len() > 4096 || node.path.starts_with(parent_path)),
+                "a node's path is its parent's path and its segment"
+            );
+            assert!(
+                node.id != ROOT && node.id < self.next_id,
+                "node id in range"
+            );
+            assert!(
+                self.find(self.hash(node.parent, segment), node.parent, segment)
+                    .is_some_and(|found| found.id == node.id),
+                "a node is found under its own key"
+            );
+            assert!(
+                !node.watchers.is_empty() || node.children > 0,
+                "a node without watchers or children is removed"
+            );
+            *children.entry(node.parent).or_default() += 1;
             node.watchers.check_invariants();
             watchers += node.watchers.len();
             prefixes += usize::from(!node.watchers.is_empty());
-            stack.extend(c.nodes().iter().map(|n| (n, false)));
+        }
+        assert_eq!(
+            children.get(&ROOT).copied().unwrap_or(0),
+            self.root_children,
+            "root child count out of step"
+        );
+        for node in &self.nodes {
+            assert_eq!(
+                children.get(&node.id).copied().unwrap_or(0),
+                node.children,
+                "child count out of step"
+            );
         }
         assert_eq!(watchers, self.watchers, "watcher count out of step");
         assert_eq!(prefixes, self.prefixes, "prefix count out of step");
-    }
-}
-
-/// Removes watcher `id` from the node at `prefix` (non-empty, known to hold it) below `root`,
-/// then restores path compression at that node and its parent, the only two that can break.
-fn remove_below<W: WatcherEntry>(root: &mut TrieNode<W>, prefix: &[u8], id: u64) -> Option<W> {
-    let mut parent = root;
-    let mut parent_is_root = true;
-    let mut rest = prefix;
-    loop {
-        let (&b, tail) = rest.split_first()?;
-        let label_len = parent.children.get(b)?.label.len();
-        if tail.len() > label_len {
-            parent = parent.children.get_mut(b)?;
-            parent_is_root = false;
-            rest = &tail[label_len..];
-            continue;
-        }
-        let target = parent.children.get_mut(b)?;
-        let removed = target.watchers.remove(id);
-        if target.watchers.is_empty() {
-            match target.children.len() {
-                0 => drop(parent.children.remove(b)),
-                1 => target.absorb_only_child(),
-                _ => {}
-            }
-        }
-        if !parent_is_root && parent.watchers.is_empty() && parent.children.len() == 1 {
-            parent.absorb_only_child();
-        }
-        return removed;
     }
 }
 
@@ -476,7 +430,7 @@ mod tests {
             .iter()
             .enumerate()
         {
-            trie.insert(p.as_bytes(), W(id as u64));
+            trie.insert(Bytes::from_static(p.as_bytes()), W(id as u64));
             trie.check_invariants();
         }
         assert_eq!(matches(&trie, b"/a/b/c"), vec![(1, 0), (3, 1), (5, 2)]);
@@ -489,12 +443,14 @@ mod tests {
     }
 
     #[test]
-    fn removing_restores_compression_and_empties_the_trie() {
+    fn removing_the_last_watcher_removes_its_empty_ancestors() {
         let mut trie = PrefixTrie::new();
-        let prefixes = ["/a/b/c/", "/a/b/", "/a/x/", "/a/", "/", "/a/b/d/"];
+        let prefixes = ["/a/b/c/", "/a/b/", "/a/x/", "/a/", "/", "/a/b/d/", ""];
         for (id, p) in prefixes.iter().enumerate() {
-            trie.insert(p.as_bytes(), W(id as u64));
+            trie.insert(Bytes::from_static(p.as_bytes()), W(id as u64));
         }
+        trie.check_invariants();
+        assert_eq!(trie.nodes.len(), 6, "one node per distinct non-empty path");
         for (id, p) in prefixes.iter().enumerate() {
             assert!(trie.remove(p.as_bytes(), 99).is_none());
             assert_eq!(
@@ -504,43 +460,42 @@ mod tests {
             trie.check_invariants();
             assert!(trie.get(p.as_bytes()).is_none());
         }
-        assert_eq!(trie.watcher_count(), 0);
-        assert_eq!(trie.root.children.len(), 0);
-        assert!(trie.root.children.nodes.is_none());
+        assert_eq!((trie.watcher_count(), trie.prefix_count()), (0, 0));
+        assert_eq!((trie.nodes.len(), trie.root_children), (0, 0));
     }
 
     #[test]
     fn a_deep_chain_builds_walks_and_drops_without_recursion() {
         let depth = 100_000;
-        let key: Vec<u8> = b"/".repeat(depth);
+        let key = Bytes::from(b"/".repeat(depth));
         let mut trie = PrefixTrie::new();
-        for (id, len) in (1..=depth).step_by(1000).enumerate() {
-            trie.insert(&key[..len], W(id as u64));
+        for (id, len) in (1..=depth).step_by(10_000).enumerate() {
+            trie.insert(key.slice(..len), W(id as u64));
         }
-        trie.insert(&key, W(u64::MAX));
+        trie.insert(key.clone(), W(u64::MAX));
         let mut n = 0;
         trie.for_each_match(&key, &mut |_, l| n += l.len());
-        assert_eq!(n, 101);
+        assert_eq!(n, 11);
         let copy = trie.clone();
         trie.remove(&key, u64::MAX);
         drop(trie);
         copy.check_invariants();
         drop(copy);
-        // A chain with a watcher at each of 30,000 levels (a node each), dropped whole: a
-        // recursive drop would need far more than a test thread's 2 MiB of stack.
-        let mut chain = PrefixTrie::new();
-        for len in 1..=30_000 {
-            chain.insert(&key[..len], W(len as u64));
-        }
-        drop(chain);
+        // One watcher at the bottom of a 100,000-segment chain: removing it removes every
+        // ancestor, in a loop.
+        let mut bottom = PrefixTrie::new();
+        bottom.insert(key.clone(), W(1));
+        assert_eq!(bottom.nodes.len(), depth);
+        assert!(bottom.remove(&key, 1).is_some());
+        assert_eq!((bottom.nodes.len(), bottom.root_children), (0, 0));
     }
 
     #[test]
     fn older_clones_are_unchanged_by_writes() {
         let mut trie = PrefixTrie::new();
-        trie.insert(b"/a/", W(1));
+        trie.insert(Bytes::from_static(b"/a/"), W(1));
         let before = trie.clone();
-        trie.insert(b"/a/b/", W(2));
+        trie.insert(Bytes::from_static(b"/a/b/"), W(2));
         trie.remove(b"/a/", 1);
         assert_eq!(matches(&before, b"/a/b/c"), vec![(3, 1)]);
         assert_eq!(matches(&trie, b"/a/b/c"), vec![(5, 2)]);
@@ -557,11 +512,15 @@ mod tests {
             let mut trie = PrefixTrie::new();
             let mut model: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
             for (path, id, insert) in ops {
-                let path = spell(&path);
+                // Stored prefixes end with the separator (or are empty).
+                let mut path = spell(&path);
+                if path.last().is_some_and(|&b| b != b'/') {
+                    path.push(b'/');
+                }
                 let ids = model.entry(path.clone()).or_default();
                 if insert && !ids.contains(&id) {
                     ids.push(id);
-                    trie.insert(&path, W(id));
+                    trie.insert(Bytes::from(path.clone()), W(id));
                 } else if !insert {
                     let had = ids.iter().position(|&x| x == id).map(|i| ids.remove(i));
                     proptest::prop_assert_eq!(trie.remove(&path, id).map(|w| w.0), had);
