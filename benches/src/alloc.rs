@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 static ON: AtomicBool = AtomicBool::new(false);
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
-/// Delegates to the system allocator, counting bytes while [`counting`] is on.
+/// Delegates to the system allocator, counting bytes between [`start`] and [`stop`].
 pub struct CountingAlloc;
 
 // Safety: every method forwards its arguments unchanged to `System`, which upholds the

@@ -4,11 +4,13 @@
 //! - [`workload`]: deterministic, seeded key sets and event streams;
 //! - [`engines`]: one [`engines::Engine`] trait, implemented for both engines;
 //! - [`measure`]: the scenarios, each run on one engine at a time, torn down completely;
-//! - [`alloc`]: a switchable counting allocator for bytes-per-watcher figures.
+//! - [`alloc`]: a switchable counting allocator for bytes-per-watcher figures;
+//! - [`svg`]: the plot `watchbench --svg` writes.
 //!
-//! The `watchbench` binary and the criterion benches in `benches/` use these.
+//! The `watchbench` binary uses these.
 
 pub mod alloc;
 pub mod engines;
 pub mod measure;
+pub mod svg;
 pub mod workload;

@@ -2,6 +2,8 @@
 //! completely (dispatcher stopped and awaited, every handle and channel dropped) before it
 //! returns, so that no engine's leftovers run inside another's measurement.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,6 +30,8 @@ pub struct DispatchOptions {
     pub latency_rate: u64,
     /// Count heap bytes during registration (needs [`alloc::CountingAlloc`] installed).
     pub measure_memory: bool,
+    /// Show registration progress on stderr (a percentage, rewritten in place).
+    pub progress: bool,
 }
 
 impl Default for DispatchOptions {
@@ -37,6 +41,7 @@ impl Default for DispatchOptions {
             latency_events: 20_000,
             latency_rate: 50_000,
             measure_memory: true,
+            progress: false,
         }
     }
 }
@@ -126,13 +131,18 @@ pub fn dispatch_run<E: Engine>(
             alloc::start();
         }
         let started = Instant::now();
+        let total = workload.watcher_count();
+        let mut progress = Progress::new(opts.progress, total);
         for key in &workload.exact {
             handles.push(E::register(&registry, key.clone()));
+            progress.tick(handles.len());
         }
         for prefix in &workload.prefixes {
             handles.push(E::register_prefix(&registry, prefix.clone()));
+            progress.tick(handles.len());
         }
         let register_time = started.elapsed();
+        progress.clear();
         let bytes = counting.then(|| alloc::stop() as f64 / handles.len().max(1) as f64);
 
         let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
@@ -176,6 +186,41 @@ pub fn dispatch_run<E: Engine>(
             deliveries,
         }
     })
+}
+
+/// A percentage on stderr, rewritten in place (backspaces), every 1% of `total`.
+struct Progress {
+    every: usize,
+    total: usize,
+    shown: bool,
+}
+
+impl Progress {
+    fn new(enabled: bool, total: usize) -> Self {
+        Self {
+            every: if enabled && total >= 100_000 {
+                total / 100
+            } else {
+                usize::MAX
+            },
+            total,
+            shown: false,
+        }
+    }
+
+    #[inline]
+    fn tick(&mut self, done: usize) {
+        if done.is_multiple_of(self.every) {
+            eprint!("{:>3}%\x08\x08\x08\x08", done * 100 / self.total);
+            self.shown = true;
+        }
+    }
+
+    fn clear(&self) {
+        if self.shown {
+            eprint!("    \x08\x08\x08\x08");
+        }
+    }
 }
 
 /// Sends the event that marks the end of a stream, to the probe watcher.
@@ -381,4 +426,122 @@ pub fn fanout_floor(k: usize) -> f64 {
     let elapsed = started.elapsed();
     drop(channels);
     per(elapsed, events * k)
+}
+
+/// What one `churn` run measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ChurnRun {
+    /// Paced latency with the registry otherwise idle.
+    pub quiet: Percentiles,
+    /// The same, while another thread registers and drops watchers as fast as it can.
+    pub churned: Percentiles,
+    /// Register + drop operations per second achieved by the churning thread.
+    pub churn_ops_per_s: f64,
+}
+
+/// `churn`: registers `workload`, then measures paced latency twice: quiet, and while a
+/// second thread registers and drops watchers (three exact, one prefix, in turn, on keys no
+/// event touches) in a loop.
+pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOptions) -> ChurnRun {
+    rt.block_on(async {
+        let (registry, unregister_rx) = E::registry(opts.buffer);
+        let handles: Vec<E::Handle> = workload
+            .exact
+            .iter()
+            .map(|k| E::register(&registry, k.clone()))
+            .chain(
+                workload
+                    .prefixes
+                    .iter()
+                    .map(|p| E::register_prefix(&registry, p.clone())),
+            )
+            .collect();
+        // Room for every paced event: the broadcast channel never lags, so no probe is lost.
+        let (tx, rx) = broadcast::channel((opts.latency_events + 2).next_power_of_two());
+        let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
+        let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let quiet = paced_latency::<E>(&tx, probe, workload, opts).await;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let churner = {
+            let (registry, stop) = (Arc::clone(&registry), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let handle = if n % 4 == 3 {
+                        E::register_prefix(&registry, Bytes::from(format!("/churn/{n}/")))
+                    } else {
+                        E::register(&registry, Bytes::from(format!("/churn/{n}")))
+                    };
+                    drop(handle);
+                    n += 1;
+                }
+                n
+            })
+        };
+        let started = Instant::now();
+        let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let churned = paced_latency::<E>(&tx, probe, workload, opts).await;
+        stop.store(true, Ordering::Relaxed);
+        let ops = churner.join().expect("churning thread");
+        let elapsed = started.elapsed();
+        drop(tx);
+        task.await.expect("dispatcher task");
+        drop(handles);
+        ChurnRun {
+            quiet,
+            churned,
+            churn_ops_per_s: ops as f64 / elapsed.as_secs_f64(),
+        }
+    })
+}
+
+/// Resident memory of this process in bytes (`/proc/self/statm`), if readable.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // x86-64 and aarch64 Linux defaults; statm counts pages of this size.
+    Some(pages * 4096)
+}
+
+/// What one `memory` run measured, per registered watcher.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryRun {
+    /// Growth of the resident set.
+    pub resident_per_watcher: f64,
+    /// Growth of live heap bytes (counting allocator), if installed.
+    pub heap_per_watcher: Option<f64>,
+}
+
+/// `memory`: registers `workload` on a fresh `E` (channels, index and handles: all-in) and
+/// reports how much the process grew. Meant to run alone in its own process.
+pub fn memory_run<E: Engine>(rt: &Runtime, workload: &Workload, progress: bool) -> MemoryRun {
+    rt.block_on(async {
+        let (registry, _unregister_rx) = E::registry(16);
+        let counting = alloc::installed();
+        let before = resident_bytes().unwrap_or(0);
+        if counting {
+            alloc::start();
+        }
+        let mut handles = Vec::with_capacity(workload.watcher_count());
+        let mut bar = Progress::new(progress, workload.watcher_count());
+        for key in &workload.exact {
+            handles.push(E::register(&registry, key.clone()));
+            bar.tick(handles.len());
+        }
+        for prefix in &workload.prefixes {
+            handles.push(E::register_prefix(&registry, prefix.clone()));
+            bar.tick(handles.len());
+        }
+        bar.clear();
+        let heap = counting.then(|| alloc::stop() as f64 / handles.len().max(1) as f64);
+        let after = resident_bytes().unwrap_or(0);
+        let run = MemoryRun {
+            resident_per_watcher: after.saturating_sub(before) as f64 / handles.len().max(1) as f64,
+            heap_per_watcher: heap,
+        };
+        drop(handles);
+        drop(registry);
+        run
+    })
 }

@@ -17,13 +17,16 @@ watchbench: watchtrie vs d-engine-core 0.2.4 (the reference), same process, same
 USAGE: cargo run --release --bin watchbench -- [OPTIONS]
 
 OPTIONS:
-  --scenario NAME   mixed (default) | miss | deep | register | fanout
-  --watchers N      watchers to register (default: mixed 1100000, miss 1000000, deep 100000)
+  --scenario NAME   mixed (default) | miss | deep | register | fanout | churn | memory
+  --watchers N      watchers to register (default: mixed, memory 1100000; miss, register
+                    1000000; deep, fanout, churn 100000 (churn: mixed keys))
   --events N        events per throughput run (default 200000)
   --seed N          workload seed (default 42)
   --latency N       paced events in the latency phase, 0 to skip (default 20000)
   --only ENGINE     run one engine alone, once, for profiling: reference | watchtrie
   --json            print the results as one JSON object instead of a table
+  --svg FILE        mixed, miss, deep: also run at 1K, 10K, 100K watchers (up to --watchers)
+                    and plot events/s against watcher count (log axis) to FILE
   -h, --help        this text
 
 Each engine is run twice after a discarded warm-up, in the order reference, watchtrie,
@@ -38,6 +41,7 @@ struct Options {
     latency: usize,
     json: bool,
     only: Option<String>,
+    svg: Option<String>,
 }
 
 fn parse() -> Result<Options, String> {
@@ -49,6 +53,7 @@ fn parse() -> Result<Options, String> {
         latency: 20_000,
         json: false,
         only: None,
+        svg: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -68,6 +73,7 @@ fn parse() -> Result<Options, String> {
             "--latency" => opts.latency = number("--latency", value("--latency")?)? as usize,
             "--json" => opts.json = true,
             "--only" => opts.only = Some(value("--only")?),
+            "--svg" => opts.svg = Some(value("--svg")?),
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -95,22 +101,36 @@ fn available_memory() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn workload(opts: &Options) -> Result<Workload, String> {
-    let w = match opts.scenario.as_str() {
-        "mixed" => {
-            let n = opts.watchers.unwrap_or(1_100_000);
-            workload::mixed(n - n / 11, n / 11, opts.events, opts.seed)
-        }
-        "miss" => workload::miss(opts.watchers.unwrap_or(1_000_000), opts.events, opts.seed),
-        "deep" => workload::deep(opts.watchers.unwrap_or(100_000), opts.events, opts.seed),
+/// Watchers a scenario registers by default.
+fn default_watchers(scenario: &str) -> usize {
+    match scenario {
+        "mixed" | "memory" => 1_100_000,
+        "deep" | "fanout" | "churn" => 100_000,
+        _ => 1_000_000,
+    }
+}
+
+/// The workload of `scenario` with `n` watchers.
+fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, String> {
+    let w = match scenario {
+        "mixed" | "churn" | "memory" => workload::mixed(n - n / 11, n / 11, opts.events, opts.seed),
+        "miss" => workload::miss(n, opts.events, opts.seed),
+        "deep" => workload::deep(n, opts.events, opts.seed),
         "register" | "fanout" => Workload::default(),
         other => {
             return Err(format!(
-                "unknown scenario '{other}' (mixed, miss, deep, register)"
+                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory)"
             ))
         }
     };
     Ok(w)
+}
+
+fn workload(opts: &Options) -> Result<Workload, String> {
+    let n = opts
+        .watchers
+        .unwrap_or_else(|| default_watchers(&opts.scenario));
+    workload_of(&opts.scenario, n, opts)
 }
 
 fn cpu_model() -> String {
@@ -151,7 +171,7 @@ fn run<E: Engine>(
     label: &str,
 ) -> DispatchRun {
     eprint!(
-        "  {label:<9} {:<10} registering {} watchers… ",
+        "  {label:<9} {:<10} registering {:>7} watchers… ",
         E::NAME,
         w.watcher_count()
     );
@@ -172,12 +192,13 @@ fn main() -> ExitCode {
         }
     };
     // Refuse impossible sizes before generating anything.
-    let watchers = match opts.scenario.as_str() {
-        "mixed" => opts.watchers.unwrap_or(1_100_000),
-        "fanout" => opts.watchers.unwrap_or(100_000),
-        "deep" => opts.watchers.unwrap_or(100_000),
-        _ => opts.watchers.unwrap_or(1_000_000),
-    };
+    let watchers = opts
+        .watchers
+        .unwrap_or_else(|| default_watchers(&opts.scenario));
+    if opts.svg.is_some() && !matches!(opts.scenario.as_str(), "mixed" | "miss" | "deep") {
+        eprintln!("watchbench: --svg plots the dispatch scenarios: mixed, miss or deep");
+        return ExitCode::from(2);
+    }
     let need = watchers as u64 * ESTIMATED_BYTES_PER_WATCHER + opts.events as u64 * 400;
     if let Some(avail) = available_memory() {
         if need > avail / 10 * 8 {
@@ -204,10 +225,17 @@ fn main() -> ExitCode {
     if opts.scenario == "fanout" {
         return fanout_report(&rt, &opts);
     }
+    if opts.scenario == "memory" {
+        return memory_report(&rt, &opts, &w);
+    }
     let dopts = DispatchOptions {
         latency_events: opts.latency,
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         ..Default::default()
     };
+    if opts.scenario == "churn" {
+        return churn_report(&rt, &opts, &w, &dopts);
+    }
     eprintln!(
         "watchbench: scenario {}, {} watchers, {} events, seed {}",
         opts.scenario,
@@ -248,6 +276,279 @@ fn main() -> ExitCode {
     } else {
         print_table(&opts, &w, &reference, &ours);
     }
+    if let Some(path) = &opts.svg {
+        drop(w);
+        return sweep_report(&rt, &opts, path);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--svg`: the scenario at 1K, 10K, 100K and `--watchers`, throughput only, best of two
+/// alternated runs per size; prints a table and writes the plot.
+fn sweep_report(rt: &tokio::runtime::Runtime, opts: &Options, path: &str) -> ExitCode {
+    let top = opts
+        .watchers
+        .unwrap_or_else(|| default_watchers(&opts.scenario));
+    let dopts = DispatchOptions {
+        latency_events: 0,
+        measure_memory: false,
+        ..Default::default()
+    };
+    let mut points = Vec::new();
+    for n in sizes_up_to(&[1_000, 10_000, 100_000], top) {
+        let w = match workload_of(&opts.scenario, n, opts) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("watchbench: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let r1 = run::<Reference>(rt, &w, &dopts, "sweep");
+        let t1 = run::<Watchtrie>(rt, &w, &dopts, "sweep");
+        let t2 = run::<Watchtrie>(rt, &w, &dopts, "sweep");
+        let r2 = run::<Reference>(rt, &w, &dopts, "sweep");
+        let (r, t) = (
+            r1.dispatch_ns.min(r2.dispatch_ns),
+            t1.dispatch_ns.min(t2.dispatch_ns),
+        );
+        points.push((w.watcher_count(), r, t));
+    }
+    println!();
+    println!(
+        "scenario {} by watcher count (events/s, best of two runs each)",
+        opts.scenario
+    );
+    println!(
+        "{:>10} {:>12} {:>12} {:>14} {:>16}",
+        "watchers", "reference", "watchtrie", "ref/watchtrie", "watchtrie ns/1K"
+    );
+    let base = points[0].2;
+    for &(n, r, t) in &points {
+        println!(
+            "{n:>10} {:>12.0} {:>12.0} {:>13.2}× {:>15.2}×",
+            1e9 / r,
+            1e9 / t,
+            r / t,
+            t / base
+        );
+    }
+    let title = format!(
+        "watchbench {}: events/s against watchers ({})",
+        opts.scenario,
+        cpu_model()
+    );
+    let series = [
+        (
+            "d-engine-core 0.2.4",
+            "#d62728",
+            points
+                .iter()
+                .map(|&(n, r, _)| (n as f64, 1e9 / r))
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "watchtrie",
+            "#1f77b4",
+            points
+                .iter()
+                .map(|&(n, _, t)| (n as f64, 1e9 / t))
+                .collect(),
+        ),
+    ];
+    match std::fs::write(
+        path,
+        watchbench::svg::log_x_plot(&title, "watchers", "events/s", &series),
+    ) {
+        Ok(()) => {
+            eprintln!("watchbench: plot written to {path}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("watchbench: cannot write {path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `churn`: paced latency quiet and under registration churn, both engines, best of two
+/// alternated runs (by p99).
+fn churn_report(
+    rt: &tokio::runtime::Runtime,
+    opts: &Options,
+    w: &Workload,
+    dopts: &DispatchOptions,
+) -> ExitCode {
+    if dopts.latency_events == 0 {
+        eprintln!("watchbench: churn measures latency: --latency must be at least 1");
+        return ExitCode::from(2);
+    }
+    let one = |engine: &str, f: &dyn Fn() -> measure::ChurnRun| {
+        eprint!("  churn     {engine:<10} ");
+        let r = f();
+        eprintln!(
+            "p99 quiet {:.0} µs, under churn {:.0} µs, {:.0} churn ops/s",
+            r.quiet.p99 / 1e3,
+            r.churned.p99 / 1e3,
+            r.churn_ops_per_s
+        );
+        r
+    };
+    let reference = || measure::churn_run::<Reference>(rt, w, dopts);
+    let ours = || measure::churn_run::<Watchtrie>(rt, w, dopts);
+    let r1 = one("reference", &reference);
+    let t1 = one("watchtrie", &ours);
+    let t2 = one("watchtrie", &ours);
+    let r2 = one("reference", &reference);
+    let pick = |a: measure::ChurnRun, b: measure::ChurnRun| {
+        if a.churned.p99 <= b.churned.p99 {
+            a
+        } else {
+            b
+        }
+    };
+    let (r, t) = (pick(r1, r2), pick(t1, t2));
+    if opts.json {
+        let p = |x: &measure::Percentiles| {
+            format!(
+                "{{\"p50\":{:.0},\"p99\":{:.0},\"p999\":{:.0}}}",
+                x.p50, x.p99, x.p999
+            )
+        };
+        println!(
+            "{{\"scenario\":\"churn\",\"watchers\":{},\"reference\":{{\"quiet_ns\":{},\"churn_ns\":{},\"churn_ops_per_s\":{:.0}}},\"watchtrie\":{{\"quiet_ns\":{},\"churn_ns\":{},\"churn_ops_per_s\":{:.0}}}}}",
+            w.watcher_count(), p(&r.quiet), p(&r.churned), r.churn_ops_per_s, p(&t.quiet), p(&t.churned), t.churn_ops_per_s
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "scenario churn: {} watchers (mixed keys), {} paced events at {}/s per phase; a second thread registers and drops watchers in a loop during the churn phase",
+        w.watcher_count(), dopts.latency_events, dopts.latency_rate
+    );
+    println!("machine: {}", cpu_model());
+    println!();
+    println!(
+        "{:<28} {:>12} {:>12} {:>14}",
+        "metric", "reference", "watchtrie", "ref/watchtrie"
+    );
+    let rows: [(&str, f64, f64); 7] = [
+        ("quiet p50 µs", r.quiet.p50 / 1e3, t.quiet.p50 / 1e3),
+        ("quiet p99 µs", r.quiet.p99 / 1e3, t.quiet.p99 / 1e3),
+        ("quiet p99.9 µs", r.quiet.p999 / 1e3, t.quiet.p999 / 1e3),
+        ("churn p50 µs", r.churned.p50 / 1e3, t.churned.p50 / 1e3),
+        ("churn p99 µs", r.churned.p99 / 1e3, t.churned.p99 / 1e3),
+        ("churn p99.9 µs", r.churned.p999 / 1e3, t.churned.p999 / 1e3),
+        (
+            "churn ops/s (higher better)",
+            r.churn_ops_per_s,
+            t.churn_ops_per_s,
+        ),
+    ];
+    for (i, (name, rv, tv)) in rows.iter().enumerate() {
+        let ratio = if i == 6 { tv / rv } else { rv / tv };
+        println!("{name:<28} {rv:>12.1} {tv:>12.1} {ratio:>13.2}×");
+    }
+    println!(
+        "{:<28} {:>12.2} {:>12.2}",
+        "churn p99 / quiet p99",
+        r.churned.p99 / r.quiet.p99,
+        t.churned.p99 / t.quiet.p99
+    );
+    ExitCode::SUCCESS
+}
+
+/// `memory`: each engine registers the workload in a process of its own (this program run
+/// again with `--only`), and reports resident and heap growth per watcher.
+fn memory_report(rt: &tokio::runtime::Runtime, opts: &Options, w: &Workload) -> ExitCode {
+    if let Some(engine) = opts.only.as_deref() {
+        let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        let run = match engine {
+            "reference" => measure::memory_run::<Reference>(rt, w, progress),
+            "watchtrie" => measure::memory_run::<Watchtrie>(rt, w, progress),
+            other => {
+                eprintln!("watchbench: unknown engine '{other}' (reference, watchtrie)");
+                return ExitCode::from(2);
+            }
+        };
+        println!(
+            "resident_per_watcher={:.1} heap_per_watcher={:.1}",
+            run.resident_per_watcher,
+            run.heap_per_watcher.unwrap_or(f64::NAN)
+        );
+        return ExitCode::SUCCESS;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("watchbench: cannot find my own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let measure_alone = |engine: &str| -> Result<(f64, f64), String> {
+        eprintln!(
+            "  memory    {engine:<10} registering {} watchers in a process of its own…",
+            w.watcher_count()
+        );
+        let out = std::process::Command::new(&exe)
+            .args(["--scenario", "memory", "--only", engine])
+            .args(["--watchers", &w.watcher_count().to_string()])
+            .args(["--seed", &opts.seed.to_string(), "--events", "1"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| {
+            text.split_whitespace()
+                .find_map(|kv| {
+                    kv.strip_prefix(name)?
+                        .strip_prefix('=')?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .ok_or(format!(
+                    "{engine}: no {name} in its output ({})",
+                    out.status
+                ))
+        };
+        Ok((field("resident_per_watcher")?, field("heap_per_watcher")?))
+    };
+    let (r, t) = match (measure_alone("reference"), measure_alone("watchtrie")) {
+        (Ok(r), Ok(t)) => (r, t),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("watchbench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if opts.json {
+        println!(
+            "{{\"scenario\":\"memory\",\"watchers\":{},\"reference\":{{\"resident\":{:.1},\"heap\":{:.1}}},\"watchtrie\":{{\"resident\":{:.1},\"heap\":{:.1}}}}}",
+            w.watcher_count(), r.0, r.1, t.0, t.1
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "scenario memory: bytes per watcher, all-in (channels, index, handles), {} watchers ({} exact, {} prefix), each engine in its own process",
+        w.watcher_count(), w.exact.len(), w.prefixes.len()
+    );
+    println!("machine: {}", cpu_model());
+    println!();
+    println!(
+        "{:<28} {:>12} {:>12} {:>14}",
+        "metric", "reference", "watchtrie", "ref/watchtrie"
+    );
+    println!(
+        "{:<28} {:>12.0} {:>12.0} {:>13.2}×",
+        "resident bytes/watcher",
+        r.0,
+        t.0,
+        r.0 / t.0
+    );
+    println!(
+        "{:<28} {:>12.0} {:>12.0} {:>13.2}×",
+        "heap bytes/watcher",
+        r.1,
+        t.1,
+        r.1 / t.1
+    );
     ExitCode::SUCCESS
 }
 
