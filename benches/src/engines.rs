@@ -42,6 +42,8 @@ pub trait Engine: 'static {
     fn stamp(event: &Self::Delivered) -> (u64, &[u8]);
     /// Events waiting in a handle's receiver.
     fn queued(handle: &mut Self::Handle) -> usize;
+    /// Empties a handle's receiver; returns how many events it held.
+    fn drain(handle: &mut Self::Handle) -> usize;
     /// Dispatches `events` synchronously on this thread, if the engine can; the time taken.
     fn inline_pass(
         _registry: &Arc<Self::Registry>,
@@ -91,6 +93,10 @@ macro_rules! drop_in_engine {
             }
             fn queued(handle: &mut Self::Handle) -> usize {
                 handle.receiver_mut().len()
+            }
+            fn drain(handle: &mut Self::Handle) -> usize {
+                let receiver = handle.receiver_mut();
+                std::iter::from_fn(|| receiver.try_recv().ok()).count()
             }
             $($extra)*
         }
