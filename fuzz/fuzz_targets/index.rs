@@ -128,6 +128,7 @@ fuzz_target!(|ops: Vec<Op>| {
                     expected(&model, &key.0),
                     "matches of {key:?}"
                 );
+                index.check_kept_invariants();
                 for (n, old) in kept.iter().enumerate() {
                     assert_eq!(
                         index.kept_matches(n, &key.0),

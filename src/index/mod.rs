@@ -171,21 +171,31 @@ impl<W: WatcherEntry> Snapshot<W> {
 
     /// Calls `f` with every watcher list matching an event on `key`: the exact watchers of
     /// `key` first, then the prefix watchers of each leading part of `key`, shortest first.
-    /// One hash of `key` and one walk over its bytes; no allocation.
+    /// One probe for the key, one per segment; no allocation.
+    ///
+    /// The exact list is looked up first but handed to `f` only when the trie walk reports
+    /// its first match (or ends): the walk's probes do not wait for the exact probe's cache
+    /// miss, so the two overlap.
     #[inline]
     pub(crate) fn for_each_match<F: FnMut(MatchKind, &WatcherList<W>)>(
         &self,
         key: &[u8],
         f: &mut F,
     ) {
-        if self.exact.key_count() != 0 {
-            if let Some(list) = self.exact.get(key) {
-                f(MatchKind::Exact, list);
-            }
-        }
+        let mut exact = match self.exact.key_count() {
+            0 => None,
+            _ => self.exact.get(key),
+        };
         if self.prefixes.watcher_count() != 0 {
-            self.prefixes
-                .for_each_match(key, &mut |len, list| f(MatchKind::Prefix { len }, list));
+            self.prefixes.for_each_match(key, &mut |len, list| {
+                if let Some(exact) = exact.take() {
+                    f(MatchKind::Exact, exact);
+                }
+                f(MatchKind::Prefix { len }, list);
+            });
+        }
+        if let Some(exact) = exact {
+            f(MatchKind::Exact, exact);
         }
     }
 
