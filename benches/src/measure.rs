@@ -545,3 +545,70 @@ pub fn memory_run<E: Engine>(rt: &Runtime, workload: &Workload, progress: bool) 
         run
     })
 }
+
+/// The floor under any engine's dispatch of `workload`: the same broadcast channel and the
+/// same `run()`-style loop, but each event's receivers are known in advance (computed
+/// outside the measurement), so what remains is receiving the event and delivering it
+/// (`capacity()`, an event clone and `try_send` per receiver) into plain tokio channels.
+/// Nanoseconds per event.
+pub fn dispatch_floor(rt: &Runtime, workload: &Workload, opts: &DispatchOptions) -> f64 {
+    use std::collections::HashMap;
+    let mut exact: HashMap<&[u8], Vec<u32>> = HashMap::new();
+    let mut prefixes: HashMap<&[u8], Vec<u32>> = HashMap::new();
+    let watched = workload.exact.iter().map(|k| (k, false));
+    let watched = watched.chain(workload.prefixes.iter().map(|p| (p, true)));
+    for (i, (key, is_prefix)) in watched.enumerate() {
+        let map = if is_prefix { &mut prefixes } else { &mut exact };
+        map.entry(&key[..]).or_default().push(i as u32);
+    }
+    let targets: Vec<Vec<u32>> = workload
+        .events
+        .iter()
+        .map(|key| {
+            let mut t = exact.get(&key[..]).cloned().unwrap_or_default();
+            for (end, _) in key.iter().enumerate().filter(|(_, &b)| b == b'/') {
+                t.extend(prefixes.get(&key[..=end]).into_iter().flatten());
+            }
+            t
+        })
+        .collect();
+    drop((exact, prefixes));
+    rt.block_on(async {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..workload.watcher_count())
+            .map(|_| tokio::sync::mpsc::channel::<Event>(opts.buffer + 1))
+            .unzip();
+        let (tx, mut rx) = broadcast::channel((workload.events.len() + 2).next_power_of_two());
+        for (i, key) in workload.events.iter().enumerate() {
+            tx.send(event(key.clone(), i as u64, Bytes::from_static(b"v")))
+                .expect("receiver alive");
+        }
+        send_end_mark(&tx);
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            loop {
+                let e = match rx.try_recv() {
+                    Ok(e) => e,
+                    Err(broadcast::error::TryRecvError::Empty) => match rx.recv().await {
+                        Ok(e) => e,
+                        Err(_) => return,
+                    },
+                    Err(_) => return,
+                };
+                if e.revision == END_MARK {
+                    return;
+                }
+                for &t in &targets[e.revision as usize] {
+                    let sender = &senders[t as usize];
+                    if sender.capacity() > 1 {
+                        let _ = sender.try_send(e.clone());
+                    }
+                }
+            }
+        });
+        task.await.expect("floor task");
+        let elapsed = started.elapsed();
+        drop(tx);
+        drop(receivers);
+        per(elapsed, workload.events.len())
+    })
+}

@@ -15,7 +15,7 @@
 //! # Complexity (k keys, m watchers on the touched key)
 //! | operation | cost |
 //! |---|---|
-//! | `insert` / `remove` | O(|key|) to hash + O(1) amortised (O(k) when the table grows or shrinks) + O(log₁₆ m) in the list |
+//! | `insert` / `remove` | O(|key|) to hash + O(1) amortised (O(k) when the table grows or shrinks) + O(1) in the list |
 //! | `get` | O(|key|) + O(1) expected |
 //! | `clone` | O(k) (tests and fuzzing only; the registry never copies an index) |
 

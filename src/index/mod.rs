@@ -7,16 +7,11 @@
 //! or threads: a watcher is any cloneable value with an id ([`WatcherEntry`]).
 
 mod exact;
-mod hamt;
 mod key;
 mod trie;
 mod watchers;
 
 pub(crate) use watchers::WatcherList;
-
-use std::iter;
-use std::mem;
-use std::sync::Arc;
 
 use exact::ExactIndex;
 use trie::PrefixTrie;
@@ -30,101 +25,6 @@ pub(crate) trait WatcherEntry: Clone {
     fn id(&self) -> u64 {
         *self.id_ref()
     }
-}
-
-/// An element that can stand in an array's spare capacity.
-pub(crate) trait Vacancy: Clone {
-    /// The filler of spare capacity: cheap, allocation-free.
-    fn vacant() -> Self;
-    /// True for a filler.
-    fn is_vacant(&self) -> bool;
-}
-
-/// Capacity for `live` elements: the next power of two, so that growth reallocates rarely.
-fn capacity_for(live: usize) -> usize {
-    live.max(1).next_power_of_two()
-}
-
-/// Inserts `insert` at `pos`, or removes and returns the element at `pos` when `insert` is
-/// `None`, in an array whose first `live` elements are live and the rest vacant fillers.
-///
-/// An array private to this writer is changed in place while it has room (a shift, no
-/// allocation), grown to the next power of two when full and shrunk when a quarter full,
-/// moving its elements. An array still shared with a snapshot is copied, cloning them.
-pub(crate) fn splice<T: Vacancy>(
-    array: &mut Arc<[T]>,
-    live: usize,
-    pos: usize,
-    insert: Option<T>,
-) -> Option<T> {
-    let new_live = if insert.is_some() { live + 1 } else { live - 1 };
-    let take = |item: &mut T| mem::replace(item, T::vacant());
-    if let Some(items) = Arc::get_mut(array) {
-        let cap = items.len();
-        let fits = new_live <= cap && (new_live > cap / 4 || cap <= 4);
-        if fits {
-            return match insert {
-                Some(item) => {
-                    items[pos..=live].rotate_right(1);
-                    items[pos] = item;
-                    None
-                }
-                None => {
-                    let removed = take(&mut items[pos]);
-                    items[pos..live].rotate_left(1);
-                    Some(removed)
-                }
-            };
-        }
-        let skip = usize::from(insert.is_none());
-        let (head, tail) = items.split_at_mut(pos);
-        let removed = (skip == 1).then(|| take(&mut tail[0]));
-        let rebuilt: Arc<[T]> = head
-            .iter_mut()
-            .map(take)
-            .chain(insert)
-            .chain(tail[skip..live - pos].iter_mut().map(take))
-            .chain(iter::repeat_with(T::vacant).take(capacity_for(new_live) - new_live))
-            .collect();
-        *array = rebuilt;
-        return removed;
-    }
-    let skip = usize::from(insert.is_none());
-    let removed = (skip == 1).then(|| array[pos].clone());
-    let rebuilt: Arc<[T]> = array[..pos]
-        .iter()
-        .cloned()
-        .chain(insert)
-        .chain(array[pos + skip..live].iter().cloned())
-        .chain(iter::repeat_with(T::vacant).take(capacity_for(new_live) - new_live))
-        .collect();
-    *array = rebuilt;
-    removed
-}
-
-/// A fresh array holding `items` (in order), with spare capacity.
-pub(crate) fn array_of<T: Vacancy>(items: impl ExactSizeIterator<Item = T>) -> Arc<[T]> {
-    let live = items.len();
-    items
-        .chain(iter::repeat_with(T::vacant).take(capacity_for(live) - live))
-        .collect()
-}
-
-/// Panics unless `array` has a power-of-two length, `live` live elements, then fillers.
-pub(crate) fn check_array<T: Vacancy>(array: &[T], live: usize) {
-    assert!(
-        array.len().is_power_of_two(),
-        "array capacity is a power of two"
-    );
-    assert!(array.len() >= live, "more live elements than capacity");
-    assert!(
-        array[..live].iter().all(|x| !x.is_vacant()),
-        "a filler among live elements"
-    );
-    assert!(
-        array[live..].iter().all(Vacancy::is_vacant),
-        "a live element past the end"
-    );
 }
 
 /// Where a matched watcher list was found, so that a watcher found dead can be removed.

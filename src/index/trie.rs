@@ -46,7 +46,7 @@
 //! touched prefix)
 //! | operation | cost |
 //! |---|---|
-//! | `insert` / `remove` | O(L) to hash + O(d) probes + O(log₁₆ m) in the list (amortised: the table grows and shrinks by doubling) |
+//! | `insert` / `remove` | O(L) to hash + O(d) probes + O(1) in the list (amortised: the table grows and shrinks by doubling) |
 //! | `for_each_match` | O(L) to hash + at most d probes + one visit per matching watcher |
 //! | `clone` | O(nodes) (tests and fuzzing only) |
 //!

@@ -1,24 +1,27 @@
 //! The set of watchers registered on one exact key or one prefix.
 //!
 //! Most keys have one watcher, so a [`WatcherList`] keeps a single watcher inline (no
-//! allocation, no pointer to chase on dispatch) and switches to a persistent map from id to
-//! watcher from the second on, so that adding or removing one of a million watchers on the
-//! same key copies O(log₃₂ n) small nodes instead of the whole list. Ids are mixed before use
-//! as hashes: ids handed out in strides (one key in every 32 registrations) would otherwise
-//! share their low bits and build needlessly deep paths.
+//! allocation, no pointer to chase on dispatch). From the second on, the watchers live in a
+//! vector, in registration order except where a removal moved the last one into the gap,
+//! with a hash table from id to position beside it: delivery walks the vector front to back
+//! (watchers and their channels were allocated in about that order, so the walk is mostly
+//! sequential in memory), and adding or removing one of a million watchers on the same key
+//! is O(1). Ids are mixed (SplitMix64) before hashing: ids handed out in strides would
+//! otherwise share their low bits.
 //!
 //! # Invariants
 //! - `Many` holds at least two watchers (one is `One`, none is `Empty`).
 //! - Every id appears at most once.
-//! - The underlying [`Hamt`]'s invariants hold.
+//! - The position table maps each watcher's id to its index in the vector, and nothing else.
 //!
 //! # Complexity (n watchers on the list)
 //! | operation | cost |
 //! |---|---|
-//! | `insert` / `remove` | O(1) up to two watchers; O(32 · log₃₂ n) when shared with a snapshot |
-//! | `for_each` | O(n) |
+//! | `insert` / `remove` / `get` | O(1) expected (amortised: the vector and table double and halve) |
+//! | `for_each` | O(n), in vector order |
 
-use super::hamt::{Hamt, HamtEntry};
+use hashbrown::HashTable;
+
 use super::WatcherEntry;
 
 /// Watchers of one key or prefix, keyed by id.
@@ -27,22 +30,21 @@ pub(crate) enum WatcherList<W> {
     #[default]
     Empty,
     One(W),
-    Many(Hamt<ById<W>>),
+    Many(Box<Many<W>>),
 }
 
-/// Adapts a watcher to the HAMT: its key is its id, its hash a bijective mix of the id.
-#[derive(Clone)]
-pub(crate) struct ById<W>(W);
+/// Two or more watchers: a vector, and the position of each id in it.
+pub(crate) struct Many<W> {
+    items: Vec<W>,
+    positions: HashTable<u32>,
+}
 
-impl<W: WatcherEntry> HamtEntry for ById<W> {
-    type Key = u64;
-    #[inline]
-    fn key(&self) -> &u64 {
-        self.0.id_ref()
-    }
-    #[inline]
-    fn hash(&self) -> u64 {
-        mix_id(self.0.id())
+impl<W: Clone> Clone for Many<W> {
+    fn clone(&self) -> Self {
+        Self {
+            items: self.items.clone(),
+            positions: self.positions.clone(),
+        }
     }
 }
 
@@ -55,12 +57,75 @@ fn mix_id(id: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+impl<W: WatcherEntry> Many<W> {
+    fn of(first: W, second: W) -> Self {
+        let mut many = Self {
+            items: Vec::with_capacity(2),
+            positions: HashTable::with_capacity(2),
+        };
+        many.push(first);
+        many.push(second);
+        many
+    }
+
+    fn position(&self, id: u64) -> Option<usize> {
+        let items = &self.items;
+        self.positions
+            .find(mix_id(id), |&i| items[i as usize].id() == id)
+            .map(|&i| i as usize)
+    }
+
+    /// Appends a watcher whose id is not on the list.
+    fn push(&mut self, watcher: W) {
+        let index = u32::try_from(self.items.len()).expect("fewer than 2^32 watchers on a key");
+        let items = &self.items;
+        self.positions
+            .insert_unique(mix_id(watcher.id()), index, |&i| {
+                mix_id(items[i as usize].id())
+            });
+        self.items.push(watcher);
+    }
+
+    /// Removes the watcher at `index`; the last one takes its place.
+    fn swap_remove(&mut self, index: usize) -> W {
+        let id = self.items[index].id();
+        let items = &self.items;
+        if let Ok(entry) = self
+            .positions
+            .find_entry(mix_id(id), |&i| items[i as usize].id() == id)
+        {
+            entry.remove();
+        }
+        let removed = self.items.swap_remove(index);
+        if let Some(moved) = self.items.get(index) {
+            // The watcher that was last now sits at `index`; its entry still says `last`.
+            let last = self.items.len() as u32;
+            if let Some(slot) = self.positions.find_mut(mix_id(moved.id()), |&i| i == last) {
+                *slot = index as u32;
+            }
+        }
+        self.shrink_if_sparse();
+        removed
+    }
+
+    /// Gives memory back once less than a quarter of the capacity is used.
+    fn shrink_if_sparse(&mut self) {
+        let len = self.items.len();
+        if self.items.capacity() > 64 && len * 4 < self.items.capacity() {
+            self.items.shrink_to(len * 2);
+            let items = &self.items;
+            self.positions
+                .shrink_to(len * 2, |&i| mix_id(items[i as usize].id()));
+        }
+    }
+}
+
 impl<W: Clone> Clone for WatcherList<W> {
     fn clone(&self) -> Self {
         match self {
             WatcherList::Empty => WatcherList::Empty,
             WatcherList::One(w) => WatcherList::One(w.clone()),
-            WatcherList::Many(map) => WatcherList::Many(map.clone()),
+            WatcherList::Many(many) => WatcherList::Many(many.clone()),
         }
     }
 }
@@ -72,7 +137,7 @@ impl<W: WatcherEntry> WatcherList<W> {
         match self {
             WatcherList::Empty => 0,
             WatcherList::One(_) => 1,
-            WatcherList::Many(map) => map.len(),
+            WatcherList::Many(many) => many.items.len(),
         }
     }
 
@@ -92,14 +157,20 @@ impl<W: WatcherEntry> WatcherList<W> {
             WatcherList::One(existing) if existing.id() == watcher.id() => {
                 Some(std::mem::replace(existing, watcher))
             }
-            WatcherList::One(existing) => {
-                let mut map = Hamt::default();
-                map.insert(ById(existing.clone()));
-                map.insert(ById(watcher));
-                *self = WatcherList::Many(map);
+            WatcherList::One(_) => {
+                let WatcherList::One(first) = std::mem::take(self) else {
+                    unreachable!("matched One above")
+                };
+                *self = WatcherList::Many(Box::new(Many::of(first, watcher)));
                 None
             }
-            WatcherList::Many(map) => map.insert(ById(watcher)).map(|w| w.0),
+            WatcherList::Many(many) => match many.position(watcher.id()) {
+                Some(i) => Some(std::mem::replace(&mut many.items[i], watcher)),
+                None => {
+                    many.push(watcher);
+                    None
+                }
+            },
         }
     }
 
@@ -110,10 +181,11 @@ impl<W: WatcherEntry> WatcherList<W> {
                 WatcherList::One(w) => Some(w),
                 _ => unreachable!("matched One above"),
             },
-            WatcherList::Many(map) => {
-                let removed = map.remove(mix_id(id), &id)?.0;
-                if map.len() == 1 {
-                    let last = map.first().expect("one left").0.clone();
+            WatcherList::Many(many) => {
+                let index = many.position(id)?;
+                let removed = many.swap_remove(index);
+                if many.items.len() == 1 {
+                    let last = many.items.pop().expect("one left");
                     *self = WatcherList::One(last);
                 }
                 Some(removed)
@@ -126,29 +198,41 @@ impl<W: WatcherEntry> WatcherList<W> {
     pub(crate) fn get(&self, id: u64) -> Option<&W> {
         match self {
             WatcherList::One(w) if w.id() == id => Some(w),
-            WatcherList::Many(map) => map.get(mix_id(id), &id).map(|w| &w.0),
+            WatcherList::Many(many) => many.position(id).map(|i| &many.items[i]),
             _ => None,
         }
     }
 
-    /// Calls `f` on every watcher.
+    /// Calls `f` on every watcher, in list order.
     #[inline]
     pub(crate) fn for_each<F: FnMut(&W)>(&self, f: &mut F) {
         match self {
             WatcherList::Empty => {}
             WatcherList::One(w) => f(w),
-            WatcherList::Many(map) => map.for_each(&mut |w: &ById<W>| f(&w.0)),
+            WatcherList::Many(many) => many.items.iter().for_each(f),
         }
     }
 
     /// Panics if an invariant is broken.
     pub(crate) fn check_invariants(&self) {
-        if let WatcherList::Many(map) = self {
+        if let WatcherList::Many(many) = self {
             assert!(
-                map.len() >= 2,
+                many.items.len() >= 2,
                 "a list of fewer than two watchers is not `Many`"
             );
-            map.check_invariants();
+            assert_eq!(
+                many.positions.len(),
+                many.items.len(),
+                "one position per watcher"
+            );
+            for (i, w) in many.items.iter().enumerate() {
+                assert_eq!(
+                    many.position(w.id()),
+                    Some(i),
+                    "position of {} is stale",
+                    w.id()
+                );
+            }
         }
     }
 }
@@ -166,7 +250,7 @@ mod tests {
     }
 
     #[test]
-    fn strided_ids_stay_shallow_and_removable() {
+    fn strided_ids_are_added_and_removed_in_constant_time() {
         let mut list = WatcherList::default();
         for i in 0..10_000u64 {
             list.insert(W(i * 1024 + 1));
