@@ -73,15 +73,12 @@ impl<W: WatcherEntry> ExactIndex<W> {
 
     /// Adds a watcher on `key`.
     pub(crate) fn insert(&mut self, key: Bytes, watcher: W) {
-        match self.map.get_mut(&key[..]) {
-            Some(list) => {
-                list.insert(watcher);
-            }
-            None => {
-                self.map
-                    .insert(KeyBytes::new(key), WatcherList::One(watcher));
-            }
-        }
+        // One probe: the entry API hashes and searches once (a short key is copied into the
+        // probe key; a long one is a reference-counted `Bytes`).
+        self.map
+            .entry(KeyBytes::new(key))
+            .or_default()
+            .insert(watcher);
         self.watchers += 1;
     }
 
