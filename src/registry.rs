@@ -13,7 +13,7 @@ use crate::handle::WatcherHandle;
 use crate::index::Snapshot;
 use crate::sink::Watcher;
 use crate::sync::{
-    exclusive, AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotCell, SnapshotGuard,
+    exclusive, AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotArc, SnapshotCell, SnapshotGuard,
 };
 
 /// The largest `watcher_buffer_size` a channel can honour: tokio's bounded channel takes at
@@ -68,7 +68,7 @@ impl Change {
 /// deadlock; nothing a reader holds is ever changed; nothing is ever copied. Each change
 /// costs two in-place updates of flat structures.
 pub(crate) struct Writer {
-    back: Arc<Snapshot<Watcher>>,
+    back: SnapshotArc<Snapshot<Watcher>>,
 }
 
 /// Removals handed to one writer transaction at most, so that registrations interleave with
@@ -142,9 +142,9 @@ impl WatchRegistry {
             );
         }
         let shared = Shared {
-            published: SnapshotCell::new(Arc::new(Snapshot::new())),
+            published: SnapshotCell::new(SnapshotArc::new(Snapshot::new())),
             writer: Mutex::new(Writer {
-                back: Arc::new(Snapshot::new()),
+                back: SnapshotArc::new(Snapshot::new()),
             }),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
@@ -260,7 +260,7 @@ impl Shared {
                 }
             }
         }
-        writer.back = self.published.swap(Arc::clone(&writer.back));
+        writer.back = self.published.swap(SnapshotArc::clone(&writer.back));
         // Bring the old front up to date now rather than at the next write: it must not keep
         // removed watchers' channels open.
         let back = exclusive(&mut writer.back);

@@ -16,7 +16,14 @@ pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 #[cfg(watchtrie_loom)]
 pub(crate) use loom::sync::Mutex;
 
-use std::sync::Arc;
+#[cfg(watchtrie_loom)]
+pub(crate) use loom::sync::Arc as SnapshotArc;
+/// The reference count that snapshots are shared through: loom's under the model, so that
+/// a reader letting go of a snapshot is a point where it explores other interleavings.
+#[cfg(not(watchtrie_loom))]
+pub(crate) use std::sync::Arc as SnapshotArc;
+
+use SnapshotArc as Arc;
 
 /// Holds the current snapshot. Readers load it without locking; writers replace it whole.
 pub(crate) struct SnapshotCell<T> {

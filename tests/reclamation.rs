@@ -1,41 +1,15 @@
 //! Old snapshots are freed as soon as no reader holds them: registering and dropping a million
 //! watchers leaves the index empty and the heap where it started.
-#![allow(unsafe_code)] // The counting allocator below; nothing else.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use watchtrie::{InlineDispatcher, WatchRegistry, WatchResponse};
 
-/// Counts live heap bytes, delegating every allocation to the system allocator.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-// Safety: every method forwards to `System` with the caller's own arguments, so `System`'s
-// guarantees carry over unchanged; the counter has no effect on the memory handed out.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // Safety: forwarded as received (see above).
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // Safety: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn live() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::live;
 
 const WAVES: usize = 10;
 const PER_WAVE: usize = 100_000;

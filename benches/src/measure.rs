@@ -433,15 +433,18 @@ pub fn fanout_floor(k: usize) -> f64 {
 pub struct ChurnRun {
     /// Paced latency with the registry otherwise idle.
     pub quiet: Percentiles,
+    /// The same, while a second thread only burns CPU (no registry work): the share of the
+    /// churn figure that is the machine's, not the engine's.
+    pub busy: Percentiles,
     /// The same, while another thread registers and drops watchers as fast as it can.
     pub churned: Percentiles,
     /// Register + drop operations per second achieved by the churning thread.
     pub churn_ops_per_s: f64,
 }
 
-/// `churn`: registers `workload`, then measures paced latency twice: quiet, and while a
-/// second thread registers and drops watchers (three exact, one prefix, in turn, on keys no
-/// event touches) in a loop.
+/// `churn`: registers `workload`, then measures paced latency three times: quiet; while a
+/// second thread burns CPU; and while a second thread registers and drops watchers (three
+/// exact, one prefix, in turn, on keys no event touches) in a loop.
 pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOptions) -> ChurnRun {
     rt.block_on(async {
         let (registry, unregister_rx) = E::registry(opts.buffer);
@@ -461,6 +464,25 @@ pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOp
         let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
         let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
         let quiet = paced_latency::<E>(&tx, probe, workload, opts).await;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let burner = {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..1000 {
+                        x = std::hint::black_box(
+                            x.wrapping_mul(6364136223846793005).wrapping_add(1),
+                        );
+                    }
+                }
+            })
+        };
+        let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let busy = paced_latency::<E>(&tx, probe, workload, opts).await;
+        stop.store(true, Ordering::Relaxed);
+        burner.join().expect("burning thread");
 
         let stop = Arc::new(AtomicBool::new(false));
         let churner = {
@@ -490,6 +512,7 @@ pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOp
         drop(handles);
         ChurnRun {
             quiet,
+            busy,
             churned,
             churn_ops_per_s: ops as f64 / elapsed.as_secs_f64(),
         }

@@ -315,7 +315,8 @@ fn sweep_report(rt: &tokio::runtime::Runtime, opts: &Options, path: &str) -> Exi
             r1.dispatch_ns.min(r2.dispatch_ns),
             t1.dispatch_ns.min(t2.dispatch_ns),
         );
-        points.push((w.watcher_count(), r, t));
+        let floor = measure::dispatch_floor(rt, &w, &dopts);
+        points.push((w.watcher_count(), r, t, floor));
     }
     println!();
     println!(
@@ -323,17 +324,25 @@ fn sweep_report(rt: &tokio::runtime::Runtime, opts: &Options, path: &str) -> Exi
         opts.scenario
     );
     println!(
-        "{:>10} {:>12} {:>12} {:>14} {:>16}",
-        "watchers", "reference", "watchtrie", "ref/watchtrie", "watchtrie ns/1K"
+        "{:>10} {:>12} {:>12} {:>14} {:>16} {:>12} {:>18}",
+        "watchers",
+        "reference",
+        "watchtrie",
+        "ref/watchtrie",
+        "watchtrie ns/1K",
+        "floor ns",
+        "above floor ns/1K"
     );
-    let base = points[0].2;
-    for &(n, r, t) in &points {
+    let (base, base_above) = (points[0].2, (points[0].2 - points[0].3).max(1.0));
+    for &(n, r, t, floor) in &points {
         println!(
-            "{n:>10} {:>12.0} {:>12.0} {:>13.2}× {:>15.2}×",
+            "{n:>10} {:>12.0} {:>12.0} {:>13.2}× {:>15.2}× {:>12.0} {:>17.2}×",
             1e9 / r,
             1e9 / t,
             r / t,
-            t / base
+            t / base,
+            floor,
+            (t - floor).max(1.0) / base_above
         );
     }
     let title = format!(
@@ -347,7 +356,7 @@ fn sweep_report(rt: &tokio::runtime::Runtime, opts: &Options, path: &str) -> Exi
             "#d62728",
             points
                 .iter()
-                .map(|&(n, r, _)| (n as f64, 1e9 / r))
+                .map(|&(n, r, _, _)| (n as f64, 1e9 / r))
                 .collect::<Vec<_>>(),
         ),
         (
@@ -355,7 +364,7 @@ fn sweep_report(rt: &tokio::runtime::Runtime, opts: &Options, path: &str) -> Exi
             "#1f77b4",
             points
                 .iter()
-                .map(|&(n, _, t)| (n as f64, 1e9 / t))
+                .map(|&(n, _, t, _)| (n as f64, 1e9 / t))
                 .collect(),
         ),
     ];
@@ -418,9 +427,20 @@ fn churn_report(
                 x.p50, x.p99, x.p999
             )
         };
+        let e = |x: &measure::ChurnRun| {
+            format!(
+                "{{\"quiet_ns\":{},\"busy_ns\":{},\"churn_ns\":{},\"churn_ops_per_s\":{:.0}}}",
+                p(&x.quiet),
+                p(&x.busy),
+                p(&x.churned),
+                x.churn_ops_per_s
+            )
+        };
         println!(
-            "{{\"scenario\":\"churn\",\"watchers\":{},\"reference\":{{\"quiet_ns\":{},\"churn_ns\":{},\"churn_ops_per_s\":{:.0}}},\"watchtrie\":{{\"quiet_ns\":{},\"churn_ns\":{},\"churn_ops_per_s\":{:.0}}}}}",
-            w.watcher_count(), p(&r.quiet), p(&r.churned), r.churn_ops_per_s, p(&t.quiet), p(&t.churned), t.churn_ops_per_s
+            "{{\"scenario\":\"churn\",\"watchers\":{},\"reference\":{},\"watchtrie\":{}}}",
+            w.watcher_count(),
+            e(&r),
+            e(&t)
         );
         return ExitCode::SUCCESS;
     }
@@ -434,10 +454,13 @@ fn churn_report(
         "{:<28} {:>12} {:>12} {:>14}",
         "metric", "reference", "watchtrie", "ref/watchtrie"
     );
-    let rows: [(&str, f64, f64); 7] = [
+    let rows: [(&str, f64, f64); 10] = [
         ("quiet p50 µs", r.quiet.p50 / 1e3, t.quiet.p50 / 1e3),
         ("quiet p99 µs", r.quiet.p99 / 1e3, t.quiet.p99 / 1e3),
         ("quiet p99.9 µs", r.quiet.p999 / 1e3, t.quiet.p999 / 1e3),
+        ("busy CPU p50 µs", r.busy.p50 / 1e3, t.busy.p50 / 1e3),
+        ("busy CPU p99 µs", r.busy.p99 / 1e3, t.busy.p99 / 1e3),
+        ("busy CPU p99.9 µs", r.busy.p999 / 1e3, t.busy.p999 / 1e3),
         ("churn p50 µs", r.churned.p50 / 1e3, t.churned.p50 / 1e3),
         ("churn p99 µs", r.churned.p99 / 1e3, t.churned.p99 / 1e3),
         ("churn p99.9 µs", r.churned.p999 / 1e3, t.churned.p999 / 1e3),
@@ -448,7 +471,7 @@ fn churn_report(
         ),
     ];
     for (i, (name, rv, tv)) in rows.iter().enumerate() {
-        let ratio = if i == 6 { tv / rv } else { rv / tv };
+        let ratio = if i == 9 { tv / rv } else { rv / tv };
         println!("{name:<28} {rv:>12.1} {tv:>12.1} {ratio:>13.2}×");
     }
     println!(
@@ -456,6 +479,12 @@ fn churn_report(
         "churn p99 / quiet p99",
         r.churned.p99 / r.quiet.p99,
         t.churned.p99 / t.quiet.p99
+    );
+    println!(
+        "{:<28} {:>12.2} {:>12.2}",
+        "churn p99 / busy CPU p99",
+        r.churned.p99 / r.busy.p99,
+        t.churned.p99 / t.busy.p99
     );
     ExitCode::SUCCESS
 }

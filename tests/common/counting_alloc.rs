@@ -1,0 +1,35 @@
+//! A global allocator that counts live heap bytes, for the tests that prove memory returns
+//! to its baseline. Include it with `#[path = "common/counting_alloc.rs"] mod counting_alloc;`
+//! (it installs itself as the test binary's global allocator).
+#![allow(unsafe_code, dead_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+/// Counts live heap bytes, delegating every allocation to the system allocator.
+pub struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+// Safety: every method forwards to `System` with the caller's own arguments, so `System`'s
+// guarantees carry over unchanged; the counter has no effect on the memory handed out.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // Safety: forwarded as received (see above).
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // Safety: `ptr` came from `System.alloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// Live heap bytes now.
+pub fn live() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
