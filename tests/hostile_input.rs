@@ -1,5 +1,8 @@
 //! Bad input gets a clear error or plain service, never a panic, an abort or a lost event.
 mod common;
+#[path = "common/counting_alloc.rs"]
+mod counting_alloc;
+
 use bytes::Bytes;
 use common::*;
 use watchtrie::{WatchError, WatchResponse, MAX_WATCHER_BUFFER_SIZE};
@@ -93,20 +96,27 @@ in_both_modes! {
 }
 
 #[test]
-fn a_million_refusals_at_a_small_limit_grow_nothing() {
+fn ten_million_refusals_at_a_small_limit_grow_nothing() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = watchtrie::WatchRegistry::new_with_limits(1, 3, tx);
     let _kept: Vec<_> = (0..3)
         .map(|i| registry.register(b(&format!("/{i}")), true).unwrap())
         .collect();
-    for i in 0..1_000_000u32 {
+    let (key, prefix) = (Bytes::from_static(b"/k"), Bytes::from_static(b"/p/"));
+    let before = counting_alloc::thread_net();
+    for i in 0..10_000_000u32 {
         let refused = if i % 2 == 0 {
-            registry.register(Bytes::from_static(b"/k"), true)
+            registry.register(key.clone(), true)
         } else {
-            registry.register_prefix(Bytes::from_static(b"/p/"), true)
+            registry.register_prefix(prefix.clone(), true)
         };
         assert_eq!(refused.unwrap_err(), WatchError::LimitExceeded(3));
     }
+    assert_eq!(
+        counting_alloc::thread_net(),
+        before,
+        "refusals leave nothing allocated"
+    );
     assert_eq!(registry.active_watcher_count(), 3);
     assert_eq!(registry.prev_kv_watcher_count(), 3);
     assert_eq!(registry.watched_key_count(), 3);

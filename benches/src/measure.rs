@@ -607,18 +607,20 @@ pub fn dispatch_floor(rt: &Runtime, workload: &Workload, opts: &DispatchOptions)
         }
         send_end_mark(&tx);
         let started = Instant::now();
+        // The task hands its channels and tables back: dropping a million senders is
+        // teardown, not dispatch, and must stay outside the measurement.
         let task = tokio::spawn(async move {
             loop {
                 let e = match rx.try_recv() {
                     Ok(e) => e,
                     Err(broadcast::error::TryRecvError::Empty) => match rx.recv().await {
                         Ok(e) => e,
-                        Err(_) => return,
+                        Err(_) => break,
                     },
-                    Err(_) => return,
+                    Err(_) => break,
                 };
                 if e.revision == END_MARK {
-                    return;
+                    break;
                 }
                 for &t in &targets[e.revision as usize] {
                     let sender = &senders[t as usize];
@@ -627,9 +629,11 @@ pub fn dispatch_floor(rt: &Runtime, workload: &Workload, opts: &DispatchOptions)
                     }
                 }
             }
+            (senders, targets)
         });
-        task.await.expect("floor task");
+        let kept = task.await.expect("floor task");
         let elapsed = started.elapsed();
+        drop(kept);
         drop(tx);
         drop(receivers);
         per(elapsed, workload.events.len())

@@ -4,6 +4,7 @@
 #![allow(unsafe_code, dead_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, Ordering};
 
 /// Counts live heap bytes, delegating every allocation to the system allocator.
@@ -11,16 +12,28 @@ pub struct Counting;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
+thread_local! {
+    /// Bytes allocated minus bytes freed by this thread: immune to other tests running in
+    /// parallel in the same binary. (A const-initialised `Cell` never allocates.)
+    static THREAD_NET: Cell<isize> = const { Cell::new(0) };
+}
+
+fn count(delta: isize) {
+    LIVE.fetch_add(delta, Ordering::Relaxed);
+    // `try_with`: the slot is gone while the thread is being torn down.
+    let _ = THREAD_NET.try_with(|net| net.set(net.get() + delta));
+}
+
 // Safety: every method forwards to `System` with the caller's own arguments, so `System`'s
 // guarantees carry over unchanged; the counter has no effect on the memory handed out.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        count(layout.size() as isize);
         // Safety: forwarded as received (see above).
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        count(-(layout.size() as isize));
         // Safety: `ptr` came from `System.alloc` with this layout.
         unsafe { System.dealloc(ptr, layout) }
     }
@@ -32,4 +45,9 @@ static ALLOCATOR: Counting = Counting;
 /// Live heap bytes now.
 pub fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
+}
+
+/// Bytes this thread allocated minus bytes it freed, since it started.
+pub fn thread_net() -> isize {
+    THREAD_NET.with(Cell::get)
 }
