@@ -11,7 +11,7 @@ use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, trace, warn};
 
 use crate::event::{ChangeEvent, WatchEventType, WatchResponse};
-use crate::index::MatchKind;
+use crate::index::{MatchKind, WatcherEntry};
 use crate::registry::WatchRegistry;
 use crate::sink::{Delivery, EventView};
 use crate::sync::Ordering;
@@ -122,7 +122,7 @@ impl InlineDispatcher {
         snapshot.for_each_match(key, &mut |kind, list| {
             let is_prefix = kind != MatchKind::Exact;
             list.for_each(&mut |watcher| {
-                if !cancelled.is_empty() && cancelled.contains(&watcher.id) {
+                if !cancelled.is_empty() && cancelled.contains(&watcher.id()) {
                     return;
                 }
                 let outcome = watcher.deliver(&view, is_prefix);
@@ -131,7 +131,7 @@ impl InlineDispatcher {
                         MatchKind::Exact => key.clone(),
                         MatchKind::Prefix { len } => key.slice(..len),
                     };
-                    pending.push((watcher.id, at));
+                    pending.push((watcher.id(), at));
                 }
             });
         });
@@ -159,11 +159,11 @@ impl InlineDispatcher {
         let before = pending.len();
         snapshot.for_each_list(&mut |watched, is_prefix, list| {
             list.for_each(&mut |watcher| {
-                if !cancelled.is_empty() && cancelled.contains(&watcher.id) {
+                if !cancelled.is_empty() && cancelled.contains(&watcher.id()) {
                     return;
                 }
                 if watcher.deliver(&view, is_prefix) != Delivery::Sent {
-                    pending.push((watcher.id, Bytes::copy_from_slice(watched)));
+                    pending.push((watcher.id(), Bytes::copy_from_slice(watched)));
                 }
             });
         });

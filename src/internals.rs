@@ -8,8 +8,8 @@ use crate::index::{MatchKind, Snapshot, WatcherEntry};
 struct Id(u64);
 
 impl WatcherEntry for Id {
-    fn id_ref(&self) -> &u64 {
-        &self.0
+    fn id(&self) -> u64 {
+        self.0
     }
 }
 

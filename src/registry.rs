@@ -193,11 +193,7 @@ impl WatchRegistry {
         // Ids only order registrations; nothing is published through them.
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = mpsc::channel::<WatchEvent>(shared.watcher_buffer_size + 1);
-        let watcher = Watcher {
-            id,
-            prev_kv,
-            sender,
-        };
+        let watcher = Watcher::new(id, prev_kv, sender);
         let change = Change::Add {
             key: key.clone(),
             is_prefix,
@@ -255,7 +251,7 @@ impl Shared {
         for change in changes {
             if let Some(removed) = change.apply(back) {
                 self.active.fetch_sub(1, Ordering::Relaxed);
-                if removed.prev_kv {
+                if removed.prev_kv() {
                     self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
                 }
             }

@@ -9,18 +9,36 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use crate::event::{WatchEvent, WatchEventType};
 use crate::index::WatcherEntry;
 
-/// One watcher: its id, whether it wants previous values, and its channel.
+/// One watcher: its id, whether it wants previous values, and its channel. Sixteen bytes:
+/// the flag rides in the id word's low bit, so that an index entry with one watcher inline
+/// stays small (the index holds every watcher twice).
 #[derive(Clone, Debug)]
 pub(crate) struct Watcher {
-    pub(crate) id: u64,
-    pub(crate) prev_kv: bool,
+    id_and_prev_kv: u64,
     pub(crate) sender: mpsc::Sender<WatchEvent>,
+}
+
+impl Watcher {
+    /// A watcher; ids use 63 bits (they count registrations from 1).
+    pub(crate) fn new(id: u64, prev_kv: bool, sender: mpsc::Sender<WatchEvent>) -> Self {
+        debug_assert!(id < 1 << 63);
+        Self {
+            id_and_prev_kv: id << 1 | u64::from(prev_kv),
+            sender,
+        }
+    }
+
+    /// Whether the watcher asked for previous values.
+    #[inline]
+    pub(crate) fn prev_kv(&self) -> bool {
+        self.id_and_prev_kv & 1 == 1
+    }
 }
 
 impl WatcherEntry for Watcher {
     #[inline]
-    fn id_ref(&self) -> &u64 {
-        &self.id
+    fn id(&self) -> u64 {
+        self.id_and_prev_kv >> 1
     }
 }
 
@@ -56,7 +74,7 @@ impl Watcher {
             // free == 0 would mean the sentinel's slot is taken already; nothing can be sent.
             if free == 1 {
                 tracing::warn!(
-                    watcher_id = self.id,
+                    watcher_id = self.id(),
                     key = ?event.key,
                     is_prefix,
                     buffer_capacity = self.sender.max_capacity(),
@@ -72,7 +90,7 @@ impl Watcher {
             event_type: event.event_type,
             key: event.key.clone(),
             value: event.value.clone(),
-            prev_value: self.prev_kv.then(|| event.prev_value.clone()),
+            prev_value: self.prev_kv().then(|| event.prev_value.clone()),
             revision: event.revision,
         };
         match self.sender.try_send(delivered) {
@@ -81,6 +99,28 @@ impl Watcher {
             // Another sender raced us for the buffer (two dispatchers on one registry): the
             // event cannot be delivered, so end the watch rather than lose it silently.
             Err(TrySendError::Full(_)) => Delivery::Overflowed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::WatcherList;
+
+    /// The index holds every watcher twice, most of them inline in a one-watcher list.
+    #[test]
+    fn a_watcher_is_two_words_and_a_one_watcher_list_three() {
+        assert_eq!(std::mem::size_of::<Watcher>(), 16);
+        assert_eq!(std::mem::size_of::<WatcherList<Watcher>>(), 24);
+    }
+
+    #[test]
+    fn the_prev_kv_flag_and_the_id_share_a_word_without_mixing() {
+        let (sender, _receiver) = mpsc::channel(1);
+        for (id, prev_kv) in [(1, true), (1, false), ((1 << 63) - 1, true), (42, false)] {
+            let w = Watcher::new(id, prev_kv, sender.clone());
+            assert_eq!((w.id(), w.prev_kv()), (id, prev_kv));
         }
     }
 }

@@ -63,9 +63,11 @@ pub fn stop() -> isize {
 
 /// Whether the running binary installed [`CountingAlloc`] (else memory figures are absent).
 pub fn installed() -> bool {
+    // A probe far larger than what other threads allocate or free meanwhile.
+    const PROBE: usize = 16 << 20;
     start();
-    let probe = std::hint::black_box(vec![0u8; 4096]);
-    let counted = live() >= 4096;
+    let probe = std::hint::black_box(vec![0u8; PROBE]);
+    let counted = live() >= PROBE as isize / 2;
     drop(probe);
     stop();
     counted

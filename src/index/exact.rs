@@ -135,8 +135,8 @@ mod tests {
     #[derive(Clone, Debug, PartialEq)]
     struct Id(u64);
     impl WatcherEntry for Id {
-        fn id_ref(&self) -> &u64 {
-            &self.0
+        fn id(&self) -> u64 {
+            self.0
         }
     }
 

@@ -18,13 +18,8 @@ use trie::PrefixTrie;
 
 /// What the index stores per watcher: anything cloneable that carries a unique id.
 pub(crate) trait WatcherEntry: Clone {
-    /// The watcher's id, by reference (it is the key of its [`WatcherList`]).
-    fn id_ref(&self) -> &u64;
     /// The watcher's id.
-    #[inline]
-    fn id(&self) -> u64 {
-        *self.id_ref()
-    }
+    fn id(&self) -> u64;
 }
 
 /// Where a matched watcher list was found, so that a watcher found dead can be removed.

@@ -244,8 +244,8 @@ mod tests {
     #[derive(Clone)]
     struct W(u64);
     impl WatcherEntry for W {
-        fn id_ref(&self) -> &u64 {
-            &self.0
+        fn id(&self) -> u64 {
+            self.0
         }
     }
 
