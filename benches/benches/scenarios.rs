@@ -75,6 +75,21 @@ impl<E: Engine> Running<E> {
         }
     }
 
+    /// Sends an end mark and waits for the probe to receive it: the dispatcher has then
+    /// handled every event and unregistration queued before it.
+    fn round_trip(&mut self, rt: &Runtime) {
+        self.tx
+            .send(event(Bytes::from_static(PROBE_KEY), u64::MAX))
+            .expect("dispatcher alive");
+        rt.block_on(async {
+            while let Some(e) = self.probe.recv().await {
+                if E::stamp(&e).0 == u64::MAX {
+                    break;
+                }
+            }
+        });
+    }
+
     /// Sends `n` events with keys from `keys` (cycled), each chunk followed by an end mark,
     /// and returns the time until the dispatcher has handled them all. Receivers are drained
     /// afterwards, outside the measurement, so that nobody overflows.
@@ -90,16 +105,7 @@ impl<E: Engine> Running<E> {
                     .send(event(key, sent + i))
                     .expect("dispatcher alive");
             }
-            self.tx
-                .send(event(Bytes::from_static(PROBE_KEY), u64::MAX))
-                .expect("dispatcher alive");
-            rt.block_on(async {
-                while let Some(e) = self.probe.recv().await {
-                    if E::stamp(&e).0 == u64::MAX {
-                        break;
-                    }
-                }
-            });
+            self.round_trip(rt);
             elapsed += started.elapsed();
             sent += chunk;
             self.handles.iter_mut().for_each(|h| {
@@ -233,17 +239,7 @@ fn bench_register<E: Engine>(
                 next += 1;
             }
             // The end mark reaches the probe after every queued unregistration is applied.
-            running
-                .tx
-                .send(event(Bytes::from_static(PROBE_KEY), u64::MAX))
-                .expect("dispatcher alive");
-            rt.block_on(async {
-                while let Some(e) = running.probe.recv().await {
-                    if E::stamp(&e).0 == u64::MAX {
-                        break;
-                    }
-                }
-            });
+            running.round_trip(rt);
             started.elapsed()
         })
     });

@@ -131,18 +131,8 @@ pub fn dispatch_run<E: Engine>(
             alloc::start();
         }
         let started = Instant::now();
-        let total = workload.watcher_count();
-        let mut progress = Progress::new(opts.progress, total);
-        for key in &workload.exact {
-            handles.push(E::register(&registry, key.clone()));
-            progress.tick(handles.len());
-        }
-        for prefix in &workload.prefixes {
-            handles.push(E::register_prefix(&registry, prefix.clone()));
-            progress.tick(handles.len());
-        }
+        register_all::<E>(&registry, workload, opts.progress, &mut handles);
         let register_time = started.elapsed();
-        progress.clear();
         let bytes = counting.then(|| alloc::stop() as f64 / handles.len().max(1) as f64);
 
         let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
@@ -221,6 +211,26 @@ impl Progress {
             eprint!("    \x08\x08\x08\x08");
         }
     }
+}
+
+/// Registers every watcher of `workload` (exact keys first) into `handles`, with a progress
+/// percentage on stderr when `progress` is set.
+fn register_all<E: Engine>(
+    registry: &E::Registry,
+    workload: &Workload,
+    progress: bool,
+    handles: &mut Vec<E::Handle>,
+) {
+    let mut bar = Progress::new(progress, workload.watcher_count());
+    for key in &workload.exact {
+        handles.push(E::register(registry, key.clone()));
+        bar.tick(handles.len());
+    }
+    for prefix in &workload.prefixes {
+        handles.push(E::register_prefix(registry, prefix.clone()));
+        bar.tick(handles.len());
+    }
+    bar.clear();
 }
 
 /// Sends the event that marks the end of a stream, to the probe watcher.
@@ -448,17 +458,8 @@ pub struct ChurnRun {
 pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOptions) -> ChurnRun {
     rt.block_on(async {
         let (registry, unregister_rx) = E::registry(opts.buffer);
-        let handles: Vec<E::Handle> = workload
-            .exact
-            .iter()
-            .map(|k| E::register(&registry, k.clone()))
-            .chain(
-                workload
-                    .prefixes
-                    .iter()
-                    .map(|p| E::register_prefix(&registry, p.clone())),
-            )
-            .collect();
+        let mut handles = Vec::with_capacity(workload.watcher_count());
+        register_all::<E>(&registry, workload, false, &mut handles);
         // Room for every paced event: the broadcast channel never lags, so no probe is lost.
         let (tx, rx) = broadcast::channel((opts.latency_events + 2).next_power_of_two());
         let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
@@ -547,16 +548,7 @@ pub fn memory_run<E: Engine>(rt: &Runtime, workload: &Workload, progress: bool) 
             alloc::start();
         }
         let mut handles = Vec::with_capacity(workload.watcher_count());
-        let mut bar = Progress::new(progress, workload.watcher_count());
-        for key in &workload.exact {
-            handles.push(E::register(&registry, key.clone()));
-            bar.tick(handles.len());
-        }
-        for prefix in &workload.prefixes {
-            handles.push(E::register_prefix(&registry, prefix.clone()));
-            bar.tick(handles.len());
-        }
-        bar.clear();
+        register_all::<E>(&registry, workload, progress, &mut handles);
         let heap = counting.then(|| alloc::stop() as f64 / handles.len().max(1) as f64);
         let after = resident_bytes().unwrap_or(0);
         let run = MemoryRun {
