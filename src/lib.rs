@@ -54,7 +54,8 @@
 //!
 //! - **Readers never lock.** The dispatcher loads the current snapshot with `arc-swap` (a
 //!   thread-local debt slot, no shared write), probes the exact index once and walks the
-//!   prefix trie once, one probe per slash segment, reading each byte of the key once.
+//!   prefix trie once, one probe per slash segment: the key's bytes are hashed twice in
+//!   all, whole for the exact index and segment by segment for the trie.
 //! - **Writers change what no reader sees.** Registration and unregistration serialise on
 //!   one mutex. The registry keeps two snapshots: the published one, and a spare that
 //!   readers have left. A write changes the spare in place, publishes it, then replays the
