@@ -4,16 +4,18 @@
 use std::collections::HashSet;
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, trace, warn};
 
 use crate::event::{ChangeEvent, WatchEventType, WatchResponse};
-use crate::index::{MatchKind, WatcherEntry};
+use crate::index::{MatchKind, Snapshot, SweepCursor, WatcherEntry, WatcherList};
+use crate::metrics::Counters;
+use crate::options::{DispatchOptions, HeartbeatMode, LagPolicy};
 use crate::registry::WatchRegistry;
-use crate::sink::{Delivery, EventView};
+use crate::sink::{Delivery, EventView, Watcher};
 use crate::sync::Ordering;
 
 /// Events the async loop takes from the broadcast channel without going through `select!`
@@ -26,6 +28,38 @@ const UNREGISTRATIONS_PER_EVENT: usize = 4096;
 
 /// How soon removals that found the writer lock busy are tried again when no event comes.
 const REMOVAL_RETRY: Duration = Duration::from_micros(100);
+
+/// How long a sweep holds one snapshot (and, in incremental mode, holds up events). Writers
+/// wait at most this long for a sweep.
+const SWEEP_SLICE: Duration = Duration::from_millis(1);
+
+/// Sweep work between two looks at the clock (units of `Snapshot::sweep`: buckets looked
+/// at plus watchers visited, a few microseconds' worth).
+const SWEEP_STEP: usize = 256;
+
+/// How deliveries to a set of watchers went.
+#[derive(Default)]
+struct Tally {
+    sent: u64,
+    overflowed: u64,
+    closed: u64,
+}
+
+impl Tally {
+    /// Adds the tally to the registry's counters: once per event or slice, not per watcher.
+    fn record(&self, counters: &Counters) {
+        Counters::add(&counters.deliveries, self.sent);
+        Counters::add(&counters.overflow_cancels, self.overflowed);
+        Counters::add(&counters.closed_receiver_removals, self.closed);
+    }
+}
+
+/// A heartbeat sweep under way in incremental mode.
+struct ProgressSweep {
+    cursor: SweepCursor,
+    /// `last_applied` at the tick.
+    revision: u64,
+}
 
 /// Synchronous dispatch, for a state machine that delivers events on its own thread.
 ///
@@ -41,12 +75,21 @@ pub struct InlineDispatcher {
     pending: Vec<(u64, Bytes)>,
     /// Overflowed watchers awaiting removal: they already have their cancel sentinel.
     cancelled: HashSet<u64, ahash::RandomState>,
+    options: DispatchOptions,
+    /// The highest revision dispatched so far (0 before the first event).
+    highest_revision: u64,
+    /// An incremental heartbeat sweep not finished yet.
+    progress: Option<ProgressSweep>,
+    /// Where the closed-receiver sweep resumes.
+    closed_cursor: SweepCursor,
 }
 
 impl std::fmt::Debug for InlineDispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InlineDispatcher")
             .field("pending_removals", &self.pending.len())
+            .field("options", &self.options)
+            .field("progress_in_flight", &self.progress.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -63,7 +106,23 @@ impl InlineDispatcher {
             unregister_rx,
             pending: Vec::new(),
             cancelled: HashSet::default(),
+            options: DispatchOptions::default(),
+            highest_revision: 0,
+            progress: None,
+            closed_cursor: SweepCursor::new(),
         }
+    }
+
+    /// Turns on the opt-in behaviours in `options` (the default is the reference's).
+    #[must_use]
+    pub fn with_options(mut self, options: DispatchOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &DispatchOptions {
+        &self.options
     }
 
     /// The registry this dispatcher serves.
@@ -116,36 +175,103 @@ impl InlineDispatcher {
             prev_value: event.prev_value(),
             revision: event.revision(),
         };
+        self.highest_revision = self.highest_revision.max(view.revision);
         let snapshot = self.registry.snapshot();
         let (cancelled, pending) = (&self.cancelled, &mut self.pending);
         let before = pending.len();
+        let mut tally = Tally::default();
         snapshot.for_each_match(key, &mut |kind, list| {
             let is_prefix = kind != MatchKind::Exact;
-            list.for_each(&mut |watcher| {
-                if !cancelled.is_empty() && cancelled.contains(&watcher.id()) {
-                    return;
-                }
-                let outcome = watcher.deliver(&view, is_prefix);
-                if outcome != Delivery::Sent {
-                    let at = match kind {
-                        MatchKind::Exact => key.clone(),
-                        MatchKind::Prefix { len } => key.slice(..len),
-                    };
-                    pending.push((watcher.id(), at));
-                }
+            deliver_all(list, &view, is_prefix, cancelled, &mut tally, &mut |id| {
+                let at = match kind {
+                    MatchKind::Exact => key.clone(),
+                    MatchKind::Prefix { len } => key.slice(..len),
+                };
+                pending.push((id, at));
             });
         });
         drop(snapshot);
+        let counters = self.registry.counters();
+        Counters::add(&counters.events_dispatched, 1);
+        tally.record(counters);
         trace!(event_key = ?key, event_type = ?view.event_type, revision = view.revision, "Event dispatched");
         if self.pending.len() > before {
             self.retire(before);
         }
     }
 
+    /// The revision a Progress event carries for a tick at `revision`.
+    fn progress_revision(&self, revision: u64, monotone: bool) -> u64 {
+        if monotone {
+            revision.max(self.highest_revision)
+        } else {
+            revision
+        }
+    }
+
     /// Sends a Progress event carrying `revision` to every watcher, with the same overflow and
-    /// closed-receiver handling as any event.
+    /// closed-receiver handling as any event, before returning: no event is dispatched
+    /// meanwhile (the reference's heartbeat). The sweep lets go of the index every
+    /// millisecond or so, so registrations are not held up by it. With
+    /// [`DispatchOptions::with_monotone_progress`], the revision is raised to the highest one
+    /// dispatched so far.
     pub fn broadcast_progress(&mut self, revision: u64) {
         self.process_unregistrations();
+        let revision = self.progress_revision(revision, self.options.monotone_progress());
+        let mut cursor = SweepCursor::new();
+        while !cursor.is_done() {
+            self.progress_slice(&mut cursor, revision);
+        }
+        Counters::add(&self.registry.counters().heartbeat_sweeps, 1);
+        trace!(revision, "Progress sent");
+    }
+
+    /// Starts an incremental heartbeat: Progress for every watcher, delivered a slice at a
+    /// time by [`Self::continue_progress`], between which events can be dispatched. Returns
+    /// false, changing nothing, while the previous sweep is unfinished.
+    ///
+    /// Each slice's Progress carries the higher of `revision` and the highest revision
+    /// dispatched so far: no watcher receives a Progress older than an event it already has.
+    pub fn start_progress(&mut self, revision: u64) -> bool {
+        if self.progress.is_some() {
+            return false;
+        }
+        self.progress = Some(ProgressSweep {
+            cursor: SweepCursor::new(),
+            revision,
+        });
+        true
+    }
+
+    /// Runs one slice (about a millisecond) of the heartbeat begun by
+    /// [`Self::start_progress`]. Returns true while some of it remains.
+    pub fn continue_progress(&mut self) -> bool {
+        let Some(mut sweep) = self.progress.take() else {
+            return false;
+        };
+        self.process_unregistrations();
+        let revision = self.progress_revision(sweep.revision, true);
+        self.progress_slice(&mut sweep.cursor, revision);
+        if sweep.cursor.is_done() {
+            Counters::add(&self.registry.counters().heartbeat_sweeps, 1);
+            trace!(
+                revision,
+                restarts = sweep.cursor.restarts(),
+                "Progress sent"
+            );
+            return false;
+        }
+        self.progress = Some(sweep);
+        true
+    }
+
+    /// True while an incremental heartbeat is unfinished.
+    pub fn progress_in_flight(&self) -> bool {
+        self.progress.is_some()
+    }
+
+    /// Delivers Progress(`revision`) for one slice of a sweep.
+    fn progress_slice(&mut self, cursor: &mut SweepCursor, revision: u64) {
         let empty = Bytes::new();
         let view = EventView {
             event_type: WatchEventType::Progress,
@@ -157,21 +283,95 @@ impl InlineDispatcher {
         let snapshot = self.registry.snapshot();
         let (cancelled, pending) = (&self.cancelled, &mut self.pending);
         let before = pending.len();
-        snapshot.for_each_list(&mut |watched, is_prefix, list| {
+        let mut tally = Tally::default();
+        sweep_slice(&snapshot, cursor, &mut |watched, is_prefix, list| {
+            deliver_all(list, &view, is_prefix, cancelled, &mut tally, &mut |id| {
+                pending.push((id, Bytes::copy_from_slice(watched)));
+            });
+        });
+        drop(snapshot);
+        let counters = self.registry.counters();
+        Counters::add(&counters.progress_sent, tally.sent);
+        tally.record(counters);
+        if self.pending.len() > before {
+            self.retire(before);
+        }
+    }
+
+    /// Reports that the events' source lost `lost` events before they reached this
+    /// dispatcher (a lagging broadcast receiver). Under the default [`LagPolicy::Warn`] this
+    /// logs and counts them; under [`LagPolicy::CancelWatchers`] it also cancels every
+    /// watcher with the lag sentinel (see [`crate::CancelReason::Lagged`]) and removes it.
+    pub fn report_lag(&mut self, lost: u64) {
+        warn!(lost, "WatchDispatcher lagged {lost} events (slow watchers)");
+        let counters = self.registry.counters();
+        Counters::add(&counters.lagged_events, lost);
+        if self.options.lag_policy() == LagPolicy::CancelWatchers {
+            self.cancel_all_for_lag();
+        }
+    }
+
+    fn cancel_all_for_lag(&mut self) {
+        let resume_from = self.highest_revision.saturating_add(1);
+        let mut cursor = SweepCursor::new();
+        let mut total = 0;
+        while !cursor.is_done() {
+            let snapshot = self.registry.snapshot();
+            let (cancelled, pending) = (&self.cancelled, &mut self.pending);
+            let before = pending.len();
+            sweep_slice(&snapshot, &mut cursor, &mut |watched, _, list| {
+                list.for_each(&mut |watcher| {
+                    if cancelled.is_empty() || !cancelled.contains(&watcher.id()) {
+                        watcher.cancel_lagged(resume_from);
+                        pending.push((watcher.id(), Bytes::copy_from_slice(watched)));
+                    }
+                });
+            });
+            drop(snapshot);
+            let cancelled_now = self.pending.len() - before;
+            total += cancelled_now;
+            Counters::add(&self.registry.counters().lag_cancels, cancelled_now as u64);
+            if cancelled_now > 0 {
+                self.retire(before);
+            }
+        }
+        warn!(
+            cancelled = total,
+            resume_from, "events lost to lag: watchers cancelled"
+        );
+    }
+
+    /// Looks at about `budget` watchers, resuming where the previous call stopped and
+    /// wrapping around, and removes those whose receiver is gone. Returns how many it
+    /// found. (The reference removes such a watcher only when an event reaches it.)
+    pub fn sweep_closed_receivers(&mut self, budget: usize) -> usize {
+        self.process_unregistrations();
+        if self.closed_cursor.is_done() {
+            self.closed_cursor = SweepCursor::new();
+        }
+        let snapshot = self.registry.snapshot();
+        let (cancelled, pending) = (&self.cancelled, &mut self.pending);
+        let before = pending.len();
+        snapshot.sweep(&mut self.closed_cursor, budget, &mut |watched, _, list| {
             list.for_each(&mut |watcher| {
-                if !cancelled.is_empty() && cancelled.contains(&watcher.id()) {
-                    return;
-                }
-                if watcher.deliver(&view, is_prefix) != Delivery::Sent {
+                if watcher.is_closed()
+                    && (cancelled.is_empty() || !cancelled.contains(&watcher.id()))
+                {
                     pending.push((watcher.id(), Bytes::copy_from_slice(watched)));
                 }
             });
         });
         drop(snapshot);
-        trace!(revision, "Progress sent");
-        if self.pending.len() > before {
+        let found = self.pending.len() - before;
+        Counters::add(
+            &self.registry.counters().closed_receiver_removals,
+            found as u64,
+        );
+        if found > 0 {
+            trace!(found, "closed receivers swept");
             self.retire(before);
         }
+        found
     }
 
     /// Marks the watchers queued from `pending[from..]` as never to be served again, then
@@ -180,6 +380,50 @@ impl InlineDispatcher {
         self.cancelled
             .extend(self.pending[from..].iter().map(|(id, _)| *id));
         self.flush_removals();
+    }
+}
+
+/// Delivers `view` to each watcher of `list` not already cancelled; `failed(id)` is called
+/// for each one that must be removed.
+#[inline]
+fn deliver_all(
+    list: &WatcherList<Watcher>,
+    view: &EventView<'_>,
+    is_prefix: bool,
+    cancelled: &HashSet<u64, ahash::RandomState>,
+    tally: &mut Tally,
+    failed: &mut impl FnMut(u64),
+) {
+    list.for_each(&mut |watcher| {
+        if !cancelled.is_empty() && cancelled.contains(&watcher.id()) {
+            return;
+        }
+        match watcher.deliver(view, is_prefix) {
+            Delivery::Sent => tally.sent += 1,
+            Delivery::Overflowed => {
+                tally.overflowed += 1;
+                failed(watcher.id());
+            }
+            Delivery::Closed => {
+                tally.closed += 1;
+                failed(watcher.id());
+            }
+        }
+    });
+}
+
+/// Advances `cursor` over `snapshot` for about [`SWEEP_SLICE`], or to the end.
+fn sweep_slice<F: FnMut(&[u8], bool, &WatcherList<Watcher>)>(
+    snapshot: &Snapshot<Watcher>,
+    cursor: &mut SweepCursor,
+    f: &mut F,
+) {
+    let start = Instant::now();
+    loop {
+        snapshot.sweep(cursor, SWEEP_STEP, f);
+        if cursor.is_done() || start.elapsed() >= SWEEP_SLICE {
+            return;
+        }
     }
 }
 
@@ -203,6 +447,25 @@ impl<R> std::fmt::Debug for WatchDispatcher<R> {
 }
 
 impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
+    /// Turns on the opt-in behaviours in `options` (the default is the reference's).
+    ///
+    /// ```
+    /// # use std::sync::{atomic::AtomicU64, Arc};
+    /// # use tokio::sync::{broadcast, mpsc};
+    /// use watchtrie::{DispatchOptions, HeartbeatMode, WatchDispatcher, WatchRegistry, WatchResponse};
+    /// # let (unregister_tx, unregister_rx) = mpsc::unbounded_channel();
+    /// # let registry = Arc::new(WatchRegistry::new(16, unregister_tx));
+    /// # let (_events_tx, events_rx) = broadcast::channel::<WatchResponse>(1024);
+    /// let dispatcher = WatchDispatcher::new(
+    ///     registry, events_rx, unregister_rx, Arc::new(AtomicU64::new(0)), 1_000)
+    ///     .with_options(DispatchOptions::default().with_heartbeat_mode(HeartbeatMode::Incremental));
+    /// ```
+    #[must_use]
+    pub fn with_options(mut self, options: DispatchOptions) -> Self {
+        self.inline = self.inline.with_options(options);
+        self
+    }
+
     /// A dispatcher reading events from `broadcast_rx` and unregistrations from
     /// `unregister_rx`. With `heartbeat_interval_ms > 0`, every watcher receives a Progress
     /// event carrying `last_applied` at that interval (the first tick jittered by up to
@@ -223,11 +486,17 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
     }
 
     /// Runs until the broadcast sender is gone. Each turn serves, in this order: pending
-    /// unregistrations, events, heartbeats. A lagging broadcast receiver logs the number of
-    /// lost events and goes on.
+    /// unregistrations, events, heartbeats (and the opt-in closed-receiver sweep). A lagging
+    /// broadcast receiver logs the number of lost events and goes on (see [`LagPolicy`] for
+    /// the alternative).
     pub async fn run(mut self) {
         debug!("WatchDispatcher started");
         let mut heartbeat = self.heartbeat();
+        let mut closed_sweep = self.inline.options.closed_sweep().map(|sweep| {
+            let mut interval = tokio::time::interval(sweep.interval);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            (interval, sweep.budget)
+        });
         loop {
             // Fast path: drain what is queued without the cost of select!.
             self.inline.process_unregistrations();
@@ -235,10 +504,12 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 match self.broadcast_rx.try_recv() {
                     Ok(event) => self.inline.dispatch(&event),
                     Err(broadcast::error::TryRecvError::Empty) => break,
-                    Err(broadcast::error::TryRecvError::Lagged(n)) => Self::lagged(n),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => self.inline.report_lag(n),
                     Err(broadcast::error::TryRecvError::Closed) => return Self::stopped(),
                 }
             }
+            // One slice of an incremental heartbeat between two bursts of events.
+            let sweeping = self.inline.continue_progress();
             let retry_removals = self.inline.has_pending_removals();
             tokio::select! {
                 biased;
@@ -248,21 +519,31 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 }
                 received = self.broadcast_rx.recv() => match received {
                     Ok(event) => self.inline.dispatch(&event),
-                    Err(broadcast::error::RecvError::Lagged(n)) => Self::lagged(n),
+                    Err(broadcast::error::RecvError::Lagged(n)) => self.inline.report_lag(n),
                     Err(broadcast::error::RecvError::Closed) => return Self::stopped(),
                 },
-                () = next_tick(&mut heartbeat) => {
-                    let revision = self.last_applied.load(Ordering::Relaxed);
-                    self.inline.broadcast_progress(revision);
+                () = next_tick(&mut heartbeat) => self.on_heartbeat(),
+                budget = next_closed_sweep(&mut closed_sweep) => {
+                    self.inline.sweep_closed_receivers(budget);
                 }
+                // Let other tasks (and the event producer) run between heartbeat slices.
+                () = tokio::task::yield_now(), if sweeping => {}
                 // A removal found the writer lock busy: come back soon, not at the next event.
                 () = tokio::time::sleep(REMOVAL_RETRY), if retry_removals => {}
             }
         }
     }
 
-    fn lagged(lost: u64) {
-        warn!(lost, "WatchDispatcher lagged {lost} events (slow watchers)");
+    fn on_heartbeat(&mut self) {
+        let revision = self.last_applied.load(Ordering::Relaxed);
+        match self.inline.options.heartbeat_mode() {
+            HeartbeatMode::Incremental => {
+                if !self.inline.start_progress(revision) {
+                    debug!("heartbeat tick skipped: the previous sweep is still running");
+                }
+            }
+            _ => self.inline.broadcast_progress(revision),
+        }
     }
 
     fn stopped() {
@@ -293,6 +574,16 @@ async fn next_tick(heartbeat: &mut Option<tokio::time::Interval>) {
     match heartbeat {
         Some(interval) => {
             interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_closed_sweep(sweep: &mut Option<(tokio::time::Interval, usize)>) -> usize {
+    match sweep {
+        Some((interval, budget)) => {
+            interval.tick().await;
+            *budget
         }
         None => std::future::pending().await,
     }

@@ -60,6 +60,21 @@ pub struct WatchEvent {
     pub revision: u64,
 }
 
+/// Why a watch was cancelled: see [`WatchEvent::cancel_reason`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// The watcher's buffer was full (the reference's only reason).
+    BufferOverflow,
+    /// The dispatcher lost events to broadcast lag under
+    /// [`LagPolicy::CancelWatchers`](crate::LagPolicy::CancelWatchers). Every event up to
+    /// `resume_from - 1` that matched was delivered; watch again from `resume_from`.
+    Lagged {
+        /// The first revision the watcher may have missed.
+        resume_from: u64,
+    },
+}
+
 impl WatchEvent {
     /// The sentinel a watcher receives when its buffer overflows: it is the last event.
     pub(crate) fn cancel_sentinel(key: Bytes) -> Self {
@@ -69,6 +84,27 @@ impl WatchEvent {
             value: Bytes::new(),
             prev_value: None,
             revision: 0,
+        }
+    }
+
+    /// The sentinel of a watch cancelled for broadcast lag. Told apart from the overflow
+    /// sentinel by its revision, never 0 here.
+    pub(crate) fn lag_sentinel(resume_from: u64) -> Self {
+        WatchEvent {
+            revision: resume_from.max(1),
+            ..Self::cancel_sentinel(Bytes::new())
+        }
+    }
+
+    /// For a Canceled event sent by the dispatcher, why the watch ended; `None` for any
+    /// other event type. The overflow sentinel has revision 0 (as in the reference); a lag
+    /// sentinel carries the revision to resume from, at least 1. (A store that broadcast
+    /// Canceled events itself would have them passed through and read as lag.)
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        match (self.event_type, self.revision) {
+            (WatchEventType::Canceled, 0) => Some(CancelReason::BufferOverflow),
+            (WatchEventType::Canceled, resume_from) => Some(CancelReason::Lagged { resume_from }),
+            _ => None,
         }
     }
 }

@@ -80,14 +80,20 @@ mod index;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals;
+mod metrics;
+mod options;
 mod registry;
 mod sink;
 mod sync;
 
 pub use dispatcher::{InlineDispatcher, WatchDispatcher};
 pub use error::WatchError;
-pub use event::{prefix_segments, ChangeEvent, WatchEvent, WatchEventType, WatchResponse};
+pub use event::{
+    prefix_segments, CancelReason, ChangeEvent, WatchEvent, WatchEventType, WatchResponse,
+};
 pub use handle::WatcherHandle;
+pub use metrics::{Metrics, MetricsHandle};
+pub use options::{DispatchOptions, HeartbeatMode, LagPolicy, MIN_CLOSED_SWEEP_INTERVAL};
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};
 
 /// The README's examples, compiled and run as doctests.

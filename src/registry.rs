@@ -11,6 +11,7 @@ use crate::error::WatchError;
 use crate::event::WatchEvent;
 use crate::handle::WatcherHandle;
 use crate::index::Snapshot;
+use crate::metrics::{Counters, MetricsHandle};
 use crate::sink::Watcher;
 use crate::sync::{
     exclusive, AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotArc, SnapshotCell, SnapshotGuard,
@@ -98,6 +99,7 @@ pub(crate) struct Shared {
     watcher_buffer_size: usize,
     max_watcher_count: usize,
     unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
+    pub(crate) counters: Counters,
 }
 
 impl std::fmt::Debug for WatchRegistry {
@@ -141,10 +143,13 @@ impl WatchRegistry {
                 "watcher_buffer_size exceeds what a channel can hold; clamping"
             );
         }
+        let front = Snapshot::new();
+        // Same hash seeds, same changes: the twins keep one layout (see `Snapshot::sweep`).
+        let back = front.empty_twin();
         let shared = Shared {
-            published: SnapshotCell::new(SnapshotArc::new(Snapshot::new())),
+            published: SnapshotCell::new(SnapshotArc::new(front)),
             writer: Mutex::new(Writer {
-                back: SnapshotArc::new(Snapshot::new()),
+                back: SnapshotArc::new(back),
             }),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
@@ -152,6 +157,7 @@ impl WatchRegistry {
             watcher_buffer_size: watcher_buffer_size.min(MAX_WATCHER_BUFFER_SIZE),
             max_watcher_count,
             unregister_tx,
+            counters: Counters::default(),
         };
         Self {
             shared: Arc::new(shared),
@@ -231,6 +237,16 @@ impl WatchRegistry {
 }
 
 impl Shared {
+    /// Active watchers, watched keys, watched prefixes.
+    pub(crate) fn gauges(&self) -> (usize, usize, usize) {
+        let snapshot = self.published.load();
+        (
+            self.active.load(Ordering::Relaxed),
+            snapshot.exact_key_count(),
+            snapshot.prefix_count(),
+        )
+    }
+
     /// Takes one unit of the limit, or fails without taking any: concurrent registrations
     /// never overshoot, and a refused one never disturbs an accepted one.
     fn reserve_slot(&self) -> Result<(), WatchError> {
@@ -257,6 +273,7 @@ impl Shared {
             }
         }
         writer.back = self.published.swap(SnapshotArc::clone(&writer.back));
+        Counters::add(&self.counters.snapshots_published, 1);
         // Bring the old front up to date now rather than at the next write: it must not keep
         // removed watchers' channels open.
         let back = exclusive(&mut writer.back);
@@ -299,6 +316,17 @@ impl Shared {
 }
 
 impl WatchRegistry {
+    /// A handle to this registry's counters and gauges (see [`MetricsHandle`]). Always on:
+    /// the counters cost the dispatcher a few relaxed atomic adds per event.
+    pub fn metrics(&self) -> MetricsHandle {
+        MetricsHandle::new(Arc::clone(&self.shared))
+    }
+
+    /// The counters, for the dispatcher.
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
     /// Active watchers that asked for previous values.
     pub fn prev_kv_watcher_count(&self) -> usize {
         self.shared.prev_kv_watchers.load(Ordering::Relaxed)
@@ -361,6 +389,10 @@ impl WatchRegistry {
         );
         assert_eq!(back.exact_key_count(), published.exact_key_count());
         assert_eq!(back.prefix_count(), published.prefix_count());
+        assert!(
+            back.same_layout(&published),
+            "the two snapshots place entries differently: a sweep cannot resume across them"
+        );
         assert_eq!(
             published.watcher_count(),
             self.shared.active.load(Ordering::Relaxed),

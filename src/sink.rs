@@ -103,6 +103,26 @@ impl Watcher {
     }
 }
 
+impl Watcher {
+    /// True once the receiver is gone: the watcher can be removed without a delivery.
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
+    /// Ends the watch for broadcast lag: sends the lag sentinel into the slot reserved for
+    /// it. The caller removes the watcher either way.
+    pub(crate) fn cancel_lagged(&self, resume_from: u64) {
+        tracing::debug!(
+            watcher_id = self.id(),
+            resume_from,
+            "dispatcher lagged, cancelling watcher"
+        );
+        // Fails only if the receiver is gone, or the slot already holds another sentinel.
+        let _ = self.sender.try_send(WatchEvent::lag_sentinel(resume_from));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,6 +22,14 @@ fn public_types_have_the_auto_traits_callers_rely_on() {
     sync::<WatchResponse>();
     send::<WatchError>();
     sync::<WatchError>();
+    send::<watchtrie::MetricsHandle>();
+    sync::<watchtrie::MetricsHandle>();
+    send::<watchtrie::Metrics>();
+    sync::<watchtrie::Metrics>();
+    send::<watchtrie::DispatchOptions>();
+    sync::<watchtrie::DispatchOptions>();
+    send::<watchtrie::CancelReason>();
+    sync::<watchtrie::CancelReason>();
 }
 
 #[test]

@@ -60,7 +60,7 @@ fn key_of(dir: u64, leaf: u64) -> String {
 /// Where events go: the async dispatcher's broadcast channel, or the inline dispatcher.
 enum Sink {
     Broadcast(broadcast::Sender<WatchResponse>),
-    Inline(InlineDispatcher),
+    Inline(Box<InlineDispatcher>),
 }
 
 impl Sink {
@@ -305,7 +305,10 @@ fn soak(inline: bool) {
     let registry = Arc::new(WatchRegistry::new(BUFFER, unregister_tx));
     let (mut sink, task) = if inline {
         (
-            Sink::Inline(InlineDispatcher::new(registry.clone(), unregister_rx)),
+            Sink::Inline(Box::new(InlineDispatcher::new(
+                registry.clone(),
+                unregister_rx,
+            ))),
             None,
         )
     } else {

@@ -2,7 +2,7 @@
 //!
 //! Not persistent: a [`Snapshot`](super::Snapshot) is changed in place only while no reader
 //! holds it (the registry's publish protocol guarantees that), so the map can be the fastest
-//! thing to read: an open-addressing table (`std`'s SwissTable) hashed with `ahash`, a seeded,
+//! thing to read: an open-addressing table (hashbrown's SwissTable, see [`Table`]) hashed with `ahash`, a seeded,
 //! DoS-resistant hash much cheaper than SipHash on short keys. A lookup touches the control
 //! bytes and one bucket; keys of up to [`INLINE_KEY`] bytes sit in the bucket itself ([`KeyBytes`]), so a
 //! hit compares them without following a pointer.
@@ -19,45 +19,63 @@
 //! | `get` | O(|key|) + O(1) expected |
 //! | `clone` | O(k) (tests and fuzzing only; the registry never copies an index) |
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
+use hashbrown::hash_table::Entry as Slot;
 
 use super::key::{KeyBytes, INLINE_KEY};
+use super::table::{Layout, Table};
 use super::watchers::WatcherList;
 use super::WatcherEntry;
 
-/// Below this capacity a table is never shrunk: too small to matter.
-const MIN_SHRINK_CAPACITY: usize = 1024;
+/// One watched key and its watchers: 64 bytes with one watcher inline.
+#[derive(Clone)]
+struct Entry<W> {
+    key: KeyBytes,
+    watchers: WatcherList<W>,
+}
 
 /// Exact-key watcher index.
 pub(crate) struct ExactIndex<W> {
-    map: HashMap<KeyBytes, WatcherList<W>, ahash::RandomState>,
+    table: Table<Entry<W>>,
+    hasher: ahash::RandomState,
     watchers: usize,
 }
 
 impl<W: Clone> Clone for ExactIndex<W> {
     fn clone(&self) -> Self {
         Self {
-            map: self.map.clone(),
+            table: self.table.clone(),
+            hasher: self.hasher.clone(),
             watchers: self.watchers,
         }
     }
 }
 
 impl<W: WatcherEntry> ExactIndex<W> {
-    /// An empty index with a randomly seeded hasher.
-    pub(crate) fn new() -> Self {
+    /// An empty index hashing with `hasher` (the two snapshots of a pair share seeds, so
+    /// that their tables have one layout).
+    pub(crate) fn with_hasher(hasher: ahash::RandomState) -> Self {
         Self {
-            map: HashMap::with_hasher(ahash::RandomState::new()),
+            table: Table::new(),
+            hasher,
             watchers: 0,
         }
+    }
+
+    /// An empty index, hashing with `hasher`'s seeds, for the other snapshot of a pair.
+    pub(crate) fn empty_twin(&self) -> Self {
+        Self::with_hasher(self.hasher.clone())
+    }
+
+    #[inline]
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// Number of distinct watched keys.
     #[inline]
     pub(crate) fn key_count(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     /// Number of watchers over all keys.
@@ -68,58 +86,86 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// The watchers of `key`.
     #[inline]
     pub(crate) fn get(&self, key: &[u8]) -> Option<&WatcherList<W>> {
-        self.map.get(key)
+        self.table
+            .find(self.hash(key), |e| e.key.as_slice() == key)
+            .map(|e| &e.watchers)
     }
 
     /// Adds a watcher on `key`.
     pub(crate) fn insert(&mut self, key: Bytes, watcher: W) {
-        // One probe: the entry API hashes and searches once (a short key is copied into the
-        // probe key; a long one is a reference-counted `Bytes`).
-        self.map
-            .entry(KeyBytes::new(key))
-            .or_default()
-            .insert(watcher);
+        // One probe: the entry API searches once for the key or its free slot.
+        let hash = self.hash(&key);
+        let hasher = &self.hasher;
+        let slot = self.table.entry(
+            hash,
+            |e| e.key.as_slice() == &key[..],
+            |e| hasher.hash_one(e.key.as_slice()),
+        );
+        match slot {
+            Slot::Occupied(mut entry) => {
+                entry.get_mut().watchers.insert(watcher);
+            }
+            Slot::Vacant(slot) => {
+                let mut watchers = WatcherList::Empty;
+                watchers.insert(watcher);
+                slot.insert(Entry {
+                    key: KeyBytes::new(key),
+                    watchers,
+                });
+            }
+        }
         self.watchers += 1;
     }
 
     /// Removes the watcher `id` from `key`, dropping the key with its last watcher.
     pub(crate) fn remove(&mut self, key: &[u8], id: u64) -> Option<W> {
-        let list = self.map.get_mut(key)?;
-        let removed = list.remove(id)?;
-        if list.is_empty() {
-            self.map.remove(key);
-            self.shrink_if_sparse();
+        let mut entry = self
+            .table
+            .find_entry(self.hash(key), |e| e.key.as_slice() == key)?;
+        let removed = entry.get_mut().watchers.remove(id)?;
+        if entry.get().watchers.is_empty() {
+            entry.remove();
+            let hasher = &self.hasher;
+            self.table
+                .shrink_if_sparse(|e| hasher.hash_one(e.key.as_slice()));
         }
         self.watchers -= 1;
         Some(removed)
     }
 
-    /// Gives memory back once the table is less than an eighth full. Shrinking to twice the
-    /// live size keeps the cost amortised O(1): many inserts or removals must come before
-    /// the next resize either way.
-    fn shrink_if_sparse(&mut self) {
-        let (len, capacity) = (self.map.len(), self.map.capacity());
-        if capacity > MIN_SHRINK_CAPACITY && len * 8 < capacity {
-            self.map.shrink_to(len * 2);
-        }
+    /// The bucket arrangement, for a sweep resuming across snapshots.
+    pub(crate) fn layout(&self) -> Layout {
+        self.table.layout()
     }
 
-    /// Calls `f` with every key and its watchers.
-    pub(crate) fn for_each_list<F: FnMut(&[u8], &WatcherList<W>)>(&self, f: &mut F) {
-        for (key, list) in &self.map {
-            f(key.as_slice(), list);
-        }
+    /// Number of buckets a sweep walks.
+    pub(crate) fn buckets(&self) -> usize {
+        self.table.buckets()
+    }
+
+    /// The key and watchers in bucket `index`, if it is full.
+    #[inline]
+    pub(crate) fn bucket(&self, index: usize) -> Option<(&[u8], &WatcherList<W>)> {
+        self.table
+            .bucket(index)
+            .map(|e| (e.key.as_slice(), &e.watchers))
     }
 
     /// Panics if an invariant is broken.
     pub(crate) fn check_invariants(&self) {
         let mut total = 0;
-        for (key, list) in &self.map {
+        for entry in self.table.iter() {
+            let (key, list) = (&entry.key, &entry.watchers);
             assert!(!list.is_empty(), "a key without watchers must be removed");
             assert_eq!(
                 matches!(key, KeyBytes::Inline { .. }),
                 key.as_slice().len() <= INLINE_KEY,
                 "short keys are inline, long ones shared"
+            );
+            assert!(
+                self.get(key.as_slice())
+                    .is_some_and(|found| std::ptr::eq(found, list)),
+                "a key is found in its own entry"
             );
             list.check_invariants();
             total += list.len();
@@ -142,7 +188,7 @@ mod tests {
 
     #[test]
     fn lookup_by_bytes_finds_inline_and_shared_keys() {
-        let mut index = ExactIndex::new();
+        let mut index = ExactIndex::with_hasher(ahash::RandomState::new());
         let long = Bytes::from(vec![b'k'; INLINE_KEY + 1]);
         let short = Bytes::from_static(b"/a");
         index.insert(long.clone(), Id(1));
@@ -162,19 +208,19 @@ mod tests {
 
     #[test]
     fn an_emptied_table_gives_its_memory_back() {
-        let mut index = ExactIndex::new();
+        let mut index = ExactIndex::with_hasher(ahash::RandomState::new());
         for i in 0..100_000u64 {
             index.insert(Bytes::from(format!("/k/{i}")), Id(i));
         }
-        let full = index.map.capacity();
+        let full = index.table.capacity();
         for i in 0..100_000u64 {
             assert_eq!(index.remove(format!("/k/{i}").as_bytes(), i), Some(Id(i)));
         }
         index.check_invariants();
         assert!(
-            index.map.capacity() <= MIN_SHRINK_CAPACITY,
+            index.table.capacity() <= 1024,
             "capacity {} of {full} kept",
-            index.map.capacity()
+            index.table.capacity()
         );
     }
 }

@@ -8,12 +8,14 @@
 
 mod exact;
 mod key;
+mod table;
 mod trie;
 mod watchers;
 
 pub(crate) use watchers::WatcherList;
 
 use exact::ExactIndex;
+use table::Layout;
 use trie::PrefixTrie;
 
 /// What the index stores per watcher: anything cloneable that carries a unique id.
@@ -32,6 +34,101 @@ pub(crate) enum MatchKind {
         /// Length of the prefix within the event's key.
         len: usize,
     },
+}
+
+/// The parts of a snapshot a sweep walks, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    EmptyPrefix,
+    Exact,
+    Prefixes,
+    Done,
+}
+
+/// Where a [`Snapshot::sweep`] stands. Holds no reference into a snapshot, so the reader
+/// can let go of its snapshot between slices.
+#[derive(Clone, Debug)]
+pub(crate) struct SweepCursor {
+    stage: Stage,
+    bucket: usize,
+    /// The layout of the table being walked when the walk reached `bucket`.
+    layout: Layout,
+    restarts: u64,
+}
+
+impl Default for SweepCursor {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SweepCursor {
+    /// A sweep that has not started.
+    pub(crate) fn new() -> Self {
+        Self {
+            stage: Stage::EmptyPrefix,
+            bucket: 0,
+            layout: Layout::default(),
+            restarts: 0,
+        }
+    }
+
+    /// True once every list has been visited.
+    pub(crate) fn is_done(&self) -> bool {
+        self.stage == Stage::Done
+    }
+
+    /// Times a table was rebuilt under the sweep and walked again from its start.
+    pub(crate) fn restarts(&self) -> u64 {
+        self.restarts
+    }
+
+    fn enter(&mut self, stage: Stage) {
+        self.stage = stage;
+        self.bucket = 0;
+        self.layout = Layout::default();
+    }
+
+    /// Before walking a table: a different layout than at the last bucket means entries
+    /// may have moved, so walk the table again from its start.
+    fn check_layout(&mut self, layout: Layout) {
+        if self.layout != layout {
+            if self.bucket != 0 {
+                self.restarts += 1;
+                self.bucket = 0;
+            }
+            self.layout = layout;
+        }
+    }
+}
+
+/// Walks one table's buckets from the cursor until `budget` is spent or the table ends
+/// (then moves the cursor to `next`). Nodes kept only for their children have empty lists:
+/// skipped.
+#[allow(clippy::too_many_arguments)]
+fn walk_table<'s, W: WatcherEntry + 's, F: FnMut(&[u8], bool, &WatcherList<W>)>(
+    cursor: &mut SweepCursor,
+    budget: usize,
+    spent: &mut usize,
+    (layout, buckets): (Layout, usize),
+    bucket: impl Fn(usize) -> Option<(&'s [u8], bool, &'s WatcherList<W>)>,
+    next: Stage,
+    f: &mut F,
+) {
+    cursor.check_layout(layout);
+    while *spent < budget && cursor.bucket < buckets {
+        if let Some((key, is_prefix, list)) = bucket(cursor.bucket) {
+            if !list.is_empty() {
+                f(key, is_prefix, list);
+                *spent += list.len();
+            }
+        }
+        cursor.bucket += 1;
+        *spent += 1;
+    }
+    if cursor.bucket >= buckets {
+        cursor.enter(next);
+    }
 }
 
 /// One view of all watchers. Cloning copies the exact index (O(k)) and shares the trie.
@@ -56,12 +153,87 @@ impl<W: WatcherEntry> Default for Snapshot<W> {
 }
 
 impl<W: WatcherEntry> Snapshot<W> {
-    /// An empty snapshot.
+    /// An empty snapshot with fresh hash seeds.
     pub(crate) fn new() -> Self {
         Self {
-            exact: ExactIndex::new(),
-            prefixes: PrefixTrie::new(),
+            exact: ExactIndex::with_hasher(ahash::RandomState::new()),
+            prefixes: PrefixTrie::with_hasher(ahash::RandomState::new()),
         }
+    }
+
+    /// An empty snapshot with this one's hash seeds: given the same changes in the same
+    /// order, the two keep every entry in the same bucket, so a sweep can move from one to
+    /// the other (see `table`).
+    pub(crate) fn empty_twin(&self) -> Self {
+        Self {
+            exact: self.exact.empty_twin(),
+            prefixes: self.prefixes.empty_twin(),
+        }
+    }
+
+    /// Visits watcher lists in a fixed order (the empty prefix, exact keys by bucket, then
+    /// prefixes by bucket), resuming where `cursor` stopped, and returns after about
+    /// `budget` units of work (one per bucket looked at, one per watcher in a visited
+    /// list) or at the end (then `cursor.is_done()`). A list is visited whole.
+    ///
+    /// Between calls the snapshot may change or be exchanged for its twin. Lists present
+    /// throughout are visited once, unless the table they sit in is rebuilt mid-sweep: then
+    /// that table's walk restarts and may visit some of them again. Lists added or removed
+    /// meanwhile may or may not be visited.
+    pub(crate) fn sweep<F: FnMut(&[u8], bool, &WatcherList<W>)>(
+        &self,
+        cursor: &mut SweepCursor,
+        budget: usize,
+        f: &mut F,
+    ) {
+        let mut spent = 0;
+        while spent < budget {
+            match cursor.stage {
+                Stage::EmptyPrefix => {
+                    let list = self.prefixes.root_watchers();
+                    if !list.is_empty() {
+                        f(&[], true, list);
+                        spent += list.len();
+                    }
+                    cursor.enter(Stage::Exact);
+                }
+                Stage::Exact => walk_table(
+                    cursor,
+                    budget,
+                    &mut spent,
+                    (self.exact.layout(), self.exact.buckets()),
+                    |i| self.exact.bucket(i).map(|(key, list)| (key, false, list)),
+                    Stage::Prefixes,
+                    f,
+                ),
+                Stage::Prefixes => walk_table(
+                    cursor,
+                    budget,
+                    &mut spent,
+                    (self.prefixes.layout(), self.prefixes.buckets()),
+                    |i| self.prefixes.bucket(i).map(|(key, list)| (key, true, list)),
+                    Stage::Done,
+                    f,
+                ),
+                Stage::Done => return,
+            }
+        }
+    }
+
+    /// True when both snapshots put every entry in the same bucket (`other` is this one's
+    /// twin, with the same history).
+    pub(crate) fn same_layout(&self, other: &Self) -> bool {
+        fn placement<W: WatcherEntry>(s: &Snapshot<W>) -> Vec<Option<(Vec<u8>, usize)>> {
+            let exact = (0..s.exact.buckets()).map(|i| s.exact.bucket(i));
+            let prefixes = (0..s.prefixes.buckets()).map(|i| s.prefixes.bucket(i));
+            exact
+                .chain(prefixes)
+                .map(|b| b.map(|(key, list)| (key.to_vec(), list.len())))
+                .collect()
+        }
+        self.exact.layout() == other.exact.layout()
+            && self.prefixes.layout() == other.prefixes.layout()
+            && placement(self) == placement(other)
     }
 
     /// Calls `f` with every watcher list matching an event on `key`: the exact watchers of
@@ -92,14 +264,6 @@ impl<W: WatcherEntry> Snapshot<W> {
         if let Some(exact) = exact {
             f(MatchKind::Exact, exact);
         }
-    }
-
-    /// Calls `f(key, is_prefix, watchers)` for every watched key, exact keys first.
-    pub(crate) fn for_each_list<F: FnMut(&[u8], bool, &WatcherList<W>)>(&self, f: &mut F) {
-        self.exact
-            .for_each_list(&mut |key, list| f(key, false, list));
-        self.prefixes
-            .for_each_list(&mut |key, list| f(key, true, list));
     }
 
     /// Adds an exact watcher on `key`.

@@ -54,9 +54,9 @@
 //! walked and removed in loops.
 
 use bytes::Bytes;
-use hashbrown::HashTable;
 
 use super::key::KeyBytes;
+use super::table::{Layout, Table};
 use super::watchers::WatcherList;
 use super::WatcherEntry;
 
@@ -74,13 +74,10 @@ const ROOT_HASH: u64 = 0;
 /// the probes are independent and their cache misses overlap.
 const PROBE_BATCH: usize = 8;
 
-/// Below this capacity the table is never shrunk.
-const MIN_SHRINK_CAPACITY: usize = 1024;
-
 /// Prefix watcher index.
 pub(crate) struct PrefixTrie<W> {
     /// Every node but the root, keyed by `(parent, segment)`.
-    nodes: HashTable<Node<W>>,
+    nodes: Table<Node<W>>,
     hasher: ahash::RandomState,
     /// Watchers of the empty prefix, which matches every key.
     root_watchers: WatcherList<W>,
@@ -151,7 +148,7 @@ fn segments(path: &[u8]) -> impl Iterator<Item = (&[u8], usize)> {
 }
 
 /// The node `step` found (it must still be in `nodes`).
-fn node_mut<W>(nodes: &mut HashTable<Node<W>>, step: Step) -> &mut Node<W> {
+fn node_mut<W>(nodes: &mut Table<Node<W>>, step: Step) -> &mut Node<W> {
     nodes
         .find_mut(step.hash, |n| n.id == step.id)
         .expect("a node on the walked path")
@@ -165,11 +162,12 @@ struct Step {
 }
 
 impl<W: WatcherEntry> PrefixTrie<W> {
-    /// An empty trie.
-    pub(crate) fn new() -> Self {
+    /// An empty trie hashing with `hasher` (the two snapshots of a pair share seeds, so
+    /// that their tables have one layout).
+    pub(crate) fn with_hasher(hasher: ahash::RandomState) -> Self {
         Self {
-            nodes: HashTable::new(),
-            hasher: ahash::RandomState::new(),
+            nodes: Table::new(),
+            hasher,
             root_watchers: WatcherList::Empty,
             root_children: 0,
             depth_nodes: Vec::new(),
@@ -177,6 +175,39 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             watchers: 0,
             prefixes: 0,
         }
+    }
+
+    /// An empty trie with fresh hash seeds.
+    #[cfg(test)]
+    pub(crate) fn new() -> Self {
+        Self::with_hasher(ahash::RandomState::new())
+    }
+
+    /// An empty trie with this one's hash seeds, for the other snapshot of a pair.
+    pub(crate) fn empty_twin(&self) -> Self {
+        Self::with_hasher(self.hasher.clone())
+    }
+
+    /// The watchers of the empty prefix.
+    pub(crate) fn root_watchers(&self) -> &WatcherList<W> {
+        &self.root_watchers
+    }
+
+    /// The bucket arrangement, for a sweep resuming across snapshots.
+    pub(crate) fn layout(&self) -> Layout {
+        self.nodes.layout()
+    }
+
+    /// Number of buckets a sweep walks.
+    pub(crate) fn buckets(&self) -> usize {
+        self.nodes.buckets()
+    }
+
+    /// The prefix and watchers of the node in bucket `index`, if it is full (the list may
+    /// be empty: a node kept for its children).
+    #[inline]
+    pub(crate) fn bucket(&self, index: usize) -> Option<(&[u8], &WatcherList<W>)> {
+        self.nodes.bucket(index).map(|n| (&n.path[..], &n.watchers))
     }
 
     /// Number of watchers over all prefixes.
@@ -295,18 +326,6 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         }
     }
 
-    /// Calls `f(prefix, watchers)` for every prefix that has watchers.
-    pub(crate) fn for_each_list<F: FnMut(&[u8], &WatcherList<W>)>(&self, f: &mut F) {
-        if !self.root_watchers.is_empty() {
-            f(&[], &self.root_watchers);
-        }
-        for node in &self.nodes {
-            if !node.watchers.is_empty() {
-                f(&node.path, &node.watchers);
-            }
-        }
-    }
-
     /// Adds a watcher on `prefix`, which must be empty or end with the separator (the
     /// registry's rule; anything else is a bug in the caller).
     pub(crate) fn insert(&mut self, prefix: Bytes, watcher: W) {
@@ -375,7 +394,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             if !node.watchers.is_empty() || node.children > 0 {
                 break;
             }
-            if let Ok(entry) = self.nodes.find_entry(step.hash, |n| n.id == step.id) {
+            if let Some(entry) = self.nodes.find_entry(step.hash, |n| n.id == step.id) {
                 entry.remove();
             }
             self.depth_nodes[at] -= 1;
@@ -393,9 +412,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
 
     /// Gives memory back once the table is less than an eighth full (amortised O(1)).
     fn shrink_if_sparse(&mut self) {
-        let (len, capacity) = (self.nodes.len(), self.nodes.capacity());
-        if capacity > MIN_SHRINK_CAPACITY && len * 8 < capacity {
-            self.nodes.shrink_to(len * 2, |n| n.path_hash);
+        if self.nodes.shrink_if_sparse(|n| n.path_hash) {
             self.depth_nodes.shrink_to_fit();
         }
     }
@@ -409,7 +426,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         let (mut watchers, mut prefixes) = (self.root_watchers.len(), 0);
         prefixes += usize::from(!self.root_watchers.is_empty());
         self.root_watchers.check_invariants();
-        for node in &self.nodes {
+        for node in self.nodes.iter() {
             let segment = node.segment.as_slice();
             assert!(
                 segment.last() == Some(&SEPARATOR)
@@ -459,7 +476,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             self.root_children,
             "root child count out of step"
         );
-        for node in &self.nodes {
+        for node in self.nodes.iter() {
             assert_eq!(
                 children.get(&node.id).copied().unwrap_or(0),
                 node.children,
@@ -471,7 +488,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         // Depth = segments in the path: memoised walks up, linear overall.
         let mut depth_of: HashMap<u64, usize> = HashMap::from([(ROOT, 0)]);
         let mut depths: Vec<usize> = Vec::new();
-        for node in &self.nodes {
+        for node in self.nodes.iter() {
             let mut chain = vec![node.id];
             let mut at = node.parent;
             while !depth_of.contains_key(&at) {

@@ -8,7 +8,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
-use watchtrie::{InlineDispatcher, WatchDispatcher, WatchEvent, WatchRegistry, WatchResponse};
+use watchtrie::{
+    DispatchOptions, InlineDispatcher, WatchDispatcher, WatchEvent, WatchRegistry, WatchResponse,
+};
 
 /// Which dispatch path a test runs through.
 #[derive(Clone, Copy, Debug)]
@@ -34,12 +36,25 @@ impl Bed {
 
     /// `Task` mode needs a tokio runtime; tests use paused time so that `settle` is exact.
     pub fn with_heartbeat(mode: Mode, buffer: usize, max: usize, heartbeat_ms: u64) -> Self {
+        Self::with_options(mode, buffer, max, heartbeat_ms, DispatchOptions::default())
+    }
+
+    /// A bed whose dispatcher runs with `options`.
+    pub fn with_options(
+        mode: Mode,
+        buffer: usize,
+        max: usize,
+        heartbeat_ms: u64,
+        options: DispatchOptions,
+    ) -> Self {
         let (unregister_tx, unregister_rx) = mpsc::unbounded_channel();
         let registry = Arc::new(WatchRegistry::new_with_limits(buffer, max, unregister_tx));
         let last_applied = Arc::new(AtomicU64::new(0));
         match mode {
             Mode::Inline => Self {
-                inline: Some(InlineDispatcher::new(registry.clone(), unregister_rx)),
+                inline: Some(
+                    InlineDispatcher::new(registry.clone(), unregister_rx).with_options(options),
+                ),
                 registry,
                 last_applied,
                 events: None,
@@ -53,7 +68,8 @@ impl Bed {
                     unregister_rx,
                     last_applied.clone(),
                     heartbeat_ms,
-                );
+                )
+                .with_options(options);
                 Self {
                     registry,
                     last_applied,
@@ -85,6 +101,11 @@ impl Bed {
             }
             None => tokio::time::sleep(Duration::from_micros(1)).await,
         }
+    }
+
+    /// The inline dispatcher (`Inline` mode only).
+    pub fn inline(&mut self) -> &mut InlineDispatcher {
+        self.inline.as_mut().expect("an Inline bed")
     }
 
     /// Ends the broadcast stream and waits for the dispatcher task to stop.

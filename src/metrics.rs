@@ -1,0 +1,109 @@
+//! [`MetricsHandle`]: counters and gauges, always on, without a metrics dependency.
+//!
+//! Counters are relaxed atomics written by the dispatcher (one writer) and the registry's
+//! writers. The dispatcher adds to them once per event or sweep slice, never once per
+//! watcher: per-watcher tallies are kept in locals and added at the end. A reader sees each
+//! counter's value at some recent moment; counters are not read as one atomic set.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::registry::Shared;
+
+/// The counters behind a [`MetricsHandle`].
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) events_dispatched: AtomicU64,
+    pub(crate) deliveries: AtomicU64,
+    pub(crate) overflow_cancels: AtomicU64,
+    pub(crate) lag_cancels: AtomicU64,
+    pub(crate) closed_receiver_removals: AtomicU64,
+    pub(crate) lagged_events: AtomicU64,
+    pub(crate) progress_sent: AtomicU64,
+    pub(crate) heartbeat_sweeps: AtomicU64,
+    pub(crate) snapshots_published: AtomicU64,
+}
+
+impl Counters {
+    /// Adds `n` to `counter`. Relaxed: a counter publishes no other data, and its readers
+    /// only need some recent value.
+    #[inline]
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n != 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A cloneable handle to a registry's metrics; [`read`](Self::read) them at any time, from
+/// any thread. Get one from [`WatchRegistry::metrics`](crate::WatchRegistry::metrics).
+#[derive(Clone)]
+pub struct MetricsHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for MetricsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MetricsHandle").field(&self.read()).finish()
+    }
+}
+
+impl MetricsHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The current values. Costs a few atomic loads and one snapshot load; never blocks.
+    pub fn read(&self) -> Metrics {
+        let c = &self.shared.counters;
+        let (watchers, exact_keys, prefixes) = self.shared.gauges();
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Metrics {
+            events_dispatched: get(&c.events_dispatched),
+            deliveries: get(&c.deliveries),
+            overflow_cancels: get(&c.overflow_cancels),
+            lag_cancels: get(&c.lag_cancels),
+            closed_receiver_removals: get(&c.closed_receiver_removals),
+            lagged_events: get(&c.lagged_events),
+            progress_sent: get(&c.progress_sent),
+            heartbeat_sweeps: get(&c.heartbeat_sweeps),
+            snapshots_published: get(&c.snapshots_published),
+            watchers,
+            exact_keys,
+            prefixes,
+        }
+    }
+}
+
+/// One reading of a registry's metrics. Counters count since the registry was created.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Metrics {
+    /// Events taken by a dispatcher (from the broadcast channel or an inline call).
+    pub events_dispatched: u64,
+    /// Events placed in a watcher's buffer, Progress included; cancel sentinels excluded.
+    pub deliveries: u64,
+    /// Watchers cancelled because their buffer was full (each got the overflow sentinel).
+    pub overflow_cancels: u64,
+    /// Watchers cancelled because the dispatcher lost events to broadcast lag (only under
+    /// [`LagPolicy::CancelWatchers`](crate::LagPolicy::CancelWatchers)).
+    pub lag_cancels: u64,
+    /// Watchers removed because their receiver was dropped: found on a delivery, or by the
+    /// closed-receiver sweep.
+    pub closed_receiver_removals: u64,
+    /// Events the dispatcher's broadcast receiver lost to lag.
+    pub lagged_events: u64,
+    /// Progress events delivered.
+    pub progress_sent: u64,
+    /// Heartbeat sweeps completed.
+    pub heartbeat_sweeps: u64,
+    /// Index snapshots published by writers (registrations, unregistrations, cleanups;
+    /// a transaction of several changes publishes once).
+    pub snapshots_published: u64,
+    /// Gauge: active watchers (those counted against the limit).
+    pub watchers: usize,
+    /// Gauge: distinct keys with exact watchers.
+    pub exact_keys: usize,
+    /// Gauge: distinct prefixes with watchers.
+    pub prefixes: usize,
+}

@@ -1,0 +1,134 @@
+//! [`DispatchOptions`]: opt-in behaviours beyond the reference. The default is the
+//! reference's behaviour, exactly; each option closes one way a watcher can silently miss
+//! something or a sweep can stall dispatch.
+
+use std::time::Duration;
+
+/// How the heartbeat reaches every watcher.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeartbeatMode {
+    /// The reference's: one tick sends Progress to every watcher before the next event is
+    /// dispatched, so events wait for the whole sweep (hundreds of milliseconds at a
+    /// million watchers). Registrations are not held up: the sweep lets go of the index
+    /// every millisecond or so.
+    #[default]
+    Blocking,
+    /// The sweep runs in slices of about a millisecond, with events, unregistrations and
+    /// other tasks served between slices. Each slice's Progress carries the highest of the
+    /// tick's revision and every revision dispatched so far, so no watcher ever receives a
+    /// Progress older than an event it already has.
+    Incremental,
+}
+
+/// What the dispatcher does when its broadcast receiver lagged and events were lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LagPolicy {
+    /// The reference's: log a warning and go on. Watchers of the lost events' keys never
+    /// learn that they missed them.
+    #[default]
+    Warn,
+    /// Cancel every watcher registered at that moment (the lost events' keys are unknown,
+    /// so any of them may have missed one): each receives a Canceled event that
+    /// [`WatchEvent::cancel_reason`](crate::WatchEvent::cancel_reason) reports as
+    /// [`CancelReason::Lagged`](crate::CancelReason::Lagged), carrying the revision to
+    /// resume from, and is removed.
+    CancelWatchers,
+}
+
+/// Opt-in dispatcher behaviours. `DispatchOptions::default()` is the reference's behaviour.
+///
+/// ```
+/// use std::time::Duration;
+/// use watchtrie::{DispatchOptions, HeartbeatMode, LagPolicy};
+///
+/// let options = DispatchOptions::default()
+///     .with_heartbeat_mode(HeartbeatMode::Incremental)
+///     .with_lag_policy(LagPolicy::CancelWatchers)
+///     .with_monotone_progress(true)
+///     .with_closed_receiver_sweep(Duration::from_millis(100), 10_000);
+/// assert_eq!(options.heartbeat_mode(), HeartbeatMode::Incremental);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DispatchOptions {
+    heartbeat_mode: HeartbeatMode,
+    lag_policy: LagPolicy,
+    monotone_progress: bool,
+    closed_sweep: Option<ClosedReceiverSweep>,
+}
+
+/// How often, and how far, the closed-receiver sweep looks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClosedReceiverSweep {
+    pub(crate) interval: Duration,
+    pub(crate) budget: usize,
+}
+
+/// The shortest closed-receiver sweep interval accepted (shorter ones are raised to it).
+pub const MIN_CLOSED_SWEEP_INTERVAL: Duration = Duration::from_millis(1);
+
+impl DispatchOptions {
+    /// How heartbeats sweep the watchers (default [`HeartbeatMode::Blocking`]).
+    #[must_use]
+    pub fn with_heartbeat_mode(mut self, mode: HeartbeatMode) -> Self {
+        self.heartbeat_mode = mode;
+        self
+    }
+
+    /// What broadcast lag does to watchers (default [`LagPolicy::Warn`]).
+    #[must_use]
+    pub fn with_lag_policy(mut self, policy: LagPolicy) -> Self {
+        self.lag_policy = policy;
+        self
+    }
+
+    /// With `true`, a Progress event carries the higher of the given revision
+    /// (`last_applied`) and the highest revision dispatched so far: a watcher never sees
+    /// Progress go below an event it already received, even when `last_applied` lags
+    /// behind the broadcast. Default `false` (Progress carries `last_applied` as is).
+    #[must_use]
+    pub fn with_monotone_progress(mut self, on: bool) -> Self {
+        self.monotone_progress = on;
+        self
+    }
+
+    /// Every `interval`, looks at about `budget` watchers (resuming where the last look
+    /// stopped, wrapping around) and removes those whose receiver is gone, for instance
+    /// dropped after [`WatcherHandle::into_receiver`](crate::WatcherHandle::into_receiver),
+    /// so that they stop counting against the limit. The reference removes such a watcher
+    /// only when an event for its key arrives. Off by default. An `interval` below
+    /// [`MIN_CLOSED_SWEEP_INTERVAL`] is raised to it; a `budget` of 0 is raised to 1.
+    #[must_use]
+    pub fn with_closed_receiver_sweep(mut self, interval: Duration, budget: usize) -> Self {
+        self.closed_sweep = Some(ClosedReceiverSweep {
+            interval: interval.max(MIN_CLOSED_SWEEP_INTERVAL),
+            budget: budget.max(1),
+        });
+        self
+    }
+
+    /// The heartbeat mode set.
+    pub fn heartbeat_mode(&self) -> HeartbeatMode {
+        self.heartbeat_mode
+    }
+
+    /// The lag policy set.
+    pub fn lag_policy(&self) -> LagPolicy {
+        self.lag_policy
+    }
+
+    /// Whether Progress revisions are kept monotone.
+    pub fn monotone_progress(&self) -> bool {
+        self.monotone_progress
+    }
+
+    /// The closed-receiver sweep's interval and budget, if enabled.
+    pub fn closed_receiver_sweep(&self) -> Option<(Duration, usize)> {
+        self.closed_sweep.map(|s| (s.interval, s.budget))
+    }
+
+    pub(crate) fn closed_sweep(&self) -> Option<ClosedReceiverSweep> {
+        self.closed_sweep
+    }
+}
