@@ -31,11 +31,11 @@ const REMOVAL_RETRY: Duration = Duration::from_micros(100);
 
 /// How long a sweep holds one snapshot (and, in incremental mode, holds up events). Writers
 /// wait at most this long for a sweep.
-const SWEEP_SLICE: Duration = Duration::from_millis(1);
+const SWEEP_SLICE: Duration = Duration::from_micros(500);
 
 /// Sweep work between two looks at the clock (units of `Snapshot::sweep`: buckets looked
 /// at plus watchers visited, a few microseconds' worth).
-const SWEEP_STEP: usize = 256;
+const SWEEP_STEP: usize = 128;
 
 /// How deliveries to a set of watchers went.
 #[derive(Default)]
@@ -509,7 +509,14 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 }
             }
             // One slice of an incremental heartbeat between two bursts of events.
-            let sweeping = self.inline.continue_progress();
+            if self.inline.continue_progress() {
+                // Return to the runtime after every slice. Not through a select! branch:
+                // with events always queued after a slice, select! would pick them and the
+                // task would not return until tokio's cooperative budget ran out (~128
+                // turns), while tasks it woke (the watchers' readers) wait in its worker's
+                // unstealable LIFO slot.
+                tokio::task::yield_now().await;
+            }
             let retry_removals = self.inline.has_pending_removals();
             tokio::select! {
                 biased;
@@ -526,8 +533,6 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 budget = next_closed_sweep(&mut closed_sweep) => {
                     self.inline.sweep_closed_receivers(budget);
                 }
-                // Let other tasks (and the event producer) run between heartbeat slices.
-                () = tokio::task::yield_now(), if sweeping => {}
                 // A removal found the writer lock busy: come back soon, not at the next event.
                 () = tokio::time::sleep(REMOVAL_RETRY), if retry_removals => {}
             }

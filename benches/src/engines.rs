@@ -36,6 +36,15 @@ pub trait Engine: 'static {
         events: broadcast::Receiver<Event>,
         unregister: UnregisterRx,
     ) -> impl Future<Output = ()> + Send + 'static;
+    /// The dispatcher's `run()` future with a heartbeat every `interval_ms`; `incremental`
+    /// selects watchtrie's opt-in sliced sweep (the reference has only the blocking one).
+    fn run_heartbeat(
+        registry: Arc<Self::Registry>,
+        events: broadcast::Receiver<Event>,
+        unregister: UnregisterRx,
+        interval_ms: u64,
+        incremental: bool,
+    ) -> impl Future<Output = ()> + Send + 'static;
     /// The handle's receiver, the watcher staying registered.
     fn into_receiver(handle: Self::Handle) -> mpsc::Receiver<Self::Delivered>;
     /// Revision and value of a delivered event.
@@ -107,7 +116,25 @@ drop_in_engine!(
     /// `d_engine_core::watch` 0.2.4, the reference.
     Reference,
     "reference",
-    d_engine_core::watch
+    d_engine_core::watch,
+    fn run_heartbeat(
+        registry: Arc<Self::Registry>,
+        events: broadcast::Receiver<Event>,
+        unregister: UnregisterRx,
+        interval_ms: u64,
+        incremental: bool,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        assert!(!incremental, "the reference has no incremental heartbeat");
+        let last_applied = Arc::new(AtomicU64::new(1));
+        d_engine_core::watch::WatchDispatcher::new(
+            registry,
+            events,
+            unregister,
+            last_applied,
+            interval_ms,
+        )
+        .run()
+    }
 );
 
 drop_in_engine!(
@@ -115,6 +142,23 @@ drop_in_engine!(
     Watchtrie,
     "watchtrie",
     watchtrie,
+    fn run_heartbeat(
+        registry: Arc<Self::Registry>,
+        events: broadcast::Receiver<Event>,
+        unregister: UnregisterRx,
+        interval_ms: u64,
+        incremental: bool,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let mode = if incremental {
+            watchtrie::HeartbeatMode::Incremental
+        } else {
+            watchtrie::HeartbeatMode::Blocking
+        };
+        let last_applied = Arc::new(AtomicU64::new(1));
+        watchtrie::WatchDispatcher::new(registry, events, unregister, last_applied, interval_ms)
+            .with_options(watchtrie::DispatchOptions::default().with_heartbeat_mode(mode))
+            .run()
+    },
     fn inline_pass(
         registry: &Arc<Self::Registry>,
         events: &[Event],

@@ -520,6 +520,123 @@ pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOp
     })
 }
 
+/// What one `heartbeat` run measured.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HeartbeatRun {
+    /// Latency of paced probe events over a window that holds one heartbeat sweep.
+    pub events: Percentiles,
+    /// The worst of those.
+    pub event_max_ns: u64,
+    /// Time of each paced registration (register, then drop) over the same window.
+    pub registrations: Percentiles,
+    /// The worst of those.
+    pub registration_max_ns: u64,
+    /// Watchers that received a Progress event in the window: all of them, or the window
+    /// missed the sweep.
+    pub swept: usize,
+}
+
+/// Heartbeat period of the `heartbeat` scenario. The first tick comes 90–110% of it after
+/// the dispatcher starts; the window ends before the second.
+pub const HEARTBEAT_MS: u64 = 2_000;
+
+/// `heartbeat`: registers `workload`, starts the dispatcher with a heartbeat, and over a
+/// window holding its first sweep sends a probe event every 250 µs and registers (then
+/// drops) a watcher every millisecond on another thread, timing both. Paced with sleeps, so
+/// that the two threads do not compete with the dispatcher for the two cores.
+pub fn heartbeat_run<E: Engine>(
+    rt: &Runtime,
+    workload: &Workload,
+    incremental: bool,
+    progress: bool,
+) -> HeartbeatRun {
+    rt.block_on(async {
+        // Room for every probe event in the window, queued behind a stall: the probe watcher
+        // must not overflow (a channel allocates its slots as they fill, not up front).
+        let (registry, unregister_rx) = E::registry(1 << 14);
+        let mut handles = Vec::with_capacity(workload.watcher_count());
+        register_all::<E>(&registry, workload, progress, &mut handles);
+        let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let (tx, rx) = broadcast::channel(1 << 16);
+        let task = tokio::spawn(E::run_heartbeat(
+            registry.clone(),
+            rx,
+            unregister_rx,
+            HEARTBEAT_MS,
+            incremental,
+        ));
+        let base = Instant::now();
+        let window = Duration::from_millis(HEARTBEAT_MS * 8 / 5);
+        let reader = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            while let Some(delivered) = probe.recv().await {
+                let (revision, value) = E::stamp(&delivered);
+                if revision == END_MARK {
+                    break;
+                }
+                if let Ok(stamp) = <[u8; 8]>::try_from(value) {
+                    samples.push(base.elapsed().as_nanos() as u64 - u64::from_le_bytes(stamp));
+                }
+            }
+            samples
+        });
+        let registrar = {
+            let registry = Arc::clone(&registry);
+            std::thread::spawn(move || {
+                let mut samples = Vec::new();
+                let mut n = 0u64;
+                while base.elapsed() < window {
+                    let started = Instant::now();
+                    drop(E::register(
+                        &registry,
+                        Bytes::from(format!("/heartbeat/{n}")),
+                    ));
+                    samples.push(started.elapsed().as_nanos() as u64);
+                    n += 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                samples
+            })
+        };
+        let producer = {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut revision = 2;
+                while base.elapsed() < window {
+                    let stamp = base.elapsed().as_nanos() as u64;
+                    let e = event(
+                        Bytes::from_static(PROBE_KEY),
+                        revision,
+                        Bytes::copy_from_slice(&stamp.to_le_bytes()),
+                    );
+                    tx.send(e).expect("receiver alive");
+                    revision += 1;
+                    std::thread::sleep(Duration::from_micros(250));
+                }
+            })
+        };
+        producer.join().expect("producer thread");
+        let mut registrations = registrar.join().expect("registering thread");
+        send_end_mark(&tx);
+        let mut events = reader.await.expect("latency reader");
+        drop(tx);
+        task.await.expect("dispatcher task");
+        let swept = handles
+            .iter_mut()
+            .map(|h| E::drain(h))
+            .filter(|&n| n > 0)
+            .count();
+        drop(handles);
+        HeartbeatRun {
+            swept,
+            event_max_ns: events.iter().copied().max().unwrap_or(0),
+            events: Percentiles::of(&mut events),
+            registration_max_ns: registrations.iter().copied().max().unwrap_or(0),
+            registrations: Percentiles::of(&mut registrations),
+        }
+    })
+}
+
 /// Resident memory of this process in bytes (`/proc/self/statm`), if readable.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

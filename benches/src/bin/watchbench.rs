@@ -17,9 +17,11 @@ watchbench: watchtrie vs d-engine-core 0.2.4 (the reference), same process, same
 USAGE: cargo run --release --bin watchbench -- [OPTIONS]
 
 OPTIONS:
-  --scenario NAME   mixed (default) | miss | deep | register | fanout | churn | memory
-  --watchers N      watchers to register (default: mixed, memory 1100000; miss, register
-                    1000000; deep, fanout, churn 100000 (churn: mixed keys))
+  --scenario NAME   mixed (default) | miss | deep | register | fanout | churn | memory |
+                    heartbeat
+  --watchers N      watchers to register (default: mixed, memory 1100000; miss, register,
+                    heartbeat 1000000 (heartbeat: mixed keys); deep, fanout, churn 100000
+                    (churn: mixed keys))
   --events N        events per throughput run (default 200000)
   --seed N          workload seed (default 42)
   --latency N       paced events in the latency phase, 0 to skip (default 20000)
@@ -113,13 +115,13 @@ fn default_watchers(scenario: &str) -> usize {
 /// The workload of `scenario` with `n` watchers.
 fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, String> {
     let w = match scenario {
-        "mixed" | "churn" | "memory" => workload::mixed(n - n / 11, n / 11, opts.events, opts.seed),
+        "mixed" | "churn" | "memory" | "heartbeat" => workload::mixed(n - n / 11, n / 11, opts.events, opts.seed),
         "miss" => workload::miss(n, opts.events, opts.seed),
         "deep" => workload::deep(n, opts.events, opts.seed),
         "register" | "fanout" => Workload::default(),
         other => {
             return Err(format!(
-                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory)"
+                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory, heartbeat)"
             ))
         }
     };
@@ -227,6 +229,9 @@ fn main() -> ExitCode {
     }
     if opts.scenario == "memory" {
         return memory_report(&rt, &opts, &w);
+    }
+    if opts.scenario == "heartbeat" {
+        return heartbeat_report(&rt, &opts, &w);
     }
     let dopts = DispatchOptions {
         latency_events: opts.latency,
@@ -487,6 +492,84 @@ fn churn_report(
         r.churned.p99 / r.busy.p99,
         t.churned.p99 / t.busy.p99
     );
+    ExitCode::SUCCESS
+}
+
+/// `heartbeat`: how long one heartbeat sweep holds up events and registrations, for the
+/// reference, watchtrie's default (blocking) sweep and its incremental opt-in.
+fn heartbeat_report(rt: &tokio::runtime::Runtime, opts: &Options, w: &Workload) -> ExitCode {
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    eprintln!(
+        "watchbench: scenario heartbeat, {} watchers, heartbeat every {} ms",
+        w.watcher_count(),
+        measure::HEARTBEAT_MS
+    );
+    let one = |name: &str, f: &dyn Fn() -> measure::HeartbeatRun| {
+        eprint!("  heartbeat {name:<24} ");
+        let r = f();
+        eprintln!(
+            "event max {:.1} ms, registration max {:.1} ms, {} watchers swept",
+            r.event_max_ns as f64 / 1e6,
+            r.registration_max_ns as f64 / 1e6,
+            r.swept
+        );
+        r
+    };
+    let runs = [
+        one("reference", &|| {
+            measure::heartbeat_run::<Reference>(rt, w, false, progress)
+        }),
+        one("watchtrie (default)", &|| {
+            measure::heartbeat_run::<Watchtrie>(rt, w, false, progress)
+        }),
+        one("watchtrie (incremental)", &|| {
+            measure::heartbeat_run::<Watchtrie>(rt, w, true, progress)
+        }),
+    ];
+    let names = ["reference", "watchtrie default", "watchtrie incremental"];
+    if opts.json {
+        let e = |r: &measure::HeartbeatRun| {
+            format!(
+                "{{\"event_p50_ns\":{:.0},\"event_p99_ns\":{:.0},\"event_p999_ns\":{:.0},\"event_max_ns\":{},\"registration_p50_ns\":{:.0},\"registration_p99_ns\":{:.0},\"registration_max_ns\":{}}}",
+                r.events.p50, r.events.p99, r.events.p999, r.event_max_ns,
+                r.registrations.p50, r.registrations.p99, r.registration_max_ns
+            )
+        };
+        println!(
+            "{{\"scenario\":\"heartbeat\",\"watchers\":{},\"reference\":{},\"watchtrie\":{},\"watchtrie_incremental\":{}}}",
+            w.watcher_count(),
+            e(&runs[0]),
+            e(&runs[1]),
+            e(&runs[2])
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "scenario heartbeat: {} watchers (mixed keys), one heartbeat sweep inside a {} ms window; a probe event every 250 µs, a registration every 1 ms (another thread)",
+        w.watcher_count(),
+        measure::HEARTBEAT_MS * 8 / 5
+    );
+    println!("machine: {}", cpu_model());
+    println!();
+    println!(
+        "{:<26} {:>12} {:>18} {:>22}",
+        "metric (ms)", names[0], names[1], names[2]
+    );
+    let ms = |ns: f64| ns / 1e6;
+    let rows: [(&str, [f64; 3]); 6] = [
+        ("event latency p50", runs.map(|r| ms(r.events.p50))),
+        ("event latency p99.9", runs.map(|r| ms(r.events.p999))),
+        ("event latency max", runs.map(|r| ms(r.event_max_ns as f64))),
+        ("registration p50", runs.map(|r| ms(r.registrations.p50))),
+        ("registration p99", runs.map(|r| ms(r.registrations.p99))),
+        (
+            "registration max",
+            runs.map(|r| ms(r.registration_max_ns as f64)),
+        ),
+    ];
+    for (name, v) in rows {
+        println!("{name:<26} {:>12.3} {:>18.3} {:>22.3}", v[0], v[1], v[2]);
+    }
     ExitCode::SUCCESS
 }
 
