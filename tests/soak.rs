@@ -1,12 +1,15 @@
 //! Concurrent soak with a delivery checker: client threads register, drop, convert with
 //! `into_receiver` and drop receivers at random while a producer streams events through
-//! `WatchDispatcher::run` (and, in a second pass, through `InlineDispatcher`). Every watcher's
+//! `WatchDispatcher::run` (in a second pass through `InlineDispatcher`, in a third through
+//! `run` with every opt-in on: incremental heartbeats every 20 ms, the closed-receiver sweep,
+//! lag cancellation). Every watcher's
 //! log is then checked against the producer's: each event it got matches it, arrives in
 //! order and once; nothing matching is missing between its first event (or its
 //! registration) and its last; a watcher kept to the end has every matching event broadcast
 //! after its registration returned, or, if it fell behind, a cancel sentinel last and then
 //! the end of its stream. At the end every count is zero and the heap is back at its level
-//! from before the first registration.
+//! from before the first registration. With heartbeats on, every Progress a watcher gets
+//! carries a revision at least that of the last event before it.
 //!
 //! `SOAK_SECONDS` sets each pass's length (default 6).
 
@@ -20,8 +23,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use watchtrie::{
-    InlineDispatcher, WatchDispatcher, WatchEvent, WatchEventType, WatchRegistry, WatchResponse,
-    WatcherHandle,
+    CancelReason, DispatchOptions, HeartbeatMode, InlineDispatcher, LagPolicy, WatchDispatcher,
+    WatchEvent, WatchEventType, WatchRegistry, WatchResponse, WatcherHandle,
 };
 
 /// Events each watcher's channel holds: small enough that sleepers overflow on purpose.
@@ -101,6 +104,8 @@ struct Watch {
     receiving: Receiving,
     got: Vec<u64>,
     cancelled: bool,
+    /// Why, when `cancelled`.
+    reason: Option<CancelReason>,
 }
 
 impl Watch {
@@ -154,6 +159,14 @@ impl Watch {
             assert!(!self.cancelled, "an event after the cancel sentinel");
             if event.event_type == WatchEventType::Canceled {
                 self.cancelled = true;
+                self.reason = event.cancel_reason();
+            } else if event.event_type == WatchEventType::Progress {
+                let last = self.got.last().copied().unwrap_or(0);
+                assert!(
+                    event.revision >= last,
+                    "Progress {} after event {last}",
+                    event.revision
+                );
             } else {
                 self.got.push(event.revision);
             }
@@ -186,6 +199,11 @@ impl Watch {
         let last = match (complete, self.cancelled) {
             (Some(end), false) => end,
             _ => self.got.last().copied().unwrap_or(0),
+        };
+        // A lag sentinel promises every matching event before its resume point.
+        let last = match self.reason {
+            Some(CancelReason::Lagged { resume_from }) => last.max(resume_from - 1),
+            _ => last,
         };
         let mut got = self.got.iter().peekable();
         for r in first..=last {
@@ -246,6 +264,7 @@ fn client(shared: Arc<Shared>, seed: u64) -> (Vec<Watch>, usize) {
                     receiving: Receiving::Handle(handle),
                     got: Vec::new(),
                     cancelled: false,
+                    reason: None,
                 });
             }
             4 if !live.is_empty() => {
@@ -293,9 +312,17 @@ fn producer(shared: &Shared, sink: &mut Sink, seed: u64, seconds: u64) -> u64 {
     revision
 }
 
-/// One pass: clients and a producer for `SOAK_SECONDS`, then the final checks. `inline`
-/// picks the dispatch path.
-fn soak(inline: bool) {
+/// How a pass dispatches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pass {
+    Run,
+    Inline,
+    RunWithOptIns,
+}
+
+/// One pass: clients and a producer for `SOAK_SECONDS`, then the final checks.
+fn soak(pass: Pass) {
+    let inline = pass == Pass::Inline;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -313,16 +340,26 @@ fn soak(inline: bool) {
         )
     } else {
         let (tx, rx) = broadcast::channel(1024);
+        let (heartbeat_ms, options) = match pass {
+            Pass::RunWithOptIns => (
+                20,
+                DispatchOptions::default()
+                    .with_heartbeat_mode(HeartbeatMode::Incremental)
+                    .with_closed_receiver_sweep(Duration::from_millis(2), 64)
+                    .with_lag_policy(LagPolicy::CancelWatchers),
+            ),
+            _ => (0, DispatchOptions::default()),
+        };
         let dispatcher = WatchDispatcher::new(
             registry.clone(),
             rx,
             unregister_rx,
             Arc::new(AtomicU64::new(0)),
-            0,
-        );
+            heartbeat_ms,
+        )
+        .with_options(options);
         (Sink::Broadcast(tx), Some(rt.spawn(dispatcher.run())))
     };
-    let mut probe = registry.register(Bytes::from_static(PROBE), false).unwrap();
     let baseline = counting_alloc::live();
 
     let shared = Arc::new(Shared {
@@ -348,27 +385,34 @@ fn soak(inline: bool) {
     }
 
     // Everything sent is dispatched once the probe has its event: it is sent last.
+    let mut probe = registry.register(Bytes::from_static(PROBE), false).unwrap();
     sink.send(WatchResponse {
         key: Bytes::from_static(PROBE),
         revision: events + 1,
         ..Default::default()
     });
     rt.block_on(async {
-        let event = tokio::time::timeout(Duration::from_secs(30), probe.receiver_mut().recv())
-            .await
-            .expect("dispatcher keeps up")
-            .unwrap();
-        assert_eq!(event.revision, events + 1);
+        loop {
+            let event = tokio::time::timeout(Duration::from_secs(30), probe.receiver_mut().recv())
+                .await
+                .expect("dispatcher keeps up")
+                .unwrap();
+            if event.event_type != WatchEventType::Progress {
+                assert_eq!(event.revision, events + 1);
+                break;
+            }
+        }
     });
     let mut keys = keys_snapshot(&shared);
     keys.push(PROBE.to_vec());
-    let (mut complete, mut cancelled) = (0, 0);
+    let (mut complete, mut cancelled, mut lagged) = (0, 0, 0);
     for w in &mut kept {
         w.drain();
         w.check(&keys, Some(events));
         if w.cancelled {
             w.expect_end_of_stream();
             cancelled += 1;
+            lagged += usize::from(matches!(w.reason, Some(CancelReason::Lagged { .. })));
         } else {
             complete += 1;
         }
@@ -409,9 +453,9 @@ fn soak(inline: bool) {
     drop(shared);
     let growth = counting_alloc::live() - baseline;
     eprintln!(
-        "soak ({}): {events} events, {checked} watchers checked at drop, {complete} complete \
-         and {cancelled} cancelled at the end; heap growth {growth} bytes",
-        if inline { "inline" } else { "run" },
+        "soak ({:?}): {events} events, {checked} watchers checked at drop, {complete} complete \
+         and {cancelled} cancelled ({lagged} for lag) at the end; heap growth {growth} bytes",
+        pass,
     );
     assert!(growth < 256 * 1024, "{growth} bytes not returned");
     drop(sink);
@@ -420,10 +464,11 @@ fn soak(inline: bool) {
     }
 }
 
-/// Both passes in one test: the heap counter is global to the test binary, so the passes
+/// Every pass in one test: the heap counter is global to the test binary, so the passes
 /// must not overlap.
 #[test]
 fn every_watcher_gets_exactly_its_events_through_run_and_inline() {
-    soak(false);
-    soak(true);
+    soak(Pass::Run);
+    soak(Pass::Inline);
+    soak(Pass::RunWithOptIns);
 }
