@@ -1,7 +1,7 @@
 //! The private engine: immutable snapshots of every registered watcher.
 //!
 //! A [`Snapshot`] pairs an [`ExactIndex`] (key → watchers, a flat hash map) with a
-//! [`PrefixTrie`] (prefix → watchers, a persistent radix trie). A snapshot is changed in place
+//! [`PrefixTrie`] (prefix → watchers, a hash trie of slash segments). A snapshot is changed in place
 //! only while nobody else can see it: the registry keeps two and lets readers see one at a
 //! time (see `registry::Writer`). Nothing here knows about tokio, channels
 //! or threads: a watcher is any cloneable value with an id ([`WatcherEntry`]).
