@@ -132,3 +132,31 @@ impl DispatchOptions {
         self.closed_sweep
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_the_reference_behaviour() {
+        let options = DispatchOptions::default();
+        assert_eq!(options.heartbeat_mode(), HeartbeatMode::Blocking);
+        assert_eq!(options.lag_policy(), LagPolicy::Warn);
+        assert!(!options.monotone_progress());
+        assert_eq!(options.closed_receiver_sweep(), None);
+    }
+
+    #[test]
+    fn absurd_sweep_settings_are_raised_to_workable_ones() {
+        let options = DispatchOptions::default().with_closed_receiver_sweep(Duration::ZERO, 0);
+        assert_eq!(
+            options.closed_receiver_sweep(),
+            Some((MIN_CLOSED_SWEEP_INTERVAL, 1))
+        );
+        let huge = DispatchOptions::default().with_closed_receiver_sweep(Duration::MAX, usize::MAX);
+        assert_eq!(
+            huge.closed_receiver_sweep(),
+            Some((Duration::MAX, usize::MAX))
+        );
+    }
+}

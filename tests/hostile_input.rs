@@ -125,3 +125,36 @@ fn ten_million_refusals_at_a_small_limit_grow_nothing() {
         WatchError::LimitExceeded(3)
     );
 }
+
+/// The longest heartbeat and sweep periods a caller can ask for run (and never fire),
+/// instead of overflowing a deadline.
+#[tokio::test(start_paused = true)]
+async fn extreme_heartbeat_and_sweep_periods_are_served_not_a_panic() {
+    use std::time::Duration;
+    use watchtrie::{DispatchOptions, HeartbeatMode, LagPolicy};
+    for (heartbeat_ms, sweep) in [(u64::MAX, Duration::MAX), (1, Duration::ZERO)] {
+        let options = DispatchOptions::default()
+            .with_heartbeat_mode(HeartbeatMode::Incremental)
+            .with_lag_policy(LagPolicy::CancelWatchers)
+            .with_closed_receiver_sweep(sweep, usize::MAX);
+        let mut bed = Bed::with_options(Mode::Task, 4, usize::MAX, heartbeat_ms, options);
+        let mut h = bed.registry.register(b("/k"), false).unwrap();
+        // A client reading every millisecond keeps up with 1 ms heartbeats.
+        let mut got = Vec::new();
+        for rev in 1..=3 {
+            bed.send(event(b"/k", rev));
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                got.extend(
+                    drain(h.receiver_mut())
+                        .into_iter()
+                        .filter(|e| e.event_type == watchtrie::WatchEventType::Put)
+                        .map(|e| e.revision),
+                );
+            }
+        }
+        assert_eq!(got, vec![1, 2, 3]);
+        drop(h);
+        bed.shutdown().await;
+    }
+}
