@@ -1,4 +1,4 @@
-//! [`WatcherHandle`]: the caller's end of one watcher.
+//! [`WatcherHandle`] and [`CompactWatcherHandle`]: the caller's end of one watcher.
 
 use std::fmt;
 use std::mem;
@@ -7,6 +7,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::trace;
 
+use crate::channel::CompactReceiver;
 use crate::event::WatchEvent;
 use crate::registry::Shared;
 use std::sync::Arc;
@@ -31,6 +32,31 @@ struct Registration {
     registry: Option<Arc<Shared>>,
 }
 
+impl Registration {
+    fn new(id: u64, key: Bytes, is_prefix: bool, registry: Arc<Shared>) -> Self {
+        Self {
+            id,
+            key,
+            is_prefix,
+            registry: Some(registry),
+        }
+    }
+
+    /// Keeps the watcher registered: returns `(id, key)` without unregistering.
+    fn disarm(mut self) -> (u64, Bytes) {
+        self.registry = None;
+        (self.id, mem::take(&mut self.key))
+    }
+
+    fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(name)
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("is_prefix", &self.is_prefix)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(registry) = self.registry.take() {
@@ -52,12 +78,7 @@ impl WatcherHandle {
     ) -> Self {
         Self {
             receiver,
-            registration: Registration {
-                id,
-                key,
-                is_prefix,
-                registry: Some(registry),
-            },
+            registration: Registration::new(id, key, is_prefix, registry),
         }
     }
 
@@ -85,22 +106,69 @@ impl WatcherHandle {
     /// stays until a delivery finds the receiver dropped, or it overflows. For long-lived
     /// streams that outlive the handle's scope.
     pub fn into_receiver(self) -> (u64, Bytes, mpsc::Receiver<WatchEvent>) {
-        let WatcherHandle {
-            receiver,
-            mut registration,
-        } = self;
-        registration.registry = None;
-        let key = mem::take(&mut registration.key);
-        (registration.id, key, receiver)
+        let (id, key) = self.registration.disarm();
+        (id, key, self.receiver)
     }
 }
 
 impl fmt::Debug for WatcherHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WatcherHandle")
-            .field("id", &self.registration.id)
-            .field("key", &self.registration.key)
-            .field("is_prefix", &self.registration.is_prefix)
-            .finish_non_exhaustive()
+        self.registration.debug("WatcherHandle", f)
+    }
+}
+
+/// One registered compact watcher (see
+/// [`WatchRegistry::register_compact`](crate::WatchRegistry::register_compact)): the same as
+/// a [`WatcherHandle`], with a [`CompactReceiver`].
+pub struct CompactWatcherHandle {
+    receiver: CompactReceiver,
+    registration: Registration,
+}
+
+impl CompactWatcherHandle {
+    pub(crate) fn new(
+        id: u64,
+        key: Bytes,
+        is_prefix: bool,
+        receiver: CompactReceiver,
+        registry: Arc<Shared>,
+    ) -> Self {
+        Self {
+            receiver,
+            registration: Registration::new(id, key, is_prefix, registry),
+        }
+    }
+
+    /// The watcher's id (one sequence with drop-in watchers).
+    pub fn id(&self) -> u64 {
+        self.registration.id
+    }
+
+    /// The watched key, or the prefix for a prefix watcher.
+    pub fn key(&self) -> &Bytes {
+        &self.registration.key
+    }
+
+    /// True for a watcher made by `register_prefix_compact`.
+    pub fn is_prefix(&self) -> bool {
+        self.registration.is_prefix
+    }
+
+    /// The receiver of this watcher's events.
+    pub fn receiver_mut(&mut self) -> &mut CompactReceiver {
+        &mut self.receiver
+    }
+
+    /// Gives up the handle for `(id, key, receiver)`, without unregistering (see
+    /// [`WatcherHandle::into_receiver`]).
+    pub fn into_receiver(self) -> (u64, Bytes, CompactReceiver) {
+        let (id, key) = self.registration.disarm();
+        (id, key, self.receiver)
+    }
+}
+
+impl fmt::Debug for CompactWatcherHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.registration.debug("CompactWatcherHandle", f)
     }
 }

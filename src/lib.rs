@@ -72,6 +72,7 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
 
+mod channel;
 mod dispatcher;
 mod error;
 mod event;
@@ -86,12 +87,13 @@ mod registry;
 mod sink;
 mod sync;
 
+pub use channel::{CompactReceiver, TryRecvError};
 pub use dispatcher::{InlineDispatcher, WatchDispatcher};
 pub use error::WatchError;
 pub use event::{
     prefix_segments, CancelReason, ChangeEvent, WatchEvent, WatchEventType, WatchResponse,
 };
-pub use handle::WatcherHandle;
+pub use handle::{CompactWatcherHandle, WatcherHandle};
 pub use metrics::{Metrics, MetricsHandle};
 pub use options::{DispatchOptions, HeartbeatMode, LagPolicy, MIN_CLOSED_SWEEP_INTERVAL};
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};

@@ -7,12 +7,13 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{trace, warn};
 
+use crate::channel::{self, CompactReceiver};
 use crate::error::WatchError;
 use crate::event::WatchEvent;
-use crate::handle::WatcherHandle;
+use crate::handle::{CompactWatcherHandle, WatcherHandle};
 use crate::index::Snapshot;
 use crate::metrics::{Counters, MetricsHandle};
-use crate::sink::Watcher;
+use crate::sink::{Sink, Watcher};
 use crate::sync::{
     exclusive, AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotArc, SnapshotCell, SnapshotGuard,
 };
@@ -169,7 +170,10 @@ impl WatchRegistry {
     /// `prev_kv = true` asks for each event's previous value (see [`WatchEvent::prev_value`]).
     /// The watcher is visible to every event broadcast after this returns.
     pub fn register(&self, key: Bytes, prev_kv: bool) -> Result<WatcherHandle, WatchError> {
-        self.add_watcher(key, false, prev_kv)
+        self.add_watcher(key, false, prev_kv, Self::tokio_channel)
+            .map(|(id, key, receiver)| {
+                WatcherHandle::new(id, key, false, receiver, Arc::clone(&self.shared))
+            })
     }
 
     /// Watches every key that starts with `prefix`, which must start and end with `/`
@@ -179,18 +183,60 @@ impl WatchRegistry {
         prefix: Bytes,
         prev_kv: bool,
     ) -> Result<WatcherHandle, WatchError> {
-        if !(prefix.starts_with(b"/") && prefix.ends_with(b"/")) {
-            return Err(WatchError::InvalidPrefix);
-        }
-        self.add_watcher(prefix, true, prev_kv)
+        check_prefix(&prefix)?;
+        self.add_watcher(prefix, true, prev_kv, Self::tokio_channel)
+            .map(|(id, key, receiver)| {
+                WatcherHandle::new(id, key, true, receiver, Arc::clone(&self.shared))
+            })
     }
 
-    fn add_watcher(
+    /// Like [`Self::register`], with a compact channel: an idle watcher costs about 100
+    /// bytes instead of a tokio channel's 4.3 KB (its queue is allocated only while events
+    /// wait). Same events, bound, cancel sentinel, limit and drop-to-unregister.
+    pub fn register_compact(
+        &self,
+        key: Bytes,
+        prev_kv: bool,
+    ) -> Result<CompactWatcherHandle, WatchError> {
+        self.add_watcher(key, false, prev_kv, Self::compact_channel)
+            .map(|(id, key, receiver)| {
+                CompactWatcherHandle::new(id, key, false, receiver, Arc::clone(&self.shared))
+            })
+    }
+
+    /// Like [`Self::register_prefix`], with a compact channel (see
+    /// [`Self::register_compact`]).
+    pub fn register_prefix_compact(
+        &self,
+        prefix: Bytes,
+        prev_kv: bool,
+    ) -> Result<CompactWatcherHandle, WatchError> {
+        check_prefix(&prefix)?;
+        self.add_watcher(prefix, true, prev_kv, Self::compact_channel)
+            .map(|(id, key, receiver)| {
+                CompactWatcherHandle::new(id, key, true, receiver, Arc::clone(&self.shared))
+            })
+    }
+
+    fn tokio_channel(capacity: usize) -> (Sink, mpsc::Receiver<WatchEvent>) {
+        let (sender, receiver) = mpsc::channel(capacity);
+        (Sink::Tokio(sender), receiver)
+    }
+
+    fn compact_channel(capacity: usize) -> (Sink, CompactReceiver) {
+        let (sender, receiver) = channel::channel(capacity);
+        (Sink::Compact(sender), receiver)
+    }
+
+    /// Takes a unit of the limit, then makes the channel (`open(slots)`) and publishes the
+    /// watcher. A refused registration allocates nothing.
+    fn add_watcher<R>(
         &self,
         key: Bytes,
         is_prefix: bool,
         prev_kv: bool,
-    ) -> Result<WatcherHandle, WatchError> {
+        open: impl FnOnce(usize) -> (Sink, R),
+    ) -> Result<(u64, Bytes, R), WatchError> {
         let shared = &self.shared;
         shared.reserve_slot()?;
         if prev_kv {
@@ -198,24 +244,17 @@ impl WatchRegistry {
         }
         // Ids only order registrations; nothing is published through them.
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let (sender, receiver) = mpsc::channel::<WatchEvent>(shared.watcher_buffer_size + 1);
-        let watcher = Watcher::new(id, prev_kv, sender);
+        let (sink, receiver) = open(shared.watcher_buffer_size + 1);
         let change = Change::Add {
             key: key.clone(),
             is_prefix,
-            watcher,
+            watcher: Watcher::new(id, prev_kv, sink),
         };
         let mut writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
         shared.publish(&mut writer, &[change]);
         drop(writer);
         trace!(watcher_id = id, key = ?key, is_prefix, prev_kv, "Watcher registered");
-        Ok(WatcherHandle::new(
-            id,
-            key,
-            is_prefix,
-            receiver,
-            Arc::clone(shared),
-        ))
+        Ok((id, key, receiver))
     }
 
     /// The current snapshot, for the dispatcher. Never blocks.
@@ -233,6 +272,15 @@ impl WatchRegistry {
     #[cfg(test)]
     pub(crate) fn lock_writer_for_test(&self) -> impl Drop + '_ {
         self.shared.writer.lock().unwrap()
+    }
+}
+
+/// A prefix must start and end with `/`.
+fn check_prefix(prefix: &[u8]) -> Result<(), WatchError> {
+    if prefix.starts_with(b"/") && prefix.ends_with(b"/") {
+        Ok(())
+    } else {
+        Err(WatchError::InvalidPrefix)
     }
 }
 

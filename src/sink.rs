@@ -1,30 +1,52 @@
 //! A registered watcher as the index stores it, and how one event reaches it.
 //!
-//! This is the only place that knows a watcher's channel is a tokio `mpsc::Sender`; the index
-//! sees an opaque [`WatcherEntry`]. A future compact channel is another sender type here.
+//! This is the only place that knows what a watcher's channel is: a tokio `mpsc::Sender`
+//! (drop-in watchers) or a [`CompactSender`] (compact watchers). The index sees an opaque
+//! [`WatcherEntry`].
 
 use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
+use crate::channel::{CompactSender, Offer};
 use crate::event::{WatchEvent, WatchEventType};
 use crate::index::WatcherEntry;
 
-/// One watcher: its id, whether it wants previous values, and its channel. Sixteen bytes:
-/// the flag rides in the id word's low bit, so that an index entry with one watcher inline
-/// stays small (the index holds every watcher twice).
-#[derive(Clone, Debug)]
+/// A watcher's channel.
+#[derive(Clone)]
+pub(crate) enum Sink {
+    /// A drop-in watcher's tokio channel.
+    Tokio(mpsc::Sender<WatchEvent>),
+    /// A compact watcher's channel.
+    Compact(CompactSender),
+}
+
+/// One watcher: its id, whether it wants previous values, and its channel. Twenty-four
+/// bytes: the flag rides in the id word's low bit, and the channel's kind leaves a niche
+/// that a one-watcher list uses for its own tag, so that an index entry with one watcher
+/// inline stays 64 bytes (the index holds every watcher twice).
+#[derive(Clone)]
 pub(crate) struct Watcher {
     id_and_prev_kv: u64,
-    pub(crate) sender: mpsc::Sender<WatchEvent>,
+    pub(crate) sink: Sink,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("id", &self.id())
+            .field("prev_kv", &self.prev_kv())
+            .field("compact", &matches!(self.sink, Sink::Compact(_)))
+            .finish()
+    }
 }
 
 impl Watcher {
     /// A watcher; ids use 63 bits (they count registrations from 1).
-    pub(crate) fn new(id: u64, prev_kv: bool, sender: mpsc::Sender<WatchEvent>) -> Self {
+    pub(crate) fn new(id: u64, prev_kv: bool, sink: Sink) -> Self {
         debug_assert!(id < 1 << 63);
         Self {
             id_and_prev_kv: id << 1 | u64::from(prev_kv),
-            sender,
+            sink,
         }
     }
 
@@ -67,33 +89,67 @@ impl Watcher {
     /// Delivers `event`, keeping one slot of the buffer for the cancel sentinel.
     #[inline]
     pub(crate) fn deliver(&self, event: &EventView<'_>, is_prefix: bool) -> Delivery {
-        // Only the dispatcher sends, so free capacity can only grow between this check and
-        // the send below (the receiver drains concurrently).
-        let free = self.sender.capacity();
-        if free <= 1 {
-            // free == 0 would mean the sentinel's slot is taken already; nothing can be sent.
-            if free == 1 {
-                tracing::warn!(
-                    watcher_id = self.id(),
-                    key = ?event.key,
-                    is_prefix,
-                    buffer_capacity = self.sender.max_capacity(),
-                    "watcher buffer overflow, sending cancel"
+        match &self.sink {
+            Sink::Tokio(sender) => self.deliver_tokio(sender, event, is_prefix),
+            Sink::Compact(sender) => {
+                let outcome = sender.offer(
+                    1,
+                    || self.event_for(event),
+                    || {
+                        self.warn_overflow(event, is_prefix, sender.capacity());
+                        Some(WatchEvent::cancel_sentinel(event.key.clone()))
+                    },
                 );
-                let _ = self
-                    .sender
-                    .try_send(WatchEvent::cancel_sentinel(event.key.clone()));
+                match outcome {
+                    Offer::Sent => Delivery::Sent,
+                    Offer::Full => Delivery::Overflowed,
+                    Offer::Closed => Delivery::Closed,
+                }
             }
-            return Delivery::Overflowed;
         }
-        let delivered = WatchEvent {
+    }
+
+    /// The event this watcher receives.
+    #[inline]
+    fn event_for(&self, event: &EventView<'_>) -> WatchEvent {
+        WatchEvent {
             event_type: event.event_type,
             key: event.key.clone(),
             value: event.value.clone(),
             prev_value: self.prev_kv().then(|| event.prev_value.clone()),
             revision: event.revision,
-        };
-        match self.sender.try_send(delivered) {
+        }
+    }
+
+    fn warn_overflow(&self, event: &EventView<'_>, is_prefix: bool, capacity: usize) {
+        tracing::warn!(
+            watcher_id = self.id(),
+            key = ?event.key,
+            is_prefix,
+            buffer_capacity = capacity,
+            "watcher buffer overflow, sending cancel"
+        );
+    }
+
+    #[inline]
+    fn deliver_tokio(
+        &self,
+        sender: &mpsc::Sender<WatchEvent>,
+        event: &EventView<'_>,
+        is_prefix: bool,
+    ) -> Delivery {
+        // Only the dispatcher sends, so free capacity can only grow between this check and
+        // the send below (the receiver drains concurrently).
+        let free = sender.capacity();
+        if free <= 1 {
+            // free == 0 would mean the sentinel's slot is taken already; nothing can be sent.
+            if free == 1 {
+                self.warn_overflow(event, is_prefix, sender.max_capacity());
+                let _ = sender.try_send(WatchEvent::cancel_sentinel(event.key.clone()));
+            }
+            return Delivery::Overflowed;
+        }
+        match sender.try_send(self.event_for(event)) {
             Ok(()) => Delivery::Sent,
             Err(TrySendError::Closed(_)) => Delivery::Closed,
             // Another sender raced us for the buffer (two dispatchers on one registry): the
@@ -107,7 +163,10 @@ impl Watcher {
     /// True once the receiver is gone: the watcher can be removed without a delivery.
     #[inline]
     pub(crate) fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        match &self.sink {
+            Sink::Tokio(sender) => sender.is_closed(),
+            Sink::Compact(sender) => sender.is_closed(),
+        }
     }
 
     /// Ends the watch for broadcast lag: sends the lag sentinel into the slot reserved for
@@ -119,7 +178,15 @@ impl Watcher {
             "dispatcher lagged, cancelling watcher"
         );
         // Fails only if the receiver is gone, or the slot already holds another sentinel.
-        let _ = self.sender.try_send(WatchEvent::lag_sentinel(resume_from));
+        let sentinel = || WatchEvent::lag_sentinel(resume_from);
+        match &self.sink {
+            Sink::Tokio(sender) => {
+                let _ = sender.try_send(sentinel());
+            }
+            Sink::Compact(sender) => {
+                sender.offer(0, sentinel, || None);
+            }
+        }
     }
 }
 
@@ -130,8 +197,8 @@ mod tests {
 
     /// The index holds every watcher twice, most of them inline in a one-watcher list.
     #[test]
-    fn a_watcher_is_two_words_and_a_one_watcher_list_three() {
-        assert_eq!(std::mem::size_of::<Watcher>(), 16);
+    fn a_watcher_is_three_words_and_so_is_a_one_watcher_list() {
+        assert_eq!(std::mem::size_of::<Watcher>(), 24);
         assert_eq!(std::mem::size_of::<WatcherList<Watcher>>(), 24);
     }
 
@@ -139,7 +206,7 @@ mod tests {
     fn the_prev_kv_flag_and_the_id_share_a_word_without_mixing() {
         let (sender, _receiver) = mpsc::channel(1);
         for (id, prev_kv) in [(1, true), (1, false), ((1 << 63) - 1, true), (42, false)] {
-            let w = Watcher::new(id, prev_kv, sender.clone());
+            let w = Watcher::new(id, prev_kv, Sink::Tokio(sender.clone()));
             assert_eq!((w.id(), w.prev_kv()), (id, prev_kv));
         }
     }

@@ -1,0 +1,371 @@
+//! A compact watcher channel: bounded, single receiver, with a buffer allocated only while
+//! events wait in it.
+//!
+//! A tokio `mpsc` channel allocates a block of 32 slots up front (about 4.3 KB for
+//! [`WatchEvent`]s): a million idle watchers hold 4.3 GB of empty slots. Here an idle watcher
+//! costs its [`ChannelState`] alone (about 100 bytes): the queue allocates on the first event
+//! and is given back whenever the receiver drains it. Semantics are the drop-in channel's:
+//! the same bound (the registry reserves the last slot for the cancel sentinel), the receiver
+//! sees the end of the stream once every sender is gone (the watcher left both snapshots),
+//! and senders see a dropped receiver as closed.
+//!
+//! One mutex guards the queue. Only the dispatcher sends, and the receiver locks it once
+//! per event taken, so it is uncontended in the common case; both sides hold it for a few
+//! instructions and never across an `.await`.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+
+use crate::event::WatchEvent;
+
+/// Why [`CompactReceiver::try_recv`] returned no event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TryRecvError {
+    /// No event is waiting; more may come.
+    Empty,
+    /// No event is waiting and none will come: the watcher was removed (unregistered,
+    /// cancelled, or its registry dropped).
+    Disconnected,
+}
+
+impl fmt::Display for TryRecvError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryRecvError::Empty => f.write_str("receiving on an empty channel"),
+            TryRecvError::Disconnected => f.write_str("receiving on a closed channel"),
+        }
+    }
+}
+
+impl std::error::Error for TryRecvError {}
+
+/// What both ends share.
+pub(crate) struct ChannelState {
+    queue: Mutex<Queue>,
+    /// Slots, the sentinel's included.
+    capacity: usize,
+    /// Live senders (the index holds one per snapshot). Changed outside the lock; the
+    /// receiver reads it under the lock, and the last sender takes the lock to wake it.
+    senders: AtomicUsize,
+    /// Set once the receiver is dropped.
+    receiver_gone: AtomicBool,
+}
+
+struct Queue {
+    events: VecDeque<WatchEvent>,
+    /// The receiver's waker while it waits.
+    waker: Option<Waker>,
+}
+
+impl ChannelState {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding the lock leaves the queue consistent (every operation on it
+        // is a single push, pop or replace): carry on.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A channel of `capacity` slots (at least 1).
+pub(crate) fn channel(capacity: usize) -> (CompactSender, CompactReceiver) {
+    let state = Arc::new(ChannelState {
+        queue: Mutex::new(Queue {
+            events: VecDeque::new(),
+            waker: None,
+        }),
+        capacity: capacity.max(1),
+        senders: AtomicUsize::new(1),
+        receiver_gone: AtomicBool::new(false),
+    });
+    (
+        CompactSender {
+            state: Arc::clone(&state),
+        },
+        CompactReceiver { state },
+    )
+}
+
+/// The dispatcher's end.
+pub(crate) struct CompactSender {
+    state: Arc<ChannelState>,
+}
+
+/// What [`CompactSender::offer`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// The event is queued.
+    Sent,
+    /// Only `reserve` slots were free: the event was not queued; `last_words` (if given)
+    /// took the first free slot.
+    Full,
+    /// The receiver is gone.
+    Closed,
+}
+
+impl CompactSender {
+    /// Queues `event()` if more than `reserve` slots are free; otherwise queues
+    /// `last_words()` if any slot is free. One lock for the whole decision, so nothing can
+    /// come between the check and the push.
+    pub(crate) fn offer(
+        &self,
+        reserve: usize,
+        event: impl FnOnce() -> WatchEvent,
+        last_words: impl FnOnce() -> Option<WatchEvent>,
+    ) -> Offer {
+        // Acquire: pairs with the receiver's Release on drop, so that a gone receiver is
+        // never sent to (its queue may already be cleared).
+        if self.state.receiver_gone.load(Ordering::Acquire) {
+            return Offer::Closed;
+        }
+        let mut queue = self.state.lock();
+        let free = self.state.capacity - queue.events.len();
+        let outcome = if free > reserve {
+            queue.events.push_back(event());
+            Offer::Sent
+        } else {
+            if free > 0 {
+                if let Some(last) = last_words() {
+                    queue.events.push_back(last);
+                }
+            }
+            Offer::Full
+        };
+        let waker = queue.waker.take();
+        drop(queue);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        outcome
+    }
+
+    /// Free slots right now.
+    #[cfg(test)]
+    pub(crate) fn free(&self) -> usize {
+        self.state.capacity - self.state.lock().events.len()
+    }
+
+    /// Slots in all.
+    pub(crate) fn capacity(&self) -> usize {
+        self.state.capacity
+    }
+
+    /// True once the receiver is dropped.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.state.receiver_gone.load(Ordering::Acquire)
+    }
+}
+
+impl Clone for CompactSender {
+    fn clone(&self) -> Self {
+        // Relaxed: a new sender is made from a live one, so the count cannot reach zero
+        // meanwhile (the same argument as `Arc::clone`).
+        self.state.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            state: Arc::clone(&self.state),
+        }
+    }
+}
+
+impl Drop for CompactSender {
+    fn drop(&mut self) {
+        // AcqRel: the last sender's decrement must follow every other sender's pushes, and
+        // the receiver, reading the count under the lock, then sees the end of the stream.
+        if self.state.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let waker = self.state.lock().waker.take();
+            if let Some(waker) = waker {
+                waker.wake();
+            }
+        }
+    }
+}
+
+/// The receiving end of a compact watcher channel (see
+/// [`WatchRegistry::register_compact`](crate::WatchRegistry::register_compact)). Receives
+/// the same events as a drop-in watcher's `tokio::sync::mpsc::Receiver`: the stream ends
+/// (`None`) once the watcher is removed, after the cancel sentinel if it fell behind.
+///
+/// Memory: about 100 bytes while no event waits; the queue is allocated on the first event
+/// and given back whenever the receiver takes the last one.
+pub struct CompactReceiver {
+    state: Arc<ChannelState>,
+}
+
+impl CompactReceiver {
+    /// The next event, waiting for one if none is queued; `None` once the watcher is
+    /// removed and every queued event has been taken. Cancel-safe: a cancelled call loses
+    /// nothing.
+    pub async fn recv(&mut self) -> Option<WatchEvent> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Result<WatchEvent, TryRecvError> {
+        let mut queue = self.state.lock();
+        match self.take(&mut queue) {
+            Some(event) => Ok(event),
+            None if self.state.senders.load(Ordering::Acquire) == 0 => {
+                Err(TryRecvError::Disconnected)
+            }
+            None => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Polls for the next event (the building block of [`Self::recv`] and the `Stream`
+    /// implementation).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
+        let mut queue = self.state.lock();
+        if let Some(event) = self.take(&mut queue) {
+            return Poll::Ready(Some(event));
+        }
+        // Acquire, under the lock: pairs with the last sender's AcqRel decrement, and the
+        // sender takes this lock after it, so a waker stored here is always woken.
+        if self.state.senders.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(None);
+        }
+        match &mut queue.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
+    /// Takes the oldest event, giving the queue's memory back when it is emptied.
+    fn take(&self, queue: &mut Queue) -> Option<WatchEvent> {
+        let event = queue.events.pop_front()?;
+        if queue.events.is_empty() {
+            queue.events = VecDeque::new();
+        }
+        Some(event)
+    }
+
+    /// Events waiting.
+    pub fn len(&self) -> usize {
+        self.state.lock().events.len()
+    }
+
+    /// True when no event is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Slots in all: the watcher buffer size plus the one reserved for the cancel sentinel.
+    pub fn max_capacity(&self) -> usize {
+        self.state.capacity
+    }
+
+    /// True once no more events can come (the watcher was removed); queued ones may remain.
+    pub fn is_closed(&self) -> bool {
+        self.state.senders.load(Ordering::Acquire) == 0
+    }
+}
+
+impl Drop for CompactReceiver {
+    fn drop(&mut self) {
+        // Release: pairs with the senders' Acquire load; from here on nothing is queued.
+        self.state.receiver_gone.store(true, Ordering::Release);
+        let events = std::mem::take(&mut self.state.lock().events);
+        drop(events);
+    }
+}
+
+impl futures_core::Stream for CompactReceiver {
+    type Item = WatchEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl fmt::Debug for CompactReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompactReceiver")
+            .field("queued", &self.len())
+            .field("max_capacity", &self.state.capacity)
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::WatchEventType;
+    use bytes::Bytes;
+
+    fn put(revision: u64) -> WatchEvent {
+        WatchEvent {
+            event_type: WatchEventType::Put,
+            key: Bytes::from_static(b"/k"),
+            value: Bytes::new(),
+            prev_value: None,
+            revision,
+        }
+    }
+
+    #[test]
+    fn an_idle_channel_holds_no_queue_memory() {
+        let (tx, mut rx) = channel(16);
+        assert_eq!(rx.state.lock().events.capacity(), 0);
+        assert_eq!(tx.offer(1, || put(1), || None), Offer::Sent);
+        assert!(rx.state.lock().events.capacity() > 0);
+        assert_eq!(rx.try_recv().unwrap().revision, 1);
+        assert_eq!(
+            rx.state.lock().events.capacity(),
+            0,
+            "given back when drained"
+        );
+    }
+
+    #[test]
+    fn the_bound_keeps_the_reserved_slots_for_last_words() {
+        let (tx, mut rx) = channel(3);
+        assert_eq!(tx.offer(1, || put(1), || None), Offer::Sent);
+        assert_eq!(tx.offer(1, || put(2), || None), Offer::Sent);
+        assert_eq!(tx.free(), 1);
+        assert_eq!(tx.offer(1, || put(3), || Some(put(0))), Offer::Full);
+        assert_eq!(tx.free(), 0);
+        assert_eq!(tx.offer(1, || put(4), || Some(put(0))), Offer::Full);
+        let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| e.revision)
+            .collect();
+        assert_eq!(got, vec![1, 2, 0]);
+    }
+
+    #[test]
+    fn the_stream_ends_when_every_sender_is_gone_and_a_gone_receiver_closes_it() {
+        let (tx, mut rx) = channel(4);
+        let twin = tx.clone();
+        tx.offer(0, || put(1), || None);
+        drop(tx);
+        assert_eq!(rx.try_recv().unwrap().revision, 1);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Empty));
+        drop(twin);
+        assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
+        assert!(rx.is_closed());
+
+        let (tx, rx) = channel(4);
+        assert!(!tx.is_closed());
+        drop(rx);
+        assert!(tx.is_closed());
+        assert_eq!(tx.offer(0, || put(1), || None), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn recv_wakes_on_an_event_and_on_the_last_sender_leaving() {
+        let (tx, mut rx) = channel(4);
+        let waiting = tokio::spawn(async move {
+            let first = rx.recv().await.map(|e| e.revision);
+            let end = rx.recv().await;
+            (first, end.is_none())
+        });
+        tokio::task::yield_now().await;
+        tx.offer(0, || put(7), || None);
+        tokio::task::yield_now().await;
+        drop(tx);
+        assert_eq!(waiting.await.unwrap(), (Some(7), true));
+    }
+}
