@@ -1,4 +1,5 @@
-//! Concurrent soak with a delivery checker: client threads register, drop, convert with
+//! Concurrent soak with a delivery checker: client threads register (drop-in and compact
+//! watchers, half each), drop, convert with
 //! `into_receiver` and drop receivers at random while a producer streams events through
 //! `WatchDispatcher::run` (in a second pass through `InlineDispatcher`, in a third through
 //! `run` with every opt-in on: incremental heartbeats every 20 ms, the closed-receiver sweep,
@@ -23,8 +24,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use watchtrie::{
-    CancelReason, DispatchOptions, HeartbeatMode, InlineDispatcher, LagPolicy, WatchDispatcher,
-    WatchEvent, WatchEventType, WatchRegistry, WatchResponse, WatcherHandle,
+    CancelReason, CompactReceiver, CompactWatcherHandle, DispatchOptions, HeartbeatMode,
+    InlineDispatcher, LagPolicy, TryRecvError, WatchDispatcher, WatchEvent, WatchEventType,
+    WatchRegistry, WatchResponse, WatcherHandle,
 };
 
 /// Events each watcher's channel holds: small enough that sleepers overflow on purpose.
@@ -90,9 +92,19 @@ enum Habit {
     Sleeper,
 }
 
+/// A drop-in or a compact watcher, held by its handle or by its bare receiver.
 enum Receiving {
     Handle(WatcherHandle),
     Receiver(mpsc::Receiver<WatchEvent>),
+    CompactHandle(CompactWatcherHandle),
+    CompactReceiver(CompactReceiver),
+}
+
+/// What a receiver had.
+enum Next {
+    Event(WatchEvent),
+    Empty,
+    Ended,
 }
 
 struct Watch {
@@ -117,10 +129,22 @@ impl Watch {
         }
     }
 
-    fn receiver(&mut self) -> &mut mpsc::Receiver<WatchEvent> {
+    fn next(&mut self) -> Next {
+        let tokio = |r: Result<WatchEvent, mpsc::error::TryRecvError>| match r {
+            Ok(event) => Next::Event(event),
+            Err(mpsc::error::TryRecvError::Empty) => Next::Empty,
+            Err(mpsc::error::TryRecvError::Disconnected) => Next::Ended,
+        };
+        let compact = |r: Result<WatchEvent, TryRecvError>| match r {
+            Ok(event) => Next::Event(event),
+            Err(TryRecvError::Empty) => Next::Empty,
+            Err(TryRecvError::Disconnected) => Next::Ended,
+        };
         match &mut self.receiving {
-            Receiving::Handle(h) => h.receiver_mut(),
-            Receiving::Receiver(r) => r,
+            Receiving::Handle(h) => tokio(h.receiver_mut().try_recv()),
+            Receiving::Receiver(r) => tokio(r.try_recv()),
+            Receiving::CompactHandle(h) => compact(h.receiver_mut().try_recv()),
+            Receiving::CompactReceiver(r) => compact(r.try_recv()),
         }
     }
 
@@ -130,6 +154,9 @@ impl Watch {
         let placeholder = Receiving::Receiver(mpsc::channel(1).1);
         self.receiving = match std::mem::replace(&mut self.receiving, placeholder) {
             Receiving::Handle(handle) => Receiving::Receiver(handle.into_receiver().2),
+            Receiving::CompactHandle(handle) => {
+                Receiving::CompactReceiver(handle.into_receiver().2)
+            }
             converted => converted,
         };
     }
@@ -139,10 +166,10 @@ impl Watch {
     fn expect_end_of_stream(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match self.receiver().try_recv() {
-                Err(mpsc::error::TryRecvError::Disconnected) => return,
-                Ok(event) => panic!("an event after the cancel sentinel: {event:?}"),
-                Err(mpsc::error::TryRecvError::Empty) => {
+            match self.next() {
+                Next::Ended => return,
+                Next::Event(event) => panic!("an event after the cancel sentinel: {event:?}"),
+                Next::Empty => {
                     assert!(
                         Instant::now() < deadline,
                         "a cancelled watcher's stream stays open"
@@ -155,7 +182,7 @@ impl Watch {
 
     /// Takes every queued event into the log.
     fn drain(&mut self) {
-        while let Ok(event) = self.receiver().try_recv() {
+        while let Next::Event(event) = self.next() {
             assert!(!self.cancelled, "an event after the cancel sentinel");
             if event.event_type == WatchEventType::Canceled {
                 self.cancelled = true;
@@ -245,11 +272,21 @@ fn client(shared: Arc<Shared>, seed: u64) -> (Vec<Watch>, usize) {
                     (false, _) => key_of(dir, leaf).into_bytes(),
                 };
                 let bytes = Bytes::from(watched.clone());
-                let handle = match is_prefix {
-                    true => shared.registry.register_prefix(bytes, false),
-                    false => shared.registry.register(bytes, rng.below(2) == 0),
-                }
-                .expect("no limit");
+                let registry = &shared.registry;
+                let prev_kv = !is_prefix && rng.below(2) == 0;
+                // Half of the watchers are compact: both channel kinds under one checker.
+                let receiving = match (is_prefix, rng.below(2) == 0) {
+                    (true, false) => {
+                        Receiving::Handle(registry.register_prefix(bytes, false).unwrap())
+                    }
+                    (false, false) => Receiving::Handle(registry.register(bytes, prev_kv).unwrap()),
+                    (true, true) => Receiving::CompactHandle(
+                        registry.register_prefix_compact(bytes, false).unwrap(),
+                    ),
+                    (false, true) => {
+                        Receiving::CompactHandle(registry.register_compact(bytes, prev_kv).unwrap())
+                    }
+                };
                 let lo = shared.sent.load(Ordering::SeqCst);
                 let habit = if rng.below(4) == 0 {
                     Habit::Sleeper
@@ -261,7 +298,7 @@ fn client(shared: Arc<Shared>, seed: u64) -> (Vec<Watch>, usize) {
                     is_prefix,
                     lo,
                     habit,
-                    receiving: Receiving::Handle(handle),
+                    receiving,
                     got: Vec::new(),
                     cancelled: false,
                     reason: None,
