@@ -1,4 +1,5 @@
-//! Runs one [`Case`] on both engines, side by side, and reports the first difference.
+//! Runs one [`Case`] on the reference and on watchtrie (drop-in and compact watchers), side
+//! by side, and reports the first difference.
 //!
 //! Determinism: one current-thread runtime with paused time. Both dispatchers are tasks on it;
 //! they run only while the driver awaits, and [`settle`] returns only once every task is idle
@@ -14,11 +15,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use d_engine_proto::client::WatchResponse;
-use tokio::sync::mpsc::error::TryRecvError;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
-use crate::engines::{Engine, Reference, Registered, Seen, Watchtrie};
+use crate::engines::{Engine, Received, Reference, Registered, Seen, Watchtrie, WatchtrieCompact};
 use crate::ops::{self, Case, Op, BROADCAST_CAPACITY, HEARTBEAT_MS, KEYS, PREFIXES};
 
 /// The first point where the engines disagreed.
@@ -47,11 +47,11 @@ enum Observed {
 
 enum Slot<E: Engine> {
     Handle(E::Handle),
-    Receiver(mpsc::Receiver<E::Event>),
+    Receiver(E::Receiver),
 }
 
 impl<E: Engine> Slot<E> {
-    fn receiver(&mut self) -> &mut mpsc::Receiver<E::Event> {
+    fn receiver(&mut self) -> &mut E::Receiver {
         match self {
             Slot::Handle(h) => E::receiver(h),
             Slot::Receiver(r) => r,
@@ -185,13 +185,13 @@ impl<E: Engine> Side<E> {
     }
 }
 
-fn read<E: Engine>(rx: &mut mpsc::Receiver<E::Event>, max: usize) -> Observed {
+fn read<E: Engine>(rx: &mut E::Receiver, max: usize) -> Observed {
     let mut seen = Vec::new();
     while seen.len() < max {
-        match rx.try_recv() {
-            Ok(event) => seen.push(E::seen(&event)),
-            Err(TryRecvError::Empty) => return Observed::Read(seen, Some(false)),
-            Err(TryRecvError::Disconnected) => return Observed::Read(seen, Some(true)),
+        match E::try_recv(rx) {
+            Received::Event(event) => seen.push(E::seen(&event)),
+            Received::Empty => return Observed::Read(seen, Some(false)),
+            Received::Closed => return Observed::Read(seen, Some(true)),
         }
     }
     Observed::Read(seen, None)
@@ -212,10 +212,13 @@ pub fn run_case(case: &Case) -> Result<(), Divergence> {
     runtime.block_on(compare(case))
 }
 
+/// Runs `case` on the reference and on watchtrie through both registration paths
+/// (drop-in and compact) at once, comparing every step.
 async fn compare(case: &Case) -> Result<(), Divergence> {
     let start = tokio::time::Instant::now();
     let mut reference = Side::<Reference>::new(case);
     let mut ours = Side::<Watchtrie>::new(case);
+    let mut compact = Side::<WatchtrieCompact>::new(case);
     settle().await;
     let mut heartbeats = 0u64;
     let mut lag_base = 1 << 32;
@@ -226,9 +229,12 @@ async fn compare(case: &Case) -> Result<(), Divergence> {
         }
         let a = reference.apply(op, lag_base);
         let b = ours.apply(op, lag_base);
+        let c = compact.apply(op, lag_base);
         lag_base += 64;
-        if a != b {
-            return Err(fail(format!("{op:?}: reference {a:?}, watchtrie {b:?}")));
+        for (name, other) in [(Watchtrie::NAME, &b), (WatchtrieCompact::NAME, &c)] {
+            if &a != other {
+                return Err(fail(format!("{op:?}: reference {a:?}, {name} {other:?}")));
+            }
         }
         if let Op::Heartbeat { .. } = op {
             heartbeats += 1;
@@ -237,25 +243,37 @@ async fn compare(case: &Case) -> Result<(), Divergence> {
         }
         settle().await;
         Watchtrie::check(&ours.registry);
-        let (ka, kb) = (
-            Reference::prev_kv_count(&reference.registry),
-            Watchtrie::prev_kv_count(&ours.registry),
-        );
-        if ka != kb {
-            return Err(fail(format!(
-                "after {op:?}: prev_kv_watcher_count reference {ka}, watchtrie {kb}"
-            )));
+        WatchtrieCompact::check(&compact.registry);
+        let ka = Reference::prev_kv_count(&reference.registry);
+        for (name, kb) in [
+            (Watchtrie::NAME, Watchtrie::prev_kv_count(&ours.registry)),
+            (
+                WatchtrieCompact::NAME,
+                WatchtrieCompact::prev_kv_count(&compact.registry),
+            ),
+        ] {
+            if ka != kb {
+                return Err(fail(format!(
+                    "after {op:?}: prev_kv_watcher_count reference {ka}, {name} {kb}"
+                )));
+            }
         }
     }
     settle().await;
-    let (a, b) = (reference.drain_all(), ours.drain_all());
-    if a != b {
-        return Err(Divergence {
-            step: case.ops.len(),
-            what: format!("final drain: reference {a:?}, watchtrie {b:?}"),
-        });
+    let a = reference.drain_all();
+    for (name, other) in [
+        (Watchtrie::NAME, ours.drain_all()),
+        (WatchtrieCompact::NAME, compact.drain_all()),
+    ] {
+        if a != other {
+            return Err(Divergence {
+                step: case.ops.len(),
+                what: format!("final drain: reference {a:?}, {name} {other:?}"),
+            });
+        }
     }
     reference.shutdown().await;
     ours.shutdown().await;
+    compact.shutdown().await;
     Ok(())
 }
