@@ -3,7 +3,7 @@
 //!
 //! A tokio `mpsc` channel allocates a block of 32 slots up front (about 4.3 KB for
 //! [`WatchEvent`]s): a million idle watchers hold 4.3 GB of empty slots. Here an idle watcher
-//! costs its [`ChannelState`] alone (about 100 bytes): the queue allocates on the first event
+//! costs its [`ChannelState`] alone (one 64-byte allocation): the queue allocates on the first event
 //! and is given back whenever the receiver drains it. Semantics are the drop-in channel's:
 //! the same bound (the registry reserves the last slot for the cancel sentinel), the receiver
 //! sees the end of the stream once every sender is gone (the watcher left both snapshots),
@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -44,22 +44,34 @@ impl fmt::Display for TryRecvError {
 
 impl std::error::Error for TryRecvError {}
 
-/// What both ends share.
+/// What both ends share: 48 bytes, so that with the reference counts an idle channel is
+/// one 64-byte allocation.
 pub(crate) struct ChannelState {
     queue: Mutex<Queue>,
     /// Slots, the sentinel's included.
-    capacity: usize,
+    capacity: u32,
     /// Live senders (the index holds one per snapshot). Changed outside the lock; the
     /// receiver reads it under the lock, and the last sender takes the lock to wake it.
-    senders: AtomicUsize,
+    senders: AtomicU32,
     /// Set once the receiver is dropped.
     receiver_gone: AtomicBool,
 }
 
 struct Queue {
-    events: VecDeque<WatchEvent>,
+    /// Allocated with the first waiting event, freed when the receiver takes the last.
+    events: Option<Box<VecDeque<WatchEvent>>>,
     /// The receiver's waker while it waits.
     waker: Option<Waker>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.events.as_ref().map_or(0, |events| events.len())
+    }
+
+    fn push(&mut self, event: WatchEvent) {
+        self.events.get_or_insert_default().push_back(event);
+    }
 }
 
 impl ChannelState {
@@ -70,15 +82,19 @@ impl ChannelState {
     }
 }
 
-/// A channel of `capacity` slots (at least 1).
+/// The most slots a compact channel holds (a larger buffer size is clamped to it: it is
+/// 4 G events, far beyond any memory).
+pub(crate) const MAX_CAPACITY: usize = u32::MAX as usize;
+
+/// A channel of `capacity` slots (at least 1, at most [`MAX_CAPACITY`]).
 pub(crate) fn channel(capacity: usize) -> (CompactSender, CompactReceiver) {
     let state = Arc::new(ChannelState {
         queue: Mutex::new(Queue {
-            events: VecDeque::new(),
+            events: None,
             waker: None,
         }),
-        capacity: capacity.max(1),
-        senders: AtomicUsize::new(1),
+        capacity: capacity.clamp(1, MAX_CAPACITY) as u32,
+        senders: AtomicU32::new(1),
         receiver_gone: AtomicBool::new(false),
     });
     (
@@ -122,14 +138,14 @@ impl CompactSender {
             return Offer::Closed;
         }
         let mut queue = self.state.lock();
-        let free = self.state.capacity - queue.events.len();
+        let free = self.capacity() - queue.len();
         let outcome = if free > reserve {
-            queue.events.push_back(event());
+            queue.push(event());
             Offer::Sent
         } else {
             if free > 0 {
                 if let Some(last) = last_words() {
-                    queue.events.push_back(last);
+                    queue.push(last);
                 }
             }
             Offer::Full
@@ -145,12 +161,12 @@ impl CompactSender {
     /// Free slots right now.
     #[cfg(test)]
     pub(crate) fn free(&self) -> usize {
-        self.state.capacity - self.state.lock().events.len()
+        self.capacity() - self.state.lock().len()
     }
 
     /// Slots in all.
     pub(crate) fn capacity(&self) -> usize {
-        self.state.capacity
+        self.state.capacity as usize
     }
 
     /// True once the receiver is dropped.
@@ -188,7 +204,7 @@ impl Drop for CompactSender {
 /// the same events as a drop-in watcher's `tokio::sync::mpsc::Receiver`: the stream ends
 /// (`None`) once the watcher is removed, after the cancel sentinel if it fell behind.
 ///
-/// Memory: about 100 bytes while no event waits; the queue is allocated on the first event
+/// Memory: one 64-byte allocation while no event waits; the queue is allocated on the first event
 /// and given back whenever the receiver takes the last one.
 pub struct CompactReceiver {
     state: Arc<ChannelState>,
@@ -235,16 +251,17 @@ impl CompactReceiver {
 
     /// Takes the oldest event, giving the queue's memory back when it is emptied.
     fn take(&self, queue: &mut Queue) -> Option<WatchEvent> {
-        let event = queue.events.pop_front()?;
-        if queue.events.is_empty() {
-            queue.events = VecDeque::new();
+        let events = queue.events.as_mut()?;
+        let event = events.pop_front();
+        if events.is_empty() {
+            queue.events = None;
         }
-        Some(event)
+        event
     }
 
     /// Events waiting.
     pub fn len(&self) -> usize {
-        self.state.lock().events.len()
+        self.state.lock().len()
     }
 
     /// True when no event is waiting.
@@ -254,7 +271,7 @@ impl CompactReceiver {
 
     /// Slots in all: the watcher buffer size plus the one reserved for the cancel sentinel.
     pub fn max_capacity(&self) -> usize {
-        self.state.capacity
+        self.state.capacity as usize
     }
 
     /// True once no more events can come (the watcher was removed); queued ones may remain.
@@ -267,7 +284,7 @@ impl Drop for CompactReceiver {
     fn drop(&mut self) {
         // Release: pairs with the senders' Acquire load; from here on nothing is queued.
         self.state.receiver_gone.store(true, Ordering::Release);
-        let events = std::mem::take(&mut self.state.lock().events);
+        let events = self.state.lock().events.take();
         drop(events);
     }
 }
@@ -284,7 +301,7 @@ impl fmt::Debug for CompactReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CompactReceiver")
             .field("queued", &self.len())
-            .field("max_capacity", &self.state.capacity)
+            .field("max_capacity", &self.max_capacity())
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -309,15 +326,18 @@ mod tests {
     #[test]
     fn an_idle_channel_holds_no_queue_memory() {
         let (tx, mut rx) = channel(16);
-        assert_eq!(rx.state.lock().events.capacity(), 0);
+        assert!(rx.state.lock().events.is_none());
         assert_eq!(tx.offer(1, || put(1), || None), Offer::Sent);
-        assert!(rx.state.lock().events.capacity() > 0);
+        assert!(rx.state.lock().events.is_some());
         assert_eq!(rx.try_recv().unwrap().revision, 1);
-        assert_eq!(
-            rx.state.lock().events.capacity(),
-            0,
-            "given back when drained"
-        );
+        assert!(rx.state.lock().events.is_none(), "given back when drained");
+    }
+
+    #[test]
+    fn an_idle_channel_is_one_64_byte_allocation() {
+        // Two reference counts (16 bytes) and the state.
+        assert_eq!(std::mem::size_of::<ChannelState>(), 48);
+        assert_eq!(channel(usize::MAX).1.max_capacity(), MAX_CAPACITY);
     }
 
     #[test]

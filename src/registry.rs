@@ -192,7 +192,8 @@ impl WatchRegistry {
 
     /// Like [`Self::register`], with a compact channel: an idle watcher costs about 100
     /// bytes instead of a tokio channel's 4.3 KB (its queue is allocated only while events
-    /// wait). Same events, bound, cancel sentinel, limit and drop-to-unregister.
+    /// wait). Same events, bound, cancel sentinel, limit and drop-to-unregister. (A compact
+    /// channel holds at most `u32::MAX` slots: a larger buffer size is clamped to that.)
     pub fn register_compact(
         &self,
         key: Bytes,

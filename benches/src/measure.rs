@@ -637,6 +637,115 @@ pub fn heartbeat_run<E: Engine>(
     })
 }
 
+/// What one `scale` run measured: watchtrie alone, one channel kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ScaleRun {
+    /// Watchers registered.
+    pub watchers: usize,
+    /// Registration cost per watcher.
+    pub register_ns: f64,
+    /// Heap growth per watcher while registering: index, channels and the caller's handles
+    /// (the vector holding them included). `None` without the counting allocator.
+    pub heap_per_watcher: Option<f64>,
+    /// Resident-set growth per watcher over the same span.
+    pub resident_per_watcher: f64,
+    /// Dispatch cost per event through `WatchDispatcher::run` (events preloaded).
+    pub dispatch_ns: f64,
+    /// Events delivered.
+    pub deliveries: u64,
+}
+
+/// `scale`: registers `workload` on watchtrie with compact channels (`compact`) or drop-in
+/// ones, measuring registration time and memory all-in, then dispatches its events through
+/// `run()` as `dispatch_run` does. Receivers are not read (the buffer holds every event a
+/// watcher can get).
+pub fn scale_run(rt: &Runtime, workload: &Workload, compact: bool, progress: bool) -> ScaleRun {
+    use watchtrie::{CompactWatcherHandle, WatchRegistry, WatcherHandle};
+    rt.block_on(async {
+        let (tx, unregister_rx) = tokio::sync::mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(1024, tx));
+        let n = workload.watcher_count();
+        let counting = alloc::installed();
+        let before = resident_bytes().unwrap_or(0);
+        if counting {
+            alloc::start();
+        }
+        let started = Instant::now();
+        let mut bar = Progress::new(progress, n);
+        let keys = workload.exact.iter().map(|k| (k, false));
+        let keys = keys.chain(workload.prefixes.iter().map(|p| (p, true)));
+        let (mut compact_handles, mut handles): (Vec<CompactWatcherHandle>, Vec<WatcherHandle>) =
+            if compact {
+                (Vec::with_capacity(n), Vec::new())
+            } else {
+                (Vec::new(), Vec::with_capacity(n))
+            };
+        for (i, (key, is_prefix)) in keys.enumerate() {
+            let key = key.clone();
+            match (compact, is_prefix) {
+                (true, false) => {
+                    compact_handles.push(registry.register_compact(key, false).unwrap())
+                }
+                (true, true) => {
+                    compact_handles.push(registry.register_prefix_compact(key, false).unwrap())
+                }
+                (false, false) => handles.push(registry.register(key, false).unwrap()),
+                (false, true) => handles.push(registry.register_prefix(key, false).unwrap()),
+            }
+            bar.tick(i + 1);
+        }
+        bar.clear();
+        let register_time = started.elapsed();
+        let heap = counting.then(|| alloc::stop() as f64 / n.max(1) as f64);
+        let after = resident_bytes().unwrap_or(0);
+
+        let mut probe = registry
+            .register(Bytes::from_static(PROBE_KEY), false)
+            .unwrap()
+            .into_receiver()
+            .2;
+        let (tx, rx) = broadcast::channel((workload.events.len() + 2).next_power_of_two());
+        for (i, key) in workload.events.iter().enumerate() {
+            tx.send(event(key.clone(), i as u64, Bytes::from_static(b"v")))
+                .expect("receiver alive");
+        }
+        send_end_mark(&tx);
+        let started = Instant::now();
+        let task = tokio::spawn(
+            watchtrie::WatchDispatcher::new(
+                registry.clone(),
+                rx,
+                unregister_rx,
+                Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                0,
+            )
+            .run(),
+        );
+        while let Some(delivered) = probe.recv().await {
+            if delivered.revision == END_MARK {
+                break;
+            }
+        }
+        let dispatch_time = started.elapsed();
+        let deliveries = compact_handles
+            .iter_mut()
+            .map(|h| h.receiver_mut().len() as u64)
+            .chain(handles.iter_mut().map(|h| h.receiver_mut().len() as u64))
+            .sum();
+        drop(tx);
+        task.await.expect("dispatcher task");
+        drop((handles, compact_handles, registry));
+        ScaleRun {
+            watchers: n,
+            register_ns: per(register_time, n),
+            heap_per_watcher: heap,
+            resident_per_watcher: after.saturating_sub(before) as f64 / n.max(1) as f64,
+            dispatch_ns: per(dispatch_time, workload.events.len()),
+            deliveries,
+        }
+    })
+}
+
 /// Resident memory of this process in bytes (`/proc/self/statm`), if readable.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;

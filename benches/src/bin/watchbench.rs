@@ -18,10 +18,11 @@ USAGE: cargo run --release --bin watchbench -- [OPTIONS]
 
 OPTIONS:
   --scenario NAME   mixed (default) | miss | deep | register | fanout | churn | memory |
-                    heartbeat
+                    heartbeat | scale
   --watchers N      watchers to register (default: mixed, memory 1100000; miss, register,
                     heartbeat 1000000 (heartbeat: mixed keys); deep, fanout, churn 100000
-                    (churn: mixed keys))
+                    (churn: mixed keys); scale 10000000 compact watchers, mixed keys,
+                    next to 1000000 compact and 1000000 drop-in)
   --events N        events per throughput run (default 200000)
   --seed N          workload seed (default 42)
   --latency N       paced events in the latency phase, 0 to skip (default 20000)
@@ -95,6 +96,8 @@ fn parse() -> Result<Options, String> {
 /// Heap the reference needs per watcher, measured (about 4.6 KB: a tokio channel's first
 /// block of 32 events), with a margin for the index and the events.
 const ESTIMATED_BYTES_PER_WATCHER: u64 = 6_000;
+/// The same for a compact watcher with its workload key (measured about 400, all-in).
+const ESTIMATED_BYTES_PER_COMPACT_WATCHER: u64 = 700;
 
 fn available_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
@@ -107,6 +110,7 @@ fn available_memory() -> Option<u64> {
 fn default_watchers(scenario: &str) -> usize {
     match scenario {
         "mixed" | "memory" => 1_100_000,
+        "scale" => 10_000_000,
         "deep" | "fanout" | "churn" => 100_000,
         _ => 1_000_000,
     }
@@ -118,10 +122,10 @@ fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, Str
         "mixed" | "churn" | "memory" | "heartbeat" => workload::mixed(n - n / 11, n / 11, opts.events, opts.seed),
         "miss" => workload::miss(n, opts.events, opts.seed),
         "deep" => workload::deep(n, opts.events, opts.seed),
-        "register" | "fanout" => Workload::default(),
+        "register" | "fanout" | "scale" => Workload::default(),
         other => {
             return Err(format!(
-                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory, heartbeat)"
+                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory, heartbeat, scale)"
             ))
         }
     };
@@ -201,7 +205,13 @@ fn main() -> ExitCode {
         eprintln!("watchbench: --svg plots the dispatch scenarios: mixed, miss or deep");
         return ExitCode::from(2);
     }
-    let need = watchers as u64 * ESTIMATED_BYTES_PER_WATCHER + opts.events as u64 * 400;
+    let need = if opts.scenario == "scale" {
+        // Compact watchers at full size, drop-in ones at 1M at most.
+        watchers as u64 * ESTIMATED_BYTES_PER_COMPACT_WATCHER
+            + watchers.min(1_000_000) as u64 * ESTIMATED_BYTES_PER_WATCHER
+    } else {
+        watchers as u64 * ESTIMATED_BYTES_PER_WATCHER
+    } + opts.events as u64 * 400;
     if let Some(avail) = available_memory() {
         if need > avail / 10 * 8 {
             eprintln!(
@@ -232,6 +242,9 @@ fn main() -> ExitCode {
     }
     if opts.scenario == "heartbeat" {
         return heartbeat_report(&rt, &opts, &w);
+    }
+    if opts.scenario == "scale" {
+        return scale_report(&rt, &opts, watchers);
     }
     let dopts = DispatchOptions {
         latency_events: opts.latency,
@@ -571,6 +584,153 @@ fn heartbeat_report(rt: &tokio::runtime::Runtime, opts: &Options, w: &Workload) 
         println!("{name:<26} {:>12.3} {:>18.3} {:>22.3}", v[0], v[1], v[2]);
     }
     ExitCode::SUCCESS
+}
+
+/// `scale`: compact watchers at `--watchers` (10M by default) next to 1M compact and 1M
+/// drop-in ones: registration, memory all-in, dispatch.
+fn scale_report(rt: &tokio::runtime::Runtime, opts: &Options, top: usize) -> ExitCode {
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // In a child process: one run, printed as key=value for the parent.
+    if let Some(kind) = opts.only.as_deref() {
+        let compact = match kind {
+            "compact" => true,
+            "drop-in" => false,
+            other => {
+                eprintln!("watchbench: unknown channel kind '{other}' (compact, drop-in)");
+                return ExitCode::from(2);
+            }
+        };
+        let w = workload::mixed(top - top / 11, top / 11, opts.events, opts.seed);
+        let r = measure::scale_run(rt, &w, compact, progress);
+        println!(
+            "watchers={} register_ns={:.1} heap_per_watcher={:.1} resident_per_watcher={:.1} dispatch_ns={:.1} deliveries={}",
+            r.watchers,
+            r.register_ns,
+            r.heap_per_watcher.unwrap_or(f64::NAN),
+            r.resident_per_watcher,
+            r.dispatch_ns,
+            r.deliveries
+        );
+        return ExitCode::SUCCESS;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("watchbench: cannot find my own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Each run in a process of its own, so that resident growth is its own.
+    let one = |n: usize, kind: &str| -> Result<measure::ScaleRun, String> {
+        eprintln!("  scale     {kind:<8} {n:>9} watchers, in a process of its own…");
+        let out = std::process::Command::new(&exe)
+            .args(["--scenario", "scale", "--only", kind])
+            .args(["--watchers", &n.to_string()])
+            .args(["--seed", &opts.seed.to_string()])
+            .args(["--events", &opts.events.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| {
+            text.split_whitespace()
+                .find_map(|kv| {
+                    kv.strip_prefix(name)?
+                        .strip_prefix('=')?
+                        .parse::<f64>()
+                        .ok()
+                })
+                .ok_or(format!(
+                    "{kind} {n}: no {name} in its output ({})",
+                    out.status
+                ))
+        };
+        Ok(measure::ScaleRun {
+            watchers: field("watchers")? as usize,
+            register_ns: field("register_ns")?,
+            heap_per_watcher: Some(field("heap_per_watcher")?),
+            resident_per_watcher: field("resident_per_watcher")?,
+            dispatch_ns: field("dispatch_ns")?,
+            deliveries: field("deliveries")? as u64,
+        })
+    };
+    let small = top.min(1_000_000);
+    let runs = match (
+        one(top, "compact"),
+        one(small, "compact"),
+        one(small, "drop-in"),
+    ) {
+        (Ok(a), Ok(b), Ok(c)) => [a, b, c],
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            eprintln!("watchbench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if opts.json {
+        let e = |r: &measure::ScaleRun| {
+            format!(
+                "{{\"watchers\":{},\"register_ns\":{:.0},\"heap_per_watcher\":{:.0},\"resident_per_watcher\":{:.0},\"dispatch_ns\":{:.0},\"deliveries\":{}}}",
+                r.watchers, r.register_ns, r.heap_per_watcher.unwrap_or(f64::NAN),
+                r.resident_per_watcher, r.dispatch_ns, r.deliveries
+            )
+        };
+        println!(
+            "{{\"scenario\":\"scale\",\"compact_top\":{},\"compact_1m\":{},\"drop_in_1m\":{}}}",
+            e(&runs[0]),
+            e(&runs[1]),
+            e(&runs[2])
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "scenario scale: watchtrie alone, mixed keys (1/11 prefixes), {} events per run through run()",
+        opts.events
+    );
+    println!("machine: {}", cpu_model());
+    println!();
+    println!(
+        "{:<30} {:>16} {:>16} {:>16}",
+        "metric",
+        format!("compact {}", short(top)),
+        format!("compact {}", short(small)),
+        format!("drop-in {}", short(small))
+    );
+    let rows: [(&str, [f64; 3]); 5] = [
+        ("register ns/op", runs.map(|r| r.register_ns)),
+        (
+            "heap bytes/watcher (all-in)",
+            runs.map(|r| r.heap_per_watcher.unwrap_or(f64::NAN)),
+        ),
+        (
+            "resident bytes/watcher",
+            runs.map(|r| r.resident_per_watcher),
+        ),
+        ("dispatch ns/event", runs.map(|r| r.dispatch_ns)),
+        ("deliveries", runs.map(|r| r.deliveries as f64)),
+    ];
+    for (name, v) in rows {
+        println!("{name:<30} {:>16.0} {:>16.0} {:>16.0}", v[0], v[1], v[2]);
+    }
+    println!(
+        "{:<30} {:>16.2}",
+        format!("ns/event {} / {}", short(top), short(small)),
+        runs[0].dispatch_ns / runs[1].dispatch_ns
+    );
+    println!(
+        "{:<30} {:>16.2}",
+        format!("ns/event compact / drop-in {}", short(small)),
+        runs[1].dispatch_ns / runs[2].dispatch_ns
+    );
+    ExitCode::SUCCESS
+}
+
+/// 10000000 → "10M", 1000 → "1K".
+fn short(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}K", n / 1_000),
+        n => n.to_string(),
+    }
 }
 
 /// `memory`: each engine registers the workload in a process of its own (this program run
