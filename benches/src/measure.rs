@@ -746,6 +746,44 @@ pub fn scale_run(rt: &Runtime, workload: &Workload, compact: bool, progress: boo
     })
 }
 
+/// ns per delivery with `k` watchers on one key, compact or drop-in channels: bursts of 8
+/// events through `InlineDispatcher` (timed), each followed by draining every receiver (not
+/// timed), as consumers that keep up would. A compact queue is allocated for each burst
+/// and given back at each drain: its real cost.
+pub fn delivery_cost(compact: bool, k: usize, bursts: usize) -> f64 {
+    use watchtrie::{InlineDispatcher, WatchRegistry};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(64, tx));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx);
+    let key = Bytes::from_static(b"/fanout/key");
+    let mut compact_handles = Vec::new();
+    let mut handles = Vec::new();
+    for _ in 0..k {
+        if compact {
+            compact_handles.push(registry.register_compact(key.clone(), false).unwrap());
+        } else {
+            handles.push(registry.register(key.clone(), false).unwrap());
+        }
+    }
+    let mut timed = Duration::ZERO;
+    let mut revision = 0;
+    for _ in 0..bursts {
+        let started = Instant::now();
+        for _ in 0..8 {
+            revision += 1;
+            inline.dispatch(&event(key.clone(), revision, Bytes::from_static(b"v")));
+        }
+        timed += started.elapsed();
+        for h in &mut compact_handles {
+            while h.receiver_mut().try_recv().is_ok() {}
+        }
+        for h in &mut handles {
+            while h.receiver_mut().try_recv().is_ok() {}
+        }
+    }
+    timed.as_nanos() as f64 / (bursts * 8 * k) as f64
+}
+
 /// Resident memory of this process in bytes (`/proc/self/statm`), if readable.
 pub fn resident_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
