@@ -659,8 +659,8 @@ fn scale_report(rt: &tokio::runtime::Runtime, opts: &Options, top: usize) -> Exi
     eprint!("  scale     ns/delivery, 100K watchers on one key, compact vs drop-in… ");
     let (mut per_compact, mut per_drop_in) = (f64::MAX, f64::MAX);
     for _ in 0..3 {
-        per_compact = per_compact.min(measure::delivery_cost(true, 100_000, 40));
-        per_drop_in = per_drop_in.min(measure::delivery_cost(false, 100_000, 40));
+        per_compact = per_compact.min(measure::delivery_cost(true, 100_000, 10));
+        per_drop_in = per_drop_in.min(measure::delivery_cost(false, 100_000, 10));
     }
     eprintln!("{per_compact:.1} vs {per_drop_in:.1}");
     let small = top.min(1_000_000);
