@@ -3,7 +3,7 @@
 //!
 //! A tokio `mpsc` channel allocates a block of 32 slots up front (about 4.3 KB for
 //! [`WatchEvent`]s): a million idle watchers hold 4.3 GB of empty slots. Here an idle watcher
-//! costs its [`ChannelState`] alone (one 64-byte allocation): the queue allocates on the first event
+//! costs its [`ChannelState`] alone (one 56-byte allocation): the queue allocates on the first event
 //! and is given back whenever the receiver drains it. Semantics are the drop-in channel's:
 //! the same bound (the registry reserves the last slot for the cancel sentinel), the receiver
 //! sees the end of the stream once every sender is gone (the watcher left both snapshots),
@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -44,18 +44,21 @@ impl fmt::Display for TryRecvError {
 
 impl std::error::Error for TryRecvError {}
 
-/// What both ends share: 48 bytes, so that with the reference counts an idle channel is
-/// one 64-byte allocation.
+/// What both ends share: 40 bytes, so that with the reference counts an idle channel is
+/// one 56-byte request (a 64-byte block for malloc).
 pub(crate) struct ChannelState {
     queue: Mutex<Queue>,
     /// Slots, the sentinel's included.
     capacity: u32,
-    /// Live senders (the index holds one per snapshot). Changed outside the lock; the
-    /// receiver reads it under the lock, and the last sender takes the lock to wake it.
-    senders: AtomicU32,
-    /// Set once the receiver is dropped.
-    receiver_gone: AtomicBool,
+    /// Live senders (the index holds one per snapshot) in the low bits, and
+    /// [`RECEIVER_GONE`] once the receiver is dropped: one word, so that the state fits in
+    /// 40 bytes. The count changes outside the lock; the receiver reads it under the lock,
+    /// and the last sender takes the lock to wake it.
+    ends: AtomicU32,
 }
+
+/// The bit of [`ChannelState::ends`] that says the receiver is gone.
+const RECEIVER_GONE: u32 = 1 << 31;
 
 struct Queue {
     /// Allocated with the first waiting event, freed when the receiver takes the last.
@@ -78,6 +81,17 @@ impl Queue {
 }
 
 impl ChannelState {
+    /// Live senders. Acquire: pairs with the last sender's AcqRel decrement.
+    fn senders(&self) -> u32 {
+        self.ends.load(Ordering::Acquire) & !RECEIVER_GONE
+    }
+
+    /// True once the receiver is dropped. Acquire: pairs with the receiver's Release, so
+    /// that a gone receiver is never sent to.
+    fn receiver_gone(&self) -> bool {
+        self.ends.load(Ordering::Acquire) & RECEIVER_GONE != 0
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding the lock leaves the queue consistent (every operation on it
         // is a single push, pop or replace): carry on.
@@ -97,8 +111,7 @@ pub(crate) fn channel(capacity: usize) -> (CompactSender, CompactReceiver) {
             waker: None,
         }),
         capacity: capacity.clamp(1, MAX_CAPACITY) as u32,
-        senders: AtomicU32::new(1),
-        receiver_gone: AtomicBool::new(false),
+        ends: AtomicU32::new(1),
     });
     (
         CompactSender {
@@ -135,9 +148,8 @@ impl CompactSender {
         event: impl FnOnce() -> WatchEvent,
         last_words: impl FnOnce() -> Option<WatchEvent>,
     ) -> Offer {
-        // Acquire: pairs with the receiver's Release on drop, so that a gone receiver is
-        // never sent to (its queue may already be cleared).
-        if self.state.receiver_gone.load(Ordering::Acquire) {
+        // A gone receiver is never sent to (its queue may already be cleared).
+        if self.is_closed() {
             return Offer::Closed;
         }
         let mut queue = self.state.lock();
@@ -174,7 +186,7 @@ impl CompactSender {
 
     /// True once the receiver is dropped.
     pub(crate) fn is_closed(&self) -> bool {
-        self.state.receiver_gone.load(Ordering::Acquire)
+        self.state.receiver_gone()
     }
 }
 
@@ -182,7 +194,7 @@ impl Clone for CompactSender {
     fn clone(&self) -> Self {
         // Relaxed: a new sender is made from a live one, so the count cannot reach zero
         // meanwhile (the same argument as `Arc::clone`).
-        self.state.senders.fetch_add(1, Ordering::Relaxed);
+        self.state.ends.fetch_add(1, Ordering::Relaxed);
         Self {
             state: Arc::clone(&self.state),
         }
@@ -193,7 +205,7 @@ impl Drop for CompactSender {
     fn drop(&mut self) {
         // AcqRel: the last sender's decrement must follow every other sender's pushes, and
         // the receiver, reading the count under the lock, then sees the end of the stream.
-        if self.state.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.state.ends.fetch_sub(1, Ordering::AcqRel) & !RECEIVER_GONE == 1 {
             let waker = self.state.lock().waker.take();
             if let Some(waker) = waker {
                 waker.wake();
@@ -207,7 +219,7 @@ impl Drop for CompactSender {
 /// the same events as a drop-in watcher's `tokio::sync::mpsc::Receiver`: the stream ends
 /// (`None`) once the watcher is removed, after the cancel sentinel if it fell behind.
 ///
-/// Memory: one 64-byte allocation while no event waits; the queue is allocated on the first event
+/// Memory: one 56-byte allocation while no event waits; the queue is allocated on the first event
 /// and given back whenever the receiver takes the last one.
 pub struct CompactReceiver {
     state: Arc<ChannelState>,
@@ -226,9 +238,7 @@ impl CompactReceiver {
         let mut queue = self.state.lock();
         match self.take(&mut queue) {
             Some(event) => Ok(event),
-            None if self.state.senders.load(Ordering::Acquire) == 0 => {
-                Err(TryRecvError::Disconnected)
-            }
+            None if self.state.senders() == 0 => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
         }
     }
@@ -240,9 +250,9 @@ impl CompactReceiver {
         if let Some(event) = self.take(&mut queue) {
             return Poll::Ready(Some(event));
         }
-        // Acquire, under the lock: pairs with the last sender's AcqRel decrement, and the
-        // sender takes this lock after it, so a waker stored here is always woken.
-        if self.state.senders.load(Ordering::Acquire) == 0 {
+        // Read under the lock, and the last sender takes this lock after its decrement, so
+        // a waker stored here is always woken.
+        if self.state.senders() == 0 {
             return Poll::Ready(None);
         }
         match &mut queue.waker {
@@ -279,14 +289,14 @@ impl CompactReceiver {
 
     /// True once no more events can come (the watcher was removed); queued ones may remain.
     pub fn is_closed(&self) -> bool {
-        self.state.senders.load(Ordering::Acquire) == 0
+        self.state.senders() == 0
     }
 }
 
 impl Drop for CompactReceiver {
     fn drop(&mut self) {
         // Release: pairs with the senders' Acquire load; from here on nothing is queued.
-        self.state.receiver_gone.store(true, Ordering::Release);
+        self.state.ends.fetch_or(RECEIVER_GONE, Ordering::Release);
         let events = self.state.lock().events.take();
         drop(events);
     }
@@ -337,9 +347,9 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_channel_is_one_64_byte_allocation() {
-        // Two reference counts (16 bytes) and the state.
-        assert_eq!(std::mem::size_of::<ChannelState>(), 48);
+    fn an_idle_channel_is_one_small_allocation() {
+        // Two reference counts (16 bytes) and the state: 56 bytes, a 64-byte malloc block.
+        assert_eq!(std::mem::size_of::<ChannelState>(), 40);
         assert_eq!(channel(usize::MAX).1.max_capacity(), MAX_CAPACITY);
     }
 

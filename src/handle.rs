@@ -23,36 +23,45 @@ pub struct WatcherHandle {
     registration: Registration,
 }
 
-/// The part of a handle that unregisters on drop; disarmed by `into_receiver`.
+/// The part of a handle that unregisters on drop; disarmed by `into_receiver`. 48 bytes:
+/// the kind rides in the id word's low bit (callers keep millions of handles).
 struct Registration {
-    id: u64,
+    id_and_kind: u64,
     key: Bytes,
-    is_prefix: bool,
     /// The registry to unregister from; `None` once `into_receiver` disarmed the drop.
     registry: Option<Arc<Shared>>,
 }
 
 impl Registration {
     fn new(id: u64, key: Bytes, is_prefix: bool, registry: Arc<Shared>) -> Self {
+        // Ids count registrations from 1: 63 bits are plenty.
+        debug_assert!(id < 1 << 63);
         Self {
-            id,
+            id_and_kind: id << 1 | u64::from(is_prefix),
             key,
-            is_prefix,
             registry: Some(registry),
         }
+    }
+
+    fn id(&self) -> u64 {
+        self.id_and_kind >> 1
+    }
+
+    fn is_prefix(&self) -> bool {
+        self.id_and_kind & 1 == 1
     }
 
     /// Keeps the watcher registered: returns `(id, key)` without unregistering.
     fn disarm(mut self) -> (u64, Bytes) {
         self.registry = None;
-        (self.id, mem::take(&mut self.key))
+        (self.id(), mem::take(&mut self.key))
     }
 
     fn debug(&self, name: &str, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct(name)
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("key", &self.key)
-            .field("is_prefix", &self.is_prefix)
+            .field("is_prefix", &self.is_prefix())
             .finish_non_exhaustive()
     }
 }
@@ -62,8 +71,8 @@ impl Drop for Registration {
         if let Some(registry) = self.registry.take() {
             // The key is not needed any more: move it instead of cloning it.
             let key = mem::take(&mut self.key);
-            trace!(watcher_id = self.id, key = ?key, is_prefix = self.is_prefix, "Watcher unregistered");
-            registry.unregister(self.id, key);
+            trace!(watcher_id = self.id(), key = ?key, is_prefix = self.is_prefix(), "Watcher unregistered");
+            registry.unregister(self.id(), key);
         }
     }
 }
@@ -84,7 +93,7 @@ impl WatcherHandle {
 
     /// The watcher's id: 1 for the registry's first, then consecutive.
     pub fn id(&self) -> u64 {
-        self.registration.id
+        self.registration.id()
     }
 
     /// The watched key, or the prefix for a prefix watcher.
@@ -94,7 +103,7 @@ impl WatcherHandle {
 
     /// True for a watcher made by `register_prefix`.
     pub fn is_prefix(&self) -> bool {
-        self.registration.is_prefix
+        self.registration.is_prefix()
     }
 
     /// The receiver of this watcher's events.
@@ -141,7 +150,7 @@ impl CompactWatcherHandle {
 
     /// The watcher's id (one sequence with drop-in watchers).
     pub fn id(&self) -> u64 {
-        self.registration.id
+        self.registration.id()
     }
 
     /// The watched key, or the prefix for a prefix watcher.
@@ -151,7 +160,7 @@ impl CompactWatcherHandle {
 
     /// True for a watcher made by `register_prefix_compact`.
     pub fn is_prefix(&self) -> bool {
-        self.registration.is_prefix
+        self.registration.is_prefix()
     }
 
     /// The receiver of this watcher's events.
@@ -170,5 +179,17 @@ impl CompactWatcherHandle {
 impl fmt::Debug for CompactWatcherHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.registration.debug("CompactWatcherHandle", f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Callers keep millions of handles: their size is part of each watcher's cost.
+    #[test]
+    fn a_handle_is_seven_words() {
+        assert_eq!(mem::size_of::<WatcherHandle>(), 56);
+        assert_eq!(mem::size_of::<CompactWatcherHandle>(), 56);
     }
 }
