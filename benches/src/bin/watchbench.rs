@@ -29,7 +29,9 @@ OPTIONS:
   --only ENGINE     run one engine alone, once, for profiling: reference | watchtrie
   --json            print the results as one JSON object instead of a table
   --svg FILE        mixed, miss, deep: also run at 1K, 10K, 100K watchers (up to --watchers)
-                    and plot events/s against watcher count (log axis) to FILE
+                    and plot events/s against watcher count (log axis) to FILE;
+                    scale: plot heap bytes per watcher against watcher count (10K, 100K,
+                    1M, --watchers) for compact, drop-in and the reference
   -h, --help        this text
 
 Each engine is run twice after a discarded warm-up, in the order reference, watchtrie,
@@ -201,8 +203,9 @@ fn main() -> ExitCode {
     let watchers = opts
         .watchers
         .unwrap_or_else(|| default_watchers(&opts.scenario));
-    if opts.svg.is_some() && !matches!(opts.scenario.as_str(), "mixed" | "miss" | "deep") {
-        eprintln!("watchbench: --svg plots the dispatch scenarios: mixed, miss or deep");
+    if opts.svg.is_some() && !matches!(opts.scenario.as_str(), "mixed" | "miss" | "deep" | "scale")
+    {
+        eprintln!("watchbench: --svg plots the dispatch scenarios (mixed, miss, deep) and scale");
         return ExitCode::from(2);
     }
     let need = if opts.scenario == "scale" {
@@ -739,7 +742,83 @@ fn scale_report(rt: &tokio::runtime::Runtime, opts: &Options, top: usize) -> Exi
         per_drop_in,
         per_compact / per_drop_in
     );
-    ExitCode::SUCCESS
+    match &opts.svg {
+        Some(path) => memory_plot(opts, top, &runs, path, &one),
+        None => ExitCode::SUCCESS,
+    }
+}
+
+/// `scale --svg`: heap bytes per watcher against watcher count, compact and drop-in
+/// watchtrie (scale runs) and the reference (`memory` runs, each in its own process).
+fn memory_plot(
+    opts: &Options,
+    top: usize,
+    runs: &[measure::ScaleRun; 3],
+    path: &str,
+    one: &dyn Fn(usize, &str) -> Result<measure::ScaleRun, String>,
+) -> ExitCode {
+    let small = top.min(1_000_000);
+    let sizes: Vec<usize> = [10_000, 100_000]
+        .into_iter()
+        .filter(|&n| n < small)
+        .collect();
+    let mut compact = Vec::new();
+    let mut drop_in = Vec::new();
+    let mut reference = Vec::new();
+    let exe = std::env::current_exe().expect("own executable");
+    let reference_heap = |n: usize| -> Option<f64> {
+        eprintln!("  memory    reference {n:>9} watchers, in a process of its own…");
+        let out = std::process::Command::new(&exe)
+            .args(["--scenario", "memory", "--only", "reference"])
+            .args(["--watchers", &n.to_string()])
+            .args(["--seed", &opts.seed.to_string(), "--events", "1"])
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("heap_per_watcher=")?.parse().ok())
+    };
+    for &n in sizes.iter().chain([small].iter()) {
+        let (c, d) = if n == small {
+            (runs[1], runs[2])
+        } else {
+            match (one(n, "compact"), one(n, "drop-in")) {
+                (Ok(c), Ok(d)) => (c, d),
+                (Err(e), _) | (_, Err(e)) => {
+                    eprintln!("watchbench: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        compact.push((n as f64, c.heap_per_watcher.unwrap_or(f64::NAN)));
+        drop_in.push((n as f64, d.heap_per_watcher.unwrap_or(f64::NAN)));
+        if let Some(r) = reference_heap(n) {
+            reference.push((n as f64, r));
+        }
+    }
+    if top > small {
+        compact.push((top as f64, runs[0].heap_per_watcher.unwrap_or(f64::NAN)));
+    }
+    let series: Vec<watchbench::svg::Series<'_>> = vec![
+        ("reference", "#d62728", reference),
+        ("watchtrie drop-in", "#1f77b4", drop_in),
+        ("watchtrie compact", "#2ca02c", compact),
+    ];
+    let title = "heap bytes per watcher, all-in (index, channels, handles)";
+    match std::fs::write(
+        path,
+        watchbench::svg::log_x_plot(title, "watchers", "bytes per watcher", &series),
+    ) {
+        Ok(()) => {
+            eprintln!("watchbench: plot written to {path}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("watchbench: cannot write {path}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// 10000000 → "10M", 1000 → "1K".
