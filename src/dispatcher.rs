@@ -509,7 +509,8 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 }
             }
             // One slice of an incremental heartbeat between two bursts of events.
-            if self.inline.continue_progress() {
+            let sweeping = self.inline.continue_progress();
+            if sweeping {
                 // Return to the runtime after every slice. Not through a select! branch:
                 // with events always queued after a slice, select! would pick them and the
                 // task would not return until tokio's cooperative budget ran out (~128
@@ -535,6 +536,9 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 }
                 // A removal found the writer lock busy: come back soon, not at the next event.
                 () = tokio::time::sleep(REMOVAL_RETRY), if retry_removals => {}
+                // A sweep is under way: nothing else is ready, so go on with it (without
+                // this, a quiet system would leave it unfinished until the next event).
+                () = std::future::ready(()), if sweeping => {}
             }
         }
     }

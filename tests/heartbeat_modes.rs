@@ -134,3 +134,26 @@ async fn monotone_progress_never_goes_below_a_delivered_revision() {
     bed.inline().broadcast_progress(12);
     assert_eq!(revisions(h.receiver_mut()), vec![9, 9, 12]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_incremental_sweep_finishes_without_events_to_drive_it() {
+    // Enough watchers for many slices, and no event after the tick: the task must keep
+    // sweeping on its own.
+    let mut bed = Bed::with_options(Mode::Task, 8, usize::MAX, 100, incremental());
+    let mut handles: Vec<_> = (0..50_000)
+        .map(|i| bed.registry.register(b(&format!("/k/{i}")), false).unwrap())
+        .collect();
+    tokio::time::sleep(Duration::from_millis(111)).await;
+    for _ in 0..1_000 {
+        if bed.registry.metrics().read().heartbeat_sweeps == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    bed.settle().await;
+    assert_eq!(bed.registry.metrics().read().heartbeat_sweeps, 1);
+    for h in &mut handles {
+        assert_eq!(drain(h.receiver_mut()).len(), 1);
+    }
+    bed.shutdown().await;
+}
