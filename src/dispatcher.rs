@@ -243,7 +243,7 @@ impl InlineDispatcher {
         true
     }
 
-    /// Runs one slice (about a millisecond) of the heartbeat begun by
+    /// Runs one slice (about half a millisecond) of the heartbeat begun by
     /// [`Self::start_progress`]. Returns true while some of it remains.
     pub fn continue_progress(&mut self) -> bool {
         let Some(mut sweep) = self.progress.take() else {

@@ -11,10 +11,10 @@ pub enum HeartbeatMode {
     /// The reference's: one tick sends Progress to every watcher before the next event is
     /// dispatched, so events wait for the whole sweep (hundreds of milliseconds at a
     /// million watchers). Registrations are not held up: the sweep lets go of the index
-    /// every millisecond or so.
+    /// every half millisecond or so.
     #[default]
     Blocking,
-    /// The sweep runs in slices of about a millisecond, with events, unregistrations and
+    /// The sweep runs in slices of about half a millisecond, with events, unregistrations and
     /// other tasks served between slices. Each slice's Progress carries the highest of the
     /// tick's revision and every revision dispatched so far, so no watcher ever receives a
     /// Progress older than an event it already has.
