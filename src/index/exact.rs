@@ -2,12 +2,26 @@
 //!
 //! Not persistent: a [`Snapshot`](super::Snapshot) is changed in place only while no reader
 //! holds it (the registry's publish protocol guarantees that), so the map can be the fastest
-//! thing to read: an open-addressing table (hashbrown's SwissTable, see [`Table`]) hashed with `ahash`, a seeded,
-//! DoS-resistant hash much cheaper than SipHash on short keys. A lookup touches the control
-//! bytes and one bucket; keys of up to [`INLINE_KEY`] bytes sit in the bucket itself ([`KeyBytes`]), so a
-//! hit compares them without following a pointer.
+//! thing to read that is also small at ten million keys:
+//!
+//! ```text
+//!   slots: Table<u32>  (SwissTable, ahash)       entries: Chunks<Entry> (dense, 0..len)
+//!   ctrl | 4-byte positions                      [ key (inline ≤ 30 B) | watchers ] ...
+//!         └──────────── position ──────────────▶
+//! ```
+//!
+//! The table holds only 4-byte positions, so its unavoidable slack (a SwissTable doubles: it
+//! is 44–88% full) costs 4–9 bytes per key instead of a whole 64-byte entry; the entries
+//! themselves sit in [`Chunks`], which has no slack to speak of. A lookup touches the control
+//! bytes, the position and the entry (one dependent load more than entries stored in the
+//! table: the price of the memory, measured in `docs/BENCHMARKS.md`). Keys of up to
+//! [`INLINE_KEY`] bytes sit in the entry itself ([`KeyBytes`]), so a hit compares them without
+//! following another pointer. Removing a key moves the last entry into its place and
+//! repoints that entry's slot; slots never move except when the table is rebuilt, which
+//! keeps sweeps' bucket order (see `table`).
 //!
 //! # Invariants
+//! - Exactly one slot per entry, holding that entry's position.
 //! - No entry has an empty watcher list (the entry is removed with its last watcher).
 //! - Keys of up to [`INLINE_KEY`] bytes are inline, longer ones shared.
 //! - `watchers` is the sum of all list lengths.
@@ -15,13 +29,15 @@
 //! # Complexity (k keys, m watchers on the touched key)
 //! | operation | cost |
 //! |---|---|
-//! | `insert` / `remove` | O(|key|) to hash + O(1) amortised (O(k) when the table grows or shrinks) + O(1) in the list |
+//! | `insert` | O(|key|) to hash + O(1) amortised (O(k) when the table grows) + O(1) in the list |
+//! | `remove` | as `insert`, plus one probe to repoint the moved entry (O(k) when the table shrinks) |
 //! | `get` | O(|key|) + O(1) expected |
 //! | `clone` | O(k) (tests and fuzzing only; the registry never copies an index) |
 
 use bytes::Bytes;
 use hashbrown::hash_table::Entry as Slot;
 
+use super::chunks::Chunks;
 use super::key::{KeyBytes, INLINE_KEY};
 use super::table::{Layout, Table};
 use super::watchers::WatcherList;
@@ -36,7 +52,9 @@ struct Entry<W> {
 
 /// Exact-key watcher index.
 pub(crate) struct ExactIndex<W> {
-    table: Table<Entry<W>>,
+    /// Position in `entries` of each key, hashed by the key's bytes.
+    slots: Table<u32>,
+    entries: Chunks<Entry<W>>,
     hasher: ahash::RandomState,
     watchers: usize,
 }
@@ -44,7 +62,8 @@ pub(crate) struct ExactIndex<W> {
 impl<W: Clone> Clone for ExactIndex<W> {
     fn clone(&self) -> Self {
         Self {
-            table: self.table.clone(),
+            slots: self.slots.clone(),
+            entries: self.entries.clone(),
             hasher: self.hasher.clone(),
             watchers: self.watchers,
         }
@@ -56,7 +75,8 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// that their tables have one layout).
     pub(crate) fn with_hasher(hasher: ahash::RandomState) -> Self {
         Self {
-            table: Table::new(),
+            slots: Table::new(),
+            entries: Chunks::new(),
             hasher,
             watchers: 0,
         }
@@ -75,7 +95,7 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// Number of distinct watched keys.
     #[inline]
     pub(crate) fn key_count(&self) -> usize {
-        self.table.len()
+        self.entries.len()
     }
 
     /// Number of watchers over all keys.
@@ -83,35 +103,49 @@ impl<W: WatcherEntry> ExactIndex<W> {
         self.watchers
     }
 
+    /// The position of `key`'s entry.
+    #[inline]
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        let entries = &self.entries;
+        self.slots
+            .find(self.hash(key), |&at| {
+                entries.get(at as usize).key.as_slice() == key
+            })
+            .map(|&at| at as usize)
+    }
+
     /// The watchers of `key`.
     #[inline]
     pub(crate) fn get(&self, key: &[u8]) -> Option<&WatcherList<W>> {
-        self.table
-            .find(self.hash(key), |e| e.key.as_slice() == key)
-            .map(|e| &e.watchers)
+        self.position(key).map(|at| &self.entries.get(at).watchers)
     }
 
     /// Adds a watcher on `key`.
     pub(crate) fn insert(&mut self, key: Bytes, watcher: W) {
         // One probe: the entry API searches once for the key or its free slot.
         let hash = self.hash(&key);
-        let hasher = &self.hasher;
-        let slot = self.table.entry(
+        let (hasher, entries) = (&self.hasher, &mut self.entries);
+        let slot = self.slots.entry(
             hash,
-            |e| e.key.as_slice() == &key[..],
-            |e| hasher.hash_one(e.key.as_slice()),
+            |&at| entries.get(at as usize).key.as_slice() == &key[..],
+            |&at| hasher.hash_one(entries.get(at as usize).key.as_slice()),
         );
         match slot {
-            Slot::Occupied(mut entry) => {
-                entry.get_mut().watchers.insert(watcher);
+            Slot::Occupied(found) => {
+                entries
+                    .get_mut(*found.get() as usize)
+                    .watchers
+                    .insert(watcher);
             }
             Slot::Vacant(slot) => {
+                let at = u32::try_from(entries.len()).expect("fewer than 2^32 watched keys");
                 let mut watchers = WatcherList::Empty;
                 watchers.insert(watcher);
-                slot.insert(Entry {
+                entries.push(Entry {
                     key: KeyBytes::new(key),
                     watchers,
                 });
+                slot.insert(at);
             }
         }
         self.watchers += 1;
@@ -119,42 +153,66 @@ impl<W: WatcherEntry> ExactIndex<W> {
 
     /// Removes the watcher `id` from `key`, dropping the key with its last watcher.
     pub(crate) fn remove(&mut self, key: &[u8], id: u64) -> Option<W> {
-        let mut entry = self
-            .table
-            .find_entry(self.hash(key), |e| e.key.as_slice() == key)?;
-        let removed = entry.get_mut().watchers.remove(id)?;
-        if entry.get().watchers.is_empty() {
-            entry.remove();
-            let hasher = &self.hasher;
-            self.table
-                .shrink_if_sparse(|e| hasher.hash_one(e.key.as_slice()));
-        }
+        let at = self.position(key)?;
+        let list = &mut self.entries.get_mut(at).watchers;
+        let removed = list.remove(id)?;
         self.watchers -= 1;
+        if list.is_empty() {
+            self.remove_entry(key, at);
+        }
         Some(removed)
+    }
+
+    /// Drops the entry of `key`, at position `at`: the last entry moves into its place, and
+    /// that entry's slot is pointed at `at`.
+    fn remove_entry(&mut self, key: &[u8], at: usize) {
+        if let Some(slot) = self
+            .slots
+            .find_entry(self.hasher.hash_one(key), |&p| p as usize == at)
+        {
+            slot.remove();
+        }
+        let (_, moved_from) = self.entries.swap_remove(at);
+        if let Some(from) = moved_from {
+            let moved = self.entries.get(at).key.as_slice();
+            let from = from as u32;
+            if let Some(slot) = self
+                .slots
+                .find_mut(self.hasher.hash_one(moved), |&p| p == from)
+            {
+                *slot = at as u32;
+            }
+        }
+        let (hasher, entries) = (&self.hasher, &self.entries);
+        self.slots
+            .shrink_if_sparse(|&p| hasher.hash_one(entries.get(p as usize).key.as_slice()));
     }
 
     /// The bucket arrangement, for a sweep resuming across snapshots.
     pub(crate) fn layout(&self) -> Layout {
-        self.table.layout()
+        self.slots.layout()
     }
 
     /// Number of buckets a sweep walks.
     pub(crate) fn buckets(&self) -> usize {
-        self.table.buckets()
+        self.slots.buckets()
     }
 
     /// The key and watchers in bucket `index`, if it is full.
     #[inline]
     pub(crate) fn bucket(&self, index: usize) -> Option<(&[u8], &WatcherList<W>)> {
-        self.table
-            .bucket(index)
-            .map(|e| (e.key.as_slice(), &e.watchers))
+        self.slots.bucket(index).map(|&at| {
+            let entry = self.entries.get(at as usize);
+            (entry.key.as_slice(), &entry.watchers)
+        })
     }
 
     /// Panics if an invariant is broken.
     pub(crate) fn check_invariants(&self) {
+        self.entries.check_invariants();
+        assert_eq!(self.slots.len(), self.entries.len(), "one slot per entry");
         let mut total = 0;
-        for entry in self.table.iter() {
+        for (at, entry) in self.entries.iter().enumerate() {
             let (key, list) = (&entry.key, &entry.watchers);
             assert!(!list.is_empty(), "a key without watchers must be removed");
             assert_eq!(
@@ -162,10 +220,10 @@ impl<W: WatcherEntry> ExactIndex<W> {
                 key.as_slice().len() <= INLINE_KEY,
                 "short keys are inline, long ones shared"
             );
-            assert!(
-                self.get(key.as_slice())
-                    .is_some_and(|found| std::ptr::eq(found, list)),
-                "a key is found in its own entry"
+            assert_eq!(
+                self.position(key.as_slice()),
+                Some(at),
+                "a key's slot points at its own entry"
             );
             list.check_invariants();
             total += list.len();
@@ -212,15 +270,16 @@ mod tests {
         for i in 0..100_000u64 {
             index.insert(Bytes::from(format!("/k/{i}")), Id(i));
         }
-        let full = index.table.capacity();
+        let full = index.slots.capacity();
         for i in 0..100_000u64 {
             assert_eq!(index.remove(format!("/k/{i}").as_bytes(), i), Some(Id(i)));
         }
         index.check_invariants();
         assert!(
-            index.table.capacity() <= 1024,
+            index.slots.capacity() <= 1024,
             "capacity {} of {full} kept",
-            index.table.capacity()
+            index.slots.capacity()
         );
+        assert_eq!(index.entries.allocated_entries(), 0);
     }
 }

@@ -6,6 +6,7 @@
 //! time (see `registry::Writer`). Nothing here knows about tokio, channels
 //! or threads: a watcher is any cloneable value with an id ([`WatcherEntry`]).
 
+mod chunks;
 mod exact;
 mod key;
 mod table;
