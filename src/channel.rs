@@ -62,21 +62,61 @@ const RECEIVER_GONE: u32 = 1 << 31;
 
 struct Queue {
     /// Allocated with the first waiting event, freed when the receiver takes the last.
-    /// Boxed on purpose: an idle watcher then holds 8 bytes here instead of an empty
-    /// `VecDeque`'s 32, and idle watchers are what there are millions of.
-    #[allow(clippy::box_collection)]
-    events: Option<Box<VecDeque<WatchEvent>>>,
+    /// Boxed on purpose: an idle watcher then holds 8 bytes here instead of a `VecDeque`'s
+    /// 32, and idle watchers are what there are millions of.
+    events: Option<Box<Waiting>>,
     /// The receiver's waker while it waits.
     waker: Option<Waker>,
 }
 
+/// The events waiting for the receiver. A receiver that keeps up has one at a time, so the
+/// first is stored alone (one allocation, the box) and a `VecDeque` (a second allocation,
+/// its buffer) comes only with a second event waiting beside it.
+enum Waiting {
+    One(WatchEvent),
+    Many(VecDeque<WatchEvent>),
+}
+
+/// Slots a queue starts with once two events wait: a burst usually brings a few.
+const FIRST_QUEUE_CAPACITY: usize = 4;
+
 impl Queue {
     fn len(&self) -> usize {
-        self.events.as_ref().map_or(0, |events| events.len())
+        match self.events.as_deref() {
+            None => 0,
+            Some(Waiting::One(_)) => 1,
+            Some(Waiting::Many(events)) => events.len(),
+        }
     }
 
     fn push(&mut self, event: WatchEvent) {
-        self.events.get_or_insert_default().push_back(event);
+        match self.events.as_deref_mut() {
+            None => self.events = Some(Box::new(Waiting::One(event))),
+            Some(Waiting::Many(events)) => events.push_back(event),
+            Some(waiting @ Waiting::One(_)) => {
+                let mut events = VecDeque::with_capacity(FIRST_QUEUE_CAPACITY);
+                if let Waiting::One(first) =
+                    std::mem::replace(waiting, Waiting::Many(VecDeque::new()))
+                {
+                    events.push_back(first);
+                }
+                events.push_back(event);
+                *waiting = Waiting::Many(events);
+            }
+        }
+    }
+
+    /// Takes the oldest event, giving the memory back with the last one.
+    fn pop(&mut self) -> Option<WatchEvent> {
+        if let Waiting::Many(events) = self.events.as_deref_mut()? {
+            if events.len() > 1 {
+                return events.pop_front();
+            }
+        }
+        match *self.events.take()? {
+            Waiting::One(event) => Some(event),
+            Waiting::Many(mut events) => events.pop_front(),
+        }
     }
 }
 
@@ -236,7 +276,7 @@ impl CompactReceiver {
     /// The next event if one is queued.
     pub fn try_recv(&mut self) -> Result<WatchEvent, TryRecvError> {
         let mut queue = self.state.lock();
-        match self.take(&mut queue) {
+        match queue.pop() {
             Some(event) => Ok(event),
             None if self.state.senders() == 0 => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
@@ -247,7 +287,7 @@ impl CompactReceiver {
     /// implementation).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
         let mut queue = self.state.lock();
-        if let Some(event) = self.take(&mut queue) {
+        if let Some(event) = queue.pop() {
             return Poll::Ready(Some(event));
         }
         // Read under the lock, and the last sender takes this lock after its decrement, so
@@ -260,16 +300,6 @@ impl CompactReceiver {
             slot => *slot = Some(cx.waker().clone()),
         }
         Poll::Pending
-    }
-
-    /// Takes the oldest event, giving the queue's memory back when it is emptied.
-    fn take(&self, queue: &mut Queue) -> Option<WatchEvent> {
-        let events = queue.events.as_mut()?;
-        let event = events.pop_front();
-        if events.is_empty() {
-            queue.events = None;
-        }
-        event
     }
 
     /// Events waiting.
@@ -344,6 +374,34 @@ mod tests {
         assert!(rx.state.lock().events.is_some());
         assert_eq!(rx.try_recv().unwrap().revision, 1);
         assert!(rx.state.lock().events.is_none(), "given back when drained");
+    }
+
+    #[test]
+    fn events_come_out_in_order_whether_one_or_many_wait() {
+        // Every push / pop interleaving up to a depth of 5, against a VecDeque.
+        let mut queue = Queue {
+            events: None,
+            waker: None,
+        };
+        let mut model = VecDeque::new();
+        let mut next = 0;
+        for pattern in 0u32..1 << 12 {
+            for bit in 0..12 {
+                if pattern >> bit & 1 == 1 && model.len() < 5 {
+                    next += 1;
+                    queue.push(put(next));
+                    model.push_back(next);
+                } else {
+                    assert_eq!(queue.pop().map(|e| e.revision), model.pop_front());
+                }
+                assert_eq!(queue.len(), model.len());
+                assert_eq!(queue.events.is_none(), model.is_empty(), "memory kept");
+                let one = matches!(queue.events.as_deref(), Some(Waiting::One(_)));
+                if one {
+                    assert_eq!(model.len(), 1, "one event stored alone");
+                }
+            }
+        }
     }
 
     #[test]
