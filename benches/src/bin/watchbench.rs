@@ -617,45 +617,17 @@ fn scale_report(rt: &tokio::runtime::Runtime, opts: &Options, top: usize) -> Exi
         );
         return ExitCode::SUCCESS;
     }
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("watchbench: cannot find my own executable: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     // Each run in a process of its own, so that resident growth is its own.
     let one = |n: usize, kind: &str| -> Result<measure::ScaleRun, String> {
         eprintln!("  scale     {kind:<8} {n:>9} watchers, in a process of its own…");
-        let out = std::process::Command::new(&exe)
-            .args(["--scenario", "scale", "--only", kind])
-            .args(["--watchers", &n.to_string()])
-            .args(["--seed", &opts.seed.to_string()])
-            .args(["--events", &opts.events.to_string()])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let field = |name: &str| {
-            text.split_whitespace()
-                .find_map(|kv| {
-                    kv.strip_prefix(name)?
-                        .strip_prefix('=')?
-                        .parse::<f64>()
-                        .ok()
-                })
-                .ok_or(format!(
-                    "{kind} {n}: no {name} in its output ({})",
-                    out.status
-                ))
-        };
+        let out = run_child(opts, "scale", kind, n, opts.events)?;
         Ok(measure::ScaleRun {
-            watchers: field("watchers")? as usize,
-            register_ns: field("register_ns")?,
-            heap_per_watcher: Some(field("heap_per_watcher")?),
-            resident_per_watcher: field("resident_per_watcher")?,
-            dispatch_ns: field("dispatch_ns")?,
-            deliveries: field("deliveries")? as u64,
+            watchers: out.field("watchers")? as usize,
+            register_ns: out.field("register_ns")?,
+            heap_per_watcher: Some(out.field("heap_per_watcher")?),
+            resident_per_watcher: out.field("resident_per_watcher")?,
+            dispatch_ns: out.field("dispatch_ns")?,
+            deliveries: out.field("deliveries")? as u64,
         })
     };
     // Per-delivery cost, alternated, best of three each.
@@ -765,19 +737,10 @@ fn memory_plot(
     let mut compact = Vec::new();
     let mut drop_in = Vec::new();
     let mut reference = Vec::new();
-    let exe = std::env::current_exe().expect("own executable");
     let reference_heap = |n: usize| -> Option<f64> {
         eprintln!("  memory    reference {n:>9} watchers, in a process of its own…");
-        let out = std::process::Command::new(&exe)
-            .args(["--scenario", "memory", "--only", "reference"])
-            .args(["--watchers", &n.to_string()])
-            .args(["--seed", &opts.seed.to_string(), "--events", "1"])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .ok()?;
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .find_map(|kv| kv.strip_prefix("heap_per_watcher=")?.parse().ok())
+        let out = run_child(opts, "memory", "reference", n, 1);
+        out.and_then(|out| out.field("heap_per_watcher")).ok()
     };
     for &n in sizes.iter().chain([small].iter()) {
         let (c, d) = if n == small {
@@ -821,6 +784,51 @@ fn memory_plot(
     }
 }
 
+/// What a child run (this program again, with `--only`) printed: `key=value` fields.
+struct ChildOutput {
+    label: String,
+    text: String,
+    status: std::process::ExitStatus,
+}
+
+impl ChildOutput {
+    /// The number printed as `name=…`.
+    fn field(&self, name: &str) -> Result<f64, String> {
+        self.text
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')?.parse().ok())
+            .ok_or(format!(
+                "{}: no {name} in its output ({})",
+                self.label, self.status
+            ))
+    }
+}
+
+/// Runs `--scenario scenario --only only` with `watchers` and `events` in a process of its
+/// own (its progress shown on this one's stderr), so that its memory growth is its own.
+fn run_child(
+    opts: &Options,
+    scenario: &str,
+    only: &str,
+    watchers: usize,
+    events: usize,
+) -> Result<ChildOutput, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find my own executable: {e}"))?;
+    let out = std::process::Command::new(&exe)
+        .args(["--scenario", scenario, "--only", only])
+        .args(["--watchers", &watchers.to_string()])
+        .args(["--seed", &opts.seed.to_string()])
+        .args(["--events", &events.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+    Ok(ChildOutput {
+        label: format!("{only} {watchers}"),
+        text: String::from_utf8_lossy(&out.stdout).into_owned(),
+        status: out.status,
+    })
+}
+
 /// 10000000 → "10M", 1000 → "1K".
 fn short(n: usize) -> String {
     match n {
@@ -850,40 +858,16 @@ fn memory_report(rt: &tokio::runtime::Runtime, opts: &Options, w: &Workload) -> 
         );
         return ExitCode::SUCCESS;
     }
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("watchbench: cannot find my own executable: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
     let measure_alone = |engine: &str| -> Result<(f64, f64), String> {
         eprintln!(
             "  memory    {engine:<10} registering {} watchers in a process of its own…",
             w.watcher_count()
         );
-        let out = std::process::Command::new(&exe)
-            .args(["--scenario", "memory", "--only", engine])
-            .args(["--watchers", &w.watcher_count().to_string()])
-            .args(["--seed", &opts.seed.to_string(), "--events", "1"])
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let field = |name: &str| {
-            text.split_whitespace()
-                .find_map(|kv| {
-                    kv.strip_prefix(name)?
-                        .strip_prefix('=')?
-                        .parse::<f64>()
-                        .ok()
-                })
-                .ok_or(format!(
-                    "{engine}: no {name} in its output ({})",
-                    out.status
-                ))
-        };
-        Ok((field("resident_per_watcher")?, field("heap_per_watcher")?))
+        let out = run_child(opts, "memory", engine, w.watcher_count(), 1)?;
+        Ok((
+            out.field("resident_per_watcher")?,
+            out.field("heap_per_watcher")?,
+        ))
     };
     let (r, t) = match (measure_alone("reference"), measure_alone("watchtrie")) {
         (Ok(r), Ok(t)) => (r, t),
