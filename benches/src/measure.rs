@@ -253,27 +253,38 @@ fn per(time: Duration, n: usize) -> f64 {
     time.as_nanos() as f64 / n.max(1) as f64
 }
 
-/// Sends workload events at a fixed rate, every eighth one a timestamped probe event, and
-/// returns the probes' send-to-receive latency.
-async fn paced_latency<E: Engine>(
-    tx: &broadcast::Sender<Event>,
+/// Reads the probe watcher until the end mark; returns, for each event carrying a
+/// timestamp (nanoseconds since `base`, 8 bytes little-endian), how long it took to arrive.
+/// Events without one (a heartbeat's Progress) are skipped.
+fn spawn_probe_reader<E: Engine>(
     mut probe: tokio::sync::mpsc::Receiver<E::Delivered>,
-    workload: &Workload,
-    opts: &DispatchOptions,
-) -> Percentiles {
-    let base = Instant::now();
-    let reader = tokio::spawn(async move {
+    base: Instant,
+) -> tokio::task::JoinHandle<Vec<u64>> {
+    tokio::spawn(async move {
         let mut samples = Vec::new();
         while let Some(delivered) = probe.recv().await {
             let (revision, value) = E::stamp(&delivered);
             if revision == END_MARK {
                 break;
             }
-            let sent = u64::from_le_bytes(value.try_into().expect("8-byte stamp"));
-            samples.push(base.elapsed().as_nanos() as u64 - sent);
+            if let Ok(stamp) = <[u8; 8]>::try_from(value) {
+                samples.push(base.elapsed().as_nanos() as u64 - u64::from_le_bytes(stamp));
+            }
         }
         samples
-    });
+    })
+}
+
+/// Sends workload events at a fixed rate, every eighth one a timestamped probe event, and
+/// returns the probes' send-to-receive latency.
+async fn paced_latency<E: Engine>(
+    tx: &broadcast::Sender<Event>,
+    probe: tokio::sync::mpsc::Receiver<E::Delivered>,
+    workload: &Workload,
+    opts: &DispatchOptions,
+) -> Percentiles {
+    let base = Instant::now();
+    let reader = spawn_probe_reader::<E>(probe, base);
     let gap = Duration::from_nanos(1_000_000_000 / opts.latency_rate.max(1));
     let keys = &workload.events;
     for i in 0..opts.latency_events {
@@ -556,7 +567,7 @@ pub fn heartbeat_run<E: Engine>(
         let (registry, unregister_rx) = E::registry(1 << 14);
         let mut handles = Vec::with_capacity(workload.watcher_count());
         register_all::<E>(&registry, workload, progress, &mut handles);
-        let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
         let (tx, rx) = broadcast::channel(1 << 16);
         let task = tokio::spawn(E::run_heartbeat(
             registry.clone(),
@@ -567,19 +578,7 @@ pub fn heartbeat_run<E: Engine>(
         ));
         let base = Instant::now();
         let window = Duration::from_millis(HEARTBEAT_MS * 8 / 5);
-        let reader = tokio::spawn(async move {
-            let mut samples = Vec::new();
-            while let Some(delivered) = probe.recv().await {
-                let (revision, value) = E::stamp(&delivered);
-                if revision == END_MARK {
-                    break;
-                }
-                if let Ok(stamp) = <[u8; 8]>::try_from(value) {
-                    samples.push(base.elapsed().as_nanos() as u64 - u64::from_le_bytes(stamp));
-                }
-            }
-            samples
-        });
+        let reader = spawn_probe_reader::<E>(probe, base);
         let registrar = {
             let registry = Arc::clone(&registry);
             std::thread::spawn(move || {
