@@ -64,9 +64,15 @@ pub trait Engine: 'static {
 
 /// Implements [`Engine`] for `$engine` over a module with the d-engine-core 0.2.4 watch API
 /// (both engines have the same names and signatures: that is the point of a drop-in).
-/// Extra trait items, such as an `inline_pass`, follow the module path.
+/// `heartbeat:` turns the dispatcher `run_heartbeat` builds (bound to the first name) into
+/// the one to run, given the second name (`incremental`). Extra trait items, such as an
+/// `inline_pass`, follow.
 macro_rules! drop_in_engine {
-    ($(#[$doc:meta])* $engine:ident, $name:literal, $($module:ident)::+ $(, $extra:item)*) => {
+    (
+        $(#[$doc:meta])* $engine:ident, $name:literal, $($module:ident)::+,
+        heartbeat: |$dispatcher:ident, $incremental:ident| $configure:expr
+        $(, $extra:item)*
+    ) => {
         $(#[$doc])*
         pub struct $engine;
 
@@ -94,6 +100,19 @@ macro_rules! drop_in_engine {
                 let last_applied = Arc::new(AtomicU64::new(0));
                 $($module)::+::WatchDispatcher::new(registry, events, unregister, last_applied, 0).run()
             }
+            fn run_heartbeat(
+                registry: Arc<Self::Registry>,
+                events: broadcast::Receiver<Event>,
+                unregister: UnregisterRx,
+                interval_ms: u64,
+                $incremental: bool,
+            ) -> impl Future<Output = ()> + Send + 'static {
+                let last_applied = Arc::new(AtomicU64::new(1));
+                let $dispatcher = $($module)::+::WatchDispatcher::new(
+                    registry, events, unregister, last_applied, interval_ms,
+                );
+                $configure.run()
+            }
             fn into_receiver(handle: Self::Handle) -> mpsc::Receiver<Self::Delivered> {
                 handle.into_receiver().2
             }
@@ -117,23 +136,9 @@ drop_in_engine!(
     Reference,
     "reference",
     d_engine_core::watch,
-    fn run_heartbeat(
-        registry: Arc<Self::Registry>,
-        events: broadcast::Receiver<Event>,
-        unregister: UnregisterRx,
-        interval_ms: u64,
-        incremental: bool,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    heartbeat: |dispatcher, incremental| {
         assert!(!incremental, "the reference has no incremental heartbeat");
-        let last_applied = Arc::new(AtomicU64::new(1));
-        d_engine_core::watch::WatchDispatcher::new(
-            registry,
-            events,
-            unregister,
-            last_applied,
-            interval_ms,
-        )
-        .run()
+        dispatcher
     }
 );
 
@@ -142,22 +147,13 @@ drop_in_engine!(
     Watchtrie,
     "watchtrie",
     watchtrie,
-    fn run_heartbeat(
-        registry: Arc<Self::Registry>,
-        events: broadcast::Receiver<Event>,
-        unregister: UnregisterRx,
-        interval_ms: u64,
-        incremental: bool,
-    ) -> impl Future<Output = ()> + Send + 'static {
+    heartbeat: |dispatcher, incremental| {
         let mode = if incremental {
             watchtrie::HeartbeatMode::Incremental
         } else {
             watchtrie::HeartbeatMode::Blocking
         };
-        let last_applied = Arc::new(AtomicU64::new(1));
-        watchtrie::WatchDispatcher::new(registry, events, unregister, last_applied, interval_ms)
-            .with_options(watchtrie::DispatchOptions::default().with_heartbeat_mode(mode))
-            .run()
+        dispatcher.with_options(watchtrie::DispatchOptions::default().with_heartbeat_mode(mode))
     },
     fn inline_pass(
         registry: &Arc<Self::Registry>,
