@@ -244,16 +244,35 @@ impl<W: WatcherEntry> Snapshot<W> {
     /// The exact list is looked up first but handed to `f` only when the trie walk reports
     /// its first match (or ends): the walk's probes do not wait for the exact probe's cache
     /// miss, so the two overlap.
-    #[inline]
+    #[cfg(feature = "internals")]
     pub(crate) fn for_each_match<F: FnMut(MatchKind, &WatcherList<W>)>(
         &self,
         key: &[u8],
         f: &mut F,
     ) {
-        let mut exact = match self.exact.key_count() {
+        self.for_each_match_given(key, self.exact_watchers(key), f);
+    }
+
+    /// The exact watchers of `key` (the first half of [`Self::for_each_match`], for callers
+    /// that look up several keys before delivering to any: independent lookups whose cache
+    /// misses overlap).
+    #[inline]
+    pub(crate) fn exact_watchers(&self, key: &[u8]) -> Option<&WatcherList<W>> {
+        match self.exact.key_count() {
             0 => None,
             _ => self.exact.get(key),
-        };
+        }
+    }
+
+    /// [`Self::for_each_match`] with the exact watchers of `key` already looked up (by
+    /// [`Self::exact_watchers`] on this snapshot).
+    #[inline]
+    pub(crate) fn for_each_match_given<'s, F: FnMut(MatchKind, &WatcherList<W>)>(
+        &'s self,
+        key: &[u8],
+        mut exact: Option<&'s WatcherList<W>>,
+        f: &mut F,
+    ) {
         if self.prefixes.watcher_count() != 0 {
             self.prefixes.for_each_match(key, &mut |len, list| {
                 if let Some(exact) = exact.take() {
