@@ -65,9 +65,10 @@ impl Change {
 /// keep the previous front (the *back*), equal in content. A write waits until no reader
 /// holds the back any more, applies its changes to it **in place**, publishes it, and then
 /// does the same to the old front it got back: waits for its last readers to leave and
-/// replays the changes. Readers hold a snapshot for one event (or one heartbeat sweep) at
-/// most and never wait for anything while holding it, so the waits are short and cannot
-/// deadlock; nothing a reader holds is ever changed; nothing is ever copied. Each change
+/// replays the changes. Readers hold a snapshot for one event (a batch of eight queued
+/// events, or one heartbeat sweep slice) at most and never wait for anything while holding
+/// it, so the waits are short and cannot deadlock; nothing a reader holds is ever changed;
+/// nothing is ever copied. Each change
 /// costs two in-place updates of flat structures.
 pub(crate) struct Writer {
     back: SnapshotArc<Snapshot<Watcher>>,
