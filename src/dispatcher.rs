@@ -556,8 +556,10 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                         }
                     }
                 }
-                self.inline.dispatch_batch(&batch);
-                batch.clear();
+                if !batch.is_empty() {
+                    self.inline.dispatch_batch(&batch);
+                    batch.clear();
+                }
                 match interrupted {
                     None => {}
                     Some(broadcast::error::TryRecvError::Empty) => break,
