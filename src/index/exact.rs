@@ -106,11 +106,15 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// The position of `key`'s entry.
     #[inline]
     fn position(&self, key: &[u8]) -> Option<usize> {
+        self.position_hashed(self.hash(key), key)
+    }
+
+    /// [`Self::position`], with `key`'s hash already computed.
+    #[inline]
+    fn position_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
         let entries = &self.entries;
         self.slots
-            .find(self.hash(key), |&at| {
-                entries.get(at as usize).key.as_slice() == key
-            })
+            .find(hash, |&at| entries.get(at as usize).key.as_slice() == key)
             .map(|&at| at as usize)
     }
 
@@ -153,23 +157,21 @@ impl<W: WatcherEntry> ExactIndex<W> {
 
     /// Removes the watcher `id` from `key`, dropping the key with its last watcher.
     pub(crate) fn remove(&mut self, key: &[u8], id: u64) -> Option<W> {
-        let at = self.position(key)?;
+        let hash = self.hash(key);
+        let at = self.position_hashed(hash, key)?;
         let list = &mut self.entries.get_mut(at).watchers;
         let removed = list.remove(id)?;
         self.watchers -= 1;
         if list.is_empty() {
-            self.remove_entry(key, at);
+            self.remove_entry(hash, at);
         }
         Some(removed)
     }
 
-    /// Drops the entry of `key`, at position `at`: the last entry moves into its place, and
-    /// that entry's slot is pointed at `at`.
-    fn remove_entry(&mut self, key: &[u8], at: usize) {
-        if let Some(slot) = self
-            .slots
-            .find_entry(self.hasher.hash_one(key), |&p| p as usize == at)
-        {
+    /// Drops the entry at position `at`, whose key hashes to `hash`: the last entry moves
+    /// into its place, and that entry's slot is pointed at `at`.
+    fn remove_entry(&mut self, hash: u64, at: usize) {
+        if let Some(slot) = self.slots.find_entry(hash, |&p| p as usize == at) {
             slot.remove();
         }
         let (_, moved_from) = self.entries.swap_remove(at);
