@@ -9,6 +9,7 @@
 mod chunks;
 mod exact;
 mod key;
+mod segment;
 mod table;
 mod trie;
 mod watchers;
@@ -16,6 +17,7 @@ mod watchers;
 pub(crate) use watchers::WatcherList;
 
 use exact::ExactIndex;
+use segment::PathHasher;
 use table::Layout;
 use trie::PrefixTrie;
 
@@ -158,7 +160,7 @@ impl<W: WatcherEntry> Snapshot<W> {
     pub(crate) fn new() -> Self {
         Self {
             exact: ExactIndex::with_hasher(ahash::RandomState::new()),
-            prefixes: PrefixTrie::with_hasher(ahash::RandomState::new()),
+            prefixes: PrefixTrie::with_hasher(PathHasher::new()),
         }
     }
 
