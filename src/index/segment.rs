@@ -137,6 +137,31 @@ impl Segment {
         self.len
     }
 
+    /// The segment's bytes, if the summary identifies them (`is_exact`).
+    pub(crate) fn bytes(&self) -> Option<Vec<u8>> {
+        let ([a, b], len) = (self.words, self.len);
+        let mut bytes = vec![0; len];
+        match len {
+            0 => {}
+            1..=3 => {
+                let [last, middle, first, ..] = a.to_le_bytes();
+                bytes[0] = first;
+                bytes[len / 2] = middle;
+                bytes[len - 1] = last;
+            }
+            4..=7 => {
+                bytes[..4].copy_from_slice(&a.to_le_bytes()[..4]);
+                bytes[len - 4..].copy_from_slice(&b.to_le_bytes()[..4]);
+            }
+            8..=EXACT_SUMMARY => {
+                bytes[..8].copy_from_slice(&a.to_le_bytes());
+                bytes[len - 8..].copy_from_slice(&b.to_le_bytes());
+            }
+            _ => return None,
+        }
+        Some(bytes)
+    }
+
     /// Whether equal summaries mean equal segments (up to 16 bytes).
     #[inline]
     pub(crate) fn is_exact(&self) -> bool {
@@ -287,6 +312,15 @@ mod tests {
             b in proptest::collection::vec(0u8..4, 0..=16),
         ) {
             prop_assert_eq!(Segment::of(&a) == Segment::of(&b), a == b);
+        }
+
+        #[test]
+        fn a_short_summary_gives_its_bytes_back(
+            a in proptest::collection::vec(any::<u8>(), 0..=16),
+            long in proptest::collection::vec(any::<u8>(), 17..40),
+        ) {
+            prop_assert_eq!(Segment::of(&a).bytes(), Some(a));
+            prop_assert_eq!(Segment::of(&long).bytes(), None);
         }
     }
 }
