@@ -186,7 +186,8 @@ impl PathHasher {
     /// A hasher with fresh random seeds.
     pub(crate) fn new() -> Self {
         let source = ahash::RandomState::new();
-        // Odd seeds: a multiplier of zero would fold everything to zero.
+        // Odd seeds, never zero: the root's children fold with `ROOT_HASH ^ k3` = `k3` as a
+        // multiplier, and a zero multiplier would give every one of them the same hash.
         Self {
             seeds: [0u64, 1, 2, 3].map(|i| source.hash_one(i) | 1),
         }
