@@ -724,20 +724,21 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let registry = Arc::new(WatchRegistry::new(3, tx));
         let mut inline = InlineDispatcher::new(registry.clone(), rx);
-        let mut handles = [
-            registry
-                .register(Bytes::from_static(b"/a/k"), false)
-                .unwrap(),
-            registry
-                .register(Bytes::from_static(b"/b/k"), false)
-                .unwrap(),
-            registry
-                .register_prefix(Bytes::from_static(b"/a/"), false)
-                .unwrap(),
-            registry
-                .register_prefix(Bytes::from_static(b"/"), false)
-                .unwrap(),
+        // (key or prefix, is a prefix)
+        let watched: [(&'static [u8], bool); 4] = [
+            (b"/a/k", false),
+            (b"/b/k", false),
+            (b"/a/", true),
+            (b"/", true),
         ];
+        let mut handles = watched.map(|(key, prefix)| {
+            let key = Bytes::from_static(key);
+            match prefix {
+                false => registry.register(key, false),
+                true => registry.register_prefix(key, false),
+            }
+            .unwrap()
+        });
         let (_, _, closed) = registry
             .register(Bytes::from_static(b"/a/k"), false)
             .unwrap()
