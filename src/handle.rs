@@ -10,7 +10,7 @@ use tracing::trace;
 use crate::channel::CompactReceiver;
 use crate::event::WatchEvent;
 use crate::registry::Shared;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 /// One registered watcher: its id, what it watches and its event receiver.
 ///
@@ -18,6 +18,10 @@ use std::sync::Arc;
 /// otherwise through the dispatcher before its next event; it never waits.
 /// [`WatcherHandle::into_receiver`] keeps the watcher registered instead, until its receiver
 /// is dropped and a delivery finds it closed, or it overflows.
+///
+/// A handle does not keep its registry alive: once the registry is dropped (every `Arc` to
+/// it, the dispatcher's included, which it gives up when `run` returns), the receiver gets
+/// the events still queued, then `None`, as with the reference.
 pub struct WatcherHandle {
     receiver: mpsc::Receiver<WatchEvent>,
     registration: Registration,
@@ -25,21 +29,26 @@ pub struct WatcherHandle {
 
 /// The part of a handle that unregisters on drop; disarmed by `into_receiver`. 48 bytes:
 /// the kind rides in the id word's low bit (callers keep millions of handles).
+///
+/// It holds the registry weakly: the registry's snapshots own every watcher's sender, so a
+/// strong reference here would keep this very watcher's channel open after the registry and
+/// its dispatcher are gone, and a receiver waiting in `recv()` would wait forever instead of
+/// seeing the stream end (as it does with the reference).
 struct Registration {
     id_and_kind: u64,
     key: Bytes,
     /// The registry to unregister from; `None` once `into_receiver` disarmed the drop.
-    registry: Option<Arc<Shared>>,
+    registry: Option<Weak<Shared>>,
 }
 
 impl Registration {
-    fn new(id: u64, key: Bytes, is_prefix: bool, registry: Arc<Shared>) -> Self {
+    fn new(id: u64, key: Bytes, is_prefix: bool, registry: &Arc<Shared>) -> Self {
         // Ids count registrations from 1: 63 bits are plenty.
         debug_assert!(id < 1 << 63);
         Self {
             id_and_kind: id << 1 | u64::from(is_prefix),
             key,
-            registry: Some(registry),
+            registry: Some(Arc::downgrade(registry)),
         }
     }
 
@@ -68,7 +77,8 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        if let Some(registry) = self.registry.take() {
+        // A registry already gone took every watcher with it: nothing to unregister.
+        if let Some(registry) = self.registry.take().and_then(|weak| weak.upgrade()) {
             // The key is not needed any more: move it instead of cloning it.
             let key = mem::take(&mut self.key);
             trace!(watcher_id = self.id(), key = ?key, is_prefix = self.is_prefix(), "Watcher unregistered");
@@ -83,7 +93,7 @@ impl WatcherHandle {
         key: Bytes,
         is_prefix: bool,
         receiver: mpsc::Receiver<WatchEvent>,
-        registry: Arc<Shared>,
+        registry: &Arc<Shared>,
     ) -> Self {
         Self {
             receiver,
@@ -140,7 +150,7 @@ impl CompactWatcherHandle {
         key: Bytes,
         is_prefix: bool,
         receiver: CompactReceiver,
-        registry: Arc<Shared>,
+        registry: &Arc<Shared>,
     ) -> Self {
         Self {
             receiver,

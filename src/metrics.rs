@@ -6,7 +6,7 @@
 //! counter's value at some recent moment; counters are not read as one atomic set.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use crate::registry::Shared;
 
@@ -37,9 +37,15 @@ impl Counters {
 
 /// A cloneable handle to a registry's metrics; [`read`](Self::read) them at any time, from
 /// any thread. Get one from [`WatchRegistry::metrics`](crate::WatchRegistry::metrics).
+///
+/// It does not keep the registry alive: once the registry is dropped, the counters keep
+/// their last values and the gauges read 0 (no watcher is left).
 #[derive(Clone)]
 pub struct MetricsHandle {
-    shared: Arc<Shared>,
+    counters: Arc<Counters>,
+    /// Weak, for the same reason as a watcher handle's: the registry owns every watcher's
+    /// sender, and a metrics reader must not keep channels open.
+    shared: Weak<Shared>,
 }
 
 impl std::fmt::Debug for MetricsHandle {
@@ -49,14 +55,21 @@ impl std::fmt::Debug for MetricsHandle {
 }
 
 impl MetricsHandle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(shared: &Arc<Shared>) -> Self {
+        Self {
+            counters: Arc::clone(&shared.counters),
+            shared: Arc::downgrade(shared),
+        }
     }
 
-    /// The current values. Costs a few atomic loads and one snapshot load; never blocks.
+    /// The current values. Costs a few atomic loads, one weak upgrade and one snapshot load;
+    /// never blocks.
     pub fn read(&self) -> Metrics {
-        let c = &self.shared.counters;
-        let (watchers, exact_keys, prefixes) = self.shared.gauges();
+        let c = &self.counters;
+        let (watchers, exact_keys, prefixes) = self
+            .shared
+            .upgrade()
+            .map_or((0, 0, 0), |shared| shared.gauges());
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Metrics {
             events_dispatched: get(&c.events_dispatched),

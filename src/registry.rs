@@ -87,8 +87,9 @@ pub struct WatchRegistry {
     shared: Arc<Shared>,
 }
 
-/// The registry's state, shared with every handle so that a dropped handle can unregister
-/// its watcher itself.
+/// The registry's state. Owned by the [`WatchRegistry`] alone; handles and metrics hold it
+/// weakly (a dropped handle upgrades to unregister its watcher itself), so that dropping the
+/// registry drops the snapshots and with them every watcher's sender: streams then end.
 pub(crate) struct Shared {
     /// What readers see.
     published: SnapshotCell<Snapshot<Watcher>>,
@@ -101,7 +102,7 @@ pub(crate) struct Shared {
     watcher_buffer_size: usize,
     max_watcher_count: usize,
     unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for WatchRegistry {
@@ -159,7 +160,7 @@ impl WatchRegistry {
             watcher_buffer_size: watcher_buffer_size.min(MAX_WATCHER_BUFFER_SIZE),
             max_watcher_count,
             unregister_tx,
-            counters: Counters::default(),
+            counters: Arc::default(),
         };
         Self {
             shared: Arc::new(shared),
@@ -172,9 +173,7 @@ impl WatchRegistry {
     /// The watcher is visible to every event broadcast after this returns.
     pub fn register(&self, key: Bytes, prev_kv: bool) -> Result<WatcherHandle, WatchError> {
         self.add_watcher(key, false, prev_kv, Self::tokio_channel)
-            .map(|(id, key, receiver)| {
-                WatcherHandle::new(id, key, false, receiver, Arc::clone(&self.shared))
-            })
+            .map(|(id, key, receiver)| WatcherHandle::new(id, key, false, receiver, &self.shared))
     }
 
     /// Watches every key that starts with `prefix`, which must start and end with `/`
@@ -186,9 +185,7 @@ impl WatchRegistry {
     ) -> Result<WatcherHandle, WatchError> {
         check_prefix(&prefix)?;
         self.add_watcher(prefix, true, prev_kv, Self::tokio_channel)
-            .map(|(id, key, receiver)| {
-                WatcherHandle::new(id, key, true, receiver, Arc::clone(&self.shared))
-            })
+            .map(|(id, key, receiver)| WatcherHandle::new(id, key, true, receiver, &self.shared))
     }
 
     /// Like [`Self::register`], with a compact channel: an idle watcher costs about 100
@@ -202,7 +199,7 @@ impl WatchRegistry {
     ) -> Result<CompactWatcherHandle, WatchError> {
         self.add_watcher(key, false, prev_kv, Self::compact_channel)
             .map(|(id, key, receiver)| {
-                CompactWatcherHandle::new(id, key, false, receiver, Arc::clone(&self.shared))
+                CompactWatcherHandle::new(id, key, false, receiver, &self.shared)
             })
     }
 
@@ -216,7 +213,7 @@ impl WatchRegistry {
         check_prefix(&prefix)?;
         self.add_watcher(prefix, true, prev_kv, Self::compact_channel)
             .map(|(id, key, receiver)| {
-                CompactWatcherHandle::new(id, key, true, receiver, Arc::clone(&self.shared))
+                CompactWatcherHandle::new(id, key, true, receiver, &self.shared)
             })
     }
 
@@ -369,7 +366,7 @@ impl WatchRegistry {
     /// A handle to this registry's counters and gauges (see [`MetricsHandle`]). Always on:
     /// the counters cost the dispatcher a few relaxed atomic adds per event.
     pub fn metrics(&self) -> MetricsHandle {
-        MetricsHandle::new(Arc::clone(&self.shared))
+        MetricsHandle::new(&self.shared)
     }
 
     /// The counters, for the dispatcher.
