@@ -223,6 +223,13 @@ impl InlineDispatcher {
             prev_value: event.prev_value(),
             revision: event.revision(),
         };
+        if self.is_replay(&view) {
+            let counters = self.registry.counters();
+            Counters::add(&counters.events_dispatched, 1);
+            Counters::add(&counters.replayed_events_skipped, 1);
+            trace!(event_key = ?key, revision = view.revision, "Replayed event skipped");
+            return None;
+        }
         self.highest_revision = self.highest_revision.max(view.revision);
         let (cancelled, pending) = (&self.cancelled, &mut self.pending);
         let before = pending.len();
@@ -242,6 +249,18 @@ impl InlineDispatcher {
         tally.record(counters);
         trace!(event_key = ?key, event_type = ?view.event_type, revision = view.revision, "Event dispatched");
         (self.pending.len() > before).then_some(before)
+    }
+
+    /// True for a write event at or below the highest revision dispatched, when replays are
+    /// to be skipped.
+    #[inline]
+    fn is_replay(&self, view: &EventView<'_>) -> bool {
+        self.options.skip_replayed_revisions()
+            && view.revision <= self.highest_revision
+            && matches!(
+                view.event_type,
+                WatchEventType::Put | WatchEventType::Delete
+            )
     }
 
     /// The revision a Progress event carries for a tick at `revision`.

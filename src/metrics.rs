@@ -19,6 +19,7 @@ pub(crate) struct Counters {
     pub(crate) lag_cancels: AtomicU64,
     pub(crate) closed_receiver_removals: AtomicU64,
     pub(crate) lagged_events: AtomicU64,
+    pub(crate) replayed_events_skipped: AtomicU64,
     pub(crate) progress_sent: AtomicU64,
     pub(crate) heartbeat_sweeps: AtomicU64,
     pub(crate) snapshots_published: AtomicU64,
@@ -78,6 +79,7 @@ impl MetricsHandle {
             lag_cancels: get(&c.lag_cancels),
             closed_receiver_removals: get(&c.closed_receiver_removals),
             lagged_events: get(&c.lagged_events),
+            replayed_events_skipped: get(&c.replayed_events_skipped),
             progress_sent: get(&c.progress_sent),
             heartbeat_sweeps: get(&c.heartbeat_sweeps),
             snapshots_published: get(&c.snapshots_published),
@@ -106,6 +108,9 @@ pub struct Metrics {
     pub closed_receiver_removals: u64,
     /// Events the dispatcher's broadcast receiver lost to lag.
     pub lagged_events: u64,
+    /// Events dropped as replays of a revision already dispatched (only under
+    /// [`DispatchOptions::with_skip_replayed_revisions`](crate::DispatchOptions::with_skip_replayed_revisions)).
+    pub replayed_events_skipped: u64,
     /// Progress events delivered.
     pub progress_sent: u64,
     /// Heartbeat sweeps completed.

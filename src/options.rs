@@ -55,6 +55,7 @@ pub struct DispatchOptions {
     heartbeat_mode: HeartbeatMode,
     lag_policy: LagPolicy,
     monotone_progress: bool,
+    skip_replayed: bool,
     closed_sweep: Option<ClosedReceiverSweep>,
 }
 
@@ -93,6 +94,21 @@ impl DispatchOptions {
         self
     }
 
+    /// With `true`, a Put or Delete whose revision is not above the highest revision
+    /// dispatched so far is a replay and is dropped (counted in
+    /// [`Metrics::replayed_events_skipped`](crate::Metrics::replayed_events_skipped)): for a
+    /// source that can emit one log entry twice. d-engine 0.2.4 does: its commit handler
+    /// hands committed entries to the state-machine worker without waiting, and computes
+    /// the next batch from the last *applied* index, so a commit notification that arrives
+    /// before the worker caught up sends the same entries again, and each emits its event
+    /// again. Only for sources whose revisions grow with every write (one event per log
+    /// index); Progress and Canceled events pass through. Default `false`.
+    #[must_use]
+    pub fn with_skip_replayed_revisions(mut self, on: bool) -> Self {
+        self.skip_replayed = on;
+        self
+    }
+
     /// Every `interval`, looks at about `budget` watchers (resuming where the last look
     /// stopped, wrapping around) and removes those whose receiver is gone, for instance
     /// dropped after [`WatcherHandle::into_receiver`](crate::WatcherHandle::into_receiver),
@@ -123,6 +139,11 @@ impl DispatchOptions {
         self.monotone_progress
     }
 
+    /// Whether replayed revisions are dropped.
+    pub fn skip_replayed_revisions(&self) -> bool {
+        self.skip_replayed
+    }
+
     /// The closed-receiver sweep's interval and budget, if enabled.
     pub fn closed_receiver_sweep(&self) -> Option<(Duration, usize)> {
         self.closed_sweep.map(|s| (s.interval, s.budget))
@@ -143,6 +164,7 @@ mod tests {
         assert_eq!(options.heartbeat_mode(), HeartbeatMode::Blocking);
         assert_eq!(options.lag_policy(), LagPolicy::Warn);
         assert!(!options.monotone_progress());
+        assert!(!options.skip_replayed_revisions());
         assert_eq!(options.closed_receiver_sweep(), None);
     }
 
