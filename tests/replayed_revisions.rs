@@ -16,8 +16,11 @@ const PUT: i32 = 0;
 const DELETE: i32 = 1;
 const PROGRESS: i32 = 3;
 
+/// (event type code, revision) of one event.
+type Event = (i32, u64);
+
 /// (what the source sends, what a watcher of `/k` receives with the option on).
-const CASES: &[(&[(i32, u64)], &[(i32, u64)])] = &[
+const CASES: &[(&[Event], &[Event])] = &[
     // An entry applied twice in a row, and one re-sent after later ones.
     (
         &[

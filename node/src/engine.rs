@@ -1,0 +1,135 @@
+//! Which watch engine a node feeds: watchtrie (the point of this crate) or d-engine-core's
+//! own `watch` module, wired the same way so that the two can be measured on one node
+//! configuration (`nodebench`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::Arc;
+
+use d_engine_core::WatchConfig;
+use d_engine_proto::client::WatchResponse;
+use tokio::sync::{broadcast, mpsc};
+use watchtrie::DispatchOptions;
+
+/// An engine's dispatcher, as a future the node runs on its runtime.
+pub type DispatchTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// What a started engine hands to the node.
+pub struct EngineParts<R> {
+    /// Where watchers register.
+    pub registry: Arc<R>,
+    /// The live count of watchers that asked for previous values: the state-machine handler
+    /// reads previous values only while it is above 0.
+    pub prev_kv_watchers: Arc<AtomicUsize>,
+    /// The dispatcher loop; it returns once the broadcast sender is gone.
+    pub dispatcher: DispatchTask,
+}
+
+/// A watch engine the node can feed: its registry and dispatcher, built from the node's
+/// `[raft.watch]` configuration.
+pub trait WatchEngine: Send + 'static {
+    /// The registry watchers register with.
+    type Registry: Send + Sync + 'static;
+
+    /// Builds the registry and the dispatcher reading `events`. `last_applied` is kept equal
+    /// to the node's last applied log index; heartbeats (`Progress`) carry it.
+    fn build(
+        self,
+        config: &WatchConfig,
+        events: broadcast::Receiver<WatchResponse>,
+        last_applied: Arc<AtomicU64>,
+    ) -> EngineParts<Self::Registry>;
+}
+
+/// watchtrie, with [`DispatchOptions`].
+///
+/// The default is d-engine-core's behaviour plus one opt-in that a d-engine 0.2.4 node needs
+/// for exactly-once delivery:
+/// [`with_skip_replayed_revisions`](DispatchOptions::with_skip_replayed_revisions). d-engine
+/// can apply one log entry twice (its commit handler re-sends entries that the state-machine
+/// worker has not applied yet), and each application broadcasts the entry's event again.
+#[derive(Debug, Clone)]
+pub struct Watchtrie {
+    options: DispatchOptions,
+}
+
+impl Default for Watchtrie {
+    fn default() -> Self {
+        Self::with_options(DispatchOptions::default().with_skip_replayed_revisions(true))
+    }
+}
+
+impl Watchtrie {
+    /// watchtrie with exactly the given opt-ins (see [`DispatchOptions`]); keep
+    /// `with_skip_replayed_revisions(true)` among them unless duplicates are wanted.
+    pub fn with_options(options: DispatchOptions) -> Self {
+        Self { options }
+    }
+}
+
+impl WatchEngine for Watchtrie {
+    type Registry = watchtrie::WatchRegistry;
+
+    fn build(
+        self,
+        config: &WatchConfig,
+        events: broadcast::Receiver<WatchResponse>,
+        last_applied: Arc<AtomicU64>,
+    ) -> EngineParts<Self::Registry> {
+        let (unregister_tx, unregister_rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(watchtrie::WatchRegistry::new_with_limits(
+            config.watcher_buffer_size,
+            config.max_watcher_count,
+            unregister_tx,
+        ));
+        let dispatcher = watchtrie::WatchDispatcher::new(
+            Arc::clone(&registry),
+            events,
+            unregister_rx,
+            last_applied,
+            config.heartbeat_interval_ms,
+        )
+        .with_options(self.options);
+        EngineParts {
+            prev_kv_watchers: registry.prev_kv_watcher_count_arc(),
+            registry,
+            dispatcher: Box::pin(dispatcher.run()),
+        }
+    }
+}
+
+/// d-engine-core 0.2.4's own `watch` module: the engine watchtrie replaces, for side-by-side
+/// measurement on the same node.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Reference;
+
+impl WatchEngine for Reference {
+    type Registry = d_engine_core::watch::WatchRegistry;
+
+    fn build(
+        self,
+        config: &WatchConfig,
+        events: broadcast::Receiver<WatchResponse>,
+        last_applied: Arc<AtomicU64>,
+    ) -> EngineParts<Self::Registry> {
+        let (unregister_tx, unregister_rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(d_engine_core::watch::WatchRegistry::new_with_limits(
+            config.watcher_buffer_size,
+            config.max_watcher_count,
+            unregister_tx,
+        ));
+        let dispatcher = d_engine_core::watch::WatchDispatcher::new(
+            Arc::clone(&registry),
+            events,
+            unregister_rx,
+            last_applied,
+            config.heartbeat_interval_ms,
+        );
+        EngineParts {
+            prev_kv_watchers: registry.prev_kv_watcher_count_arc(),
+            registry,
+            dispatcher: Box::pin(dispatcher.run()),
+        }
+    }
+}
