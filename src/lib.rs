@@ -97,8 +97,3 @@ pub use handle::{CompactWatcherHandle, WatcherHandle};
 pub use metrics::{Metrics, MetricsHandle};
 pub use options::{DispatchOptions, HeartbeatMode, LagPolicy, MIN_CLOSED_SWEEP_INTERVAL};
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(doctest)]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;

@@ -44,11 +44,20 @@ pub trait WatchEngine: Send + 'static {
 
 /// watchtrie, with [`DispatchOptions`].
 ///
-/// The default is d-engine-core's behaviour plus one opt-in that a d-engine 0.2.4 node needs
-/// for exactly-once delivery:
-/// [`with_skip_replayed_revisions`](DispatchOptions::with_skip_replayed_revisions). d-engine
-/// can apply one log entry twice (its commit handler re-sends entries that the state-machine
-/// worker has not applied yet), and each application broadcasts the entry's event again.
+/// The default is d-engine-core's behaviour with two opt-ins that a node needs:
+/// - [`with_skip_replayed_revisions`](DispatchOptions::with_skip_replayed_revisions), for
+///   exactly-once delivery: d-engine 0.2.4 can apply one log entry twice (its commit handler
+///   re-sends entries the state-machine worker has not applied yet), and each application
+///   broadcasts the entry's event again;
+/// - [`HeartbeatMode::Incremental`](watchtrie::HeartbeatMode::Incremental), so that a
+///   heartbeat never holds up writes' events: at d-engine's 30 s default with a million
+///   watchers, the blocking sweep held events for about a second at every tick
+///   (`nodebench`, docs/BENCHMARKS.md); incremental slices kept the tick's p99.9 at a few
+///   milliseconds. Each slice's Progress carries the higher of the node's last applied
+///   index and every revision dispatched so far.
+///
+/// [`Watchtrie::with_options`] takes the options exactly as given
+/// (`DispatchOptions::default()` is d-engine-core's behaviour, replays and all).
 #[derive(Debug, Clone)]
 pub struct Watchtrie {
     options: DispatchOptions,
@@ -56,15 +65,23 @@ pub struct Watchtrie {
 
 impl Default for Watchtrie {
     fn default() -> Self {
-        Self::with_options(DispatchOptions::default().with_skip_replayed_revisions(true))
+        Self::with_options(
+            DispatchOptions::default()
+                .with_skip_replayed_revisions(true)
+                .with_heartbeat_mode(watchtrie::HeartbeatMode::Incremental),
+        )
     }
 }
 
 impl Watchtrie {
-    /// watchtrie with exactly the given opt-ins (see [`DispatchOptions`]); keep
-    /// `with_skip_replayed_revisions(true)` among them unless duplicates are wanted.
+    /// watchtrie with exactly the given opt-ins (see [`DispatchOptions`]).
     pub fn with_options(options: DispatchOptions) -> Self {
         Self { options }
+    }
+
+    /// The options the dispatcher will run with.
+    pub fn options(&self) -> &DispatchOptions {
+        &self.options
     }
 }
 
@@ -131,5 +148,27 @@ impl WatchEngine for Reference {
             registry,
             dispatcher: Box::pin(dispatcher.run()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use watchtrie::HeartbeatMode;
+
+    #[test]
+    fn the_node_default_skips_replays_and_never_holds_events_for_a_heartbeat() {
+        let options = *Watchtrie::default().options();
+        assert!(options.skip_replayed_revisions());
+        assert_eq!(options.heartbeat_mode(), HeartbeatMode::Incremental);
+        // Everything else is d-engine-core's behaviour.
+        let reference = DispatchOptions::default()
+            .with_skip_replayed_revisions(true)
+            .with_heartbeat_mode(HeartbeatMode::Incremental);
+        assert_eq!(options, reference);
+        assert_eq!(
+            *Watchtrie::with_options(DispatchOptions::default()).options(),
+            DispatchOptions::default()
+        );
     }
 }

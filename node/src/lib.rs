@@ -77,6 +77,12 @@ pub use error::{ClientError, NodeError};
 pub use log::read_log;
 pub use node::{start, start_with, FileNode, FileTypes, WatchNode};
 
+/// The repository README's examples, compiled and run as doctests here: this crate sees
+/// both watchtrie and itself, and the README shows both.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 /// d-engine's types that appear in this crate's API.
 pub use d_engine_core::{ApplyEntry, Command, RaftNodeConfig};
 pub use d_engine_proto::common::LeaderInfo;
