@@ -63,7 +63,8 @@
 //! - **Cleanup stays off the hot path.** Watchers found overflowed or closed during an event
 //!   are removed after it, without waiting for the writer lock.
 //!
-//! `docs/ARCHITECTURE.md` has the full design: invariants, publish protocol, complexity.
+//! The [`architecture`] module holds the full design (`docs/ARCHITECTURE.md` in the
+//! repository): structures and invariants, the publish protocol, complexity.
 //!
 //! # Features
 //! - `d-engine`: the dispatcher also accepts `d_engine_proto::client::WatchResponse` (=0.2.4),
@@ -71,6 +72,11 @@
 
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms, unreachable_pub)]
+
+/// The design notes (`docs/ARCHITECTURE.md`), here so that they are one click away on
+/// docs.rs too. No code.
+#[doc = include_str!("../docs/ARCHITECTURE.md")]
+pub mod architecture {}
 
 mod channel;
 mod dispatcher;

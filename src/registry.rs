@@ -82,7 +82,8 @@ const REMOVAL_BATCH: usize = 1024;
 ///
 /// Readers (the dispatcher) load the current snapshot of the index without locking. Writers
 /// (registration, unregistration, cleanup) take one mutex among themselves, update the
-/// snapshot no reader can see and publish it whole (see [`Writer`]).
+/// snapshot no reader can see and publish it whole (the publish protocol: the
+/// [`architecture`](crate::architecture) notes).
 pub struct WatchRegistry {
     shared: Arc<Shared>,
 }
