@@ -9,13 +9,17 @@ use tracing::trace;
 
 use crate::channel::CompactReceiver;
 use crate::event::WatchEvent;
-use crate::registry::Shared;
+use crate::meta::{Meta, TargetKind};
+use crate::publish::{Removal, Shared};
 use std::sync::{Arc, Weak};
 
 /// One registered watcher: its id, what it watches and its event receiver.
 ///
-/// Dropping the handle unregisters the watcher: at once when no other writer is busy,
-/// otherwise through the dispatcher before its next event; it never waits.
+/// Dropping the handle unregisters the watcher: the dispatcher removes it before its next
+/// event, as in the reference (or the drop itself does, with
+/// [`RegistryOptions::with_release_at_drop`](crate::RegistryOptions::with_release_at_drop),
+/// when no other writer holds the lock; it then waits for the readers of the event in
+/// flight, a few microseconds, and never for the lock).
 /// [`WatcherHandle::into_receiver`] keeps the watcher registered instead, until its receiver
 /// is dropped and a delivery finds it closed, or it overflows.
 ///
@@ -27,37 +31,35 @@ pub struct WatcherHandle {
     registration: Registration,
 }
 
-/// The part of a handle that unregisters on drop; disarmed by `into_receiver`. 48 bytes:
-/// the kind rides in the id word's low bit (callers keep millions of handles).
+/// The part of a handle that unregisters on drop; disarmed by `into_receiver`. 48 bytes
+/// (callers keep millions of handles): the id and kind share one [`Meta`] word.
 ///
 /// It holds the registry weakly: the registry's snapshots own every watcher's sender, so a
 /// strong reference here would keep this very watcher's channel open after the registry and
 /// its dispatcher are gone, and a receiver waiting in `recv()` would wait forever instead of
 /// seeing the stream end (as it does with the reference).
 struct Registration {
-    id_and_kind: u64,
+    meta: Meta,
     key: Bytes,
     /// The registry to unregister from; `None` once `into_receiver` disarmed the drop.
     registry: Option<Weak<Shared>>,
 }
 
 impl Registration {
-    fn new(id: u64, key: Bytes, is_prefix: bool, registry: &Arc<Shared>) -> Self {
-        // Ids count registrations from 1: 63 bits are plenty.
-        debug_assert!(id < 1 << 63);
+    fn new(meta: Meta, key: Bytes, registry: &Arc<Shared>) -> Self {
         Self {
-            id_and_kind: id << 1 | u64::from(is_prefix),
+            meta,
             key,
             registry: Some(Arc::downgrade(registry)),
         }
     }
 
     fn id(&self) -> u64 {
-        self.id_and_kind >> 1
+        self.meta.id()
     }
 
     fn is_prefix(&self) -> bool {
-        self.id_and_kind & 1 == 1
+        self.meta.kind() == TargetKind::Prefix
     }
 
     /// Keeps the watcher registered: returns `(id, key)` without unregistering.
@@ -82,22 +84,25 @@ impl Drop for Registration {
             // The key is not needed any more: move it instead of cloning it.
             let key = mem::take(&mut self.key);
             trace!(watcher_id = self.id(), key = ?key, is_prefix = self.is_prefix(), "Watcher unregistered");
-            registry.unregister(self.id(), key);
+            registry.unregister(Removal {
+                id: self.id(),
+                pattern: key,
+                kind: Some(self.meta.kind()),
+            });
         }
     }
 }
 
 impl WatcherHandle {
     pub(crate) fn new(
-        id: u64,
+        meta: Meta,
         key: Bytes,
-        is_prefix: bool,
         receiver: mpsc::Receiver<WatchEvent>,
         registry: &Arc<Shared>,
     ) -> Self {
         Self {
             receiver,
-            registration: Registration::new(id, key, is_prefix, registry),
+            registration: Registration::new(meta, key, registry),
         }
     }
 
@@ -146,15 +151,14 @@ pub struct CompactWatcherHandle {
 
 impl CompactWatcherHandle {
     pub(crate) fn new(
-        id: u64,
+        meta: Meta,
         key: Bytes,
-        is_prefix: bool,
         receiver: CompactReceiver,
         registry: &Arc<Shared>,
     ) -> Self {
         Self {
             receiver,
-            registration: Registration::new(id, key, is_prefix, registry),
+            registration: Registration::new(meta, key, registry),
         }
     }
 

@@ -79,7 +79,7 @@
 pub mod architecture {}
 
 mod channel;
-mod dispatcher;
+mod dispatch;
 mod error;
 mod event;
 mod handle;
@@ -87,19 +87,23 @@ mod index;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
 pub mod internals;
+mod meta;
 mod metrics;
 mod options;
+mod publish;
 mod registry;
 mod sink;
 mod sync;
 
 pub use channel::{CompactReceiver, TryRecvError};
-pub use dispatcher::{InlineDispatcher, WatchDispatcher};
+pub use dispatch::{InlineDispatcher, WatchDispatcher};
 pub use error::WatchError;
 pub use event::{
     prefix_segments, CancelReason, ChangeEvent, WatchEvent, WatchEventType, WatchResponse,
 };
 pub use handle::{CompactWatcherHandle, WatcherHandle};
 pub use metrics::{Metrics, MetricsHandle};
-pub use options::{DispatchOptions, HeartbeatMode, LagPolicy, MIN_CLOSED_SWEEP_INTERVAL};
+pub use options::{
+    DispatchOptions, HeartbeatMode, LagPolicy, RegistryOptions, MIN_CLOSED_SWEEP_INTERVAL,
+};
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use crate::registry::Shared;
+use crate::publish::Shared;
 
 /// The counters behind a [`MetricsHandle`].
 #[derive(Debug, Default)]

@@ -1,6 +1,6 @@
-//! [`DispatchOptions`]: opt-in behaviours beyond the reference. The default is the
-//! reference's behaviour, exactly; each option closes one way a watcher can silently miss
-//! something or a sweep can stall dispatch.
+//! [`DispatchOptions`] and [`RegistryOptions`]: opt-in behaviours beyond the reference. The
+//! defaults are the reference's behaviour, exactly; each option closes one way a watcher can
+//! silently miss something, a sweep can stall dispatch, or a resource stays held too long.
 
 use std::time::Duration;
 
@@ -151,6 +151,42 @@ impl DispatchOptions {
 
     pub(crate) fn closed_sweep(&self) -> Option<ClosedReceiverSweep> {
         self.closed_sweep
+    }
+}
+
+/// Opt-in registry behaviours, set at any time with
+/// [`WatchRegistry::set_options`](crate::WatchRegistry::set_options).
+/// `RegistryOptions::default()` is the reference's behaviour.
+///
+/// ```
+/// use watchtrie::RegistryOptions;
+///
+/// let options = RegistryOptions::default().with_release_at_drop(true);
+/// assert!(options.release_at_drop());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RegistryOptions {
+    release_at_drop: bool,
+}
+
+impl RegistryOptions {
+    /// With `true`, a dropped handle removes its watcher itself, at once, when no other
+    /// writer holds the writer lock (otherwise through the dispatcher, as by default): the
+    /// watcher stops counting against the limit, and the prev_kv counter goes down, at the
+    /// drop. By default, as in the reference, a dropped handle only sends its unregistration
+    /// to the dispatcher, and the watcher counts until the dispatcher has processed it
+    /// (before its next event): the reference's own test
+    /// `test_concurrent_registrations_never_exceed_cap` depends on that.
+    #[must_use]
+    pub fn with_release_at_drop(mut self, on: bool) -> Self {
+        self.release_at_drop = on;
+        self
+    }
+
+    /// Whether a dropped handle releases its watcher at once.
+    pub fn release_at_drop(&self) -> bool {
+        self.release_at_drop
     }
 }
 

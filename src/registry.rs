@@ -1,7 +1,8 @@
-//! [`WatchRegistry`]: registration, limits and the write side of the publish protocol.
+//! [`WatchRegistry`]: registration, limits and the public counts; the write side of the
+//! publish protocol is `publish`.
 
 use std::sync::atomic::AtomicUsize as StdAtomicUsize;
-use std::sync::{Arc, PoisonError, TryLockError};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -12,71 +13,16 @@ use crate::error::WatchError;
 use crate::event::WatchEvent;
 use crate::handle::{CompactWatcherHandle, WatcherHandle};
 use crate::index::Snapshot;
+use crate::meta::{Flags, Meta, TargetKind};
 use crate::metrics::{Counters, MetricsHandle};
+use crate::options::RegistryOptions;
+use crate::publish::{Change, Removal, Shared};
 use crate::sink::{Sink, Watcher};
-use crate::sync::{
-    exclusive, AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotArc, SnapshotCell, SnapshotGuard,
-};
+use crate::sync::{Ordering, SnapshotGuard};
 
 /// The largest `watcher_buffer_size` a channel can honour: tokio's bounded channel takes at
 /// most `Semaphore::MAX_PERMITS` slots, one of which is reserved for the cancel sentinel.
 pub const MAX_WATCHER_BUFFER_SIZE: usize = tokio::sync::Semaphore::MAX_PERMITS - 1;
-
-/// One change to the index, applied to each of the two snapshots the writers keep.
-enum Change {
-    Add {
-        key: Bytes,
-        is_prefix: bool,
-        watcher: Watcher,
-    },
-    Remove {
-        id: u64,
-        key: Bytes,
-    },
-}
-
-impl Change {
-    /// Applies the change; returns the watcher a removal took out.
-    fn apply(&self, index: &mut Snapshot<Watcher>) -> Option<Watcher> {
-        match self {
-            Change::Add {
-                key,
-                is_prefix: true,
-                watcher,
-            } => {
-                index.insert_prefix(key.clone(), watcher.clone());
-                None
-            }
-            Change::Add { key, watcher, .. } => {
-                index.insert_exact(key.clone(), watcher.clone());
-                None
-            }
-            // Like the reference, an unregistration does not say which kind it is.
-            Change::Remove { id, key } => index
-                .remove_exact(key, *id)
-                .or_else(|| index.remove_prefix(key, *id)),
-        }
-    }
-}
-
-/// The writers' side of the publish protocol: two snapshots, used in turn.
-///
-/// The published snapshot (the *front*) is never changed while it is published. The writers
-/// keep the previous front (the *back*), equal in content. A write waits until no reader
-/// holds the back any more, applies its changes to it **in place**, publishes it, and then
-/// does the same to the old front it got back: waits for its last readers to leave and
-/// replays the changes. Readers hold a snapshot for one event (a batch of eight queued
-/// events, or one heartbeat sweep slice) at most and never wait for anything while holding
-/// it, so the waits are short and cannot deadlock; nothing a reader holds is ever changed;
-/// nothing is ever copied. Each change
-/// costs two in-place updates of flat structures.
-pub(crate) struct Writer {
-    back: SnapshotArc<Snapshot<Watcher>>,
-}
-
-/// Removals handed to one writer transaction at most, so that registrations interleave with
-/// a burst of unregistrations instead of waiting for all of it.
-const REMOVAL_BATCH: usize = 1024;
 
 /// Registers watchers and owns the index they live in. Share it with an `Arc`.
 ///
@@ -86,24 +32,6 @@ const REMOVAL_BATCH: usize = 1024;
 /// [`architecture`](crate::architecture) notes).
 pub struct WatchRegistry {
     shared: Arc<Shared>,
-}
-
-/// The registry's state. Owned by the [`WatchRegistry`] alone; handles and metrics hold it
-/// weakly (a dropped handle upgrades to unregister its watcher itself), so that dropping the
-/// registry drops the snapshots and with them every watcher's sender: streams then end.
-pub(crate) struct Shared {
-    /// What readers see.
-    published: SnapshotCell<Snapshot<Watcher>>,
-    /// Serialises writers and holds the snapshot they reuse.
-    writer: Mutex<Writer>,
-    next_id: AtomicU64,
-    /// Active watchers, for the limit.
-    active: AtomicUsize,
-    prev_kv_watchers: Arc<StdAtomicUsize>,
-    watcher_buffer_size: usize,
-    max_watcher_count: usize,
-    unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
-    pub(crate) counters: Arc<Counters>,
 }
 
 impl std::fmt::Debug for WatchRegistry {
@@ -121,8 +49,9 @@ impl WatchRegistry {
     ///
     /// Each watcher's channel holds `watcher_buffer_size` events plus one slot reserved for
     /// the cancel sentinel. Give `unregister_tx`'s receiver to the dispatcher: a dropped
-    /// [`WatcherHandle`] removes its watcher at once when no other writer is busy, and
-    /// otherwise sends `(id, key)` there for the dispatcher to apply before its next event.
+    /// [`WatcherHandle`] sends `(id, key)` there, and the dispatcher removes the watcher
+    /// before its next event (see [`RegistryOptions::with_release_at_drop`] for removal at
+    /// the drop itself).
     pub fn new(
         watcher_buffer_size: usize,
         unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
@@ -147,22 +76,11 @@ impl WatchRegistry {
                 "watcher_buffer_size exceeds what a channel can hold; clamping"
             );
         }
-        let front = Snapshot::new();
-        // Same hash seeds, same changes: the twins keep one layout (see `Snapshot::sweep`).
-        let back = front.empty_twin();
-        let shared = Shared {
-            published: SnapshotCell::new(SnapshotArc::new(front)),
-            writer: Mutex::new(Writer {
-                back: SnapshotArc::new(back),
-            }),
-            next_id: AtomicU64::new(1),
-            active: AtomicUsize::new(0),
-            prev_kv_watchers: Arc::new(StdAtomicUsize::new(0)),
-            watcher_buffer_size: watcher_buffer_size.min(MAX_WATCHER_BUFFER_SIZE),
+        let shared = Shared::new(
+            watcher_buffer_size.min(MAX_WATCHER_BUFFER_SIZE),
             max_watcher_count,
             unregister_tx,
-            counters: Arc::default(),
-        };
+        );
         Self {
             shared: Arc::new(shared),
         }
@@ -173,8 +91,8 @@ impl WatchRegistry {
     /// `prev_kv = true` asks for each event's previous value (see [`WatchEvent::prev_value`]).
     /// The watcher is visible to every event broadcast after this returns.
     pub fn register(&self, key: Bytes, prev_kv: bool) -> Result<WatcherHandle, WatchError> {
-        self.add_watcher(key, false, prev_kv, Self::tokio_channel)
-            .map(|(id, key, receiver)| WatcherHandle::new(id, key, false, receiver, &self.shared))
+        self.add_watcher(key, TargetKind::Exact, prev_kv, Self::tokio_channel)
+            .map(|(meta, key, receiver)| WatcherHandle::new(meta, key, receiver, &self.shared))
     }
 
     /// Watches every key that starts with `prefix`, which must start and end with `/`
@@ -185,8 +103,8 @@ impl WatchRegistry {
         prev_kv: bool,
     ) -> Result<WatcherHandle, WatchError> {
         check_prefix(&prefix)?;
-        self.add_watcher(prefix, true, prev_kv, Self::tokio_channel)
-            .map(|(id, key, receiver)| WatcherHandle::new(id, key, true, receiver, &self.shared))
+        self.add_watcher(prefix, TargetKind::Prefix, prev_kv, Self::tokio_channel)
+            .map(|(meta, key, receiver)| WatcherHandle::new(meta, key, receiver, &self.shared))
     }
 
     /// Like [`Self::register`], with a compact channel: an idle watcher costs about 100
@@ -198,9 +116,9 @@ impl WatchRegistry {
         key: Bytes,
         prev_kv: bool,
     ) -> Result<CompactWatcherHandle, WatchError> {
-        self.add_watcher(key, false, prev_kv, Self::compact_channel)
-            .map(|(id, key, receiver)| {
-                CompactWatcherHandle::new(id, key, false, receiver, &self.shared)
+        self.add_watcher(key, TargetKind::Exact, prev_kv, Self::compact_channel)
+            .map(|(meta, key, receiver)| {
+                CompactWatcherHandle::new(meta, key, receiver, &self.shared)
             })
     }
 
@@ -212,9 +130,9 @@ impl WatchRegistry {
         prev_kv: bool,
     ) -> Result<CompactWatcherHandle, WatchError> {
         check_prefix(&prefix)?;
-        self.add_watcher(prefix, true, prev_kv, Self::compact_channel)
-            .map(|(id, key, receiver)| {
-                CompactWatcherHandle::new(id, key, true, receiver, &self.shared)
+        self.add_watcher(prefix, TargetKind::Prefix, prev_kv, Self::compact_channel)
+            .map(|(meta, key, receiver)| {
+                CompactWatcherHandle::new(meta, key, receiver, &self.shared)
             })
     }
 
@@ -233,10 +151,10 @@ impl WatchRegistry {
     fn add_watcher<R>(
         &self,
         key: Bytes,
-        is_prefix: bool,
+        kind: TargetKind,
         prev_kv: bool,
         open: impl FnOnce(usize) -> (Sink, R),
-    ) -> Result<(u64, Bytes, R), WatchError> {
+    ) -> Result<(Meta, Bytes, R), WatchError> {
         let shared = &self.shared;
         shared.reserve_slot()?;
         if prev_kv {
@@ -244,17 +162,15 @@ impl WatchRegistry {
         }
         // Ids only order registrations; nothing is published through them.
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let meta = Meta::new(id, kind, Flags::default().with_if(Flags::PREV_KV, prev_kv));
         let (sink, receiver) = open(shared.watcher_buffer_size + 1);
-        let change = Change::Add {
-            key: key.clone(),
-            is_prefix,
-            watcher: Watcher::new(id, prev_kv, sink),
-        };
-        let mut writer = shared.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        shared.publish(&mut writer, &[change]);
-        drop(writer);
-        trace!(watcher_id = id, key = ?key, is_prefix, prev_kv, "Watcher registered");
-        Ok((id, key, receiver))
+        shared.publish(&[Change::Add {
+            kind,
+            pattern: key.clone(),
+            watcher: Watcher::new(meta, sink),
+        }]);
+        trace!(watcher_id = id, key = ?key, ?kind, prev_kv, "Watcher registered");
+        Ok((meta, key, receiver))
     }
 
     /// The current snapshot, for the dispatcher. Never blocks.
@@ -264,14 +180,14 @@ impl WatchRegistry {
     }
 
     /// See [`Shared::try_remove`].
-    pub(crate) fn try_remove(&self, removals: &mut Vec<(u64, Bytes)>) -> bool {
+    pub(crate) fn try_remove(&self, removals: &mut Vec<Removal>) -> bool {
         self.shared.try_remove(removals)
     }
 
     /// Holds the writer lock, as a registration in progress would.
     #[cfg(test)]
     pub(crate) fn lock_writer_for_test(&self) -> impl Drop + '_ {
-        self.shared.writer.lock().unwrap()
+        self.shared.lock_writer_for_test()
     }
 }
 
@@ -284,86 +200,17 @@ fn check_prefix(prefix: &[u8]) -> Result<(), WatchError> {
     }
 }
 
-impl Shared {
-    /// Active watchers, watched keys, watched prefixes.
-    pub(crate) fn gauges(&self) -> (usize, usize, usize) {
-        let snapshot = self.published.load();
-        (
-            self.active.load(Ordering::Relaxed),
-            snapshot.exact_key_count(),
-            snapshot.prefix_count(),
-        )
-    }
-
-    /// Takes one unit of the limit, or fails without taking any: concurrent registrations
-    /// never overshoot, and a refused one never disturbs an accepted one.
-    fn reserve_slot(&self) -> Result<(), WatchError> {
-        let max = self.max_watcher_count;
-        // Relaxed: the counter guards a quantity, not the visibility of other data.
-        self.active
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .map(|_| ())
-            .map_err(|_| WatchError::LimitExceeded(max))
-    }
-
-    /// Applies `changes` and publishes the result (see [`Writer`]). Counts removed watchers
-    /// out of the limit and prev_kv counters, once each.
-    fn publish(&self, writer: &mut Writer, changes: &[Change]) {
-        let back = exclusive(&mut writer.back);
-        for change in changes {
-            if let Some(removed) = change.apply(back) {
-                self.active.fetch_sub(1, Ordering::Relaxed);
-                if removed.prev_kv() {
-                    self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
-                }
-            }
-        }
-        writer.back = self.published.swap(SnapshotArc::clone(&writer.back));
-        Counters::add(&self.counters.snapshots_published, 1);
-        // Bring the old front up to date now rather than at the next write: it must not keep
-        // removed watchers' channels open.
-        let back = exclusive(&mut writer.back);
-        for change in changes {
-            change.apply(back);
-        }
-    }
-
-    /// Removes `(id, key)` pairs in transactions of at most [`REMOVAL_BATCH`], never waiting
-    /// for the writer lock: returns false, with what is left in `removals`, when another
-    /// writer holds it.
-    pub(crate) fn try_remove(&self, removals: &mut Vec<(u64, Bytes)>) -> bool {
-        while !removals.is_empty() {
-            let mut writer = match self.writer.try_lock() {
-                Ok(guard) => guard,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                Err(TryLockError::WouldBlock) => return false,
-            };
-            let start = removals.len().saturating_sub(REMOVAL_BATCH);
-            let batch: Vec<Change> = removals
-                .drain(start..)
-                .map(|(id, key)| Change::Remove { id, key })
-                .collect();
-            self.publish(&mut writer, &batch);
-        }
-        true
-    }
-
-    /// Unregisters a dropped handle's watcher: at once if no other writer holds the lock,
-    /// otherwise through the dispatcher, which applies it before its next event. Either way
-    /// the drop never waits.
-    pub(crate) fn unregister(&self, id: u64, key: Bytes) {
-        let mut removal = vec![(id, key)];
-        if !self.try_remove(&mut removal) {
-            let (id, key) = removal.pop().expect("not applied");
-            // A closed channel means the dispatcher is gone, and with it any reader.
-            let _ = self.unregister_tx.send((id, key));
-        }
-    }
-}
-
 impl WatchRegistry {
+    /// Puts `options` in force from now on (the default is the reference's behaviour).
+    pub fn set_options(&self, options: RegistryOptions) {
+        self.shared.set_options(options);
+    }
+
+    /// The registry options in force.
+    pub fn options(&self) -> RegistryOptions {
+        self.shared.options()
+    }
+
     /// A handle to this registry's counters and gauges (see [`MetricsHandle`]). Always on:
     /// the counters cost the dispatcher a few relaxed atomic adds per event.
     pub fn metrics(&self) -> MetricsHandle {
@@ -421,30 +268,6 @@ impl WatchRegistry {
     /// tests and fuzzing; panics with a description on failure.
     #[doc(hidden)]
     pub fn check_invariants(&self) {
-        let writer = self
-            .shared
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let published = self.snapshot();
-        published.check_invariants();
-        let back = &writer.back;
-        back.check_invariants();
-        assert_eq!(
-            back.watcher_count(),
-            published.watcher_count(),
-            "the writers' copy lags the published snapshot"
-        );
-        assert_eq!(back.exact_key_count(), published.exact_key_count());
-        assert_eq!(back.prefix_count(), published.prefix_count());
-        assert!(
-            back.same_layout(&published),
-            "the two snapshots place entries differently: a sweep cannot resume across them"
-        );
-        assert_eq!(
-            published.watcher_count(),
-            self.shared.active.load(Ordering::Relaxed),
-            "limit counter out of step with the index"
-        );
+        self.shared.check_invariants();
     }
 }

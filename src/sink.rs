@@ -10,6 +10,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 use crate::channel::{CompactSender, Offer};
 use crate::event::{WatchEvent, WatchEventType};
 use crate::index::WatcherEntry;
+use crate::meta::Meta;
 
 /// A watcher's channel.
 #[derive(Clone)]
@@ -20,47 +21,41 @@ pub(crate) enum Sink {
     Compact(CompactSender),
 }
 
-/// One watcher: its id, whether it wants previous values, and its channel. Twenty-four
-/// bytes: the flag rides in the id word's low bit, and the channel's kind leaves a niche
-/// that a one-watcher list uses for its own tag, so that an index entry with one watcher
-/// inline stays 64 bytes (the index holds every watcher twice).
+/// One watcher: its [`Meta`] word (id, kind, flags) and its channel. Twenty-four bytes: the
+/// channel's kind leaves a niche that a one-watcher list uses for its own tag, so that an
+/// index entry with one watcher inline stays 64 bytes (the index holds every watcher twice).
 #[derive(Clone)]
 pub(crate) struct Watcher {
-    id_and_prev_kv: u64,
+    meta: Meta,
     pub(crate) sink: Sink,
 }
 
 impl std::fmt::Debug for Watcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Watcher")
-            .field("id", &self.id())
-            .field("prev_kv", &self.prev_kv())
+            .field("meta", &self.meta)
             .field("compact", &matches!(self.sink, Sink::Compact(_)))
             .finish()
     }
 }
 
 impl Watcher {
-    /// A watcher; ids use 63 bits (they count registrations from 1).
-    pub(crate) fn new(id: u64, prev_kv: bool, sink: Sink) -> Self {
-        debug_assert!(id < 1 << 63);
-        Self {
-            id_and_prev_kv: id << 1 | u64::from(prev_kv),
-            sink,
-        }
+    /// A watcher with the word `meta`.
+    pub(crate) fn new(meta: Meta, sink: Sink) -> Self {
+        Self { meta, sink }
     }
 
     /// Whether the watcher asked for previous values.
     #[inline]
     pub(crate) fn prev_kv(&self) -> bool {
-        self.id_and_prev_kv & 1 == 1
+        self.meta.prev_kv()
     }
 }
 
 impl WatcherEntry for Watcher {
     #[inline]
     fn id(&self) -> u64 {
-        self.id_and_prev_kv >> 1
+        self.meta.id()
     }
 }
 
@@ -203,10 +198,13 @@ mod tests {
     }
 
     #[test]
-    fn the_prev_kv_flag_and_the_id_share_a_word_without_mixing() {
+    fn a_watcher_reports_its_word() {
+        use crate::meta::{Flags, TargetKind};
         let (sender, _receiver) = mpsc::channel(1);
-        for (id, prev_kv) in [(1, true), (1, false), ((1 << 63) - 1, true), (42, false)] {
-            let w = Watcher::new(id, prev_kv, Sink::Tokio(sender.clone()));
+        for (id, prev_kv) in [(1, true), (1, false), (Meta::MAX_ID, true), (42, false)] {
+            let flags = Flags::default().with_if(Flags::PREV_KV, prev_kv);
+            let meta = Meta::new(id, TargetKind::Exact, flags);
+            let w = Watcher::new(meta, Sink::Tokio(sender.clone()));
             assert_eq!((w.id(), w.prev_kv()), (id, prev_kv));
         }
     }

@@ -7,12 +7,12 @@
 //! loom mutex around an `Arc`: slower, but with the same load/swap contract.
 
 #[cfg(not(watchtrie_loom))]
-pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(watchtrie_loom))]
 pub(crate) use std::sync::Mutex;
 
 #[cfg(watchtrie_loom)]
-pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 #[cfg(watchtrie_loom)]
 pub(crate) use loom::sync::Mutex;
 

@@ -59,12 +59,32 @@ in_both_modes! {
     }
 }
 
-/// watchtrie may release a watcher sooner than the reference (at the drop itself), never
-/// later: with no other writer busy, the drop removes it at once, dispatcher or not.
+/// Rule 3's default, the reference's: a dropped watcher counts against the limit until the
+/// dispatcher has processed its unregistration; with no dispatcher running, it keeps counting.
 #[test]
-fn a_drop_with_no_writer_busy_unregisters_at_once() {
+fn by_default_a_dropped_watcher_counts_until_the_dispatcher_processes_it() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = std::sync::Arc::new(watchtrie::WatchRegistry::new_with_limits(4, 1, tx));
+    let handle = registry.register(b("/k"), true).unwrap();
+    drop(handle);
+    assert_eq!(registry.active_watcher_count(), 1);
+    assert_eq!(registry.prev_kv_watcher_count(), 1);
+    assert!(registry.register(b("/k"), false).is_err(), "still counted");
+    let mut inline = watchtrie::InlineDispatcher::new(registry.clone(), rx);
+    inline.process_unregistrations();
+    assert_eq!(registry.active_watcher_count(), 0);
+    assert_eq!(registry.prev_kv_watcher_count(), 0);
+    assert!(registry.register(b("/k"), false).is_ok());
+    registry.check_invariants();
+}
+
+/// The opt-in: with no other writer busy, the drop removes its watcher at once, dispatcher
+/// or not (sooner than the reference, never later).
+#[test]
+fn with_release_at_drop_a_drop_with_no_writer_busy_unregisters_at_once() {
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = watchtrie::WatchRegistry::new_with_limits(4, 1, tx);
+    registry.set_options(watchtrie::RegistryOptions::default().with_release_at_drop(true));
     let handle = registry.register(b("/k"), true).unwrap();
     assert!(registry.register(b("/k"), false).is_err());
     drop(handle);
@@ -72,4 +92,5 @@ fn a_drop_with_no_writer_busy_unregisters_at_once() {
     assert_eq!(registry.prev_kv_watcher_count(), 0);
     assert_eq!(registry.watcher_count(&b("/k")), 0);
     assert!(registry.register(b("/k"), false).is_ok());
+    registry.check_invariants();
 }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
-use watchtrie::internals::TestIndex;
+use watchtrie::internals::{Kind, TestIndex};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -22,6 +22,14 @@ fn op() -> impl Strategy<Value = Op> {
         4 => any::<usize>().prop_map(Op::Remove),
         3 => (1..40u8, any::<bool>()).prop_map(|(budget, on_twin)| Op::Step { budget, on_twin }),
     ]
+}
+
+fn kind(prefix: bool) -> Kind {
+    if prefix {
+        Kind::Prefix
+    } else {
+        Kind::Exact
+    }
 }
 
 /// Keys spread over two levels so that the trie has inner nodes without watchers.
@@ -46,7 +54,7 @@ proptest! {
         let mut next = 1u64;
         for i in 0..initial {
             let (prefix, k) = (i % 3 == 0, key(i % 3 == 0, i as u16));
-            if prefix { index.insert_prefix(&k, next) } else { index.insert_exact(&k, next) }
+            index.insert(kind(prefix), &k, next);
             live.insert(next, (prefix, k));
             next += 1;
         }
@@ -55,9 +63,9 @@ proptest! {
         let mut removed = BTreeSet::new();
         let mut visits: BTreeMap<u64, usize> = BTreeMap::new();
         let step = |index: &mut TestIndex, live: &BTreeMap<u64, (bool, Vec<u8>)>, budget, on_twin, visits: &mut BTreeMap<u64, usize>| {
-            for (is_prefix, id) in index.sweep_step(budget, on_twin) {
+            for (filed_as, id) in index.sweep_step(budget, on_twin) {
                 let (p, _) = live.get(&id).expect("a visited watcher is registered");
-                assert_eq!(*p, is_prefix);
+                assert_eq!(kind(*p), filed_as);
                 *visits.entry(id).or_default() += 1;
             }
         };
@@ -65,7 +73,7 @@ proptest! {
             match op {
                 Op::Insert { prefix, key: n } => {
                     let k = key(prefix, n);
-                    if prefix { index.insert_prefix(&k, next) } else { index.insert_exact(&k, next) }
+                    index.insert(kind(prefix), &k, next);
                     live.insert(next, (prefix, k));
                     next += 1;
                 }
@@ -73,7 +81,7 @@ proptest! {
                     // Mostly removals of early watchers: shrinks the tables mid-sweep.
                     let id = *live.keys().nth(pick % live.len().clamp(1, 64)).unwrap();
                     let (prefix, k) = live.remove(&id).unwrap();
-                    let gone = if prefix { index.remove_prefix(&k, id) } else { index.remove_exact(&k, id) };
+                    let gone = index.remove(kind(prefix), &k, id);
                     prop_assert!(gone);
                     removed.insert(id);
                 }

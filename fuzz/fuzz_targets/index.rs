@@ -1,7 +1,6 @@
 //! The index target: watchtrie's private index (exact hash map + prefix hash trie) alone
 //! against a naive model (a `BTreeMap` of watcher sets), with `check_invariants()` after
-//! every operation, sweeps that alternate between the twin snapshots, and older versions
-//! (copies) kept and re-checked to prove that writes never reach them. Far higher exec
+//! every operation and sweeps that alternate between the twin snapshots. Far higher exec
 //! rates than the differential target.
 #![no_main]
 
@@ -9,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use watchtrie::internals::{Match, TestIndex};
+use watchtrie::internals::{Kind, Match, TestIndex};
 
 /// A key over a 4-letter alphabet (so keys share prefixes often), at most 12 bytes.
 #[derive(Debug, Clone)]
@@ -40,8 +39,6 @@ enum Op {
     Probe {
         key: Key,
     },
-    Keep,
-    Release,
     /// A few units of a sweep, on either twin; every list it visits must be in the model.
     SweepStep {
         budget: u8,
@@ -85,22 +82,29 @@ impl Op {
     }
 }
 
-/// (is_prefix, key) → ids.
-type Model = BTreeMap<(bool, Vec<u8>), BTreeSet<u64>>;
+/// (kind, stored pattern) → ids.
+type Model = BTreeMap<(Kind, Vec<u8>), BTreeSet<u64>>;
+
+fn kind(prefix: bool) -> Kind {
+    if prefix {
+        Kind::Prefix
+    } else {
+        Kind::Exact
+    }
+}
 
 fn expected(model: &Model, key: &[u8]) -> Vec<Match> {
     let mut out: Vec<Match> = model
-        .get(&(false, key.to_vec()))
+        .get(&(Kind::Exact, key.to_vec()))
         .into_iter()
         .flatten()
-        .map(|&id| (false, key.len(), id))
+        .map(|&id| (Kind::Exact, key.to_vec(), id))
         .collect();
-    let mut prefixes: Vec<Match> = model
+    // Shortest prefix first, ids sorted within one prefix: the BTreeMap's order already.
+    let prefixes = model
         .iter()
-        .filter(|((is_prefix, p), _)| *is_prefix && key.starts_with(p))
-        .flat_map(|((_, p), ids)| ids.iter().map(move |&id| (true, p.len(), id)))
-        .collect();
-    prefixes.sort_unstable();
+        .filter(|((k, p), _)| *k == Kind::Prefix && key.starts_with(p))
+        .flat_map(|((k, p), ids)| ids.iter().map(move |&id| (*k, p.clone(), id)));
     out.extend(prefixes);
     out
 }
@@ -108,36 +112,27 @@ fn expected(model: &Model, key: &[u8]) -> Vec<Match> {
 fuzz_target!(|ops: Vec<Op>| {
     let mut index = TestIndex::new();
     let mut model = Model::new();
-    let mut kept: Vec<Model> = Vec::new();
     for op in ops {
         match op.stored_form() {
             Op::Insert { prefix, key, id } => {
                 // Ids are unique within a list: the registry guarantees it.
                 if model
-                    .entry((prefix, key.0.clone()))
+                    .entry((kind(prefix), key.0.clone()))
                     .or_default()
                     .insert(u64::from(id))
                 {
-                    if prefix {
-                        index.insert_prefix(&key.0, u64::from(id));
-                    } else {
-                        index.insert_exact(&key.0, u64::from(id));
-                    }
+                    index.insert(kind(prefix), &key.0, u64::from(id));
                 }
             }
             Op::Remove { prefix, key, id } => {
-                let entry = (prefix, key.0.clone());
+                let entry = (kind(prefix), key.0.clone());
                 let had = model
                     .get_mut(&entry)
                     .is_some_and(|ids| ids.remove(&u64::from(id)));
                 if model.get(&entry).is_some_and(BTreeSet::is_empty) {
                     model.remove(&entry);
                 }
-                let removed = if prefix {
-                    index.remove_prefix(&key.0, u64::from(id))
-                } else {
-                    index.remove_exact(&key.0, u64::from(id))
-                };
+                let removed = index.remove(kind(prefix), &key.0, u64::from(id));
                 assert_eq!(removed, had, "removal of {id} at {entry:?}");
             }
             Op::Probe { key } => {
@@ -146,34 +141,16 @@ fuzz_target!(|ops: Vec<Op>| {
                     expected(&model, &key.0),
                     "matches of {key:?}"
                 );
-                index.check_kept_invariants();
-                for (n, old) in kept.iter().enumerate() {
-                    assert_eq!(
-                        index.kept_matches(n, &key.0),
-                        expected(old, &key.0),
-                        "kept version {n}"
-                    );
-                }
-            }
-            Op::Keep => {
-                if index.kept_versions() < 8 {
-                    index.keep_version();
-                    kept.push(model.clone());
-                }
-            }
-            Op::Release => {
-                index.release_versions();
-                kept.clear();
             }
             Op::SweepStep { budget, on_twin } => {
                 if index.sweep_done() {
                     index.start_sweep();
                 }
-                for (is_prefix, id) in index.sweep_step(usize::from(budget), on_twin) {
+                for (filed_as, id) in index.sweep_step(usize::from(budget), on_twin) {
                     assert!(
                         model
                             .iter()
-                            .any(|((p, _), ids)| *p == is_prefix && ids.contains(&id)),
+                            .any(|((k, _), ids)| *k == filed_as && ids.contains(&id)),
                         "the sweep visited {id}, which is not registered"
                     );
                 }
@@ -187,9 +164,9 @@ fuzz_target!(|ops: Vec<Op>| {
                     on_twin = !on_twin;
                 }
                 seen.sort_unstable();
-                let mut want: Vec<(bool, u64)> = model
+                let mut want: Vec<(Kind, u64)> = model
                     .iter()
-                    .flat_map(|((p, _), ids)| ids.iter().map(move |&id| (*p, id)))
+                    .flat_map(|((k, _), ids)| ids.iter().map(move |&id| (*k, id)))
                     .collect();
                 want.sort_unstable();
                 assert_eq!(seen, want, "a full sweep visits every watcher once");

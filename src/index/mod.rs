@@ -1,10 +1,10 @@
-//! The private engine: immutable snapshots of every registered watcher.
+//! The private engine: the two snapshots' contents, every registered watcher filed by target.
 //!
 //! A [`Snapshot`] pairs an [`ExactIndex`] (key → watchers, a flat hash map) with a
-//! [`PrefixTrie`] (prefix → watchers, a hash trie of slash segments). A snapshot is changed in place
-//! only while nobody else can see it: the registry keeps two and lets readers see one at a
-//! time (see `registry::Writer`). Nothing here knows about tokio, channels
-//! or threads: a watcher is any cloneable value with an id ([`WatcherEntry`]).
+//! [`PrefixTrie`] (prefix → watchers, a hash trie of slash segments). It is a plain value,
+//! changed in place only while no reader can see it: the registry keeps two and lets readers
+//! see one at a time (`crate::publish`). Nothing here knows about tokio, channels or
+//! threads: a watcher is any cloneable value with an id ([`WatcherEntry`]).
 
 mod chunks;
 mod exact;
@@ -16,6 +16,7 @@ mod watchers;
 
 pub(crate) use watchers::WatcherList;
 
+use crate::meta::TargetKind;
 use exact::ExactIndex;
 use segment::PathHasher;
 use table::Layout;
@@ -27,16 +28,12 @@ pub(crate) trait WatcherEntry: Clone {
     fn id(&self) -> u64;
 }
 
-/// Where a matched watcher list was found, so that a watcher found dead can be removed.
+/// Where a watcher list is filed: its target kind and the stored key or prefix, so that a
+/// watcher found dead can be removed without rebuilding what it watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum MatchKind {
-    /// The exact watchers of the event's key.
-    Exact,
-    /// The prefix watchers of `key[..len]`.
-    Prefix {
-        /// Length of the prefix within the event's key.
-        len: usize,
-    },
+pub(crate) struct Location<'a> {
+    pub(crate) kind: TargetKind,
+    pub(crate) pattern: &'a [u8],
 }
 
 /// The parts of a snapshot a sweep walks, in order.
@@ -109,20 +106,20 @@ impl SweepCursor {
 /// (then moves the cursor to `next`). Nodes kept only for their children have empty lists:
 /// skipped.
 #[allow(clippy::too_many_arguments)]
-fn walk_table<'s, W: WatcherEntry + 's, F: FnMut(&[u8], bool, &WatcherList<W>)>(
+fn walk_table<'s, W: WatcherEntry + 's, F: FnMut(Location<'_>, &WatcherList<W>)>(
     cursor: &mut SweepCursor,
     budget: usize,
     spent: &mut usize,
     (layout, buckets): (Layout, usize),
-    bucket: impl Fn(usize) -> Option<(&'s [u8], bool, &'s WatcherList<W>)>,
+    bucket: impl Fn(usize) -> Option<(Location<'s>, &'s WatcherList<W>)>,
     next: Stage,
     f: &mut F,
 ) {
     cursor.check_layout(layout);
     while *spent < budget && cursor.bucket < buckets {
-        if let Some((key, is_prefix, list)) = bucket(cursor.bucket) {
+        if let Some((location, list)) = bucket(cursor.bucket) {
             if !list.is_empty() {
-                f(key, is_prefix, list);
+                f(location, list);
                 *spent += list.len();
             }
         }
@@ -183,7 +180,7 @@ impl<W: WatcherEntry> Snapshot<W> {
     /// throughout are visited once, unless the table they sit in is rebuilt mid-sweep: then
     /// that table's walk restarts and may visit some of them again. Lists added or removed
     /// meanwhile may or may not be visited.
-    pub(crate) fn sweep<F: FnMut(&[u8], bool, &WatcherList<W>)>(
+    pub(crate) fn sweep<F: FnMut(Location<'_>, &WatcherList<W>)>(
         &self,
         cursor: &mut SweepCursor,
         budget: usize,
@@ -195,7 +192,11 @@ impl<W: WatcherEntry> Snapshot<W> {
                 Stage::EmptyPrefix => {
                     let list = self.prefixes.root_watchers();
                     if !list.is_empty() {
-                        f(&[], true, list);
+                        let location = Location {
+                            kind: TargetKind::Prefix,
+                            pattern: &[],
+                        };
+                        f(location, list);
                         spent += list.len();
                     }
                     cursor.enter(Stage::Exact);
@@ -205,7 +206,11 @@ impl<W: WatcherEntry> Snapshot<W> {
                     budget,
                     &mut spent,
                     (self.exact.layout(), self.exact.buckets()),
-                    |i| self.exact.bucket(i).map(|(key, list)| (key, false, list)),
+                    |i| {
+                        let (pattern, list) = self.exact.bucket(i)?;
+                        let kind = TargetKind::Exact;
+                        Some((Location { kind, pattern }, list))
+                    },
                     Stage::Prefixes,
                     f,
                 ),
@@ -214,7 +219,11 @@ impl<W: WatcherEntry> Snapshot<W> {
                     budget,
                     &mut spent,
                     (self.prefixes.layout(), self.prefixes.buckets()),
-                    |i| self.prefixes.bucket(i).map(|(key, list)| (key, true, list)),
+                    |i| {
+                        let (pattern, list) = self.prefixes.bucket(i)?;
+                        let kind = TargetKind::Prefix;
+                        Some((Location { kind, pattern }, list))
+                    },
                     Stage::Done,
                     f,
                 ),
@@ -247,7 +256,7 @@ impl<W: WatcherEntry> Snapshot<W> {
     /// its first match (or ends): the walk's probes do not wait for the exact probe's cache
     /// miss, so the two overlap.
     #[cfg(feature = "internals")]
-    pub(crate) fn for_each_match<F: FnMut(MatchKind, &WatcherList<W>)>(
+    pub(crate) fn for_each_match<F: FnMut(Location<'_>, &WatcherList<W>)>(
         &self,
         key: &[u8],
         f: &mut F,
@@ -267,45 +276,52 @@ impl<W: WatcherEntry> Snapshot<W> {
     }
 
     /// [`Self::for_each_match`] with the exact watchers of `key` already looked up (by
-    /// [`Self::exact_watchers`] on this snapshot).
+    /// [`Self::exact_watchers`] on this snapshot). Each list comes with its [`Location`],
+    /// whose pattern is a slice of `key` (for these kinds a match's pattern is the key or
+    /// one of its leading parts).
     #[inline]
-    pub(crate) fn for_each_match_given<'s, F: FnMut(MatchKind, &WatcherList<W>)>(
+    pub(crate) fn for_each_match_given<'s, F: FnMut(Location<'_>, &WatcherList<W>)>(
         &'s self,
         key: &[u8],
         mut exact: Option<&'s WatcherList<W>>,
         f: &mut F,
     ) {
+        let exact_at = Location {
+            kind: TargetKind::Exact,
+            pattern: key,
+        };
         if self.prefixes.watcher_count() != 0 {
             self.prefixes.for_each_match(key, &mut |len, list| {
                 if let Some(exact) = exact.take() {
-                    f(MatchKind::Exact, exact);
+                    f(exact_at, exact);
                 }
-                f(MatchKind::Prefix { len }, list);
+                let location = Location {
+                    kind: TargetKind::Prefix,
+                    pattern: &key[..len],
+                };
+                f(location, list);
             });
         }
         if let Some(exact) = exact {
-            f(MatchKind::Exact, exact);
+            f(exact_at, exact);
         }
     }
 
-    /// Adds an exact watcher on `key`.
-    pub(crate) fn insert_exact(&mut self, key: bytes::Bytes, watcher: W) {
-        self.exact.insert(key, watcher);
+    /// Adds `watcher` on `pattern`, filed as `kind` (a prefix must be empty or end with the
+    /// separator: the registry checks).
+    pub(crate) fn insert(&mut self, kind: TargetKind, pattern: bytes::Bytes, watcher: W) {
+        match kind {
+            TargetKind::Exact => self.exact.insert(pattern, watcher),
+            TargetKind::Prefix => self.prefixes.insert(pattern, watcher),
+        }
     }
 
-    /// Adds a prefix watcher on `prefix`.
-    pub(crate) fn insert_prefix(&mut self, prefix: bytes::Bytes, watcher: W) {
-        self.prefixes.insert(prefix, watcher);
-    }
-
-    /// Removes watcher `id` from the exact watchers of `key`.
-    pub(crate) fn remove_exact(&mut self, key: &[u8], id: u64) -> Option<W> {
-        self.exact.remove(key, id)
-    }
-
-    /// Removes watcher `id` from the prefix watchers of `prefix`.
-    pub(crate) fn remove_prefix(&mut self, prefix: &[u8], id: u64) -> Option<W> {
-        self.prefixes.remove(prefix, id)
+    /// Removes watcher `id` from the watchers of `pattern` filed as `kind`.
+    pub(crate) fn remove(&mut self, kind: TargetKind, pattern: &[u8], id: u64) -> Option<W> {
+        match kind {
+            TargetKind::Exact => self.exact.remove(pattern, id),
+            TargetKind::Prefix => self.prefixes.remove(pattern, id),
+        }
     }
 
     /// Number of exact watchers on `key`.

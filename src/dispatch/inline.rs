@@ -1,0 +1,466 @@
+//! [`InlineDispatcher`]: the whole dispatch algorithm, synchronous. The async task
+//! (`WatchDispatcher`) is a loop around it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{trace, warn};
+
+use super::delivery::{deliver_list, Retirements, Tally};
+use super::sweep::{run_slice, SliceSize, SweepAction};
+use crate::event::{ChangeEvent, WatchEventType};
+use crate::index::{Snapshot, SweepCursor, WatcherList};
+use crate::metrics::Counters;
+use crate::options::{DispatchOptions, LagPolicy};
+use crate::publish::Removal;
+use crate::registry::WatchRegistry;
+use crate::sink::{EventView, Watcher};
+
+/// Events handed to [`InlineDispatcher::dispatch_batch`] at once: their exact lookups are
+/// made together, so that their cache misses overlap.
+pub(super) const BATCH: usize = 8;
+
+/// Unregistrations applied before one event at most; the rest wait for the next event or for
+/// an idle moment. Their receivers are gone, so the order is not observable.
+const UNREGISTRATIONS_PER_EVENT: usize = 4096;
+
+/// A heartbeat sweep under way in incremental mode.
+struct ProgressSweep {
+    cursor: SweepCursor,
+    /// `last_applied` at the tick.
+    revision: u64,
+}
+
+/// Synchronous dispatch, for a state machine that delivers events on its own thread.
+///
+/// Same semantics as [`WatchDispatcher`]: each call first applies pending unregistrations,
+/// then delivers. Delivery never blocks and never locks: it reads the registry's current
+/// snapshot. Watchers found overflowed or closed are removed after the event, by a writer
+/// transaction that is skipped (and retried on the next call) if a registration holds the
+/// writer lock at that moment; until then an overflowed watcher is sent nothing.
+pub struct InlineDispatcher {
+    registry: Arc<WatchRegistry>,
+    pub(super) unregister_rx: mpsc::UnboundedReceiver<(u64, Bytes)>,
+    /// Removals not applied yet, and the watchers that must get nothing more meanwhile.
+    pub(super) retirements: Retirements,
+    pub(super) options: DispatchOptions,
+    /// The highest revision dispatched so far (0 before the first event).
+    highest_revision: u64,
+    /// An incremental heartbeat sweep not finished yet.
+    progress: Option<ProgressSweep>,
+    /// Where the closed-receiver sweep resumes.
+    closed_cursor: SweepCursor,
+}
+
+impl std::fmt::Debug for InlineDispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InlineDispatcher")
+            .field("pending_removals", &self.retirements.has_pending())
+            .field("options", &self.options)
+            .field("progress_in_flight", &self.progress.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl InlineDispatcher {
+    /// A dispatcher for `registry`, applying the unregistrations that its handles send to
+    /// `unregister_rx`.
+    pub fn new(
+        registry: Arc<WatchRegistry>,
+        unregister_rx: mpsc::UnboundedReceiver<(u64, Bytes)>,
+    ) -> Self {
+        Self {
+            registry,
+            unregister_rx,
+            retirements: Retirements::default(),
+            options: DispatchOptions::default(),
+            highest_revision: 0,
+            progress: None,
+            closed_cursor: SweepCursor::new(),
+        }
+    }
+
+    /// Turns on the opt-in behaviours in `options` (the default is the reference's).
+    #[must_use]
+    pub fn with_options(mut self, options: DispatchOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &DispatchOptions {
+        &self.options
+    }
+
+    /// The registry this dispatcher serves.
+    pub fn registry(&self) -> &Arc<WatchRegistry> {
+        &self.registry
+    }
+
+    /// Applies the unregistrations received so far (up to a few thousand per call) and any
+    /// removal left pending. Returns how many unregistration messages were taken.
+    pub fn process_unregistrations(&mut self) -> usize {
+        let mut taken = 0;
+        while taken < UNREGISTRATIONS_PER_EVENT {
+            match self.unregister_rx.try_recv() {
+                Ok(message) => {
+                    self.retirements
+                        .unregistered(Removal::from_message(message));
+                    taken += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        self.retirements.flush(&self.registry);
+        taken
+    }
+
+    /// True while some removal could not be applied yet (the writer lock was busy).
+    pub fn has_pending_removals(&self) -> bool {
+        self.retirements.has_pending()
+    }
+
+    /// Delivers `event` to every matching watcher: the exact watchers of its key, then the
+    /// prefix watchers of each of its slash-terminated leading parts, shortest first.
+    pub fn dispatch<E: ChangeEvent + ?Sized>(&mut self, event: &E) {
+        self.process_unregistrations();
+        let snapshot = self.registry.snapshot();
+        let exact = snapshot.exact_watchers(event.key());
+        let failed = self.deliver(&snapshot, event, exact);
+        drop(snapshot);
+        if let Some(mark) = failed {
+            self.retirements.retire_since(mark, &self.registry);
+        }
+    }
+
+    /// Dispatches `events` (at most [`BATCH`]) in order, as [`Self::dispatch`] would one by
+    /// one, but through one snapshot loaded after all of them were received (so every
+    /// registration finished before one of them was sent is seen), with their exact lookups
+    /// made first: the lookups are independent, so their cache misses overlap instead of
+    /// waiting for each other. A delivery failure (overflow, closed receiver) must release
+    /// the snapshot before the watcher is removed: the events after it go one by one.
+    pub(super) fn dispatch_batch<E: ChangeEvent>(&mut self, events: &[E]) {
+        debug_assert!(events.len() <= BATCH);
+        self.process_unregistrations();
+        let snapshot = self.registry.snapshot();
+        let mut exact = [None; BATCH];
+        for (found, event) in exact.iter_mut().zip(events) {
+            *found = snapshot.exact_watchers(event.key());
+        }
+        for (i, event) in events.iter().enumerate() {
+            if let Some(mark) = self.deliver(&snapshot, event, exact[i]) {
+                drop(snapshot);
+                self.retirements.retire_since(mark, &self.registry);
+                for event in &events[i + 1..] {
+                    self.dispatch(event);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Delivers `event` to its watchers in `snapshot`, `exact` being its key's exact
+    /// watchers there. Returns the retirements' mark if any delivery failed (the watchers to
+    /// retire were recorded after it).
+    fn deliver<E: ChangeEvent + ?Sized>(
+        &mut self,
+        snapshot: &Snapshot<Watcher>,
+        event: &E,
+        exact: Option<&WatcherList<Watcher>>,
+    ) -> Option<usize> {
+        let key = event.key();
+        let view = EventView {
+            event_type: WatchEventType::from_code(event.event_type()),
+            key,
+            value: event.value(),
+            prev_value: event.prev_value(),
+            revision: event.revision(),
+        };
+        if self.is_replay(&view) {
+            let counters = self.registry.counters();
+            Counters::add(&counters.events_dispatched, 1);
+            Counters::add(&counters.replayed_events_skipped, 1);
+            trace!(event_key = ?key, revision = view.revision, "Replayed event skipped");
+            return None;
+        }
+        self.highest_revision = self.highest_revision.max(view.revision);
+        let retirements = &mut self.retirements;
+        let mark = retirements.mark();
+        let mut tally = Tally::default();
+        snapshot.for_each_match_given(key, exact, &mut |at, list| {
+            deliver_list(list, at, &view, retirements, &mut tally);
+        });
+        let counters = self.registry.counters();
+        Counters::add(&counters.events_dispatched, 1);
+        tally.record(counters);
+        trace!(event_key = ?key, event_type = ?view.event_type, revision = view.revision, "Event dispatched");
+        (self.retirements.mark() > mark).then_some(mark)
+    }
+
+    /// True for a write event at or below the highest revision dispatched, when replays are
+    /// to be skipped.
+    #[inline]
+    fn is_replay(&self, view: &EventView<'_>) -> bool {
+        self.options.skip_replayed_revisions()
+            && view.revision <= self.highest_revision
+            && matches!(
+                view.event_type,
+                WatchEventType::Put | WatchEventType::Delete
+            )
+    }
+
+    /// The revision a Progress event carries for a tick at `revision`.
+    fn progress_revision(&self, revision: u64, monotone: bool) -> u64 {
+        if monotone {
+            revision.max(self.highest_revision)
+        } else {
+            revision
+        }
+    }
+
+    /// Sends a Progress event carrying `revision` to every watcher, with the same overflow and
+    /// closed-receiver handling as any event, before returning: no event is dispatched
+    /// meanwhile (the reference's heartbeat). The sweep lets go of the index every half
+    /// millisecond or so, so registrations are not held up by it. With
+    /// [`DispatchOptions::with_monotone_progress`], the revision is raised to the highest one
+    /// dispatched so far.
+    pub fn broadcast_progress(&mut self, revision: u64) {
+        self.process_unregistrations();
+        let revision = self.progress_revision(revision, self.options.monotone_progress());
+        let mut cursor = SweepCursor::new();
+        while !cursor.is_done() {
+            self.sweep_slice(
+                &mut cursor,
+                SweepAction::Progress { revision },
+                SliceSize::Timed,
+            );
+        }
+        Counters::add(&self.registry.counters().heartbeat_sweeps, 1);
+        trace!(revision, "Progress sent");
+    }
+
+    /// Starts an incremental heartbeat: Progress for every watcher, delivered a slice at a
+    /// time by [`Self::continue_progress`], between which events can be dispatched. Returns
+    /// false, changing nothing, while the previous sweep is unfinished.
+    ///
+    /// Each slice's Progress carries the higher of `revision` and the highest revision
+    /// dispatched so far: no watcher receives a Progress older than an event it already has.
+    pub fn start_progress(&mut self, revision: u64) -> bool {
+        if self.progress.is_some() {
+            return false;
+        }
+        self.progress = Some(ProgressSweep {
+            cursor: SweepCursor::new(),
+            revision,
+        });
+        true
+    }
+
+    /// Runs one slice (about half a millisecond) of the heartbeat begun by
+    /// [`Self::start_progress`]. Returns true while some of it remains.
+    pub fn continue_progress(&mut self) -> bool {
+        let Some(mut sweep) = self.progress.take() else {
+            return false;
+        };
+        self.process_unregistrations();
+        let revision = self.progress_revision(sweep.revision, true);
+        let action = SweepAction::Progress { revision };
+        self.sweep_slice(&mut sweep.cursor, action, SliceSize::Timed);
+        if sweep.cursor.is_done() {
+            Counters::add(&self.registry.counters().heartbeat_sweeps, 1);
+            trace!(
+                revision,
+                restarts = sweep.cursor.restarts(),
+                "Progress sent"
+            );
+            return false;
+        }
+        self.progress = Some(sweep);
+        true
+    }
+
+    /// True while an incremental heartbeat is unfinished.
+    pub fn progress_in_flight(&self) -> bool {
+        self.progress.is_some()
+    }
+
+    /// One slice of a sweep (see `super::sweep`); returns how many watchers it affected.
+    fn sweep_slice(
+        &mut self,
+        cursor: &mut SweepCursor,
+        action: SweepAction,
+        size: SliceSize,
+    ) -> u64 {
+        run_slice(&self.registry, &mut self.retirements, cursor, action, size)
+    }
+
+    /// Reports that the events' source lost `lost` events before they reached this
+    /// dispatcher (a lagging broadcast receiver). Under the default [`LagPolicy::Warn`] this
+    /// logs and counts them; under [`LagPolicy::CancelWatchers`] it also cancels every
+    /// watcher with the lag sentinel (see [`crate::CancelReason::Lagged`]) and removes it.
+    pub fn report_lag(&mut self, lost: u64) {
+        warn!(lost, "WatchDispatcher lagged {lost} events (slow watchers)");
+        let counters = self.registry.counters();
+        Counters::add(&counters.lagged_events, lost);
+        if self.options.lag_policy() == LagPolicy::CancelWatchers {
+            self.cancel_all_for_lag();
+        }
+    }
+
+    fn cancel_all_for_lag(&mut self) {
+        let resume_from = self.highest_revision.saturating_add(1);
+        let action = SweepAction::CancelLagged { resume_from };
+        let mut cursor = SweepCursor::new();
+        let mut total = 0;
+        while !cursor.is_done() {
+            total += self.sweep_slice(&mut cursor, action, SliceSize::Timed);
+        }
+        warn!(
+            cancelled = total,
+            resume_from, "events lost to lag: watchers cancelled"
+        );
+    }
+
+    /// Looks at about `budget` watchers, resuming where the previous call stopped and
+    /// wrapping around, and removes those whose receiver is gone. Returns how many it
+    /// found. (The reference removes such a watcher only when an event reaches it.)
+    pub fn sweep_closed_receivers(&mut self, budget: usize) -> usize {
+        self.process_unregistrations();
+        if self.closed_cursor.is_done() {
+            self.closed_cursor = SweepCursor::new();
+        }
+        let mut cursor = std::mem::take(&mut self.closed_cursor);
+        let found = self.sweep_slice(
+            &mut cursor,
+            SweepAction::DropClosed,
+            SliceSize::Work(budget),
+        );
+        self.closed_cursor = cursor;
+        if found > 0 {
+            trace!(found, "closed receivers swept");
+        }
+        found as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::WatchResponse;
+
+    fn put(key: &str, revision: u64) -> WatchResponse {
+        WatchResponse {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            revision,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cancelled_watcher_gets_nothing_while_its_removal_waits_for_the_writer_lock() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(1, tx));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx);
+        let mut handle = registry.register(Bytes::from_static(b"/k"), false).unwrap();
+
+        let writer = registry.lock_writer_for_test();
+        inline.dispatch(&put("/k", 1));
+        inline.dispatch(&put("/k", 2)); // overflow: sentinel, removal deferred
+        assert!(inline.has_pending_removals());
+        let rx = handle.receiver_mut();
+        assert_eq!(rx.try_recv().unwrap().revision, 1);
+        assert_eq!(rx.try_recv().unwrap().revision, 0);
+        inline.dispatch(&put("/k", 3)); // room again, but the watch is over
+        assert!(rx.try_recv().is_err());
+        drop(writer);
+
+        inline.dispatch(&put("/k", 4));
+        assert!(!inline.has_pending_removals());
+        assert!(handle.receiver_mut().try_recv().is_err());
+        assert_eq!(registry.active_watcher_count(), 0);
+        registry.check_invariants();
+    }
+
+    #[test]
+    fn with_release_at_drop_a_drop_that_finds_a_writer_busy_falls_back_to_the_dispatcher() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(4, tx));
+        registry.set_options(crate::RegistryOptions::default().with_release_at_drop(true));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx);
+        let handle = registry.register(Bytes::from_static(b"/k"), true).unwrap();
+        let writer = registry.lock_writer_for_test();
+        drop(handle); // cannot take the lock: queued for the dispatcher instead
+        drop(writer);
+        assert_eq!(registry.active_watcher_count(), 1);
+        inline.dispatch(&put("/other", 1));
+        assert_eq!(registry.active_watcher_count(), 0);
+        assert_eq!(registry.prev_kv_watcher_count(), 0);
+        registry.check_invariants();
+    }
+
+    /// One side of `a_batch_delivers_what_one_event_at_a_time_would`: watchers on one key
+    /// and its prefixes, some overflowing, one closed; returns what every receiver got.
+    fn deliveries(batched: bool) -> Vec<Vec<(u64, WatchEventType)>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(3, tx));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx);
+        // (key or prefix, is a prefix)
+        let watched: [(&'static [u8], bool); 4] = [
+            (b"/a/k", false),
+            (b"/b/k", false),
+            (b"/a/", true),
+            (b"/", true),
+        ];
+        let mut handles = watched.map(|(key, prefix)| {
+            let key = Bytes::from_static(key);
+            match prefix {
+                false => registry.register(key, false),
+                true => registry.register_prefix(key, false),
+            }
+            .unwrap()
+        });
+        let (_, _, closed) = registry
+            .register(Bytes::from_static(b"/a/k"), false)
+            .unwrap()
+            .into_receiver();
+        drop(closed);
+        let events: Vec<_> = (1..=19)
+            .map(|i| put(["/a/k", "/b/k", "/c"][i as usize % 3], i))
+            .collect();
+        for (round, chunk) in events.chunks(BATCH).enumerate() {
+            if batched {
+                inline.dispatch_batch(chunk);
+            } else {
+                chunk.iter().for_each(|e| inline.dispatch(e));
+            }
+            if round == 0 {
+                // Room again for the watchers that are still there.
+                for h in handles.iter_mut().skip(2) {
+                    while h.receiver_mut().try_recv().is_ok() {}
+                }
+            }
+        }
+        registry.check_invariants();
+        handles
+            .iter_mut()
+            .map(|h| {
+                std::iter::from_fn(|| h.receiver_mut().try_recv().ok())
+                    .map(|e| (e.revision, e.event_type))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_delivers_what_one_event_at_a_time_would() {
+        let one_by_one = deliveries(false);
+        assert!(
+            one_by_one
+                .iter()
+                .any(|got| got.contains(&(0, WatchEventType::Canceled))),
+            "the case must include overflows"
+        );
+        assert_eq!(deliveries(true), one_by_one);
+    }
+}

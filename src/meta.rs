@@ -1,0 +1,133 @@
+//! [`Meta`]: one word per watcher, shared by the index entry and the caller's handle: the
+//! watcher's id, the kind of target it watches, and what it asked for.
+//!
+//! ```text
+//!  63                                   16 15        11 10      8 7             0
+//!  ┌──────────────────────────────────────┬────────────┬─────────┬───────────────┐
+//!  │ id (48 bits, from 1)                 │ (spare)    │ kind    │ flags         │
+//!  └──────────────────────────────────────┴────────────┴─────────┴───────────────┘
+//! ```
+//!
+//! Millions of watchers are stored twice in the index and once in the caller's handles, so
+//! the word replaces what were two bit-packings (prev_kv in the entry's id, the kind in the
+//! handle's) and leaves room for flags.
+
+/// What a watcher watches, as the index files it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub(crate) enum TargetKind {
+    /// One exact key.
+    Exact = 0,
+    /// Every key starting with a prefix that starts and ends with `/` (the reference's).
+    Prefix = 1,
+}
+
+impl TargetKind {
+    fn from_bits(bits: u64) -> Self {
+        match bits {
+            0 => TargetKind::Exact,
+            _ => TargetKind::Prefix,
+        }
+    }
+}
+
+/// Per-watcher flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Flags(u8);
+
+impl Flags {
+    /// Wants each event's previous value.
+    pub(crate) const PREV_KV: Flags = Flags(1);
+
+    /// The union of two sets of flags.
+    pub(crate) const fn with(self, other: Flags) -> Flags {
+        Flags(self.0 | other.0)
+    }
+
+    /// `self`, with `other` too when `on`.
+    pub(crate) const fn with_if(self, other: Flags, on: bool) -> Flags {
+        if on {
+            self.with(other)
+        } else {
+            self
+        }
+    }
+
+    fn contains(self, other: Flags) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// A watcher's id, target kind and flags in one word.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Meta(u64);
+
+/// Bits below the id.
+const ID_SHIFT: u32 = 16;
+const KIND_SHIFT: u32 = 8;
+const KIND_MASK: u64 = 0b111;
+const FLAGS_MASK: u64 = 0xff;
+
+impl Meta {
+    /// The largest id a word holds: ids count registrations from 1, and at a million
+    /// registrations a second 2^48 of them take nine years.
+    pub(crate) const MAX_ID: u64 = (1 << (64 - ID_SHIFT)) - 1;
+
+    /// The word of watcher `id` (at most [`Self::MAX_ID`]).
+    pub(crate) fn new(id: u64, kind: TargetKind, flags: Flags) -> Self {
+        debug_assert!(
+            (1..=Self::MAX_ID).contains(&id),
+            "ids count from 1 and fit 48 bits"
+        );
+        Meta(id << ID_SHIFT | (kind as u64) << KIND_SHIFT | u64::from(flags.0))
+    }
+
+    #[inline]
+    pub(crate) fn id(self) -> u64 {
+        self.0 >> ID_SHIFT
+    }
+
+    #[inline]
+    pub(crate) fn kind(self) -> TargetKind {
+        TargetKind::from_bits(self.0 >> KIND_SHIFT & KIND_MASK)
+    }
+
+    #[inline]
+    pub(crate) fn flags(self) -> Flags {
+        Flags((self.0 & FLAGS_MASK) as u8)
+    }
+
+    /// Whether the watcher asked for previous values.
+    #[inline]
+    pub(crate) fn prev_kv(self) -> bool {
+        self.flags().contains(Flags::PREV_KV)
+    }
+}
+
+impl std::fmt::Debug for Meta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meta")
+            .field("id", &self.id())
+            .field("kind", &self.kind())
+            .field("flags", &self.flags())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_kind_and_flags_share_the_word_without_mixing() {
+        for id in [1, 2, 42, Meta::MAX_ID] {
+            for kind in [TargetKind::Exact, TargetKind::Prefix] {
+                for flags in [Flags::default(), Flags::PREV_KV] {
+                    let meta = Meta::new(id, kind, flags);
+                    assert_eq!((meta.id(), meta.kind(), meta.flags()), (id, kind, flags));
+                    assert_eq!(meta.prev_kv(), flags == Flags::PREV_KV);
+                }
+            }
+        }
+    }
+}

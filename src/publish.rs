@@ -1,0 +1,281 @@
+//! The publish protocol: how writers change the index while the dispatcher reads it without
+//! a lock.
+//!
+//! ```text
+//!  writer (registration, removal batch), under the writer mutex     reader (dispatcher)
+//!  ──────────────────────────────────────────────────────────────   ─────────────────────
+//!  wait until no reader holds back                                  guard = published.load()
+//!  apply the changes to back, in place                              for_each_match(key) …
+//!  old_front = published.swap(back); back = old_front               drop(guard)
+//!  wait until no reader holds back; apply the same changes to it
+//! ```
+//!
+//! Two snapshots, used in turn (the left-right pattern): the published one (the *front*) is
+//! never changed while published; the writers keep the other (the *back*). Every change to
+//! the index is a [`Change`], applied identically to both, in the same order, so that the
+//! twins keep one layout (the contract sweeps rely on: `index::table`). Readers hold a
+//! snapshot for one event, a batch of eight, or one sweep slice, and wait for nothing while
+//! they do, so a writer's waits are short and cannot deadlock.
+//!
+//! The limit counter and the prev_kv counter have one release point: [`Shared::publish`],
+//! when a removal first takes a watcher out of the back snapshot. Whatever removed it (a
+//! dropped handle, an overflow, a closed receiver, a sweep), that is where it stops counting.
+
+use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+use std::sync::{Arc, PoisonError, TryLockError};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::WatchError;
+use crate::index::Snapshot;
+use crate::meta::TargetKind;
+use crate::metrics::Counters;
+use crate::options::RegistryOptions;
+use crate::sink::Watcher;
+use crate::sync::{
+    exclusive, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotArc, SnapshotCell,
+};
+
+/// Removals handed to one writer transaction at most, so that registrations interleave with
+/// a burst of unregistrations instead of waiting for all of it.
+const REMOVAL_BATCH: usize = 1024;
+
+/// A watcher to take out of the index: its id, and where it is filed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Removal {
+    pub(crate) id: u64,
+    /// The stored key or prefix.
+    pub(crate) pattern: Bytes,
+    /// The kind of target, when the remover knows it; a message from the unregistration
+    /// channel does not say (its format is the reference's `(id, key)`), and then every
+    /// kind is tried: ids are unique, so at most one holds it.
+    pub(crate) kind: Option<TargetKind>,
+}
+
+impl Removal {
+    /// A removal from the unregistration channel's `(id, key)`.
+    pub(crate) fn from_message((id, pattern): (u64, Bytes)) -> Self {
+        Removal {
+            id,
+            pattern,
+            kind: None,
+        }
+    }
+}
+
+/// One change to the index, applied to each of the two snapshots.
+pub(crate) enum Change {
+    Add {
+        kind: TargetKind,
+        pattern: Bytes,
+        watcher: Watcher,
+    },
+    Remove(Removal),
+}
+
+impl Change {
+    /// Applies the change; returns the watcher a removal took out.
+    fn apply(&self, index: &mut Snapshot<Watcher>) -> Option<Watcher> {
+        match self {
+            Change::Add {
+                kind,
+                pattern,
+                watcher,
+            } => {
+                index.insert(*kind, pattern.clone(), watcher.clone());
+                None
+            }
+            Change::Remove(removal) => match removal.kind {
+                Some(kind) => index.remove(kind, &removal.pattern, removal.id),
+                None => [TargetKind::Exact, TargetKind::Prefix]
+                    .into_iter()
+                    .find_map(|kind| index.remove(kind, &removal.pattern, removal.id)),
+            },
+        }
+    }
+}
+
+/// The writers' side: the back snapshot, behind the writer mutex.
+pub(crate) struct Writer {
+    back: SnapshotArc<Snapshot<Watcher>>,
+}
+
+/// The registry's state. Owned by the `WatchRegistry` alone; handles and metrics hold it
+/// weakly (a dropped handle upgrades to unregister its watcher itself), so that dropping the
+/// registry drops the snapshots and with them every watcher's sender: streams then end.
+pub(crate) struct Shared {
+    /// What readers see.
+    pub(crate) published: SnapshotCell<Snapshot<Watcher>>,
+    /// Serialises writers and holds the snapshot they reuse.
+    pub(crate) writer: Mutex<Writer>,
+    pub(crate) next_id: AtomicU64,
+    /// Active watchers, for the limit.
+    pub(crate) active: AtomicUsize,
+    pub(crate) prev_kv_watchers: Arc<StdAtomicUsize>,
+    pub(crate) watcher_buffer_size: usize,
+    pub(crate) max_watcher_count: usize,
+    unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
+    pub(crate) counters: Arc<Counters>,
+    /// [`RegistryOptions::release_at_drop`]; read at every drop.
+    release_at_drop: AtomicBool,
+}
+
+impl Shared {
+    /// Empty twins and zeroed counters.
+    pub(crate) fn new(
+        watcher_buffer_size: usize,
+        max_watcher_count: usize,
+        unregister_tx: mpsc::UnboundedSender<(u64, Bytes)>,
+    ) -> Self {
+        let front = Snapshot::new();
+        // Same hash seeds, same changes: the twins keep one layout (see `Snapshot::sweep`).
+        let back = front.empty_twin();
+        Shared {
+            published: SnapshotCell::new(SnapshotArc::new(front)),
+            writer: Mutex::new(Writer {
+                back: SnapshotArc::new(back),
+            }),
+            next_id: AtomicU64::new(1),
+            active: AtomicUsize::new(0),
+            prev_kv_watchers: Arc::new(StdAtomicUsize::new(0)),
+            watcher_buffer_size,
+            max_watcher_count,
+            unregister_tx,
+            counters: Arc::default(),
+            release_at_drop: AtomicBool::new(false),
+        }
+    }
+
+    /// Puts `options` in force (for registrations and drops that come after).
+    pub(crate) fn set_options(&self, options: RegistryOptions) {
+        // Relaxed: an option read by a drop racing this call may be either value.
+        self.release_at_drop
+            .store(options.release_at_drop(), Ordering::Relaxed);
+    }
+
+    /// The options in force.
+    pub(crate) fn options(&self) -> RegistryOptions {
+        RegistryOptions::default()
+            .with_release_at_drop(self.release_at_drop.load(Ordering::Relaxed))
+    }
+
+    /// Active watchers, watched keys, watched prefixes.
+    pub(crate) fn gauges(&self) -> (usize, usize, usize) {
+        let snapshot = self.published.load();
+        (
+            self.active.load(Ordering::Relaxed),
+            snapshot.exact_key_count(),
+            snapshot.prefix_count(),
+        )
+    }
+
+    /// Takes one unit of the limit, or fails without taking any: concurrent registrations
+    /// never overshoot, and a refused one never disturbs an accepted one.
+    pub(crate) fn reserve_slot(&self) -> Result<(), WatchError> {
+        let max = self.max_watcher_count;
+        // Relaxed: the counter guards a quantity, not the visibility of other data.
+        self.active
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| WatchError::LimitExceeded(max))
+    }
+
+    /// Applies `changes` to both snapshots and publishes them; the counters' one release
+    /// point (see the module docs).
+    pub(crate) fn publish(&self, changes: &[Change]) {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        self.publish_locked(&mut writer, changes);
+    }
+
+    fn publish_locked(&self, writer: &mut Writer, changes: &[Change]) {
+        let back = exclusive(&mut writer.back);
+        for change in changes {
+            if let Some(removed) = change.apply(back) {
+                self.active.fetch_sub(1, Ordering::Relaxed);
+                if removed.prev_kv() {
+                    self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+        writer.back = self.published.swap(SnapshotArc::clone(&writer.back));
+        Counters::add(&self.counters.snapshots_published, 1);
+        // Bring the old front up to date now rather than at the next write: it must not keep
+        // removed watchers' channels open.
+        let back = exclusive(&mut writer.back);
+        for change in changes {
+            change.apply(back);
+        }
+    }
+
+    /// Applies `removals` in transactions of at most [`REMOVAL_BATCH`], never waiting for
+    /// the writer lock: returns false, with what is left in `removals`, when another writer
+    /// holds it.
+    pub(crate) fn try_remove(&self, removals: &mut Vec<Removal>) -> bool {
+        while !removals.is_empty() {
+            let mut writer = match self.writer.try_lock() {
+                Ok(guard) => guard,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(TryLockError::WouldBlock) => return false,
+            };
+            let start = removals.len().saturating_sub(REMOVAL_BATCH);
+            let batch: Vec<Change> = removals.drain(start..).map(Change::Remove).collect();
+            self.publish_locked(&mut writer, &batch);
+        }
+        true
+    }
+
+    /// Unregisters a dropped handle's watcher. By default, as in the reference, through the
+    /// dispatcher, which applies it before its next event: the watcher counts until then.
+    /// With [`RegistryOptions::with_release_at_drop`], at once if no other writer holds the
+    /// lock (the drop then waits for the readers of one event, `sync::exclusive`, never for
+    /// the lock), otherwise through the dispatcher all the same.
+    pub(crate) fn unregister(&self, removal: Removal) {
+        let removal = if self.release_at_drop.load(Ordering::Relaxed) {
+            let mut removals = vec![removal];
+            if self.try_remove(&mut removals) {
+                return;
+            }
+            removals.pop().expect("not applied")
+        } else {
+            removal
+        };
+        // A closed channel means the dispatcher is gone: as in the reference, the watcher
+        // then stays until the registry is dropped.
+        let _ = self.unregister_tx.send((removal.id, removal.pattern));
+    }
+
+    /// Checks both snapshots' invariants, that they hold the same watchers in one layout,
+    /// and that the limit counter matches them. Panics with a description otherwise.
+    pub(crate) fn check_invariants(&self) {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let published = self.published.load();
+        published.check_invariants();
+        let back = &writer.back;
+        back.check_invariants();
+        assert_eq!(
+            back.watcher_count(),
+            published.watcher_count(),
+            "the writers' copy lags the published snapshot"
+        );
+        assert_eq!(back.exact_key_count(), published.exact_key_count());
+        assert_eq!(back.prefix_count(), published.prefix_count());
+        assert!(
+            back.same_layout(&published),
+            "the two snapshots place entries differently: a sweep cannot resume across them"
+        );
+        assert_eq!(
+            published.watcher_count(),
+            self.active.load(Ordering::Relaxed),
+            "limit counter out of step with the index"
+        );
+    }
+
+    /// Holds the writer lock, as a registration in progress would.
+    #[cfg(test)]
+    pub(crate) fn lock_writer_for_test(&self) -> impl Drop + '_ {
+        self.writer.lock().unwrap()
+    }
+}
