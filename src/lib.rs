@@ -93,6 +93,7 @@ mod options;
 mod publish;
 mod registry;
 mod sink;
+mod spec;
 mod sync;
 
 pub use channel::{CompactReceiver, TryRecvError};
@@ -107,3 +108,6 @@ pub use options::{
     DispatchOptions, HeartbeatMode, LagPolicy, RegistryOptions, MIN_CLOSED_SWEEP_INTERVAL,
 };
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};
+pub use spec::{
+    AnyHandle, ChannelKind, Compact, DropIn, EventFilter, RegisterError, Target, WatchSpec,
+};

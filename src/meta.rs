@@ -12,6 +12,8 @@
 //! the word replaces what were two bit-packings (prev_kv in the entry's id, the kind in the
 //! handle's) and leaves room for flags.
 
+use crate::event::WatchEventType;
+
 /// What a watcher watches, as the index files it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -32,16 +34,32 @@ impl TargetKind {
 }
 
 /// Per-watcher flags.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub(crate) struct Flags(u8);
 
 impl Flags {
     /// Wants each event's previous value.
     pub(crate) const PREV_KV: Flags = Flags(1);
+    /// Put events are filtered out.
+    pub(crate) const NO_PUT: Flags = Flags(1 << 1);
+    /// Delete events are filtered out.
+    pub(crate) const NO_DELETE: Flags = Flags(1 << 2);
+    /// Progress events are filtered out.
+    pub(crate) const NO_PROGRESS: Flags = Flags(1 << 3);
+    /// Events carry no value.
+    pub(crate) const KEYS_ONLY: Flags = Flags(1 << 4);
+    /// Every event filter.
+    pub(crate) const FILTERS: Flags =
+        Flags(Self::NO_PUT.0 | Self::NO_DELETE.0 | Self::NO_PROGRESS.0);
 
     /// The union of two sets of flags.
     pub(crate) const fn with(self, other: Flags) -> Flags {
         Flags(self.0 | other.0)
+    }
+
+    /// `self` without `other`.
+    pub(crate) const fn without(self, other: Flags) -> Flags {
+        Flags(self.0 & !other.0)
     }
 
     /// `self`, with `other` too when `on`.
@@ -53,7 +71,7 @@ impl Flags {
         }
     }
 
-    fn contains(self, other: Flags) -> bool {
+    pub(crate) const fn contains(self, other: Flags) -> bool {
         self.0 & other.0 == other.0
     }
 }
@@ -102,6 +120,26 @@ impl Meta {
     pub(crate) fn prev_kv(self) -> bool {
         self.flags().contains(Flags::PREV_KV)
     }
+
+    /// Whether the watcher wants events without values.
+    #[inline]
+    pub(crate) fn keys_only(self) -> bool {
+        self.flags().contains(Flags::KEYS_ONLY)
+    }
+
+    /// Whether an event of `event_type` passes the watcher's filter (a Canceled event, sent
+    /// by the store itself, always does). One test of a byte: free for watchers without a
+    /// filter, and a filtered-out event touches nothing else.
+    #[inline]
+    pub(crate) fn wants(self, event_type: WatchEventType) -> bool {
+        let filtered = match event_type {
+            WatchEventType::Put => Flags::NO_PUT,
+            WatchEventType::Delete => Flags::NO_DELETE,
+            WatchEventType::Progress => Flags::NO_PROGRESS,
+            WatchEventType::Canceled => return true,
+        };
+        self.0 & u64::from(filtered.0) == 0
+    }
 }
 
 impl std::fmt::Debug for Meta {
@@ -122,12 +160,39 @@ mod tests {
     fn id_kind_and_flags_share_the_word_without_mixing() {
         for id in [1, 2, 42, Meta::MAX_ID] {
             for kind in [TargetKind::Exact, TargetKind::Prefix] {
-                for flags in [Flags::default(), Flags::PREV_KV] {
+                for flags in [
+                    Flags::default(),
+                    Flags::PREV_KV,
+                    Flags::FILTERS.with(Flags::KEYS_ONLY),
+                    Flags(0xff),
+                ] {
                     let meta = Meta::new(id, kind, flags);
                     assert_eq!((meta.id(), meta.kind(), meta.flags()), (id, kind, flags));
-                    assert_eq!(meta.prev_kv(), flags == Flags::PREV_KV);
+                    assert_eq!(meta.prev_kv(), flags.contains(Flags::PREV_KV));
+                    assert_eq!(meta.keys_only(), flags.contains(Flags::KEYS_ONLY));
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_filter_drops_exactly_its_types_and_never_the_cancel_sentinel() {
+        use WatchEventType::*;
+        let cases = [
+            (Flags::default(), [true, true, true]),
+            (Flags::NO_PUT, [false, true, true]),
+            (Flags::NO_DELETE, [true, false, true]),
+            (Flags::NO_PROGRESS, [true, true, false]),
+            (Flags::FILTERS, [false, false, false]),
+        ];
+        for (flags, [put, delete, progress]) in cases {
+            let meta = Meta::new(7, TargetKind::Exact, flags.with(Flags::PREV_KV));
+            assert_eq!(
+                [meta.wants(Put), meta.wants(Delete), meta.wants(Progress)],
+                [put, delete, progress],
+                "{flags:?}"
+            );
+            assert!(meta.wants(Canceled));
         }
     }
 }

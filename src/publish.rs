@@ -27,12 +27,12 @@ use std::sync::{Arc, PoisonError, TryLockError};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use crate::error::WatchError;
 use crate::index::Snapshot;
 use crate::meta::TargetKind;
 use crate::metrics::Counters;
 use crate::options::RegistryOptions;
 use crate::sink::Watcher;
+use crate::spec::RegisterError;
 use crate::sync::{
     exclusive, AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, SnapshotArc, SnapshotCell,
 };
@@ -172,7 +172,7 @@ impl Shared {
 
     /// Takes one unit of the limit, or fails without taking any: concurrent registrations
     /// never overshoot, and a refused one never disturbs an accepted one.
-    pub(crate) fn reserve_slot(&self) -> Result<(), WatchError> {
+    pub(crate) fn reserve_slot(&self) -> Result<(), RegisterError> {
         let max = self.max_watcher_count;
         // Relaxed: the counter guards a quantity, not the visibility of other data.
         self.active
@@ -180,7 +180,13 @@ impl Shared {
                 (n < max).then_some(n + 1)
             })
             .map(|_| ())
-            .map_err(|_| WatchError::LimitExceeded(max))
+            .map_err(|_| RegisterError::LimitExceeded { max })
+    }
+
+    /// Gives back a unit taken by [`Self::reserve_slot`] for a registration that was then
+    /// refused after all.
+    pub(crate) fn release_slot(&self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Applies `changes` to both snapshots and publishes them; the counters' one release

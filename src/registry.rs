@@ -8,16 +8,16 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{trace, warn};
 
-use crate::channel::{self, CompactReceiver};
+use crate::channel;
 use crate::error::WatchError;
-use crate::event::WatchEvent;
 use crate::handle::{CompactWatcherHandle, WatcherHandle};
 use crate::index::Snapshot;
-use crate::meta::{Flags, Meta, TargetKind};
+use crate::meta::{Flags, Meta};
 use crate::metrics::{Counters, MetricsHandle};
 use crate::options::RegistryOptions;
 use crate::publish::{Change, Removal, Shared};
 use crate::sink::{Sink, Watcher};
+use crate::spec::{AnyHandle, ChannelKind, RegisterError, Target, WatchSpec};
 use crate::sync::{Ordering, SnapshotGuard};
 
 /// The largest `watcher_buffer_size` a channel can honour: tokio's bounded channel takes at
@@ -86,41 +86,96 @@ impl WatchRegistry {
         }
     }
 
+    /// Registers the watch `spec` describes; returns its handle (a [`WatcherHandle`], or a
+    /// [`CompactWatcherHandle`] for a `.compact()` spec). The watcher is visible to every
+    /// event broadcast after this returns. Checks come in a fixed order, each refusal
+    /// allocating nothing and taking no id: the target's form, then the limit.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// use watchtrie::{RegisterError, WatchRegistry, WatchSpec};
+    ///
+    /// # let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    /// let registry = Arc::new(WatchRegistry::new_with_limits(16, 1, tx));
+    /// let handle = registry.watch(WatchSpec::exact("/config/timeout").prev_kv(true)).unwrap();
+    /// assert_eq!(
+    ///     registry.watch(WatchSpec::prefix("/config/").compact()).unwrap_err(),
+    ///     RegisterError::LimitExceeded { max: 1 },
+    /// );
+    /// # drop(handle);
+    /// ```
+    pub fn watch<K: ChannelKind>(&self, spec: WatchSpec<K>) -> Result<K::Handle, RegisterError> {
+        let WatchSpec { target, flags, .. } = spec;
+        if let Target::Prefix(prefix) = &target {
+            check_prefix(prefix)?;
+        }
+        let shared = &self.shared;
+        shared.reserve_slot()?;
+        // Ids only order registrations; nothing is published through them.
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        if id > Meta::MAX_ID {
+            shared.release_slot();
+            return Err(RegisterError::IdsExhausted);
+        }
+        let prev_kv = flags.contains(Flags::PREV_KV);
+        if prev_kv {
+            shared.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
+        }
+        let kind = target.kind();
+        let meta = Meta::new(id, kind, flags);
+        let key = target.pattern().clone();
+        let capacity = shared.watcher_buffer_size + 1;
+        let (sink, handle) = if K::COMPACT {
+            let (sender, receiver) = channel::channel(capacity);
+            let handle = CompactWatcherHandle::new(meta, key.clone(), receiver, shared);
+            (Sink::Compact(sender), AnyHandle::Compact(handle))
+        } else {
+            let (sender, receiver) = mpsc::channel(capacity);
+            let handle = WatcherHandle::new(meta, key.clone(), receiver, shared);
+            (Sink::Tokio(sender), AnyHandle::DropIn(handle))
+        };
+        trace!(watcher_id = id, key = ?key, ?kind, prev_kv, compact = K::COMPACT, "Watcher registered");
+        shared.publish(&[Change::Add {
+            kind,
+            pattern: key,
+            watcher: Watcher::new(meta, sink),
+        }]);
+        Ok(K::from_any(handle))
+    }
+
     /// Watches one exact key. Any bytes are a valid key, the empty key included.
     ///
     /// `prev_kv = true` asks for each event's previous value (see [`WatchEvent::prev_value`]).
-    /// The watcher is visible to every event broadcast after this returns.
+    /// The watcher is visible to every event broadcast after this returns. The same as
+    /// `watch(WatchSpec::exact(key).prev_kv(prev_kv))`.
     pub fn register(&self, key: Bytes, prev_kv: bool) -> Result<WatcherHandle, WatchError> {
-        self.add_watcher(key, TargetKind::Exact, prev_kv, Self::tokio_channel)
-            .map(|(meta, key, receiver)| WatcherHandle::new(meta, key, receiver, &self.shared))
+        Ok(self.watch(WatchSpec::exact(key).prev_kv(prev_kv))?)
     }
 
     /// Watches every key that starts with `prefix`, which must start and end with `/`
-    /// (otherwise [`WatchError::InvalidPrefix`], checked before the limit).
+    /// (otherwise [`WatchError::InvalidPrefix`], checked before the limit). The same as
+    /// `watch(WatchSpec::prefix(prefix).prev_kv(prev_kv))`.
     pub fn register_prefix(
         &self,
         prefix: Bytes,
         prev_kv: bool,
     ) -> Result<WatcherHandle, WatchError> {
-        check_prefix(&prefix)?;
-        self.add_watcher(prefix, TargetKind::Prefix, prev_kv, Self::tokio_channel)
-            .map(|(meta, key, receiver)| WatcherHandle::new(meta, key, receiver, &self.shared))
+        Ok(self.watch(WatchSpec::prefix(prefix).prev_kv(prev_kv))?)
     }
 
     /// Like [`Self::register`], with a compact channel: an idle watcher costs about 260 bytes
     /// all-in (channel, both index entries, handle: 259 B measured at 10M watchers by
     /// `watchbench --scenario scale`) instead of a drop-in watcher's 4.3 KB, because its
-    /// queue is allocated only while events wait. Same events, bound, cancel sentinel, limit and drop-to-unregister. (A compact
-    /// channel holds at most `u32::MAX` slots: a larger buffer size is clamped to that.)
+    /// queue is allocated only while events wait. Same events, bound, cancel sentinel, limit
+    /// and drop-to-unregister. (A compact channel holds at most `u32::MAX` slots: a larger
+    /// buffer size is clamped to that.) The same as
+    /// `watch(WatchSpec::exact(key).prev_kv(prev_kv).compact())`.
     pub fn register_compact(
         &self,
         key: Bytes,
         prev_kv: bool,
     ) -> Result<CompactWatcherHandle, WatchError> {
-        self.add_watcher(key, TargetKind::Exact, prev_kv, Self::compact_channel)
-            .map(|(meta, key, receiver)| {
-                CompactWatcherHandle::new(meta, key, receiver, &self.shared)
-            })
+        Ok(self.watch(WatchSpec::exact(key).prev_kv(prev_kv).compact())?)
     }
 
     /// Like [`Self::register_prefix`], with a compact channel (see
@@ -130,48 +185,7 @@ impl WatchRegistry {
         prefix: Bytes,
         prev_kv: bool,
     ) -> Result<CompactWatcherHandle, WatchError> {
-        check_prefix(&prefix)?;
-        self.add_watcher(prefix, TargetKind::Prefix, prev_kv, Self::compact_channel)
-            .map(|(meta, key, receiver)| {
-                CompactWatcherHandle::new(meta, key, receiver, &self.shared)
-            })
-    }
-
-    fn tokio_channel(capacity: usize) -> (Sink, mpsc::Receiver<WatchEvent>) {
-        let (sender, receiver) = mpsc::channel(capacity);
-        (Sink::Tokio(sender), receiver)
-    }
-
-    fn compact_channel(capacity: usize) -> (Sink, CompactReceiver) {
-        let (sender, receiver) = channel::channel(capacity);
-        (Sink::Compact(sender), receiver)
-    }
-
-    /// Takes a unit of the limit, then makes the channel (`open(slots)`) and publishes the
-    /// watcher. A refused registration allocates nothing.
-    fn add_watcher<R>(
-        &self,
-        key: Bytes,
-        kind: TargetKind,
-        prev_kv: bool,
-        open: impl FnOnce(usize) -> (Sink, R),
-    ) -> Result<(Meta, Bytes, R), WatchError> {
-        let shared = &self.shared;
-        shared.reserve_slot()?;
-        if prev_kv {
-            shared.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
-        }
-        // Ids only order registrations; nothing is published through them.
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-        let meta = Meta::new(id, kind, Flags::default().with_if(Flags::PREV_KV, prev_kv));
-        let (sink, receiver) = open(shared.watcher_buffer_size + 1);
-        shared.publish(&[Change::Add {
-            kind,
-            pattern: key.clone(),
-            watcher: Watcher::new(meta, sink),
-        }]);
-        trace!(watcher_id = id, key = ?key, ?kind, prev_kv, "Watcher registered");
-        Ok((meta, key, receiver))
+        Ok(self.watch(WatchSpec::prefix(prefix).prev_kv(prev_kv).compact())?)
     }
 
     /// The current snapshot, for the dispatcher. Never blocks.
@@ -193,11 +207,11 @@ impl WatchRegistry {
 }
 
 /// A prefix must start and end with `/`.
-fn check_prefix(prefix: &[u8]) -> Result<(), WatchError> {
+fn check_prefix(prefix: &[u8]) -> Result<(), RegisterError> {
     if prefix.starts_with(b"/") && prefix.ends_with(b"/") {
         Ok(())
     } else {
-        Err(WatchError::InvalidPrefix)
+        Err(RegisterError::InvalidPrefix)
     }
 }
 

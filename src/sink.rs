@@ -76,6 +76,8 @@ pub(crate) enum Delivery {
     /// Only the reserved slot was left: the cancel sentinel went out instead, and the
     /// watcher must be removed and sent nothing more.
     Overflowed,
+    /// The watcher's filter drops this event type: nothing was touched.
+    Filtered,
     /// The receiver is gone: remove the watcher silently.
     Closed,
 }
@@ -84,6 +86,9 @@ impl Watcher {
     /// Delivers `event`, keeping one slot of the buffer for the cancel sentinel.
     #[inline]
     pub(crate) fn deliver(&self, event: &EventView<'_>, is_prefix: bool) -> Delivery {
+        if !self.meta.wants(event.event_type) {
+            return Delivery::Filtered;
+        }
         match &self.sink {
             Sink::Tokio(sender) => self.deliver_tokio(sender, event, is_prefix),
             Sink::Compact(sender) => {
@@ -107,11 +112,19 @@ impl Watcher {
     /// The event this watcher receives.
     #[inline]
     fn event_for(&self, event: &EventView<'_>) -> WatchEvent {
+        let keys_only = self.meta.keys_only();
+        let value_of = |value: &Bytes| {
+            if keys_only {
+                Bytes::new()
+            } else {
+                value.clone()
+            }
+        };
         WatchEvent {
             event_type: event.event_type,
             key: event.key.clone(),
-            value: event.value.clone(),
-            prev_value: self.prev_kv().then(|| event.prev_value.clone()),
+            value: value_of(event.value),
+            prev_value: self.prev_kv().then(|| value_of(event.prev_value)),
             revision: event.revision,
         }
     }

@@ -4,6 +4,9 @@ use watchtrie::*;
 
 fn send<T: Send>() {}
 fn sync<T: Sync>() {}
+
+/// Both at once, for the long list.
+fn both<T: Send + Sync>() {}
 fn send_static_future<F: std::future::Future + Send + 'static>(_: F) {}
 
 #[test]
@@ -30,6 +33,26 @@ fn public_types_have_the_auto_traits_callers_rely_on() {
     sync::<watchtrie::DispatchOptions>();
     send::<watchtrie::CancelReason>();
     sync::<watchtrie::CancelReason>();
+    both::<CompactWatcherHandle>();
+    both::<CompactReceiver>();
+    both::<TryRecvError>();
+    both::<RegistryOptions>();
+    both::<WatchSpec>();
+    both::<WatchSpec<Compact>>();
+    both::<Target>();
+    both::<EventFilter>();
+    both::<RegisterError>();
+}
+
+#[test]
+fn a_compact_receiver_s_recv_is_a_send_future() {
+    let (utx, _urx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = WatchRegistry::new(1, utx);
+    let (_, _, mut receiver) = registry
+        .register_compact(bytes::Bytes::from("/k"), false)
+        .unwrap()
+        .into_receiver();
+    send_static_future(async move { receiver.recv().await });
 }
 
 #[test]

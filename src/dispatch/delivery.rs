@@ -71,6 +71,7 @@ pub(super) fn deliver_list(
         }
         match watcher.deliver(view, is_prefix) {
             Delivery::Sent => tally.sent += 1,
+            Delivery::Filtered => {}
             Delivery::Overflowed => {
                 tally.overflowed += 1;
                 retirements.record(removal_of(watcher.id(), at, Some(view.key)));

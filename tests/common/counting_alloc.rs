@@ -16,12 +16,17 @@ thread_local! {
     /// Bytes allocated minus bytes freed by this thread: immune to other tests running in
     /// parallel in the same binary. (A const-initialised `Cell` never allocates.)
     static THREAD_NET: Cell<isize> = const { Cell::new(0) };
+    /// Allocations this thread made.
+    static THREAD_ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count(delta: isize) {
     LIVE.fetch_add(delta, Ordering::Relaxed);
     // `try_with`: the slot is gone while the thread is being torn down.
     let _ = THREAD_NET.try_with(|net| net.set(net.get() + delta));
+    if delta > 0 {
+        let _ = THREAD_ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+    }
 }
 
 // Safety: every method forwards to `System` with the caller's own arguments, so `System`'s
@@ -50,4 +55,9 @@ pub fn live() -> isize {
 /// Bytes this thread allocated minus bytes it freed, since it started.
 pub fn thread_net() -> isize {
     THREAD_NET.with(Cell::get)
+}
+
+/// Allocations this thread made since it started (whatever was freed since).
+pub fn thread_allocations() -> usize {
+    THREAD_ALLOCATIONS.with(Cell::get)
 }
