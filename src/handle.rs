@@ -11,6 +11,7 @@ use crate::channel::CompactReceiver;
 use crate::event::WatchEvent;
 use crate::meta::{Meta, TargetKind};
 use crate::publish::{Removal, Shared};
+use crate::spec::Target;
 use std::sync::{Arc, Weak};
 
 /// One registered watcher: its id, what it watches and its event receiver.
@@ -62,6 +63,10 @@ impl Registration {
         self.meta.kind() == TargetKind::Prefix
     }
 
+    fn target(&self) -> Target {
+        Target::from_stored(self.meta.kind(), &self.key)
+    }
+
     /// Keeps the watcher registered: returns `(id, key)` without unregistering.
     fn disarm(mut self) -> (u64, Bytes) {
         self.registry = None;
@@ -111,14 +116,20 @@ impl WatcherHandle {
         self.registration.id()
     }
 
-    /// The watched key, or the prefix for a prefix watcher.
+    /// The watched key, or the prefix for a prefix watcher (the bytes of any other target;
+    /// for a range, its bounds encoded as one pattern: see [`Self::target`]).
     pub fn key(&self) -> &Bytes {
         &self.registration.key
     }
 
-    /// True for a watcher made by `register_prefix`.
+    /// True for a watcher of a slash prefix (`register_prefix`, [`Target::Prefix`]).
     pub fn is_prefix(&self) -> bool {
         self.registration.is_prefix()
+    }
+
+    /// What the watcher watches.
+    pub fn target(&self) -> Target {
+        self.registration.target()
     }
 
     /// The receiver of this watcher's events.
@@ -167,14 +178,19 @@ impl CompactWatcherHandle {
         self.registration.id()
     }
 
-    /// The watched key, or the prefix for a prefix watcher.
+    /// The watched key, or the prefix for a prefix watcher (see [`WatcherHandle::key`]).
     pub fn key(&self) -> &Bytes {
         &self.registration.key
     }
 
-    /// True for a watcher made by `register_prefix_compact`.
+    /// True for a watcher of a slash prefix.
     pub fn is_prefix(&self) -> bool {
         self.registration.is_prefix()
+    }
+
+    /// What the watcher watches.
+    pub fn target(&self) -> Target {
+        self.registration.target()
     }
 
     /// The receiver of this watcher's events.

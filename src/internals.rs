@@ -11,6 +11,17 @@ pub enum Kind {
     Exact,
     /// Every key that starts with the prefix, which is empty or ends with `/`.
     Prefix,
+    /// Every key that starts with the bytes.
+    BytePrefix,
+    /// Every key in a range; its pattern is [`encode_range`]'s.
+    Range,
+    /// Every key a wildcard pattern matches (`*` as whole pieces only).
+    Pattern,
+}
+
+/// The pattern a range `[start, end)` (`None`: unbounded) is stored as.
+pub fn encode_range(start: &[u8], end: Option<&[u8]>) -> Vec<u8> {
+    crate::index::encode_range(start, end).to_vec()
 }
 
 impl Kind {
@@ -18,6 +29,9 @@ impl Kind {
         match self {
             Kind::Exact => TargetKind::Exact,
             Kind::Prefix => TargetKind::Prefix,
+            Kind::BytePrefix => TargetKind::BytePrefix,
+            Kind::Range => TargetKind::Range,
+            Kind::Pattern => TargetKind::Pattern,
         }
     }
 
@@ -25,6 +39,9 @@ impl Kind {
         match kind {
             TargetKind::Exact => Kind::Exact,
             TargetKind::Prefix => Kind::Prefix,
+            TargetKind::BytePrefix => Kind::BytePrefix,
+            TargetKind::Range => Kind::Range,
+            TargetKind::Pattern => Kind::Pattern,
         }
     }
 }

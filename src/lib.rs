@@ -105,7 +105,8 @@ pub use event::{
 pub use handle::{CompactWatcherHandle, WatcherHandle};
 pub use metrics::{Metrics, MetricsHandle};
 pub use options::{
-    DispatchOptions, HeartbeatMode, LagPolicy, RegistryOptions, MIN_CLOSED_SWEEP_INTERVAL,
+    DispatchOptions, HeartbeatMode, LagPolicy, RegistryOptions, DEFAULT_MAX_WILDCARDS,
+    MIN_CLOSED_SWEEP_INTERVAL,
 };
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};
 pub use spec::{

@@ -22,13 +22,31 @@ pub(crate) enum TargetKind {
     Exact = 0,
     /// Every key starting with a prefix that starts and ends with `/` (the reference's).
     Prefix = 1,
+    /// Every key starting with any bytes.
+    BytePrefix = 2,
+    /// Every key in `[start, end)`.
+    Range = 3,
+    /// Every key a wildcard pattern matches.
+    Pattern = 4,
 }
 
 impl TargetKind {
+    /// Every kind, in the order a removal that does not know its kind tries them.
+    pub(crate) const ALL: [TargetKind; 5] = [
+        TargetKind::Exact,
+        TargetKind::Prefix,
+        TargetKind::BytePrefix,
+        TargetKind::Range,
+        TargetKind::Pattern,
+    ];
+
     fn from_bits(bits: u64) -> Self {
         match bits {
             0 => TargetKind::Exact,
-            _ => TargetKind::Prefix,
+            1 => TargetKind::Prefix,
+            2 => TargetKind::BytePrefix,
+            3 => TargetKind::Range,
+            _ => TargetKind::Pattern,
         }
     }
 }
@@ -159,7 +177,7 @@ mod tests {
     #[test]
     fn id_kind_and_flags_share_the_word_without_mixing() {
         for id in [1, 2, 42, Meta::MAX_ID] {
-            for kind in [TargetKind::Exact, TargetKind::Prefix] {
+            for kind in TargetKind::ALL {
                 for flags in [
                     Flags::default(),
                     Flags::PREV_KV,

@@ -67,10 +67,11 @@ impl MetricsHandle {
     /// never blocks.
     pub fn read(&self) -> Metrics {
         let c = &self.counters;
-        let (watchers, exact_keys, prefixes) = self
+        let gauges = self
             .shared
             .upgrade()
-            .map_or((0, 0, 0), |shared| shared.gauges());
+            .map(|shared| shared.gauges())
+            .unwrap_or_default();
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         Metrics {
             events_dispatched: get(&c.events_dispatched),
@@ -83,9 +84,12 @@ impl MetricsHandle {
             progress_sent: get(&c.progress_sent),
             heartbeat_sweeps: get(&c.heartbeat_sweeps),
             snapshots_published: get(&c.snapshots_published),
-            watchers,
-            exact_keys,
-            prefixes,
+            watchers: gauges.watchers,
+            exact_keys: gauges.exact_keys,
+            prefixes: gauges.prefixes,
+            byte_prefixes: gauges.byte_prefixes,
+            ranges: gauges.ranges,
+            patterns: gauges.patterns,
         }
     }
 }
@@ -124,4 +128,10 @@ pub struct Metrics {
     pub exact_keys: usize,
     /// Gauge: distinct prefixes with watchers.
     pub prefixes: usize,
+    /// Gauge: distinct byte prefixes with watchers.
+    pub byte_prefixes: usize,
+    /// Gauge: distinct key ranges with watchers.
+    pub ranges: usize,
+    /// Gauge: distinct wildcard patterns with watchers.
+    pub patterns: usize,
 }

@@ -164,13 +164,68 @@ impl DispatchOptions {
 /// let options = RegistryOptions::default().with_release_at_drop(true);
 /// assert!(options.release_at_drop());
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RegistryOptions {
     release_at_drop: bool,
+    max_key_bytes: usize,
+    max_segments: usize,
+    max_wildcards: usize,
+}
+
+/// Wildcards a pattern may hold by default: a frontier of at most 2^4 branches per level.
+pub const DEFAULT_MAX_WILDCARDS: usize = 4;
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            release_at_drop: false,
+            max_key_bytes: usize::MAX,
+            max_segments: usize::MAX,
+            max_wildcards: DEFAULT_MAX_WILDCARDS,
+        }
+    }
 }
 
 impl RegistryOptions {
+    /// Limits what one registration's key can cost: at most `max_bytes` bytes in a key,
+    /// prefix, pattern or range bound, and at most `max_segments` separators in a prefix,
+    /// byte prefix or pattern (the trie and frontier walks pay per segment; the dispatch of
+    /// one event under a watched prefix walks at most the deepest registered one). A refusal
+    /// is [`RegisterError::KeyTooLong`](crate::RegisterError::KeyTooLong) or
+    /// [`RegisterError::TooManySegments`](crate::RegisterError::TooManySegments), allocating
+    /// nothing (the drop-in methods report it as `WatchError::LimitExceeded(limit)`). None by
+    /// default, as in the reference.
+    #[must_use]
+    pub fn with_key_limits(mut self, max_bytes: usize, max_segments: usize) -> Self {
+        self.max_key_bytes = max_bytes;
+        self.max_segments = max_segments;
+        self
+    }
+
+    /// At most `max` wildcards in a pattern (default [`DEFAULT_MAX_WILDCARDS`]): the
+    /// frontier a pattern set makes an event walk grows with it (see [`crate::Target::Pattern`]).
+    #[must_use]
+    pub fn with_max_wildcards(mut self, max: usize) -> Self {
+        self.max_wildcards = max;
+        self
+    }
+
+    /// The longest key, prefix, pattern or range bound accepted, in bytes.
+    pub fn max_key_bytes(&self) -> usize {
+        self.max_key_bytes
+    }
+
+    /// The most separators a prefix, byte prefix or pattern may hold.
+    pub fn max_segments(&self) -> usize {
+        self.max_segments
+    }
+
+    /// The most wildcards a pattern may hold.
+    pub fn max_wildcards(&self) -> usize {
+        self.max_wildcards
+    }
+
     /// With `true`, a dropped handle removes its watcher itself, at once, when no other
     /// writer holds the writer lock (otherwise through the dispatcher, as by default): the
     /// watcher stops counting against the limit, and the prev_kv counter goes down, at the

@@ -88,12 +88,23 @@ impl Change {
             }
             Change::Remove(removal) => match removal.kind {
                 Some(kind) => index.remove(kind, &removal.pattern, removal.id),
-                None => [TargetKind::Exact, TargetKind::Prefix]
+                None => TargetKind::ALL
                     .into_iter()
                     .find_map(|kind| index.remove(kind, &removal.pattern, removal.id)),
             },
         }
     }
+}
+
+/// Gauges read off the registry (see `Metrics`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Gauges {
+    pub(crate) watchers: usize,
+    pub(crate) exact_keys: usize,
+    pub(crate) prefixes: usize,
+    pub(crate) byte_prefixes: usize,
+    pub(crate) ranges: usize,
+    pub(crate) patterns: usize,
 }
 
 /// The writers' side: the back snapshot, behind the writer mutex.
@@ -119,6 +130,10 @@ pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
     /// [`RegistryOptions::release_at_drop`]; read at every drop.
     release_at_drop: AtomicBool,
+    /// The key limits of [`RegistryOptions`], read at every registration.
+    max_key_bytes: AtomicUsize,
+    max_segments: AtomicUsize,
+    max_wildcards: AtomicUsize,
 }
 
 impl Shared {
@@ -144,30 +159,47 @@ impl Shared {
             unregister_tx,
             counters: Arc::default(),
             release_at_drop: AtomicBool::new(false),
+            max_key_bytes: AtomicUsize::new(RegistryOptions::default().max_key_bytes()),
+            max_segments: AtomicUsize::new(RegistryOptions::default().max_segments()),
+            max_wildcards: AtomicUsize::new(RegistryOptions::default().max_wildcards()),
         }
     }
 
     /// Puts `options` in force (for registrations and drops that come after).
     pub(crate) fn set_options(&self, options: RegistryOptions) {
-        // Relaxed: an option read by a drop racing this call may be either value.
+        // Relaxed: an option read by a call racing this one may be the old or the new value.
         self.release_at_drop
             .store(options.release_at_drop(), Ordering::Relaxed);
+        self.max_key_bytes
+            .store(options.max_key_bytes(), Ordering::Relaxed);
+        self.max_segments
+            .store(options.max_segments(), Ordering::Relaxed);
+        self.max_wildcards
+            .store(options.max_wildcards(), Ordering::Relaxed);
     }
 
     /// The options in force.
     pub(crate) fn options(&self) -> RegistryOptions {
         RegistryOptions::default()
             .with_release_at_drop(self.release_at_drop.load(Ordering::Relaxed))
+            .with_key_limits(
+                self.max_key_bytes.load(Ordering::Relaxed),
+                self.max_segments.load(Ordering::Relaxed),
+            )
+            .with_max_wildcards(self.max_wildcards.load(Ordering::Relaxed))
     }
 
-    /// Active watchers, watched keys, watched prefixes.
-    pub(crate) fn gauges(&self) -> (usize, usize, usize) {
+    /// The gauges `Metrics` reports.
+    pub(crate) fn gauges(&self) -> Gauges {
         let snapshot = self.published.load();
-        (
-            self.active.load(Ordering::Relaxed),
-            snapshot.exact_key_count(),
-            snapshot.prefix_count(),
-        )
+        Gauges {
+            watchers: self.active.load(Ordering::Relaxed),
+            exact_keys: snapshot.exact_key_count(),
+            prefixes: snapshot.prefix_count(),
+            byte_prefixes: snapshot.byte_prefix_count(),
+            ranges: snapshot.range_count(),
+            patterns: snapshot.pattern_count(),
+        }
     }
 
     /// Takes one unit of the limit, or fails without taking any: concurrent registrations

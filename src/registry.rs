@@ -106,9 +106,7 @@ impl WatchRegistry {
     /// ```
     pub fn watch<K: ChannelKind>(&self, spec: WatchSpec<K>) -> Result<K::Handle, RegisterError> {
         let WatchSpec { target, flags, .. } = spec;
-        if let Target::Prefix(prefix) = &target {
-            check_prefix(prefix)?;
-        }
+        target.check(&self.shared.options())?;
         let shared = &self.shared;
         shared.reserve_slot()?;
         // Ids only order registrations; nothing is published through them.
@@ -123,7 +121,7 @@ impl WatchRegistry {
         }
         let kind = target.kind();
         let meta = Meta::new(id, kind, flags);
-        let key = target.pattern().clone();
+        let key = target.stored();
         let capacity = shared.watcher_buffer_size + 1;
         let (sink, handle) = if K::COMPACT {
             let (sender, receiver) = channel::channel(capacity);
@@ -206,15 +204,6 @@ impl WatchRegistry {
     }
 }
 
-/// A prefix must start and end with `/`.
-fn check_prefix(prefix: &[u8]) -> Result<(), RegisterError> {
-    if prefix.starts_with(b"/") && prefix.ends_with(b"/") {
-        Ok(())
-    } else {
-        Err(RegisterError::InvalidPrefix)
-    }
-}
-
 impl WatchRegistry {
     /// Puts `options` in force from now on (the default is the reference's behaviour).
     pub fn set_options(&self, options: RegistryOptions) {
@@ -261,6 +250,19 @@ impl WatchRegistry {
     /// Prefix watchers registered on exactly `prefix`.
     pub fn prefix_watcher_count(&self, prefix: &Bytes) -> usize {
         self.snapshot().prefix_watchers_of(prefix)
+    }
+
+    /// Watchers registered on exactly `target` (for an exact key or a slash prefix, what
+    /// [`Self::watcher_count`] and [`Self::prefix_watcher_count`] say).
+    pub fn watchers_of(&self, target: &Target) -> usize {
+        let snapshot = self.snapshot();
+        match target {
+            Target::Exact(key) => snapshot.exact_watchers_of(key),
+            Target::Prefix(prefix) => snapshot.prefix_watchers_of(prefix),
+            Target::BytePrefix(prefix) => snapshot.byte_prefix_watchers_of(prefix),
+            Target::Range { .. } => snapshot.range_watchers_of(&target.stored()),
+            Target::Pattern(pattern) => snapshot.pattern_watchers_of(pattern),
+        }
     }
 
     /// Distinct prefixes with watchers.

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::handle::{CompactWatcherHandle, WatcherHandle};
 use crate::meta::{Flags, TargetKind};
+use crate::options::RegistryOptions;
 
 /// What a watch matches.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -23,6 +24,24 @@ pub enum Target {
     /// Every key that starts with this prefix, which must start and end with `/` (the
     /// reference's prefix watch; `/` alone watches every key that starts with `/`).
     Prefix(Bytes),
+    /// Every key that starts with these bytes, whatever they are (`/svc/pay` matches
+    /// `/svc/payment/leader`; the empty byte prefix matches every key).
+    BytePrefix(Bytes),
+    /// Every key `k` with `start <= k < end`, keys ordered as bytes (etcd's key ranges);
+    /// `end: None` is unbounded. The range must not be empty.
+    Range {
+        /// The first key in the range.
+        start: Bytes,
+        /// The first key past the range, or `None` for no end.
+        end: Option<Bytes>,
+    },
+    /// Every key matching a pattern of pieces split at `/`, where a piece `*` matches any
+    /// one piece (the empty one included): `/svc/*/health` matches `/svc/a/health`, not
+    /// `/svc/a/b/health`. A pattern ending with `/` is a prefix pattern: `/svc/*/` matches
+    /// every key under `/svc/<any piece>/`. `*` must be a whole piece, and a pattern may
+    /// hold at most [`RegistryOptions::max_wildcards`](crate::RegistryOptions::max_wildcards)
+    /// of them (4 by default): that bounds what one event can cost.
+    Pattern(Bytes),
 }
 
 impl Target {
@@ -30,14 +49,89 @@ impl Target {
         match self {
             Target::Exact(_) => TargetKind::Exact,
             Target::Prefix(_) => TargetKind::Prefix,
+            Target::BytePrefix(_) => TargetKind::BytePrefix,
+            Target::Range { .. } => TargetKind::Range,
+            Target::Pattern(_) => TargetKind::Pattern,
         }
     }
 
-    /// The bytes the index files the watcher under.
-    pub(crate) fn pattern(&self) -> &Bytes {
+    /// The bytes the index files the watcher under (and the handle's `key()`): the key or
+    /// prefix itself; a range's bounds encoded in one pattern.
+    pub(crate) fn stored(&self) -> Bytes {
         match self {
-            Target::Exact(key) | Target::Prefix(key) => key,
+            Target::Exact(key)
+            | Target::Prefix(key)
+            | Target::BytePrefix(key)
+            | Target::Pattern(key) => key.clone(),
+            Target::Range { start, end } => crate::index::encode_range(start, end.as_deref()),
         }
+    }
+
+    /// The target a watcher filed as `kind` under `stored` watches.
+    pub(crate) fn from_stored(kind: TargetKind, stored: &Bytes) -> Target {
+        match kind {
+            TargetKind::Exact => Target::Exact(stored.clone()),
+            TargetKind::Prefix => Target::Prefix(stored.clone()),
+            TargetKind::BytePrefix => Target::BytePrefix(stored.clone()),
+            TargetKind::Pattern => Target::Pattern(stored.clone()),
+            TargetKind::Range => {
+                let (start, end) = crate::index::decode_range(stored).expect("stored by encode");
+                Target::Range {
+                    start: stored.slice_ref(start),
+                    end: end.map(|end| stored.slice_ref(end)),
+                }
+            }
+        }
+    }
+
+    /// Refuses a malformed target, or one beyond the registry's limits; allocates nothing.
+    /// The form is checked first, then the sizes.
+    pub(crate) fn check(&self, limits: &RegistryOptions) -> Result<(), RegisterError> {
+        let wildcards = match self {
+            Target::Prefix(prefix) if !(prefix.starts_with(b"/") && prefix.ends_with(b"/")) => {
+                return Err(RegisterError::InvalidPrefix)
+            }
+            Target::Range {
+                start,
+                end: Some(end),
+            } if end <= start => return Err(RegisterError::EmptyRange),
+            Target::Pattern(pattern) => crate::index::wildcards(pattern)
+                .map_err(|reason| RegisterError::InvalidPattern { reason })?,
+            _ => 0,
+        };
+        let bytes: [&[u8]; 2] = match self {
+            Target::Range { start, end } => [start, end.as_deref().unwrap_or_default()],
+            Target::Exact(key)
+            | Target::Prefix(key)
+            | Target::BytePrefix(key)
+            | Target::Pattern(key) => [key, &[]],
+        };
+        let max = limits.max_key_bytes();
+        if let Some(&len) = bytes
+            .iter()
+            .map(|b| b.len())
+            .max()
+            .iter()
+            .find(|&&l| l > max)
+        {
+            return Err(RegisterError::KeyTooLong { len, max });
+        }
+        // Depth is what a walk pays for: slash and byte prefixes, patterns.
+        if matches!(
+            self,
+            Target::Prefix(_) | Target::BytePrefix(_) | Target::Pattern(_)
+        ) {
+            let max = limits.max_segments();
+            let segments = bytes[0].iter().filter(|&&b| b == b'/').count();
+            if segments > max {
+                return Err(RegisterError::TooManySegments { segments, max });
+            }
+        }
+        let max = limits.max_wildcards();
+        if wildcards > max {
+            return Err(RegisterError::TooManyWildcards { wildcards, max });
+        }
+        Ok(())
     }
 }
 
@@ -206,6 +300,32 @@ impl WatchSpec<DropIn> {
     pub fn prefix(prefix: impl Into<Bytes>) -> Self {
         Self::new(Target::Prefix(prefix.into()))
     }
+
+    /// Watches every key that starts with `prefix`, any bytes.
+    pub fn byte_prefix(prefix: impl Into<Bytes>) -> Self {
+        Self::new(Target::BytePrefix(prefix.into()))
+    }
+
+    /// Watches every key in `[start, end)` (it must not be empty).
+    pub fn range(start: impl Into<Bytes>, end: impl Into<Bytes>) -> Self {
+        Self::new(Target::Range {
+            start: start.into(),
+            end: Some(end.into()),
+        })
+    }
+
+    /// Watches every key at or after `start`.
+    pub fn range_from(start: impl Into<Bytes>) -> Self {
+        Self::new(Target::Range {
+            start: start.into(),
+            end: None,
+        })
+    }
+
+    /// Watches every key a wildcard pattern matches (see [`Target::Pattern`]).
+    pub fn pattern(pattern: impl Into<Bytes>) -> Self {
+        Self::new(Target::Pattern(pattern.into()))
+    }
 }
 
 impl<K: ChannelKind> WatchSpec<K> {
@@ -275,6 +395,35 @@ pub enum RegisterError {
     },
     /// A [`Target::Prefix`] must start and end with `/`.
     InvalidPrefix,
+    /// A [`Target::Range`] must not be empty: its end must come after its start.
+    EmptyRange,
+    /// A [`Target::Pattern`] is malformed.
+    InvalidPattern {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A key, prefix, pattern or range bound is longer than the registry allows
+    /// ([`RegistryOptions::with_key_limits`](crate::RegistryOptions::with_key_limits)).
+    KeyTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A prefix, byte prefix or pattern has more `/` than the registry allows.
+    TooManySegments {
+        /// Its separators.
+        segments: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A pattern has more wildcards than the registry allows.
+    TooManyWildcards {
+        /// Its wildcards.
+        wildcards: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Every watcher id has been used (2^48 registrations).
     IdsExhausted,
 }
@@ -287,6 +436,20 @@ impl fmt::Display for RegisterError {
                 f.write_str("prefix must start with '/' and end with '/'")
             }
             RegisterError::IdsExhausted => f.write_str("every watcher id has been used"),
+            RegisterError::EmptyRange => f.write_str("a range's end must come after its start"),
+            RegisterError::InvalidPattern { reason } => write!(f, "invalid pattern: {reason}"),
+            RegisterError::KeyTooLong { len, max } => {
+                write!(f, "{len} bytes, over the registry's limit of {max}")
+            }
+            RegisterError::TooManySegments { segments, max } => {
+                write!(f, "{segments} segments, over the registry's limit of {max}")
+            }
+            RegisterError::TooManyWildcards { wildcards, max } => {
+                write!(
+                    f,
+                    "{wildcards} wildcards, over the registry's limit of {max}"
+                )
+            }
         }
     }
 }
@@ -298,7 +461,16 @@ impl From<RegisterError> for crate::WatchError {
     fn from(error: RegisterError) -> Self {
         match error {
             RegisterError::LimitExceeded { max } => crate::WatchError::LimitExceeded(max),
-            RegisterError::InvalidPrefix => crate::WatchError::InvalidPrefix,
+            // An operator's limit, as the reference's one kind of limit: callers that back off
+            // on it do the right thing.
+            RegisterError::KeyTooLong { max, .. }
+            | RegisterError::TooManySegments { max, .. }
+            | RegisterError::TooManyWildcards { max, .. } => crate::WatchError::LimitExceeded(max),
+            // The drop-in methods only make exact and prefix watches, so they never meet the
+            // malformed forms of the other kinds; those map to the one form error there is.
+            RegisterError::InvalidPrefix
+            | RegisterError::EmptyRange
+            | RegisterError::InvalidPattern { .. } => crate::WatchError::InvalidPrefix,
             RegisterError::IdsExhausted => {
                 crate::WatchError::LimitExceeded(crate::meta::Meta::MAX_ID as usize)
             }

@@ -9,18 +9,27 @@
 mod chunks;
 mod exact;
 mod key;
+mod patterns;
+mod ranges;
 mod segment;
+mod slab;
 mod table;
+mod tails;
 mod trie;
 mod watchers;
 
 pub(crate) use watchers::WatcherList;
 
 use crate::meta::TargetKind;
+pub(crate) use ranges::{decode as decode_range, encode as encode_range};
+
 use exact::ExactIndex;
+pub(crate) use patterns::wildcards;
+use patterns::PatternIndex;
+use ranges::RangeIndex;
 use segment::PathHasher;
 use table::Layout;
-use trie::PrefixTrie;
+use trie::{Found, PrefixTrie};
 
 /// What the index stores per watcher: anything cloneable that carries a unique id.
 pub(crate) trait WatcherEntry: Clone {
@@ -42,6 +51,10 @@ enum Stage {
     EmptyPrefix,
     Exact,
     Prefixes,
+    BytePrefixes,
+    Ranges,
+    PatternPrefixes,
+    PatternLasts,
     Done,
 }
 
@@ -135,6 +148,8 @@ fn walk_table<'s, W: WatcherEntry + 's, F: FnMut(Location<'_>, &WatcherList<W>)>
 pub(crate) struct Snapshot<W> {
     exact: ExactIndex<W>,
     prefixes: PrefixTrie<W>,
+    ranges: RangeIndex<W>,
+    patterns: PatternIndex<W>,
 }
 
 impl<W: Clone> Clone for Snapshot<W> {
@@ -142,6 +157,8 @@ impl<W: Clone> Clone for Snapshot<W> {
         Self {
             exact: self.exact.clone(),
             prefixes: self.prefixes.clone(),
+            ranges: self.ranges.clone(),
+            patterns: self.patterns.clone(),
         }
     }
 }
@@ -158,6 +175,8 @@ impl<W: WatcherEntry> Snapshot<W> {
         Self {
             exact: ExactIndex::with_hasher(ahash::RandomState::new()),
             prefixes: PrefixTrie::with_hasher(PathHasher::new()),
+            ranges: RangeIndex::with_hasher(ahash::RandomState::new()),
+            patterns: PatternIndex::with_hasher(ahash::RandomState::new()),
         }
     }
 
@@ -168,6 +187,8 @@ impl<W: WatcherEntry> Snapshot<W> {
         Self {
             exact: self.exact.empty_twin(),
             prefixes: self.prefixes.empty_twin(),
+            ranges: self.ranges.empty_twin(),
+            patterns: self.patterns.empty_twin(),
         }
     }
 
@@ -224,6 +245,58 @@ impl<W: WatcherEntry> Snapshot<W> {
                         let kind = TargetKind::Prefix;
                         Some((Location { kind, pattern }, list))
                     },
+                    Stage::BytePrefixes,
+                    f,
+                ),
+                Stage::BytePrefixes => walk_table(
+                    cursor,
+                    budget,
+                    &mut spent,
+                    (self.prefixes.tails_layout(), self.prefixes.tails_buckets()),
+                    |i| {
+                        let (pattern, list) = self.prefixes.tails_bucket(i)?;
+                        let kind = TargetKind::BytePrefix;
+                        Some((Location { kind, pattern }, list))
+                    },
+                    Stage::Ranges,
+                    f,
+                ),
+                Stage::Ranges => walk_table(
+                    cursor,
+                    budget,
+                    &mut spent,
+                    (self.ranges.layout(), self.ranges.buckets()),
+                    |i| {
+                        let (pattern, list) = self.ranges.bucket(i)?;
+                        let kind = TargetKind::Range;
+                        Some((Location { kind, pattern }, list))
+                    },
+                    Stage::PatternPrefixes,
+                    f,
+                ),
+                Stage::PatternPrefixes => walk_table(
+                    cursor,
+                    budget,
+                    &mut spent,
+                    (self.patterns.nodes_layout(), self.patterns.nodes_buckets()),
+                    |i| {
+                        let (pattern, list) = self.patterns.nodes_bucket(i)?;
+                        let kind = TargetKind::Pattern;
+                        Some((Location { kind, pattern }, list))
+                    },
+                    Stage::PatternLasts,
+                    f,
+                ),
+                Stage::PatternLasts => walk_table(
+                    cursor,
+                    budget,
+                    &mut spent,
+                    (self.patterns.lasts_layout(), self.patterns.lasts_buckets()),
+                    |i| {
+                        let (pattern, list) = self.patterns.lasts_bucket(i)?;
+                        let kind = TargetKind::Pattern;
+                        Some((Location { kind, pattern }, list))
+                    },
                     Stage::Done,
                     f,
                 ),
@@ -245,7 +318,11 @@ impl<W: WatcherEntry> Snapshot<W> {
         }
         self.exact.layout() == other.exact.layout()
             && self.prefixes.layout() == other.prefixes.layout()
+            && self.prefixes.tails_layout() == other.prefixes.tails_layout()
             && placement(self) == placement(other)
+            && self.prefixes.tails_placement() == other.prefixes.tails_placement()
+            && self.ranges.placement() == other.ranges.placement()
+            && self.patterns.placement() == other.patterns.placement()
     }
 
     /// Calls `f` with every watcher list matching an event on `key`: the exact watchers of
@@ -290,16 +367,38 @@ impl<W: WatcherEntry> Snapshot<W> {
             kind: TargetKind::Exact,
             pattern: key,
         };
-        if self.prefixes.watcher_count() != 0 {
-            self.prefixes.for_each_match(key, &mut |len, list| {
+        if self.prefixes.watcher_count() + self.prefixes.byte_prefix_watcher_count() != 0 {
+            self.prefixes.for_each_match(key, &mut |found, list| {
                 if let Some(exact) = exact.take() {
                     f(exact_at, exact);
                 }
+                let (kind, len) = match found {
+                    Found::Prefix(len) => (TargetKind::Prefix, len),
+                    Found::BytePrefix(len) => (TargetKind::BytePrefix, len),
+                };
                 let location = Location {
-                    kind: TargetKind::Prefix,
+                    kind,
                     pattern: &key[..len],
                 };
                 f(location, list);
+            });
+        }
+        if self.ranges.watcher_count() != 0 {
+            self.ranges.for_each_match(key, &mut |pattern, list| {
+                if let Some(exact) = exact.take() {
+                    f(exact_at, exact);
+                }
+                let kind = TargetKind::Range;
+                f(Location { kind, pattern }, list);
+            });
+        }
+        if self.patterns.watcher_count() != 0 {
+            self.patterns.for_each_match(key, &mut |pattern, list| {
+                if let Some(exact) = exact.take() {
+                    f(exact_at, exact);
+                }
+                let kind = TargetKind::Pattern;
+                f(Location { kind, pattern }, list);
             });
         }
         if let Some(exact) = exact {
@@ -313,6 +412,9 @@ impl<W: WatcherEntry> Snapshot<W> {
         match kind {
             TargetKind::Exact => self.exact.insert(pattern, watcher),
             TargetKind::Prefix => self.prefixes.insert(pattern, watcher),
+            TargetKind::BytePrefix => self.prefixes.insert_byte_prefix(pattern, watcher),
+            TargetKind::Range => self.ranges.insert(pattern, watcher),
+            TargetKind::Pattern => self.patterns.insert(pattern, watcher),
         }
     }
 
@@ -321,6 +423,9 @@ impl<W: WatcherEntry> Snapshot<W> {
         match kind {
             TargetKind::Exact => self.exact.remove(pattern, id),
             TargetKind::Prefix => self.prefixes.remove(pattern, id),
+            TargetKind::BytePrefix => self.prefixes.remove_byte_prefix(pattern, id),
+            TargetKind::Range => self.ranges.remove(pattern, id),
+            TargetKind::Pattern => self.patterns.remove(pattern, id),
         }
     }
 
@@ -344,14 +449,52 @@ impl<W: WatcherEntry> Snapshot<W> {
         self.prefixes.prefix_count()
     }
 
-    /// Number of watchers, exact and prefix.
+    /// Number of byte-prefix watchers on exactly `pattern`.
+    pub(crate) fn byte_prefix_watchers_of(&self, pattern: &[u8]) -> usize {
+        self.prefixes
+            .byte_prefix_watchers(pattern)
+            .map_or(0, WatcherList::len)
+    }
+
+    /// Number of distinct byte prefixes with watchers.
+    pub(crate) fn byte_prefix_count(&self) -> usize {
+        self.prefixes.byte_prefix_count()
+    }
+
+    /// Number of watchers on exactly the range stored as `pattern`.
+    pub(crate) fn range_watchers_of(&self, pattern: &[u8]) -> usize {
+        self.ranges.get(pattern).map_or(0, WatcherList::len)
+    }
+
+    /// Number of distinct ranges with watchers.
+    pub(crate) fn range_count(&self) -> usize {
+        self.ranges.range_count()
+    }
+
+    /// Number of watchers on exactly the wildcard pattern `pattern`.
+    pub(crate) fn pattern_watchers_of(&self, pattern: &[u8]) -> usize {
+        self.patterns.get(pattern).map_or(0, WatcherList::len)
+    }
+
+    /// Number of distinct wildcard patterns with watchers.
+    pub(crate) fn pattern_count(&self) -> usize {
+        self.patterns.pattern_count()
+    }
+
+    /// Number of watchers, of every kind.
     pub(crate) fn watcher_count(&self) -> usize {
-        self.exact.watcher_count() + self.prefixes.watcher_count()
+        self.exact.watcher_count()
+            + self.prefixes.watcher_count()
+            + self.prefixes.byte_prefix_watcher_count()
+            + self.ranges.watcher_count()
+            + self.patterns.watcher_count()
     }
 
     /// Panics if an invariant of either index is broken.
     pub(crate) fn check_invariants(&self) {
         self.exact.check_invariants();
         self.prefixes.check_invariants();
+        self.ranges.check_invariants();
+        self.patterns.check_invariants();
     }
 }

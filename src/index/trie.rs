@@ -74,6 +74,7 @@ use bytes::Bytes;
 use super::chunks::Chunks;
 use super::segment::{PathHasher, Segment, SegmentEnds, SEPARATOR};
 use super::table::{Layout, Table};
+use super::tails::{split, Tails};
 use super::watchers::WatcherList;
 use super::WatcherEntry;
 
@@ -109,6 +110,19 @@ pub(crate) struct PrefixTrie<W> {
     next_id: u64,
     watchers: usize,
     prefixes: usize,
+    /// Byte-prefix watchers, hung on nodes as tails (`tails.rs`).
+    tails: Tails<W>,
+    /// Distinct tails hung on the root.
+    root_tails: u32,
+}
+
+/// What a walk found: the watchers of a slash prefix, or of a byte prefix (a tail).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// A slash prefix of this many bytes.
+    Prefix(usize),
+    /// A byte prefix of this many bytes.
+    BytePrefix(usize),
 }
 
 /// One prefix path: 64 bytes, one cache line, everything a walk reads (a probe compares the
@@ -128,6 +142,8 @@ struct Node {
     extra: u32,
     /// The path's last segment as a probe compares it.
     segment: Segment,
+    /// Distinct byte-prefix tails hung on this node (`tails.rs`).
+    tails: u32,
     /// Whether the node has watchers (then `extra` is set).
     watched: bool,
 }
@@ -169,6 +185,8 @@ impl<W: Clone> Clone for PrefixTrie<W> {
             next_id: self.next_id,
             watchers: self.watchers,
             prefixes: self.prefixes,
+            tails: self.tails.clone(),
+            root_tails: self.root_tails,
         }
     }
 }
@@ -229,6 +247,8 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             next_id: ROOT + 1,
             watchers: 0,
             prefixes: 0,
+            tails: Tails::new(),
+            root_tails: 0,
         }
     }
 
@@ -282,9 +302,53 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             && (summary.is_exact() || self.extra(node).is_some_and(|e| e.path.ends_with(segment)))
     }
 
-    /// Number of watchers over all prefixes.
+    /// Number of watchers over all slash prefixes.
     pub(crate) fn watcher_count(&self) -> usize {
         self.watchers
+    }
+
+    /// Number of byte-prefix watchers.
+    pub(crate) fn byte_prefix_watcher_count(&self) -> usize {
+        self.tails.watcher_count()
+    }
+
+    /// Number of distinct byte prefixes with watchers.
+    pub(crate) fn byte_prefix_count(&self) -> usize {
+        self.tails.pattern_count()
+    }
+
+    /// The watchers registered on exactly the byte prefix `pattern`.
+    pub(crate) fn byte_prefix_watchers(&self, pattern: &[u8]) -> Option<&WatcherList<W>> {
+        let at = split(pattern);
+        let node = self.node_of(&pattern[..at])?;
+        self.tails.get(&self.hasher, node, &pattern[at..])
+    }
+
+    /// The (id, path hash) of the node for `path` (the root for an empty path).
+    fn node_of(&self, path: &[u8]) -> Option<(u64, u64)> {
+        Some(
+            self.walk(path)?
+                .last()
+                .map_or((ROOT, ROOT_HASH), |step| (step.id, step.hash)),
+        )
+    }
+
+    /// Byte-prefix entries, for a sweep: layout, buckets, and each bucket's pattern and list.
+    pub(crate) fn tails_layout(&self) -> Layout {
+        self.tails.layout()
+    }
+
+    pub(crate) fn tails_buckets(&self) -> usize {
+        self.tails.buckets()
+    }
+
+    pub(crate) fn tails_bucket(&self, index: usize) -> Option<(&[u8], &WatcherList<W>)> {
+        self.tails.bucket(index)
+    }
+
+    /// The byte-prefix entries' bucket placement, to compare twins.
+    pub(crate) fn tails_placement(&self) -> Vec<Option<Vec<u8>>> {
+        self.tails.placement()
     }
 
     /// Number of distinct prefixes that have watchers.
@@ -341,7 +405,9 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         self.list(&steps).filter(|w| !w.is_empty())
     }
 
-    /// Calls `f(len, watchers)` for every prefix `key[..len]` that has watchers, shortest first.
+    /// Calls `f(found, watchers)` for every slash prefix and byte prefix of `key` that has
+    /// watchers: at each node the walk reaches (the root first), the node's own watchers,
+    /// then the byte prefixes whose tails hang there, shortest first.
     ///
     /// Works in batches of [`PROBE_BATCH`] segments: hash them all (no memory access), probe
     /// them all (independent loads, so their misses overlap), then follow the chain in order,
@@ -349,9 +415,12 @@ impl<W: WatcherEntry> PrefixTrie<W> {
     /// hash and segment only; in the rare case of a full 64-bit collision the chain check
     /// fails and that level is probed again exactly.
     #[inline]
-    pub(crate) fn for_each_match<F: FnMut(usize, &WatcherList<W>)>(&self, key: &[u8], f: &mut F) {
+    pub(crate) fn for_each_match<F: FnMut(Found, &WatcherList<W>)>(&self, key: &[u8], f: &mut F) {
         if !self.root_watchers.is_empty() {
-            f(0, &self.root_watchers);
+            f(Found::Prefix(0), &self.root_watchers);
+        }
+        if self.root_tails > 0 {
+            self.match_tails((ROOT, ROOT_HASH), key, 0, f);
         }
         if self.root_children == 0 {
             return;
@@ -395,9 +464,12 @@ impl<W: WatcherEntry> PrefixTrie<W> {
                 };
                 if node.watched {
                     f(
-                        bounds[i + 1],
+                        Found::Prefix(bounds[i + 1]),
                         &self.extras.get(node.extra as usize).watchers,
                     );
+                }
+                if node.tails > 0 {
+                    self.match_tails((node.id, hashes[i]), key, bounds[i + 1], f);
                 }
                 if node.children == 0 {
                     return;
@@ -409,6 +481,21 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         }
     }
 
+    /// Reports the byte prefixes whose tails hang on `node` and begin `key[at..]`.
+    #[cold]
+    fn match_tails<F: FnMut(Found, &WatcherList<W>)>(
+        &self,
+        node: (u64, u64),
+        key: &[u8],
+        at: usize,
+        f: &mut F,
+    ) {
+        self.tails
+            .for_each_match(&self.hasher, node, &key[at..], &mut |len, list| {
+                f(Found::BytePrefix(at + len), list)
+            });
+    }
+
     /// Adds a watcher on `prefix`, which must be empty or end with the separator (the
     /// registry's rule; anything else is a bug in the caller).
     pub(crate) fn insert(&mut self, prefix: Bytes, watcher: W) {
@@ -416,8 +503,61 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             prefix.last().is_none_or(|&b| b == SEPARATOR),
             "a stored prefix ends with the separator"
         );
+        let list = match self.ensure_path(&prefix) {
+            None => &mut self.root_watchers,
+            Some(step) => {
+                let node = node_mut(&mut self.nodes, step);
+                node.watched = true;
+                if node.extra == NO_EXTRA {
+                    node.extra = push_extra(&mut self.extras, prefix, step.hash, step.id);
+                }
+                &mut self.extras.get_mut(node.extra as usize).watchers
+            }
+        };
+        if list.is_empty() {
+            self.prefixes += 1;
+        }
+        list.insert(watcher);
+        self.watchers += 1;
+    }
+
+    /// Adds a watcher on the byte prefix `pattern` (any bytes): its tail hangs on the node of
+    /// its slash path, created if missing.
+    pub(crate) fn insert_byte_prefix(&mut self, pattern: Bytes, watcher: W) {
+        let at = split(&pattern);
+        let step = self.ensure_path(&pattern.slice(..at));
+        let node = step.map_or((ROOT, ROOT_HASH), |s| (s.id, s.hash));
+        if self.tails.insert(&self.hasher, node, pattern, at, watcher) {
+            match step {
+                None => self.root_tails += 1,
+                Some(step) => node_mut(&mut self.nodes, step).tails += 1,
+            }
+        }
+    }
+
+    /// Removes watcher `id` from the byte prefix `pattern`, then every node left with no
+    /// watchers, children or tails, from the end of its path up.
+    pub(crate) fn remove_byte_prefix(&mut self, pattern: &[u8], id: u64) -> Option<W> {
+        let at = split(pattern);
+        let steps = self.walk(&pattern[..at])?;
+        let node = steps.last().map_or((ROOT, ROOT_HASH), |s| (s.id, s.hash));
+        let (removed, gone) = self.tails.remove(&self.hasher, node, &pattern[at..], id)?;
+        if gone {
+            match steps.last() {
+                None => self.root_tails -= 1,
+                Some(&step) => node_mut(&mut self.nodes, step).tails -= 1,
+            }
+            self.prune(&steps);
+        }
+        Some(removed)
+    }
+
+    /// The nodes along `path` (empty or ending with the separator), created where missing;
+    /// returns the last (`None`: the root).
+    fn ensure_path(&mut self, path: &Bytes) -> Option<Step> {
+        let prefix = path;
         let mut parent: Option<Step> = None;
-        for (depth, (segment, end)) in segments(&prefix).enumerate() {
+        for (depth, (segment, end)) in segments(prefix).enumerate() {
             let parent_id = parent.map_or(ROOT, |p| p.id);
             let hash = self.hash(parent.map_or(ROOT_HASH, |p| p.hash), segment);
             if let Some(node) = self.find(hash, parent_id, segment) {
@@ -447,27 +587,13 @@ impl<W: WatcherEntry> PrefixTrie<W> {
                 children: 0,
                 extra,
                 segment: summary,
+                tails: 0,
                 watched: false,
             };
             self.nodes.insert_unique(hash, node, |n| n.path_hash);
             parent = Some(Step { hash, id });
         }
-        let list = match parent {
-            None => &mut self.root_watchers,
-            Some(step) => {
-                let node = node_mut(&mut self.nodes, step);
-                node.watched = true;
-                if node.extra == NO_EXTRA {
-                    node.extra = push_extra(&mut self.extras, prefix, step.hash, step.id);
-                }
-                &mut self.extras.get_mut(node.extra as usize).watchers
-            }
-        };
-        if list.is_empty() {
-            self.prefixes += 1;
-        }
-        list.insert(watcher);
-        self.watchers += 1;
+        parent
     }
 
     /// Removes the watcher `id` from `prefix`, then every node left without watchers and
@@ -500,10 +626,17 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             }
         };
         self.watchers -= 1;
+        self.prune(&steps);
+        Some(removed)
+    }
+
+    /// Removes every node along `steps` left with no watchers, children or tails, from the
+    /// end up.
+    fn prune(&mut self, steps: &[Step]) {
         for at in (0..steps.len()).rev() {
             let step = steps[at];
             let node = node_mut(&mut self.nodes, step);
-            if node.watched || node.children > 0 {
+            if node.watched || node.children > 0 || node.tails > 0 {
                 break;
             }
             let extra = node.extra;
@@ -523,7 +656,6 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             }
         }
         self.shrink_if_sparse();
-        Some(removed)
     }
 
     /// Drops the extra at `at` (its node no longer points to it): the last extra moves into
@@ -602,8 +734,8 @@ impl<W: WatcherEntry> PrefixTrie<W> {
                 "a node is found under its own key"
             );
             assert!(
-                node.watched || node.children > 0,
-                "a node without watchers or children is removed"
+                node.watched || node.children > 0 || node.tails > 0,
+                "a node without watchers, children or tails is removed"
             );
             if let Some(extra) = extra {
                 extras_in_use += 1;
@@ -683,6 +815,26 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             }
         }
         assert_eq!(depths, self.depth_nodes, "depth counts out of step");
+        let tails = self.tails.check_invariants(&self.hasher);
+        assert_eq!(
+            tails.get(&ROOT).copied().unwrap_or(0),
+            self.root_tails,
+            "root tail count out of step"
+        );
+        for node in self.nodes.iter() {
+            assert_eq!(
+                tails.get(&node.id).copied().unwrap_or(0),
+                node.tails,
+                "a node's tail count out of step"
+            );
+        }
+        for (node, path) in self.tails.nodes() {
+            assert_eq!(
+                self.node_of(path).map(|(id, _)| id),
+                Some(node),
+                "a tail hangs on the node of its pattern's slash path"
+            );
+        }
     }
 }
 
@@ -699,13 +851,25 @@ mod tests {
         }
     }
 
+    /// Slash-prefix matches of `key` as (prefix length, id), in walk order.
     fn matches(trie: &PrefixTrie<W>, key: &[u8]) -> Vec<(usize, u64)> {
+        all_matches(trie, key)
+            .into_iter()
+            .map(|(found, id)| match found {
+                Found::Prefix(len) => (len, id),
+                Found::BytePrefix(_) => panic!("no byte prefix in this test"),
+            })
+            .collect()
+    }
+
+    /// Every match of `key`, in walk order, ids sorted within a list.
+    fn all_matches(trie: &PrefixTrie<W>, key: &[u8]) -> Vec<(Found, u64)> {
         let mut out = Vec::new();
-        trie.for_each_match(key, &mut |len, list| {
+        trie.for_each_match(key, &mut |found, list| {
             let mut ids = Vec::new();
             list.for_each(&mut |w| ids.push(w.0));
             ids.sort_unstable();
-            out.extend(ids.into_iter().map(|id| (len, id)));
+            out.extend(ids.into_iter().map(|id| (found, id)));
         });
         out
     }
@@ -797,10 +961,83 @@ mod tests {
         assert_eq!(matches(&trie, b"/a/b/c"), vec![(5, 2)]);
     }
 
+    /// Byte prefixes hang on the node of their slash path, are found from the key's next
+    /// piece, whether it ends with a separator or ends the key, and leave no node behind.
+    #[test]
+    fn byte_prefixes_match_within_a_segment_and_in_the_last_piece() {
+        let mut trie = PrefixTrie::new();
+        let byte_prefixes: [&[u8]; 7] = [
+            b"/svc/pay",
+            b"/svc/",
+            b"",
+            b"ab",
+            b"/svc/payment",
+            b"/",
+            b"/x/y/z",
+        ];
+        for (id, p) in byte_prefixes.iter().enumerate() {
+            trie.insert_byte_prefix(Bytes::from_static(p), W(id as u64));
+            trie.check_invariants();
+        }
+        trie.insert(Bytes::from_static(b"/svc/"), W(100));
+        use Found::{BytePrefix as B, Prefix as P};
+        // (key, every match in walk order)
+        type Case<'a> = (&'a [u8], Vec<(Found, u64)>);
+        let table: [Case<'_>; 7] = [
+            (
+                b"/svc/payment/x",
+                vec![
+                    (B(0), 2),
+                    (B(1), 5),
+                    (P(5), 100),
+                    (B(5), 1),
+                    (B(8), 0),
+                    (B(12), 4),
+                ],
+            ),
+            (
+                b"/svc/pay",
+                vec![(B(0), 2), (B(1), 5), (P(5), 100), (B(5), 1), (B(8), 0)],
+            ),
+            (
+                b"/svc/pa",
+                vec![(B(0), 2), (B(1), 5), (P(5), 100), (B(5), 1)],
+            ),
+            (b"/svc", vec![(B(0), 2), (B(1), 5)]),
+            (b"abc", vec![(B(0), 2), (B(2), 3)]),
+            (b"a", vec![(B(0), 2)]),
+            (b"/x/y/zz/", vec![(B(0), 2), (B(1), 5), (B(6), 6)]),
+        ];
+        for (key, want) in table {
+            assert_eq!(
+                all_matches(&trie, key),
+                want,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        assert_eq!(trie.byte_prefix_count(), 7);
+        for (id, p) in byte_prefixes.iter().enumerate() {
+            assert!(trie.remove_byte_prefix(p, 99).is_none());
+            assert_eq!(
+                trie.remove_byte_prefix(p, id as u64).map(|w| w.0),
+                Some(id as u64)
+            );
+            trie.check_invariants();
+        }
+        assert_eq!(trie.byte_prefix_watcher_count(), 0);
+        assert_eq!(trie.nodes.len(), 2, "only /svc/'s path is left");
+        trie.remove(b"/svc/", 100);
+        assert_eq!(
+            (trie.nodes.len(), trie.root_children, trie.root_tails),
+            (0, 0, 0)
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn walk_agrees_with_a_naive_model(
-            ops in proptest::collection::vec((proptest::collection::vec(0u8..5, 0..6), 0u64..4, proptest::bool::ANY), 1..200),
+            ops in proptest::collection::vec((proptest::collection::vec(0u8..5, 0..6), 0u64..4, proptest::bool::ANY, proptest::bool::ANY), 1..200),
             probes in proptest::collection::vec(proptest::collection::vec(0u8..5, 0..8), 1..20),
         ) {
             // Paths over a small alphabet so that they share prefixes often: '/', 'a', 'b',
@@ -809,32 +1046,47 @@ mod tests {
             const LONG: [&[u8]; 5] = [b"/", b"a", b"b", b"xxxxxxxxxxxxxxxxxxxx", b"xxxxxxxxxyxxxxxxxxxx"];
             let spell = |v: &[u8]| v.iter().flat_map(|&c| LONG[usize::from(c)].iter().copied()).collect::<Vec<u8>>();
             let mut trie = PrefixTrie::new();
-            let mut model: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
-            for (path, id, insert) in ops {
-                // Stored prefixes end with the separator (or are empty).
+            // (is a byte prefix, pattern) -> ids
+            let mut model: BTreeMap<(bool, Vec<u8>), Vec<u64>> = BTreeMap::new();
+            for (path, id, insert, bytewise) in ops {
+                // Slash prefixes end with the separator (or are empty); byte prefixes as spelled.
                 let mut path = spell(&path);
-                if path.last().is_some_and(|&b| b != b'/') {
+                if !bytewise && path.last().is_some_and(|&b| b != b'/') {
                     path.push(b'/');
                 }
-                let ids = model.entry(path.clone()).or_default();
+                let ids = model.entry((bytewise, path.clone())).or_default();
                 if insert && !ids.contains(&id) {
                     ids.push(id);
-                    trie.insert(Bytes::from(path.clone()), W(id));
+                    match bytewise {
+                        true => trie.insert_byte_prefix(Bytes::from(path.clone()), W(id)),
+                        false => trie.insert(Bytes::from(path.clone()), W(id)),
+                    }
                 } else if !insert {
                     let had = ids.iter().position(|&x| x == id).map(|i| ids.remove(i));
-                    proptest::prop_assert_eq!(trie.remove(&path, id).map(|w| w.0), had);
+                    let removed = match bytewise {
+                        true => trie.remove_byte_prefix(&path, id),
+                        false => trie.remove(&path, id),
+                    };
+                    proptest::prop_assert_eq!(removed.map(|w| w.0), had);
                 }
                 model.retain(|_, v| !v.is_empty());
                 trie.check_invariants();
             }
             for probe in probes {
                 let key = spell(&probe);
-                let mut want: Vec<(usize, u64)> = model.iter()
-                    .filter(|(p, _)| key.starts_with(p))
-                    .flat_map(|(p, ids)| ids.iter().map(move |&id| (p.len(), id)))
+                // Walk order: by matched length, a node's own watchers before its tails.
+                let mut want: Vec<((usize, bool), u64)> = model.iter()
+                    .filter(|((_, p), _)| key.starts_with(p))
+                    .flat_map(|((b, p), ids)| ids.iter().map(move |&id| ((p.len(), *b), id)))
                     .collect();
                 want.sort_unstable();
-                proptest::prop_assert_eq!(matches(&trie, &key), want);
+                let got: Vec<((usize, bool), u64)> = all_matches(&trie, &key).into_iter()
+                    .map(|(found, id)| match found {
+                        Found::Prefix(len) => ((len, false), id),
+                        Found::BytePrefix(len) => ((len, true), id),
+                    })
+                    .collect();
+                proptest::prop_assert_eq!(got, want);
             }
         }
     }

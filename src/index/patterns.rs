@@ -1,0 +1,721 @@
+//! Wildcard watchers: patterns of pieces where `*` matches exactly one piece.
+//!
+//! A pattern splits at `/` like a key: `/svc/*/health` is the segments `/`, `svc/`, `*/`
+//! and the last piece `health`; it matches keys with exactly those pieces, `*` standing for
+//! any one piece (any bytes without `/`, the empty piece included). A pattern that ends
+//! with `/` is a *prefix pattern*: `/svc/*/` matches every key whose first segments match
+//! its own, whatever follows (NATS's `>` after the last `/`).
+//!
+//! The patterns form a trie of segments, where a node's children are either literal
+//! segments or the one `*` segment. A key is matched by a *frontier*: the set of nodes
+//! whose path matches the key's segments read so far. Each of the key's segments takes each
+//! frontier node to at most two children (the literal one and `*`); a prefix pattern that
+//! ends at a node reached is a match; after the key's last segment, each frontier node's
+//! last pieces are looked up (the key's remaining piece, and `*`).
+//!
+//! ```text
+//!  patterns  /svc/*/health   /svc/a/*   /svc/*/          key /svc/a/health
+//!  root ─ "/" ─ "svc/" ─┬─ "*/" [prefix: /svc/*/]        frontier after "/", "svc/":
+//!                       │     └ last "health"             {svc/}; after "a/": {*/, a/}
+//!                       └─ "a/"                           → prefix /svc/*/ matches;
+//!                             └ last "*"                  last pieces: */ has "health",
+//!                                                         a/ has "*": both match
+//! ```
+//!
+//! # How big the frontier gets (worst case per event)
+//! A frontier node at depth d is reached by a path that is `*` at some of its d levels and
+//! literal at the others, and no registered pattern has more than `w` wildcards (a
+//! registry limit, 4 by default: `RegistryOptions::with_max_wildcards`). So the frontier
+//! at depth d holds at most min(nodes at depth d, Σ_{j ≤ w} C(d, j)) nodes, and an event
+//! costs at most two probes per frontier node per segment, plus two per final node. The
+//! frontier ends at the deepest pattern. `docs/BENCHMARKS.md` measures an adversarial set.
+//!
+//! # Invariants (checked by [`PatternIndex::check_invariants`])
+//! - Every node's parent exists (or is the root) and counts it among its children; a node
+//!   has prefix watchers, last pieces or children, or it is removed (and so on up).
+//! - Every last piece names a node (or the root), holds no `/`, and is counted by it.
+//! - A node's path is its parent's path followed by its segment (`*/` for a wildcard).
+//! - `watchers` counts every watcher; `patterns` every distinct pattern with watchers.
+//!
+//! # Complexity (P = pattern length, d = its segments, L = key length, F = frontier size)
+//! | operation | cost |
+//! |---|---|
+//! | insert / remove | O(P) hashing + O(d) probes |
+//! | match | O(L) hashing + 2 probes per frontier node per segment: O(L + Σ F) |
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+
+use super::segment::{SegmentEnds, SEPARATOR};
+use super::table::{Layout, Table};
+use super::watchers::WatcherList;
+use super::WatcherEntry;
+
+/// The root: the empty path.
+const ROOT: u64 = 0;
+
+/// The wildcard piece.
+pub(crate) const WILDCARD: &[u8] = b"*";
+
+/// Frontier nodes kept on the stack before a frontier spills to the heap.
+const INLINE_FRONTIER: usize = 16;
+
+/// A trie node: one segment (literal, or the wildcard) under its parent.
+struct Node<W> {
+    hash: u64,
+    id: u64,
+    parent: u64,
+    /// The segment with its separator; empty for the wildcard.
+    segment: Bytes,
+    wildcard: bool,
+    /// The pattern's bytes up to and including this segment.
+    path: Bytes,
+    children: u32,
+    /// Last pieces (exact patterns) ending under this node.
+    lasts: u32,
+    /// Watchers of the prefix pattern that ends with this segment.
+    prefix: WatcherList<W>,
+}
+
+impl<W: Clone> Clone for Node<W> {
+    fn clone(&self) -> Self {
+        Self {
+            hash: self.hash,
+            id: self.id,
+            parent: self.parent,
+            segment: self.segment.clone(),
+            wildcard: self.wildcard,
+            path: self.path.clone(),
+            children: self.children,
+            lasts: self.lasts,
+            prefix: self.prefix.clone(),
+        }
+    }
+}
+
+/// The watchers of an exact pattern: its last piece under its node.
+struct Last<W> {
+    hash: u64,
+    node: u64,
+    /// The piece; empty for the wildcard.
+    piece: Bytes,
+    wildcard: bool,
+    pattern: Bytes,
+    watchers: WatcherList<W>,
+}
+
+impl<W: Clone> Clone for Last<W> {
+    fn clone(&self) -> Self {
+        Self {
+            hash: self.hash,
+            node: self.node,
+            piece: self.piece.clone(),
+            wildcard: self.wildcard,
+            pattern: self.pattern.clone(),
+            watchers: self.watchers.clone(),
+        }
+    }
+}
+
+/// Wildcard patterns.
+pub(crate) struct PatternIndex<W> {
+    nodes: Table<Node<W>>,
+    lasts: Table<Last<W>>,
+    hasher: ahash::RandomState,
+    /// Root-level last pieces (patterns without `/`) and children.
+    root_lasts: u32,
+    root_children: u32,
+    next_id: u64,
+    watchers: usize,
+    patterns: usize,
+}
+
+impl<W: Clone> Clone for PatternIndex<W> {
+    fn clone(&self) -> Self {
+        Self {
+            nodes: self.nodes.clone(),
+            lasts: self.lasts.clone(),
+            hasher: self.hasher.clone(),
+            root_lasts: self.root_lasts,
+            root_children: self.root_children,
+            next_id: self.next_id,
+            watchers: self.watchers,
+            patterns: self.patterns,
+        }
+    }
+}
+
+/// A pattern's parts: its segments (each with its separator) and its last piece, `None`
+/// for a prefix pattern.
+fn parts(pattern: &[u8]) -> (impl Iterator<Item = (&[u8], usize)>, Option<&[u8]>) {
+    let at = pattern
+        .iter()
+        .rposition(|&b| b == SEPARATOR)
+        .map_or(0, |i| i + 1);
+    let last = (at < pattern.len() || pattern.is_empty()).then(|| &pattern[at..]);
+    let mut start = 0;
+    let segments = SegmentEnds::new(pattern).map(move |end| {
+        let segment = &pattern[start..end];
+        start = end;
+        (segment, end)
+    });
+    (segments, last)
+}
+
+/// Whether a segment (with its separator) is the wildcard's.
+fn is_wildcard_segment(segment: &[u8]) -> bool {
+    segment == b"*/"
+}
+
+/// Why `pattern` cannot be registered, if it cannot: a `*` that is not a whole piece.
+/// Returns the number of wildcards otherwise.
+pub(crate) fn wildcards(pattern: &[u8]) -> Result<usize, &'static str> {
+    let mut count = 0;
+    for piece in pattern.split(|&b| b == SEPARATOR) {
+        if piece == WILDCARD {
+            count += 1;
+        } else if piece.contains(&b'*') {
+            return Err("a wildcard must be a whole piece: `*` between two `/`");
+        }
+    }
+    Ok(count)
+}
+
+impl<W: WatcherEntry> PatternIndex<W> {
+    pub(crate) fn with_hasher(hasher: ahash::RandomState) -> Self {
+        Self {
+            nodes: Table::new(),
+            lasts: Table::new(),
+            hasher,
+            root_lasts: 0,
+            root_children: 0,
+            next_id: ROOT + 1,
+            watchers: 0,
+            patterns: 0,
+        }
+    }
+
+    pub(crate) fn empty_twin(&self) -> Self {
+        Self::with_hasher(self.hasher.clone())
+    }
+
+    pub(crate) fn watcher_count(&self) -> usize {
+        self.watchers
+    }
+
+    /// Distinct patterns with watchers.
+    pub(crate) fn pattern_count(&self) -> usize {
+        self.patterns
+    }
+
+    /// The hash of a child under `parent`: the piece's hash (the wildcard's is the hash of
+    /// no bytes with a different tag) mixed with the parent's id.
+    #[inline]
+    fn child_hash(&self, parent: u64, piece: &[u8], wildcard: bool) -> u64 {
+        self.hasher.hash_one((parent, wildcard, piece))
+    }
+
+    #[inline]
+    fn child(&self, parent: u64, segment: &[u8], wildcard: bool) -> Option<&Node<W>> {
+        let piece = if wildcard { &[][..] } else { segment };
+        let hash = self.child_hash(parent, piece, wildcard);
+        self.nodes.find(hash, |n| {
+            n.parent == parent && n.wildcard == wildcard && n.segment == piece
+        })
+    }
+
+    #[inline]
+    fn last(&self, node: u64, piece: &[u8], wildcard: bool) -> Option<&Last<W>> {
+        let piece = if wildcard { &[][..] } else { piece };
+        let hash = self.last_hash(node, piece, wildcard);
+        self.lasts.find(hash, |l| {
+            l.node == node && l.wildcard == wildcard && l.piece == piece
+        })
+    }
+
+    #[inline]
+    fn last_hash(&self, node: u64, piece: &[u8], wildcard: bool) -> u64 {
+        // Tagged apart from children's hashes: the two tables never share entries anyway.
+        self.hasher.hash_one((node, wildcard, piece, 1u8))
+    }
+
+    /// The nodes along the pattern's segments (ids and hashes), `None` if one is missing.
+    fn walk(&self, pattern: &[u8]) -> Option<Vec<(u64, u64)>> {
+        let (segments, _) = parts(pattern);
+        let mut steps = Vec::new();
+        let mut parent = ROOT;
+        for (segment, _) in segments {
+            let wildcard = is_wildcard_segment(segment);
+            let node = self.child(parent, segment, wildcard)?;
+            steps.push((node.id, node.hash));
+            parent = node.id;
+        }
+        Some(steps)
+    }
+
+    /// The watchers registered on exactly `pattern`.
+    pub(crate) fn get(&self, pattern: &[u8]) -> Option<&WatcherList<W>> {
+        let steps = self.walk(pattern)?;
+        let node = steps.last().map_or(ROOT, |s| s.0);
+        let (_, last) = parts(pattern);
+        let list = match last {
+            None => &self.nodes.find(steps.last()?.1, |n| n.id == node)?.prefix,
+            Some(piece) => &self.last(node, piece, piece == WILDCARD)?.watchers,
+        };
+        (!list.is_empty()).then_some(list)
+    }
+
+    /// Adds `watcher` on `pattern` (checked by [`wildcards`] first).
+    pub(crate) fn insert(&mut self, pattern: Bytes, watcher: W) {
+        debug_assert!(wildcards(&pattern).is_ok(), "a checked pattern");
+        let (segments, last) = parts(&pattern);
+        let segments: Vec<(&[u8], usize)> = segments.collect();
+        let mut parent: Option<(u64, u64)> = None;
+        for (segment, end) in segments {
+            let wildcard = is_wildcard_segment(segment);
+            let piece = if wildcard { &[][..] } else { segment };
+            let parent_id = parent.map_or(ROOT, |p| p.0);
+            let hash = self.child_hash(parent_id, piece, wildcard);
+            if let Some(node) = self.nodes.find(hash, |n| {
+                n.parent == parent_id && n.wildcard == wildcard && n.segment == piece
+            }) {
+                parent = Some((node.id, hash));
+                continue;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            match parent {
+                None => self.root_children += 1,
+                Some((pid, phash)) => self.node_mut(pid, phash).children += 1,
+            }
+            let node = Node {
+                hash,
+                id,
+                parent: parent_id,
+                segment: pattern.slice_ref(piece),
+                wildcard,
+                path: pattern.slice(..end),
+                children: 0,
+                lasts: 0,
+                prefix: WatcherList::Empty,
+            };
+            self.nodes.insert_unique(hash, node, |n| n.hash);
+            parent = Some((id, hash));
+        }
+        let added = match last {
+            None => {
+                let (id, hash) = parent.expect("a prefix pattern has a segment");
+                let list = &mut self.node_mut(id, hash).prefix;
+                let new = list.is_empty();
+                list.insert(watcher);
+                new
+            }
+            Some(piece) => {
+                let node = parent.map_or(ROOT, |p| p.0);
+                let wildcard = piece == WILDCARD;
+                let piece = if wildcard { &[][..] } else { piece };
+                let hash = self.last_hash(node, piece, wildcard);
+                match self.lasts.find_mut(hash, |l| {
+                    l.node == node && l.wildcard == wildcard && l.piece == piece
+                }) {
+                    Some(entry) => {
+                        entry.watchers.insert(watcher);
+                        false
+                    }
+                    None => {
+                        let mut watchers = WatcherList::Empty;
+                        watchers.insert(watcher);
+                        let entry = Last {
+                            hash,
+                            node,
+                            piece: pattern.slice_ref(piece),
+                            wildcard,
+                            pattern: pattern.clone(),
+                            watchers,
+                        };
+                        self.lasts.insert_unique(hash, entry, |l| l.hash);
+                        match parent {
+                            None => self.root_lasts += 1,
+                            Some((id, h)) => self.node_mut(id, h).lasts += 1,
+                        }
+                        true
+                    }
+                }
+            }
+        };
+        self.watchers += 1;
+        self.patterns += usize::from(added);
+    }
+
+    fn node_mut(&mut self, id: u64, hash: u64) -> &mut Node<W> {
+        self.nodes
+            .find_mut(hash, |n| n.id == id)
+            .expect("a node on the pattern's path")
+    }
+
+    /// Removes watcher `id` from `pattern`, then every node left with nothing, up the path.
+    pub(crate) fn remove(&mut self, pattern: &[u8], id: u64) -> Option<W> {
+        let steps = self.walk(pattern)?;
+        let (_, last) = parts(pattern);
+        let removed = match last {
+            None => {
+                let &(node, hash) = steps.last()?;
+                let list = &mut self.node_mut(node, hash).prefix;
+                let removed = list.remove(id)?;
+                if list.is_empty() {
+                    self.patterns -= 1;
+                }
+                removed
+            }
+            Some(piece) => {
+                let node = steps.last().map_or(ROOT, |s| s.0);
+                let wildcard = piece == WILDCARD;
+                let piece = if wildcard { &[][..] } else { piece };
+                let hash = self.last_hash(node, piece, wildcard);
+                let mut entry = self.lasts.find_entry(hash, |l| {
+                    l.node == node && l.wildcard == wildcard && l.piece == piece
+                })?;
+                let removed = entry.get_mut().watchers.remove(id)?;
+                if entry.get().watchers.is_empty() {
+                    entry.remove();
+                    self.patterns -= 1;
+                    match steps.last() {
+                        None => self.root_lasts -= 1,
+                        Some(&(n, h)) => self.node_mut(n, h).lasts -= 1,
+                    }
+                    self.lasts.shrink_if_sparse(|l| l.hash);
+                }
+                removed
+            }
+        };
+        self.watchers -= 1;
+        for at in (0..steps.len()).rev() {
+            let (node, hash) = steps[at];
+            let n = self.node_mut(node, hash);
+            if !n.prefix.is_empty() || n.children > 0 || n.lasts > 0 {
+                break;
+            }
+            self.nodes
+                .find_entry(hash, |n| n.id == node)
+                .expect("on the path")
+                .remove();
+            match at.checked_sub(1) {
+                None => self.root_children -= 1,
+                Some(up) => {
+                    let (pid, ph) = steps[up];
+                    self.node_mut(pid, ph).children -= 1;
+                }
+            }
+        }
+        self.nodes.shrink_if_sparse(|n| n.hash);
+        Some(removed)
+    }
+
+    /// Calls `f(pattern, watchers)` for every pattern `key` matches.
+    pub(crate) fn for_each_match<F: FnMut(&[u8], &WatcherList<W>)>(&self, key: &[u8], f: &mut F) {
+        // (node id, whether it has last pieces)
+        let mut frontier: SmallVec<[(u64, bool); INLINE_FRONTIER]> = SmallVec::new();
+        let mut next: SmallVec<[(u64, bool); INLINE_FRONTIER]> = SmallVec::new();
+        frontier.push((ROOT, self.root_lasts > 0));
+        let mut has_children = self.root_children > 0;
+        let mut start = 0;
+        for end in SegmentEnds::new(key) {
+            if !has_children {
+                // No frontier node has a child: no pattern is as deep as the key.
+                return;
+            }
+            let segment = &key[start..end];
+            start = end;
+            has_children = false;
+            next.clear();
+            for &(node, _) in &frontier {
+                for wildcard in [false, true] {
+                    if let Some(child) = self.child(node, segment, wildcard) {
+                        if !child.prefix.is_empty() {
+                            f(&child.path, &child.prefix);
+                        }
+                        if child.children > 0 || child.lasts > 0 {
+                            has_children |= child.children > 0;
+                            next.push((child.id, child.lasts > 0));
+                        }
+                    }
+                }
+            }
+            if next.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut frontier, &mut next);
+        }
+        // The key's last piece, after its last separator (possibly empty).
+        let piece = &key[start..];
+        for &(node, has_lasts) in &frontier {
+            if !has_lasts {
+                continue;
+            }
+            for wildcard in [false, true] {
+                if let Some(last) = self.last(node, piece, wildcard) {
+                    f(&last.pattern, &last.watchers);
+                }
+            }
+        }
+    }
+
+    /// For a sweep: node lists, then last pieces.
+    pub(crate) fn nodes_layout(&self) -> Layout {
+        self.nodes.layout()
+    }
+
+    pub(crate) fn nodes_buckets(&self) -> usize {
+        self.nodes.buckets()
+    }
+
+    pub(crate) fn nodes_bucket(&self, at: usize) -> Option<(&[u8], &WatcherList<W>)> {
+        self.nodes.bucket(at).map(|n| (&n.path[..], &n.prefix))
+    }
+
+    pub(crate) fn lasts_layout(&self) -> Layout {
+        self.lasts.layout()
+    }
+
+    pub(crate) fn lasts_buckets(&self) -> usize {
+        self.lasts.buckets()
+    }
+
+    pub(crate) fn lasts_bucket(&self, at: usize) -> Option<(&[u8], &WatcherList<W>)> {
+        self.lasts.bucket(at).map(|l| (&l.pattern[..], &l.watchers))
+    }
+
+    /// Both tables' bucket placement, to compare twins.
+    pub(crate) fn placement(&self) -> Vec<Option<Vec<u8>>> {
+        let nodes =
+            (0..self.nodes.buckets()).map(|i| self.nodes.bucket(i).map(|n| n.path.to_vec()));
+        let lasts =
+            (0..self.lasts.buckets()).map(|i| self.lasts.bucket(i).map(|l| l.pattern.to_vec()));
+        nodes.chain(lasts).collect()
+    }
+
+    /// Panics with a description if an invariant is broken.
+    pub(crate) fn check_invariants(&self) {
+        use std::collections::HashMap;
+        let by_id: HashMap<u64, &Node<W>> = self.nodes.iter().map(|n| (n.id, n)).collect();
+        assert_eq!(by_id.len(), self.nodes.len(), "node ids are unique");
+        let mut children: HashMap<u64, u32> = HashMap::new();
+        let mut lasts: HashMap<u64, u32> = HashMap::new();
+        let (mut watchers, mut patterns) = (0, 0);
+        for node in self.nodes.iter() {
+            let parent_path = match node.parent {
+                ROOT => Bytes::new(),
+                id => by_id.get(&id).expect("a node's parent exists").path.clone(),
+            };
+            let segment: &[u8] = if node.wildcard { b"*/" } else { &node.segment };
+            assert!(
+                segment.last() == Some(&SEPARATOR)
+                    && !segment[..segment.len() - 1].contains(&SEPARATOR),
+                "a segment ends with its only separator"
+            );
+            assert_eq!(
+                &node.path[..parent_path.len()],
+                &parent_path[..],
+                "a node's path extends its parent's"
+            );
+            assert_eq!(
+                &node.path[parent_path.len()..],
+                segment,
+                "a node's path ends with its segment"
+            );
+            assert_eq!(
+                self.child(node.parent, &node.segment, node.wildcard)
+                    .map(|n| n.id),
+                Some(node.id),
+                "a node is found under its own key"
+            );
+            assert!(
+                !node.prefix.is_empty() || node.children > 0 || node.lasts > 0,
+                "a node with nothing is removed"
+            );
+            node.prefix.check_invariants();
+            watchers += node.prefix.len();
+            patterns += usize::from(!node.prefix.is_empty());
+            *children.entry(node.parent).or_default() += 1;
+        }
+        for last in self.lasts.iter() {
+            assert!(
+                !last.piece.contains(&SEPARATOR),
+                "a last piece holds no separator"
+            );
+            assert!(!last.watchers.is_empty(), "an empty last piece is removed");
+            assert!(
+                last.node == ROOT || by_id.contains_key(&last.node),
+                "a last piece's node exists"
+            );
+            assert_eq!(
+                self.last(last.node, &last.piece, last.wildcard)
+                    .map(|l| l.pattern.clone()),
+                Some(last.pattern.clone()),
+                "a last piece is found under its own key"
+            );
+            last.watchers.check_invariants();
+            watchers += last.watchers.len();
+            patterns += 1;
+            *lasts.entry(last.node).or_default() += 1;
+        }
+        assert_eq!(
+            children.get(&ROOT).copied().unwrap_or(0),
+            self.root_children,
+            "root children"
+        );
+        assert_eq!(
+            lasts.get(&ROOT).copied().unwrap_or(0),
+            self.root_lasts,
+            "root last pieces"
+        );
+        for node in self.nodes.iter() {
+            assert_eq!(
+                children.get(&node.id).copied().unwrap_or(0),
+                node.children,
+                "child count"
+            );
+            assert_eq!(
+                lasts.get(&node.id).copied().unwrap_or(0),
+                node.lasts,
+                "last piece count"
+            );
+        }
+        assert_eq!(watchers, self.watchers, "pattern watcher count out of step");
+        assert_eq!(patterns, self.patterns, "pattern count out of step");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    struct W(u64);
+    impl WatcherEntry for W {
+        fn id(&self) -> u64 {
+            self.0
+        }
+    }
+
+    /// A naive matcher, the definition: pieces split at `/`, `*` any one piece; a trailing
+    /// `/` in the pattern lets the key go on.
+    pub(crate) fn naive(pattern: &[u8], key: &[u8]) -> bool {
+        let p: Vec<&[u8]> = pattern.split(|&b| b == b'/').collect();
+        let k: Vec<&[u8]> = key.split(|&b| b == b'/').collect();
+        let prefix = pattern.ends_with(b"/");
+        let fixed = if prefix { &p[..p.len() - 1] } else { &p[..] };
+        let enough = if prefix {
+            k.len() > fixed.len()
+        } else {
+            k.len() == fixed.len()
+        };
+        enough && fixed.iter().zip(&k).all(|(p, k)| *p == WILDCARD || p == k)
+    }
+
+    fn matches(index: &PatternIndex<W>, key: &[u8]) -> Vec<u64> {
+        let mut out = Vec::new();
+        index.for_each_match(key, &mut |_, list| list.for_each(&mut |w| out.push(w.0)));
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn a_wildcard_is_one_piece_and_a_trailing_slash_makes_a_prefix_pattern() {
+        let patterns: [&[u8]; 8] = [
+            b"/svc/*/health",
+            b"/svc/*/",
+            b"/svc/a/*",
+            b"*",
+            b"/*/*",
+            b"/svc/a/health",
+            b"/",
+            b"",
+        ];
+        let mut index = PatternIndex::with_hasher(ahash::RandomState::new());
+        for (id, p) in patterns.iter().enumerate() {
+            index.insert(Bytes::from_static(p), W(id as u64));
+            index.check_invariants();
+        }
+        let keys: [&[u8]; 10] = [
+            b"/svc/a/health",
+            b"/svc/b/health",
+            b"/svc/b/health/x",
+            b"/svc/a/",
+            b"/svc/",
+            b"/svc",
+            b"abc",
+            b"",
+            b"//",
+            b"/svc//health",
+        ];
+        for key in keys {
+            let want: Vec<u64> = (0..patterns.len() as u64)
+                .filter(|&i| naive(patterns[i as usize], key))
+                .collect();
+            assert_eq!(
+                matches(&index, key),
+                want,
+                "{}",
+                String::from_utf8_lossy(key)
+            );
+        }
+        for (id, p) in patterns.iter().enumerate() {
+            assert!(index.remove(p, 99).is_none());
+            assert!(index.remove(p, id as u64).is_some());
+            index.check_invariants();
+        }
+        assert_eq!(
+            (index.nodes.len(), index.lasts.len(), index.root_children),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_star_inside_a_piece_is_refused_and_wildcards_are_counted() {
+        assert_eq!(wildcards(b"/svc/*/health"), Ok(1));
+        assert_eq!(wildcards(b"/*/*/*/"), Ok(3));
+        assert_eq!(wildcards(b"/svc/health"), Ok(0));
+        assert!(wildcards(b"/svc/a*/x").is_err());
+        assert!(wildcards(b"/**/").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn matches_agree_with_the_naive_definition(
+            ops in proptest::collection::vec((proptest::collection::vec(0u8..5, 0..6), 0u64..3, proptest::bool::ANY), 1..120),
+            keys in proptest::collection::vec(proptest::collection::vec(0u8..4, 0..7), 1..12),
+        ) {
+            // Patterns over '/', 'a', 'b', '*' (as whole pieces only) and "ab"; keys without '*'.
+            const P: [&[u8]; 5] = [b"/", b"a", b"b", b"*", b"ab"];
+            let spell = |v: &[u8]| v.iter().flat_map(|&c| P[usize::from(c)].iter().copied()).collect::<Vec<u8>>();
+            let mut index = PatternIndex::with_hasher(ahash::RandomState::new());
+            let mut model: std::collections::BTreeMap<Vec<u8>, Vec<u64>> = Default::default();
+            for (p, id, insert) in ops {
+                let pattern = spell(&p);
+                if wildcards(&pattern).is_err() {
+                    continue;
+                }
+                let ids = model.entry(pattern.clone()).or_default();
+                if insert && !ids.contains(&id) {
+                    ids.push(id);
+                    index.insert(Bytes::from(pattern), W(id));
+                } else if !insert {
+                    let had = ids.iter().position(|&x| x == id).map(|i| ids.remove(i));
+                    proptest::prop_assert_eq!(index.remove(&pattern, id).map(|w| w.0), had);
+                }
+                model.retain(|_, v| !v.is_empty());
+                index.check_invariants();
+            }
+            for k in keys {
+                let key = spell(&k.iter().map(|&c| if c == 3 { 4 } else { c }).collect::<Vec<_>>());
+                let mut want: Vec<u64> = model.iter()
+                    .filter(|(p, _)| naive(p, &key))
+                    .flat_map(|(_, ids)| ids.iter().copied())
+                    .collect();
+                want.sort_unstable();
+                proptest::prop_assert_eq!(matches(&index, &key), want);
+            }
+        }
+    }
+}

@@ -1,0 +1,811 @@
+//! Range watchers, `[start, end)` over keys ordered as bytes (etcd's key ranges), in a
+//! centered interval tree.
+//!
+//! Every tree node has a *center* key. A range containing the center (`start <= center <
+//! end`) lives at that node, in two lists: by start, ascending, and by end, descending.
+//! Ranges entirely below the center (`end <= center`) go left, ranges entirely above
+//! (`start > center`) go right. A key `k` walks down from the root: if `k < center`, every
+//! range at the node with `start <= k` contains it (its end is past the center), and the
+//! by-start list is read until the first start past `k`; if `k > center`, likewise the
+//! by-end list until the first end at or below `k`; then left or right. If `k == center`,
+//! every range at the node contains it and none elsewhere can. So a lookup reads one node
+//! per level and one list entry per match beyond one per node: O(depth + matches).
+//!
+//! The depth is kept logarithmic by scapegoat rebuilding: an insert that lands deeper than
+//! log_{1/α}(nodes) (α = 0.7) rebuilds the highest α-unbalanced subtree on its path, with
+//! centers at the median start, so each side holds at most half of the subtree's ranges.
+//! Removals leave emptied nodes in place (they route, and hold nothing) until they are half
+//! of the tree, which is then rebuilt whole. Rebuilds recurse once per level of the new,
+//! balanced tree: depth O(log n), whatever the ranges.
+//!
+//! Entries sit in a [`Slab`] at stable positions (the tree's lists and the sweep point at
+//! them), found by their stored pattern through a hash table.
+//!
+//! # Invariants (checked by [`RangeIndex::check_invariants`])
+//! - Every entry is non-empty (`start < end`), decodes from its pattern, is listed once in
+//!   each list of the node it names, and that node is where the descent by [`side`] from
+//!   the root leads; every listed entry contains its node's center.
+//! - Lists are sorted (by start ascending, by end descending, ties by position); `size` is
+//!   the number of nodes in each subtree; every node in the slab is reachable from the root.
+//! - The lookup table holds one position per entry; `watchers` counts every watcher.
+//!
+//! # Complexity (n = ranges, m = matches, d = depth, O(log n) after a rebuild)
+//! | operation | cost |
+//! |---|---|
+//! | lookup | O(d + m) comparisons of the key with centers and bounds |
+//! | insert | O(d) + the sorted insert into one node's lists; amortised O(log² n) with rebuilds |
+//! | remove | O(1) to find + O(log l) to unlist (l: ranges at its node); amortised rebuilds |
+
+use std::cmp::Ordering;
+
+use bytes::Bytes;
+
+use super::slab::Slab;
+use super::table::{Layout, Table};
+use super::watchers::WatcherList;
+use super::WatcherEntry;
+
+/// No node.
+const NIL: u32 = u32::MAX;
+
+/// Weight balance of the scapegoat tree: a child may hold at most this share of its
+/// parent's subtree before an insert's rebuild evens it out.
+const ALPHA: f64 = 0.7;
+
+/// Emptied nodes tolerated before the whole tree is rebuilt (and at least this share).
+const MIN_GARBAGE: usize = 32;
+
+/// How a range's bounds are stored as one pattern: a tag (0 bounded, 1 unbounded), the
+/// start's length as 4 little-endian bytes, the start, then the end.
+pub(crate) fn encode(start: &[u8], end: Option<&[u8]>) -> Bytes {
+    let mut out = Vec::with_capacity(5 + start.len() + end.map_or(0, <[u8]>::len));
+    out.push(u8::from(end.is_none()));
+    out.extend_from_slice(&(start.len() as u32).to_le_bytes());
+    out.extend_from_slice(start);
+    if let Some(end) = end {
+        out.extend_from_slice(end);
+    }
+    Bytes::from(out)
+}
+
+/// The bounds stored in `pattern`, or `None` if it is not an encoded range.
+pub(crate) fn decode(pattern: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
+    let (&tag, rest) = pattern.split_first()?;
+    let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let rest = &rest[4..];
+    let start = rest.get(..len)?;
+    match tag {
+        0 => Some((start, Some(&rest[len..]))),
+        1 if rest.len() == len => Some((start, None)),
+        _ => None,
+    }
+}
+
+/// The watchers of one range.
+struct Entry<W> {
+    start: Bytes,
+    /// `None`: no upper bound.
+    end: Option<Bytes>,
+    /// The encoded bounds (see [`encode`]): what removals and sweeps name it by.
+    pattern: Bytes,
+    hash: u64,
+    watchers: WatcherList<W>,
+    /// The tree node it is listed at.
+    node: u32,
+}
+
+impl<W: Clone> Clone for Entry<W> {
+    fn clone(&self) -> Self {
+        Self {
+            start: self.start.clone(),
+            end: self.end.clone(),
+            pattern: self.pattern.clone(),
+            hash: self.hash,
+            watchers: self.watchers.clone(),
+            node: self.node,
+        }
+    }
+}
+
+impl<W> Entry<W> {
+    #[inline]
+    fn contains(&self, key: &[u8]) -> bool {
+        &self.start[..] <= key && self.end.as_ref().is_none_or(|end| key < &end[..])
+    }
+}
+
+/// Where a range goes relative to a center.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Left,
+    Here,
+    Right,
+}
+
+fn side(start: &[u8], end: Option<&[u8]>, center: &[u8]) -> Side {
+    if end.is_some_and(|end| end <= center) {
+        Side::Left
+    } else if start > center {
+        Side::Right
+    } else {
+        Side::Here
+    }
+}
+
+#[derive(Clone)]
+struct Node {
+    center: Bytes,
+    left: u32,
+    right: u32,
+    /// Nodes in this subtree, this one included.
+    size: u32,
+    /// Entry positions, by start ascending (ties by position).
+    by_start: Vec<u32>,
+    /// Entry positions, by end descending, unbounded first (ties by position).
+    by_end: Vec<u32>,
+}
+
+/// Range watchers.
+pub(crate) struct RangeIndex<W> {
+    entries: Slab<Entry<W>>,
+    lookup: Table<u32>,
+    nodes: Slab<Node>,
+    root: u32,
+    hasher: ahash::RandomState,
+    watchers: usize,
+    /// Nodes whose lists are empty.
+    empty_nodes: usize,
+}
+
+impl<W: Clone> Clone for RangeIndex<W> {
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            lookup: self.lookup.clone(),
+            nodes: self.nodes.clone(),
+            root: self.root,
+            hasher: self.hasher.clone(),
+            watchers: self.watchers,
+            empty_nodes: self.empty_nodes,
+        }
+    }
+}
+
+/// By start ascending, ties by position.
+fn start_order<W>(entries: &Slab<Entry<W>>, a: u32, b: u32) -> Ordering {
+    let (x, y) = (entry(entries, a), entry(entries, b));
+    x.start.cmp(&y.start).then(a.cmp(&b))
+}
+
+/// By end descending (unbounded first), ties by position.
+fn end_order<W>(entries: &Slab<Entry<W>>, a: u32, b: u32) -> Ordering {
+    let (x, y) = (entry(entries, a), entry(entries, b));
+    let by_end = match (&x.end, &y.end) {
+        (None, None) => Ordering::Equal,
+        (None, Some(_)) => Ordering::Less,
+        (Some(_), None) => Ordering::Greater,
+        (Some(p), Some(q)) => q.cmp(p),
+    };
+    by_end.then(a.cmp(&b))
+}
+
+#[inline]
+fn entry<W>(entries: &Slab<Entry<W>>, at: u32) -> &Entry<W> {
+    entries.get(at).expect("a listed entry exists")
+}
+
+impl<W: WatcherEntry> RangeIndex<W> {
+    pub(crate) fn with_hasher(hasher: ahash::RandomState) -> Self {
+        Self {
+            entries: Slab::new(),
+            lookup: Table::new(),
+            nodes: Slab::new(),
+            root: NIL,
+            hasher,
+            watchers: 0,
+            empty_nodes: 0,
+        }
+    }
+
+    /// An empty index with this one's seeds (the other snapshot of a pair).
+    pub(crate) fn empty_twin(&self) -> Self {
+        Self::with_hasher(self.hasher.clone())
+    }
+
+    pub(crate) fn watcher_count(&self) -> usize {
+        self.watchers
+    }
+
+    /// Distinct ranges with watchers.
+    pub(crate) fn range_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn position(&self, pattern: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(pattern);
+        let entries = &self.entries;
+        self.lookup
+            .find(hash, |&at| entry(entries, at).pattern == pattern)
+            .copied()
+    }
+
+    /// The watchers of exactly the range stored as `pattern`.
+    pub(crate) fn get(&self, pattern: &[u8]) -> Option<&WatcherList<W>> {
+        self.position(pattern)
+            .map(|at| &entry(&self.entries, at).watchers)
+    }
+
+    /// Adds `watcher` on the range encoded in `pattern` (see [`encode`]; the registry
+    /// checks that it is non-empty).
+    pub(crate) fn insert(&mut self, pattern: Bytes, watcher: W) {
+        self.watchers += 1;
+        if let Some(at) = self.position(&pattern) {
+            let entry = self.entries.get_mut(at).expect("found");
+            entry.watchers.insert(watcher);
+            return;
+        }
+        let (start, end) = decode(&pattern).expect("an encoded range");
+        let (start, end) = (pattern.slice_ref(start), end.map(|e| pattern.slice_ref(e)));
+        assert!(
+            end.as_ref().is_none_or(|end| start < end),
+            "a range is non-empty"
+        );
+        let hash = self.hasher.hash_one(&pattern[..]);
+        let mut watchers = WatcherList::Empty;
+        watchers.insert(watcher);
+        let at = self.entries.insert(Entry {
+            start,
+            end,
+            pattern,
+            hash,
+            watchers,
+            node: NIL,
+        });
+        let entries = &self.entries;
+        self.lookup
+            .insert_unique(hash, at, |&i| entry(entries, i).hash);
+        self.place(at);
+    }
+
+    /// Lists entry `at` at the node its bounds lead to, creating it if needed, and rebuilds
+    /// a subtree if the tree got too deep.
+    fn place(&mut self, at: u32) {
+        let (start, end) = {
+            let e = entry(&self.entries, at);
+            (e.start.clone(), e.end.clone())
+        };
+        let mut path: Vec<u32> = Vec::new();
+        let mut node = self.root;
+        while node != NIL {
+            let n = self.nodes.get(node).expect("a linked node");
+            match side(&start, end.as_deref(), &n.center) {
+                Side::Here => {
+                    self.list(node, at);
+                    return;
+                }
+                Side::Left => {
+                    path.push(node);
+                    node = n.left;
+                }
+                Side::Right => {
+                    path.push(node);
+                    node = n.right;
+                }
+            }
+        }
+        let new = self.nodes.insert(Node {
+            center: start.clone(),
+            left: NIL,
+            right: NIL,
+            size: 1,
+            by_start: Vec::new(),
+            by_end: Vec::new(),
+        });
+        self.empty_nodes += 1;
+        self.list(new, at);
+        match path.last() {
+            None => self.root = new,
+            Some(&parent) => {
+                let p = self.nodes.get(parent).expect("a linked node");
+                let goes_left = side(&start, end.as_deref(), &p.center) == Side::Left;
+                let p = self.nodes.get_mut(parent).expect("a linked node");
+                if goes_left {
+                    p.left = new;
+                } else {
+                    p.right = new;
+                }
+            }
+        }
+        for &up in &path {
+            self.nodes.get_mut(up).expect("a linked node").size += 1;
+        }
+        let total = self.nodes.len() as f64;
+        if path.len() as f64 > total.ln() / (1.0 / ALPHA).ln() + 1.0 {
+            self.rebuild_scapegoat(&path, new);
+        }
+    }
+
+    /// Adds entry `at` to `node`'s two lists, in order.
+    fn list(&mut self, node: u32, at: u32) {
+        let entries = &self.entries;
+        let n = self.nodes.get_mut(node).expect("a linked node");
+        if n.by_start.is_empty() {
+            // Every node with empty lists is counted, a fresh one included (see `place`).
+            self.empty_nodes -= 1;
+        }
+        let i = n
+            .by_start
+            .binary_search_by(|&x| start_order(entries, x, at))
+            .unwrap_err();
+        n.by_start.insert(i, at);
+        let i = n
+            .by_end
+            .binary_search_by(|&x| end_order(entries, x, at))
+            .unwrap_err();
+        n.by_end.insert(i, at);
+        self.entries.get_mut(at).expect("listed").node = node;
+    }
+
+    /// After an insert at the end of `path` (+ `new`): rebuilds the highest ancestor whose
+    /// heavier child holds more than α of its subtree.
+    fn rebuild_scapegoat(&mut self, path: &[u32], new: u32) {
+        let mut child = new;
+        let mut scapegoat = None;
+        for (depth, &up) in path.iter().enumerate().rev() {
+            let size = self.nodes.get(up).expect("linked").size;
+            let child_size = self.nodes.get(child).expect("linked").size;
+            if f64::from(child_size) > ALPHA * f64::from(size) {
+                scapegoat = Some(depth);
+            }
+            child = up;
+        }
+        let Some(depth) = scapegoat else {
+            return;
+        };
+        self.rebuild_at(&path[..depth], path[depth]);
+    }
+
+    /// Rebuilds the subtree rooted at `node`, whose ancestors are `above` (root first).
+    fn rebuild_at(&mut self, above: &[u32], node: u32) {
+        let old_size = self.nodes.get(node).expect("linked").size;
+        let mut slots = Vec::new();
+        let mut stack = vec![node];
+        while let Some(at) = stack.pop() {
+            let n = self.nodes.remove(at);
+            if n.by_start.is_empty() {
+                self.empty_nodes -= 1;
+            }
+            slots.extend_from_slice(&n.by_start);
+            stack.extend([n.left, n.right].into_iter().filter(|&c| c != NIL));
+        }
+        let built = self.build(slots);
+        let new_size = built.map_or(0, |b| self.nodes.get(b).expect("built").size);
+        let built = built.unwrap_or(NIL);
+        match above.last() {
+            None => self.root = built,
+            Some(&parent) => {
+                let p = self.nodes.get_mut(parent).expect("linked");
+                if p.left == node {
+                    p.left = built;
+                } else {
+                    p.right = built;
+                }
+            }
+        }
+        for &up in above {
+            let n = self.nodes.get_mut(up).expect("linked");
+            n.size = n.size - old_size + new_size;
+        }
+    }
+
+    /// A balanced subtree holding `slots`: the center is the median start, so each side
+    /// gets at most half. Recurses once per level of the result (O(log n) deep).
+    fn build(&mut self, mut slots: Vec<u32>) -> Option<u32> {
+        if slots.is_empty() {
+            return None;
+        }
+        let entries = &self.entries;
+        slots.sort_unstable_by(|&a, &b| start_order(entries, a, b));
+        let center = entry(entries, slots[slots.len() / 2]).start.clone();
+        let (mut left, mut here, mut right) = (Vec::new(), Vec::new(), Vec::new());
+        for at in slots {
+            let e = entry(entries, at);
+            match side(&e.start, e.end.as_deref(), &center) {
+                Side::Left => left.push(at),
+                Side::Here => here.push(at),
+                Side::Right => right.push(at),
+            }
+        }
+        let mut by_end = here.clone();
+        by_end.sort_unstable_by(|&a, &b| end_order(entries, a, b));
+        let left = self.build(left);
+        let right = self.build(right);
+        let size = |index: &Self, child: Option<u32>| {
+            child.map_or(0, |c| index.nodes.get(c).expect("built").size)
+        };
+        let size = 1 + size(self, left) + size(self, right);
+        let node = self.nodes.insert(Node {
+            center,
+            left: left.unwrap_or(NIL),
+            right: right.unwrap_or(NIL),
+            size,
+            by_start: here.clone(),
+            by_end,
+        });
+        for at in here {
+            self.entries.get_mut(at).expect("listed").node = node;
+        }
+        Some(node)
+    }
+
+    /// Removes watcher `id` from the range stored as `pattern`.
+    pub(crate) fn remove(&mut self, pattern: &[u8], id: u64) -> Option<W> {
+        let at = self.position(pattern)?;
+        let e = self.entries.get_mut(at).expect("found");
+        let removed = e.watchers.remove(id)?;
+        self.watchers -= 1;
+        if !e.watchers.is_empty() {
+            return Some(removed);
+        }
+        let node = e.node;
+        let entries = &self.entries;
+        let n = self.nodes.get_mut(node).expect("an entry's node");
+        let i = n
+            .by_start
+            .binary_search_by(|&x| start_order(entries, x, at))
+            .expect("listed by start");
+        n.by_start.remove(i);
+        let i = n
+            .by_end
+            .binary_search_by(|&x| end_order(entries, x, at))
+            .expect("listed by end");
+        n.by_end.remove(i);
+        if n.by_start.is_empty() {
+            self.empty_nodes += 1;
+        }
+        let hash = entry(&self.entries, at).hash;
+        self.lookup
+            .find_entry(hash, |&x| x == at)
+            .expect("an entry is in the lookup")
+            .remove();
+        let entries = &self.entries;
+        self.lookup.shrink_if_sparse(|&x| entry(entries, x).hash);
+        self.entries.remove(at);
+        if self.empty_nodes >= MIN_GARBAGE && self.empty_nodes * 2 > self.nodes.len() {
+            let root = self.root;
+            self.rebuild_at(&[], root);
+        } else if self.entries.len() == 0 {
+            // The last range left: drop the empty tree too.
+            let root = self.root;
+            if root != NIL {
+                self.rebuild_at(&[], root);
+            }
+        }
+        Some(removed)
+    }
+
+    /// Calls `f(pattern, watchers)` for every range containing `key`.
+    #[inline]
+    pub(crate) fn for_each_match<F: FnMut(&[u8], &WatcherList<W>)>(&self, key: &[u8], f: &mut F) {
+        let mut at = self.root;
+        while at != NIL {
+            let node = self.nodes.get(at).expect("a linked node");
+            match key.cmp(&node.center[..]) {
+                Ordering::Less => {
+                    for &i in &node.by_start {
+                        let e = entry(&self.entries, i);
+                        if &e.start[..] > key {
+                            break;
+                        }
+                        f(&e.pattern, &e.watchers);
+                    }
+                    at = node.left;
+                }
+                order => {
+                    for &i in &node.by_end {
+                        let e = entry(&self.entries, i);
+                        if e.end.as_ref().is_some_and(|end| &end[..] <= key) {
+                            break;
+                        }
+                        f(&e.pattern, &e.watchers);
+                    }
+                    if order == Ordering::Equal {
+                        return;
+                    }
+                    at = node.right;
+                }
+            }
+        }
+    }
+
+    /// For a sweep: entries by position, which never move while present.
+    pub(crate) fn layout(&self) -> Layout {
+        Layout::default()
+    }
+
+    pub(crate) fn buckets(&self) -> usize {
+        self.entries.span()
+    }
+
+    pub(crate) fn bucket(&self, at: usize) -> Option<(&[u8], &WatcherList<W>)> {
+        self.entries
+            .get(at as u32)
+            .map(|e| (&e.pattern[..], &e.watchers))
+    }
+
+    /// Every entry's position and pattern, to compare twins.
+    pub(crate) fn placement(&self) -> Vec<(u32, Vec<u8>)> {
+        self.entries
+            .iter()
+            .map(|(at, e)| (at, e.pattern.to_vec()))
+            .collect()
+    }
+
+    /// The tree's depth (tests).
+    #[cfg(test)]
+    fn depth(&self) -> usize {
+        let mut deepest = 0;
+        let mut stack = vec![(self.root, 1)];
+        while let Some((at, depth)) = stack.pop() {
+            if at == NIL {
+                continue;
+            }
+            deepest = deepest.max(depth);
+            let n = self.nodes.get(at).expect("linked");
+            stack.push((n.left, depth + 1));
+            stack.push((n.right, depth + 1));
+        }
+        deepest
+    }
+
+    /// Panics with a description if an invariant is broken.
+    pub(crate) fn check_invariants(&self) {
+        self.entries.check_invariants();
+        self.nodes.check_invariants();
+        let mut reached = 0;
+        let mut empty = 0;
+        let mut stack = vec![self.root];
+        while let Some(at) = stack.pop() {
+            if at == NIL {
+                continue;
+            }
+            reached += 1;
+            let n = self.nodes.get(at).expect("a linked node exists");
+            let child_size = |c: u32| {
+                if c == NIL {
+                    0
+                } else {
+                    self.nodes.get(c).expect("linked").size
+                }
+            };
+            assert_eq!(
+                n.size,
+                1 + child_size(n.left) + child_size(n.right),
+                "subtree size"
+            );
+            assert_eq!(n.by_start.len(), n.by_end.len(), "one entry, two lists");
+            empty += usize::from(n.by_start.is_empty());
+            for pair in n.by_start.windows(2) {
+                assert_eq!(
+                    start_order(&self.entries, pair[0], pair[1]),
+                    Ordering::Less,
+                    "by start, ascending"
+                );
+            }
+            for pair in n.by_end.windows(2) {
+                assert_eq!(
+                    end_order(&self.entries, pair[0], pair[1]),
+                    Ordering::Less,
+                    "by end, descending"
+                );
+            }
+            for &i in &n.by_start {
+                let e = entry(&self.entries, i);
+                assert!(
+                    e.contains(&n.center),
+                    "a listed range contains its node's center"
+                );
+                assert_eq!(e.node, at, "an entry names its node");
+                assert!(n.by_end.contains(&i), "listed in both lists");
+            }
+            stack.push(n.left);
+            stack.push(n.right);
+        }
+        assert_eq!(
+            reached,
+            self.nodes.len(),
+            "every node is reachable from the root"
+        );
+        assert_eq!(empty, self.empty_nodes, "emptied nodes counted");
+        let mut watchers = 0;
+        for (at, e) in self.entries.iter() {
+            let (start, end) = decode(&e.pattern).expect("an entry's pattern decodes");
+            assert_eq!(
+                (start, end),
+                (&e.start[..], e.end.as_deref()),
+                "bounds from the pattern"
+            );
+            assert!(e.end.as_ref().is_none_or(|end| e.start < *end), "non-empty");
+            assert!(!e.watchers.is_empty(), "an empty entry is removed");
+            e.watchers.check_invariants();
+            watchers += e.watchers.len();
+            assert_eq!(
+                self.position(&e.pattern),
+                Some(at),
+                "found under its pattern"
+            );
+            // The descent by bounds leads to its node.
+            let mut node = self.root;
+            loop {
+                assert_ne!(node, NIL, "the descent reaches the entry's node");
+                let n = self.nodes.get(node).expect("linked");
+                match side(&e.start, e.end.as_deref(), &n.center) {
+                    Side::Here => break,
+                    Side::Left => node = n.left,
+                    Side::Right => node = n.right,
+                }
+            }
+            assert_eq!(node, e.node, "an entry sits where its bounds lead");
+        }
+        assert_eq!(
+            self.lookup.len(),
+            self.entries.len(),
+            "one lookup slot per entry"
+        );
+        assert_eq!(watchers, self.watchers, "range watcher count out of step");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Debug)]
+    struct W(u64);
+    impl WatcherEntry for W {
+        fn id(&self) -> u64 {
+            self.0
+        }
+    }
+
+    fn matches(index: &RangeIndex<W>, key: &[u8]) -> Vec<u64> {
+        let mut out = Vec::new();
+        index.for_each_match(key, &mut |_, list| list.for_each(&mut |w| out.push(w.0)));
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn the_pattern_encoding_round_trips_and_rejects_what_it_did_not_make() {
+        for (start, end) in [
+            (&b""[..], Some(&b"a"[..])),
+            (b"a", None),
+            (b"/x", Some(b"/y")),
+            (b"", None),
+        ] {
+            assert_eq!(decode(&encode(start, end)), Some((start, end)));
+        }
+        for bad in [
+            &b""[..],
+            b"\x00\x05\x00\x00\x00ab",
+            b"\x02\x00\x00\x00\x00",
+            b"\x01\x00\x00\x00\x00x",
+        ] {
+            assert_eq!(decode(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_matches_exactly_the_ranges_that_contain_it() {
+        let ranges: [(&[u8], Option<&[u8]>); 6] = [
+            (b"a", Some(b"c")),
+            (b"b", Some(b"d")),
+            (b"", Some(b"b")),
+            (b"c", None),
+            (b"bb", Some(b"bc")),
+            (b"a", Some(b"a\x00")),
+        ];
+        let mut index = RangeIndex::with_hasher(ahash::RandomState::new());
+        for (id, (start, end)) in ranges.iter().enumerate() {
+            index.insert(encode(start, *end), W(id as u64));
+            index.check_invariants();
+        }
+        // (key, ids of the ranges containing it)
+        let table: [(&[u8], &[u64]); 9] = [
+            (b"", &[2]),
+            (b"a", &[0, 2, 5]),
+            (b"a\x00", &[0, 2]),
+            (b"b", &[0, 1]),
+            (b"bb", &[0, 1, 4]),
+            (b"bc", &[0, 1]),
+            (b"c", &[1, 3]),
+            (b"d", &[3]),
+            (b"zzz", &[3]),
+        ];
+        for (key, want) in table {
+            assert_eq!(matches(&index, key), want, "{key:?}");
+        }
+        for (id, (start, end)) in ranges.iter().enumerate() {
+            assert!(index.remove(&encode(start, *end), 99).is_none());
+            assert!(index.remove(&encode(start, *end), id as u64).is_some());
+            index.check_invariants();
+        }
+        assert_eq!((index.range_count(), index.nodes.len()), (0, 0));
+    }
+
+    #[test]
+    fn sorted_inserts_keep_the_tree_logarithmic() {
+        let mut index = RangeIndex::with_hasher(ahash::RandomState::new());
+        let n = 20_000u32;
+        for i in 0..n {
+            let start = format!("/k/{i:08}");
+            let end = format!("/k/{i:08}\x00");
+            index.insert(
+                encode(start.as_bytes(), Some(end.as_bytes())),
+                W(u64::from(i)),
+            );
+        }
+        index.check_invariants();
+        let bound = (f64::from(n).ln() / (1.0 / ALPHA).ln()) as usize + 2;
+        assert!(
+            index.depth() <= bound,
+            "depth {} over {bound}",
+            index.depth()
+        );
+        assert_eq!(matches(&index, b"/k/00012345"), vec![12345]);
+        for i in (0..n).step_by(2) {
+            let start = format!("/k/{i:08}");
+            let end = format!("/k/{i:08}\x00");
+            assert!(index
+                .remove(
+                    &encode(start.as_bytes(), Some(end.as_bytes())),
+                    u64::from(i)
+                )
+                .is_some());
+        }
+        index.check_invariants();
+        assert!(matches(&index, b"/k/00012344").is_empty());
+        assert_eq!(matches(&index, b"/k/00012345"), vec![12345]);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lookups_agree_with_a_naive_model(
+            ops in proptest::collection::vec((0u8..6, 0u8..7, proptest::bool::ANY, 0u64..3, proptest::bool::ANY), 1..150),
+            keys in proptest::collection::vec(0u8..8, 1..12),
+        ) {
+            // Bounds over a tiny alphabet so that ranges nest, touch and coincide.
+            const WORDS: [&[u8]; 8] = [b"", b"a", b"ab", b"b", b"ba", b"c", b"ca", b"d"];
+            let mut index = RangeIndex::with_hasher(ahash::RandomState::new());
+            type Bounds = (Vec<u8>, Option<Vec<u8>>);
+            let mut model: std::collections::BTreeMap<Bounds, Vec<u64>> = Default::default();
+            for (s, e, bounded, id, insert) in ops {
+                let (start, end) = (WORDS[usize::from(s)], WORDS[usize::from(e)]);
+                let end = bounded.then_some(end);
+                if end.is_some_and(|end| end <= start) {
+                    continue;
+                }
+                let pattern = encode(start, end);
+                let ids = model.entry((start.to_vec(), end.map(<[u8]>::to_vec))).or_default();
+                if insert && !ids.contains(&id) {
+                    ids.push(id);
+                    index.insert(pattern, W(id));
+                } else if !insert {
+                    let had = ids.iter().position(|&x| x == id).map(|i| ids.remove(i));
+                    proptest::prop_assert_eq!(index.remove(&pattern, id).map(|w| w.0), had);
+                }
+                model.retain(|_, v| !v.is_empty());
+                index.check_invariants();
+            }
+            for k in keys {
+                let key = WORDS[usize::from(k)];
+                let mut want: Vec<u64> = model.iter()
+                    .filter(|((s, e), _)| &s[..] <= key && e.as_ref().is_none_or(|e| key < &e[..]))
+                    .flat_map(|(_, ids)| ids.iter().copied())
+                    .collect();
+                want.sort_unstable();
+                proptest::prop_assert_eq!(matches(&index, key), want);
+            }
+        }
+    }
+}
