@@ -90,6 +90,7 @@ pub mod internals;
 mod meta;
 mod metrics;
 mod options;
+mod owners;
 mod publish;
 mod registry;
 mod sink;
@@ -108,6 +109,7 @@ pub use options::{
     DispatchOptions, HeartbeatMode, LagPolicy, RegistryOptions, DEFAULT_MAX_WILDCARDS,
     MIN_CLOSED_SWEEP_INTERVAL,
 };
+pub use owners::{OwnerId, OwnerMetrics};
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};
 pub use spec::{
     AnyHandle, ChannelKind, Compact, DropIn, EventFilter, RegisterError, Target, WatchSpec,

@@ -66,6 +66,8 @@ impl Flags {
     pub(crate) const NO_PROGRESS: Flags = Flags(1 << 3);
     /// Events carry no value.
     pub(crate) const KEYS_ONLY: Flags = Flags(1 << 4);
+    /// Counted against an owner's cap (`owners`).
+    pub(crate) const OWNED: Flags = Flags(1 << 5);
     /// Every event filter.
     pub(crate) const FILTERS: Flags =
         Flags(Self::NO_PUT.0 | Self::NO_DELETE.0 | Self::NO_PROGRESS.0);
@@ -137,6 +139,12 @@ impl Meta {
     #[inline]
     pub(crate) fn prev_kv(self) -> bool {
         self.flags().contains(Flags::PREV_KV)
+    }
+
+    /// Whether the watcher counts against an owner's cap.
+    #[inline]
+    pub(crate) fn owned(self) -> bool {
+        self.flags().contains(Flags::OWNED)
     }
 
     /// Whether the watcher wants events without values.

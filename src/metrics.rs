@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use crate::owners::{OwnerId, OwnerMetrics};
 use crate::publish::Shared;
 
 /// The counters behind a [`MetricsHandle`].
@@ -20,6 +21,7 @@ pub(crate) struct Counters {
     pub(crate) closed_receiver_removals: AtomicU64,
     pub(crate) lagged_events: AtomicU64,
     pub(crate) replayed_events_skipped: AtomicU64,
+    pub(crate) owner_refusals: AtomicU64,
     pub(crate) progress_sent: AtomicU64,
     pub(crate) heartbeat_sweeps: AtomicU64,
     pub(crate) snapshots_published: AtomicU64,
@@ -56,6 +58,23 @@ impl std::fmt::Debug for MetricsHandle {
 }
 
 impl MetricsHandle {
+    /// `owner`'s gauges (all zero, with the default cap, for an owner with no watcher).
+    /// Takes the owner book's lock briefly.
+    pub fn owner(&self, owner: OwnerId) -> OwnerMetrics {
+        self.shared
+            .upgrade()
+            .map(|shared| shared.with_owners(|book, default| book.metrics(owner, default)))
+            .unwrap_or_default()
+    }
+
+    /// Every owner with watchers or a cap of its own, by id, with its gauges.
+    pub fn owners(&self) -> Vec<(OwnerId, OwnerMetrics)> {
+        self.shared
+            .upgrade()
+            .map(|shared| shared.with_owners(|book, default| book.all(default)))
+            .unwrap_or_default()
+    }
+
     pub(crate) fn new(shared: &Arc<Shared>) -> Self {
         Self {
             counters: Arc::clone(&shared.counters),
@@ -81,6 +100,7 @@ impl MetricsHandle {
             closed_receiver_removals: get(&c.closed_receiver_removals),
             lagged_events: get(&c.lagged_events),
             replayed_events_skipped: get(&c.replayed_events_skipped),
+            owner_refusals: get(&c.owner_refusals),
             progress_sent: get(&c.progress_sent),
             heartbeat_sweeps: get(&c.heartbeat_sweeps),
             snapshots_published: get(&c.snapshots_published),
@@ -115,6 +135,8 @@ pub struct Metrics {
     /// Events dropped as replays of a revision already dispatched (only under
     /// [`DispatchOptions::with_skip_replayed_revisions`](crate::DispatchOptions::with_skip_replayed_revisions)).
     pub replayed_events_skipped: u64,
+    /// Registrations refused because their owner was at its cap.
+    pub owner_refusals: u64,
     /// Progress events delivered.
     pub progress_sent: u64,
     /// Heartbeat sweeps completed.

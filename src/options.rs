@@ -171,6 +171,7 @@ pub struct RegistryOptions {
     max_key_bytes: usize,
     max_segments: usize,
     max_wildcards: usize,
+    owner_limit: usize,
 }
 
 /// Wildcards a pattern may hold by default: a frontier of at most 2^4 branches per level.
@@ -183,6 +184,7 @@ impl Default for RegistryOptions {
             max_key_bytes: usize::MAX,
             max_segments: usize::MAX,
             max_wildcards: DEFAULT_MAX_WILDCARDS,
+            owner_limit: usize::MAX,
         }
     }
 }
@@ -209,6 +211,20 @@ impl RegistryOptions {
     pub fn with_max_wildcards(mut self, max: usize) -> Self {
         self.max_wildcards = max;
         self
+    }
+
+    /// The cap of every owner without one of its own
+    /// ([`WatchRegistry::set_owner_limit`](crate::WatchRegistry::set_owner_limit)): at most
+    /// `max` active watchers per [`OwnerId`](crate::OwnerId). None by default.
+    #[must_use]
+    pub fn with_owner_limit(mut self, max: usize) -> Self {
+        self.owner_limit = max;
+        self
+    }
+
+    /// The default per-owner cap.
+    pub fn owner_limit(&self) -> usize {
+        self.owner_limit
     }
 
     /// The longest key, prefix, pattern or range bound accepted, in bytes.

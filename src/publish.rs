@@ -28,9 +28,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::index::Snapshot;
+use crate::index::WatcherEntry;
 use crate::meta::TargetKind;
 use crate::metrics::Counters;
 use crate::options::RegistryOptions;
+use crate::owners::OwnerBook;
 use crate::sink::Watcher;
 use crate::spec::RegisterError;
 use crate::sync::{
@@ -134,6 +136,10 @@ pub(crate) struct Shared {
     max_key_bytes: AtomicUsize,
     max_segments: AtomicUsize,
     max_wildcards: AtomicUsize,
+    /// [`RegistryOptions::owner_limit`]: the cap of owners without their own.
+    owner_limit: AtomicUsize,
+    /// Per-owner counts and caps (`owners`); taken only for owned watchers.
+    owners: Mutex<OwnerBook>,
 }
 
 impl Shared {
@@ -162,7 +168,17 @@ impl Shared {
             max_key_bytes: AtomicUsize::new(RegistryOptions::default().max_key_bytes()),
             max_segments: AtomicUsize::new(RegistryOptions::default().max_segments()),
             max_wildcards: AtomicUsize::new(RegistryOptions::default().max_wildcards()),
+            owner_limit: AtomicUsize::new(RegistryOptions::default().owner_limit()),
+            owners: Mutex::new(OwnerBook::new()),
         }
+    }
+
+    /// Runs `f` on the owner book (whatever a panicking holder left: each change to it is
+    /// one assignment, so its counts stay consistent), with the default owner cap.
+    pub(crate) fn with_owners<T>(&self, f: impl FnOnce(&mut OwnerBook, usize) -> T) -> T {
+        let default = self.owner_limit.load(Ordering::Relaxed);
+        let mut book = self.owners.lock().unwrap_or_else(PoisonError::into_inner);
+        f(&mut book, default)
     }
 
     /// Puts `options` in force (for registrations and drops that come after).
@@ -176,6 +192,8 @@ impl Shared {
             .store(options.max_segments(), Ordering::Relaxed);
         self.max_wildcards
             .store(options.max_wildcards(), Ordering::Relaxed);
+        self.owner_limit
+            .store(options.owner_limit(), Ordering::Relaxed);
     }
 
     /// The options in force.
@@ -187,6 +205,7 @@ impl Shared {
                 self.max_segments.load(Ordering::Relaxed),
             )
             .with_max_wildcards(self.max_wildcards.load(Ordering::Relaxed))
+            .with_owner_limit(self.owner_limit.load(Ordering::Relaxed))
     }
 
     /// The gauges `Metrics` reports.
@@ -235,6 +254,9 @@ impl Shared {
                 self.active.fetch_sub(1, Ordering::Relaxed);
                 if removed.prev_kv() {
                     self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
+                }
+                if removed.meta().owned() {
+                    self.with_owners(|book, _| book.released(removed.id()));
                 }
             }
         }
@@ -309,6 +331,7 @@ impl Shared {
             self.active.load(Ordering::Relaxed),
             "limit counter out of step with the index"
         );
+        self.with_owners(|book, _| book.check_invariants());
     }
 
     /// Holds the writer lock, as a registration in progress would.

@@ -15,6 +15,7 @@ use crate::index::Snapshot;
 use crate::meta::{Flags, Meta};
 use crate::metrics::{Counters, MetricsHandle};
 use crate::options::RegistryOptions;
+use crate::owners::OwnerId;
 use crate::publish::{Change, Removal, Shared};
 use crate::sink::{Sink, Watcher};
 use crate::spec::{AnyHandle, ChannelKind, RegisterError, Target, WatchSpec};
@@ -105,16 +106,35 @@ impl WatchRegistry {
     /// # drop(handle);
     /// ```
     pub fn watch<K: ChannelKind>(&self, spec: WatchSpec<K>) -> Result<K::Handle, RegisterError> {
-        let WatchSpec { target, flags, .. } = spec;
+        let WatchSpec {
+            target,
+            flags,
+            owner,
+            ..
+        } = spec;
         target.check(&self.shared.options())?;
         let shared = &self.shared;
         shared.reserve_slot()?;
+        if let Some(owner) = owner {
+            if let Err(refused) = shared.with_owners(|book, default| book.reserve(owner, default)) {
+                shared.release_slot();
+                Counters::add(&shared.counters.owner_refusals, 1);
+                return Err(refused);
+            }
+        }
         // Ids only order registrations; nothing is published through them.
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         if id > Meta::MAX_ID {
             shared.release_slot();
+            if let Some(owner) = owner {
+                shared.with_owners(|book, _| book.unreserve(owner));
+            }
             return Err(RegisterError::IdsExhausted);
         }
+        if let Some(owner) = owner {
+            shared.with_owners(|book, _| book.bind(id, owner));
+        }
+        let flags = flags.with_if(Flags::OWNED, owner.is_some());
         let prev_kv = flags.contains(Flags::PREV_KV);
         if prev_kv {
             shared.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
@@ -205,6 +225,14 @@ impl WatchRegistry {
 }
 
 impl WatchRegistry {
+    /// Sets `owner`'s own cap (`Some(max)` active watchers), or clears it (`None`: the
+    /// default of [`RegistryOptions::with_owner_limit`] applies). Watchers already
+    /// registered stay; the cap refuses new ones.
+    pub fn set_owner_limit(&self, owner: OwnerId, limit: Option<usize>) {
+        self.shared
+            .with_owners(|book, _| book.set_limit(owner, limit));
+    }
+
     /// Puts `options` in force from now on (the default is the reference's behaviour).
     pub fn set_options(&self, options: RegistryOptions) {
         self.shared.set_options(options);

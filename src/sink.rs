@@ -50,6 +50,12 @@ impl Watcher {
     pub(crate) fn prev_kv(&self) -> bool {
         self.meta.prev_kv()
     }
+
+    /// Its word.
+    #[inline]
+    pub(crate) fn meta(&self) -> Meta {
+        self.meta
+    }
 }
 
 impl WatcherEntry for Watcher {

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use crate::handle::{CompactWatcherHandle, WatcherHandle};
 use crate::meta::{Flags, TargetKind};
 use crate::options::RegistryOptions;
+use crate::owners::OwnerId;
 
 /// What a watch matches.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -268,6 +269,7 @@ impl ChannelKind for Compact {
 pub struct WatchSpec<K: ChannelKind = DropIn> {
     pub(crate) target: Target,
     pub(crate) flags: Flags,
+    pub(crate) owner: Option<OwnerId>,
     kind: PhantomData<K>,
 }
 
@@ -276,6 +278,7 @@ impl<K: ChannelKind> fmt::Debug for WatchSpec<K> {
         f.debug_struct("WatchSpec")
             .field("target", &self.target)
             .field("flags", &self.flags)
+            .field("owner", &self.owner)
             .field("compact", &K::COMPACT)
             .finish()
     }
@@ -287,6 +290,7 @@ impl WatchSpec<DropIn> {
         Self {
             target,
             flags: Flags::default(),
+            owner: None,
             kind: PhantomData,
         }
     }
@@ -359,11 +363,19 @@ impl<K: ChannelKind> WatchSpec<K> {
         self
     }
 
+    /// Counts the watcher against `owner`'s cap (see [`OwnerId`]).
+    #[must_use]
+    pub fn owner(mut self, owner: OwnerId) -> Self {
+        self.owner = Some(owner);
+        self
+    }
+
     /// The same watch through a compact channel.
     pub fn compact(self) -> WatchSpec<Compact> {
         WatchSpec {
             target: self.target,
             flags: self.flags,
+            owner: self.owner,
             kind: PhantomData,
         }
     }
@@ -373,6 +385,7 @@ impl<K: ChannelKind> WatchSpec<K> {
         WatchSpec {
             target: self.target,
             flags: self.flags,
+            owner: self.owner,
             kind: PhantomData,
         }
     }
@@ -391,6 +404,13 @@ pub enum RegisterError {
     /// The registry already holds `max` active watchers.
     LimitExceeded {
         /// The registry's limit.
+        max: usize,
+    },
+    /// `owner` already holds `max` active watchers (its cap).
+    OwnerLimitExceeded {
+        /// The owner the spec named.
+        owner: OwnerId,
+        /// Its cap.
         max: usize,
     },
     /// A [`Target::Prefix`] must start and end with `/`.
@@ -432,6 +452,9 @@ impl fmt::Display for RegisterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RegisterError::LimitExceeded { max } => write!(f, "watcher limit ({max}) exceeded"),
+            RegisterError::OwnerLimitExceeded { owner, max } => {
+                write!(f, "owner {}'s watcher limit ({max}) exceeded", owner.0)
+            }
             RegisterError::InvalidPrefix => {
                 f.write_str("prefix must start with '/' and end with '/'")
             }
@@ -463,7 +486,8 @@ impl From<RegisterError> for crate::WatchError {
             RegisterError::LimitExceeded { max } => crate::WatchError::LimitExceeded(max),
             // An operator's limit, as the reference's one kind of limit: callers that back off
             // on it do the right thing.
-            RegisterError::KeyTooLong { max, .. }
+            RegisterError::OwnerLimitExceeded { max, .. }
+            | RegisterError::KeyTooLong { max, .. }
             | RegisterError::TooManySegments { max, .. }
             | RegisterError::TooManyWildcards { max, .. } => crate::WatchError::LimitExceeded(max),
             // The drop-in methods only make exact and prefix watches, so they never meet the

@@ -1,0 +1,177 @@
+//! Owners: per-tenant counts and caps beside the registry's global limit.
+//!
+//! A watch may name an [`OwnerId`] (a tenant, a client connection). Each owner counts its
+//! active watchers against its own cap, set at run time
+//! ([`WatchRegistry::set_owner_limit`](crate::WatchRegistry::set_owner_limit)), or the
+//! registry's default cap ([`RegistryOptions::with_owner_limit`](crate::RegistryOptions::with_owner_limit)),
+//! so that one tenant's watch storm is refused without refusing anyone else.
+//!
+//! The book is one mutex, taken only by registrations and removals of owned watchers. A
+//! refusal finds the owner's entry (or its absence under a default cap of 0) and returns:
+//! it allocates nothing. An owned watcher's count is released where the global count is,
+//! when its removal is first applied (`publish::Shared::publish`), found by its id.
+
+use std::collections::HashMap;
+
+use crate::spec::RegisterError;
+
+/// Who a watch belongs to, for per-owner caps and gauges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OwnerId(pub u64);
+
+/// One owner's gauges (see [`MetricsHandle::owner`](crate::MetricsHandle::owner)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct OwnerMetrics {
+    /// Active watchers of this owner.
+    pub watchers: usize,
+    /// Its cap: its own if set, else the registry's default (`usize::MAX`: none).
+    pub limit: usize,
+    /// Registrations refused because the owner was at its cap.
+    pub refused: u64,
+}
+
+#[derive(Default)]
+struct Entry {
+    watchers: usize,
+    /// The owner's own cap, if one was set.
+    limit: Option<usize>,
+    refused: u64,
+}
+
+/// Per-owner counts and caps, and which owner each owned watcher belongs to.
+pub(crate) struct OwnerBook {
+    owners: HashMap<OwnerId, Entry, ahash::RandomState>,
+    of_watcher: HashMap<u64, OwnerId, ahash::RandomState>,
+}
+
+impl OwnerBook {
+    pub(crate) fn new() -> Self {
+        Self {
+            owners: HashMap::default(),
+            of_watcher: HashMap::default(),
+        }
+    }
+
+    /// Sets (`Some`) or clears (`None`) `owner`'s own cap. Watchers already registered stay.
+    pub(crate) fn set_limit(&mut self, owner: OwnerId, limit: Option<usize>) {
+        match (self.owners.get_mut(&owner), limit) {
+            (Some(entry), limit) => {
+                entry.limit = limit;
+                if entry.watchers == 0 && entry.limit.is_none() {
+                    self.owners.remove(&owner);
+                }
+            }
+            (None, Some(limit)) => {
+                self.owners.insert(
+                    owner,
+                    Entry {
+                        limit: Some(limit),
+                        ..Entry::default()
+                    },
+                );
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Counts one more watcher for `owner`, or refuses without allocating if it is at its
+    /// cap (its own, else `default`; the refusal is counted when the owner has an entry).
+    pub(crate) fn reserve(&mut self, owner: OwnerId, default: usize) -> Result<(), RegisterError> {
+        match self.owners.get_mut(&owner) {
+            Some(entry) => {
+                let max = entry.limit.unwrap_or(default);
+                if entry.watchers >= max {
+                    entry.refused += 1;
+                    return Err(RegisterError::OwnerLimitExceeded { owner, max });
+                }
+                entry.watchers += 1;
+            }
+            None if default == 0 => {
+                return Err(RegisterError::OwnerLimitExceeded { owner, max: 0 });
+            }
+            None => {
+                self.owners.insert(
+                    owner,
+                    Entry {
+                        watchers: 1,
+                        ..Entry::default()
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back a unit taken by [`Self::reserve`] for a registration refused afterwards.
+    pub(crate) fn unreserve(&mut self, owner: OwnerId) {
+        self.release(owner);
+    }
+
+    /// Records that watcher `id` belongs to `owner` (after a successful reserve).
+    pub(crate) fn bind(&mut self, id: u64, owner: OwnerId) {
+        self.of_watcher.insert(id, owner);
+    }
+
+    /// Releases the count of owned watcher `id`, removed from the index.
+    pub(crate) fn released(&mut self, id: u64) {
+        if let Some(owner) = self.of_watcher.remove(&id) {
+            self.release(owner);
+        }
+    }
+
+    fn release(&mut self, owner: OwnerId) {
+        if let Some(entry) = self.owners.get_mut(&owner) {
+            entry.watchers -= 1;
+            if entry.watchers == 0 && entry.limit.is_none() {
+                self.owners.remove(&owner);
+            }
+        }
+        if self.of_watcher.capacity() > 64 && self.of_watcher.len() * 8 < self.of_watcher.capacity()
+        {
+            self.of_watcher.shrink_to(self.of_watcher.len() * 2);
+        }
+    }
+
+    /// `owner`'s gauges, `default` being the registry's default cap.
+    pub(crate) fn metrics(&self, owner: OwnerId, default: usize) -> OwnerMetrics {
+        let entry = self.owners.get(&owner);
+        OwnerMetrics {
+            watchers: entry.map_or(0, |e| e.watchers),
+            limit: entry.and_then(|e| e.limit).unwrap_or(default),
+            refused: entry.map_or(0, |e| e.refused),
+        }
+    }
+
+    /// Every owner with watchers or a cap of its own, and its gauges.
+    pub(crate) fn all(&self, default: usize) -> Vec<(OwnerId, OwnerMetrics)> {
+        let mut all: Vec<_> = self
+            .owners
+            .keys()
+            .map(|&o| (o, self.metrics(o, default)))
+            .collect();
+        all.sort_unstable_by_key(|&(o, _)| o);
+        all
+    }
+
+    /// Panics if the counts disagree with the bindings.
+    pub(crate) fn check_invariants(&self) {
+        let mut counted: HashMap<OwnerId, usize> = HashMap::new();
+        for owner in self.of_watcher.values() {
+            *counted.entry(*owner).or_default() += 1;
+        }
+        for (owner, entry) in &self.owners {
+            assert_eq!(
+                counted.get(owner).copied().unwrap_or(0),
+                entry.watchers,
+                "owner {owner:?}'s count out of step with its watchers"
+            );
+        }
+        for owner in counted.keys() {
+            assert!(
+                self.owners.contains_key(owner),
+                "a bound owner has an entry"
+            );
+        }
+    }
+}
