@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tracing::trace;
 
 use crate::channel::CompactReceiver;
+use crate::dispatch::ProgressRequest;
 use crate::event::WatchEvent;
 use crate::meta::{Meta, TargetKind};
 use crate::publish::{Removal, Shared};
@@ -65,6 +66,13 @@ impl Registration {
 
     fn target(&self) -> Target {
         Target::from_stored(self.meta.kind(), &self.key)
+    }
+
+    fn progress_request(&self) -> ProgressRequest {
+        ProgressRequest::Watcher {
+            id: self.id(),
+            target: self.target(),
+        }
     }
 
     /// Keeps the watcher registered: returns `(id, key)` without unregistering.
@@ -132,6 +140,13 @@ impl WatcherHandle {
         self.registration.target()
     }
 
+    /// A request for a Progress to this watcher alone (for
+    /// [`InlineDispatcher::request_progress`](crate::InlineDispatcher::request_progress) or a
+    /// [`ProgressRequester`](crate::ProgressRequester)).
+    pub fn progress_request(&self) -> ProgressRequest {
+        self.registration.progress_request()
+    }
+
     /// The receiver of this watcher's events.
     pub fn receiver_mut(&mut self) -> &mut mpsc::Receiver<WatchEvent> {
         &mut self.receiver
@@ -191,6 +206,13 @@ impl CompactWatcherHandle {
     /// What the watcher watches.
     pub fn target(&self) -> Target {
         self.registration.target()
+    }
+
+    /// A request for a Progress to this watcher alone (for
+    /// [`InlineDispatcher::request_progress`](crate::InlineDispatcher::request_progress) or a
+    /// [`ProgressRequester`](crate::ProgressRequester)).
+    pub fn progress_request(&self) -> ProgressRequest {
+        self.registration.progress_request()
     }
 
     /// The receiver of this watcher's events.

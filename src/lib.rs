@@ -98,7 +98,9 @@ mod spec;
 mod sync;
 
 pub use channel::{CompactReceiver, TryRecvError};
-pub use dispatch::{InlineDispatcher, WatchDispatcher};
+pub use dispatch::{
+    DispatcherStopped, InlineDispatcher, ProgressRequest, ProgressRequester, WatchDispatcher,
+};
 pub use error::WatchError;
 pub use event::{
     prefix_segments, CancelReason, ChangeEvent, WatchEvent, WatchEventType, WatchResponse,

@@ -22,6 +22,7 @@ pub(crate) struct Counters {
     pub(crate) lagged_events: AtomicU64,
     pub(crate) replayed_events_skipped: AtomicU64,
     pub(crate) owner_refusals: AtomicU64,
+    pub(crate) progress_requests: AtomicU64,
     pub(crate) progress_sent: AtomicU64,
     pub(crate) heartbeat_sweeps: AtomicU64,
     pub(crate) snapshots_published: AtomicU64,
@@ -101,6 +102,7 @@ impl MetricsHandle {
             lagged_events: get(&c.lagged_events),
             replayed_events_skipped: get(&c.replayed_events_skipped),
             owner_refusals: get(&c.owner_refusals),
+            progress_requests: get(&c.progress_requests),
             progress_sent: get(&c.progress_sent),
             heartbeat_sweeps: get(&c.heartbeat_sweeps),
             snapshots_published: get(&c.snapshots_published),
@@ -137,8 +139,10 @@ pub struct Metrics {
     pub replayed_events_skipped: u64,
     /// Registrations refused because their owner was at its cap.
     pub owner_refusals: u64,
-    /// Progress events delivered.
+    /// Progress events delivered (heartbeats and requested ones).
     pub progress_sent: u64,
+    /// Progress requests answered (`request_progress`, `ProgressRequester`).
+    pub progress_requests: u64,
     /// Heartbeat sweeps completed.
     pub heartbeat_sweeps: u64,
     /// Index snapshots published by writers (registrations, unregistrations, cleanups;

@@ -12,7 +12,7 @@ use crate::channel;
 use crate::error::WatchError;
 use crate::handle::{CompactWatcherHandle, WatcherHandle};
 use crate::index::Snapshot;
-use crate::meta::{Flags, Meta};
+use crate::meta::{Flags, Meta, TargetKind};
 use crate::metrics::{Counters, MetricsHandle};
 use crate::options::RegistryOptions;
 use crate::owners::OwnerId;
@@ -267,7 +267,7 @@ impl WatchRegistry {
 
     /// Exact watchers registered on `key`.
     pub fn watcher_count(&self, key: &Bytes) -> usize {
-        self.snapshot().exact_watchers_of(key)
+        self.snapshot().watchers_of(TargetKind::Exact, key)
     }
 
     /// Distinct keys with exact watchers.
@@ -277,20 +277,13 @@ impl WatchRegistry {
 
     /// Prefix watchers registered on exactly `prefix`.
     pub fn prefix_watcher_count(&self, prefix: &Bytes) -> usize {
-        self.snapshot().prefix_watchers_of(prefix)
+        self.snapshot().watchers_of(TargetKind::Prefix, prefix)
     }
 
     /// Watchers registered on exactly `target` (for an exact key or a slash prefix, what
     /// [`Self::watcher_count`] and [`Self::prefix_watcher_count`] say).
     pub fn watchers_of(&self, target: &Target) -> usize {
-        let snapshot = self.snapshot();
-        match target {
-            Target::Exact(key) => snapshot.exact_watchers_of(key),
-            Target::Prefix(prefix) => snapshot.prefix_watchers_of(prefix),
-            Target::BytePrefix(prefix) => snapshot.byte_prefix_watchers_of(prefix),
-            Target::Range { .. } => snapshot.range_watchers_of(&target.stored()),
-            Target::Pattern(pattern) => snapshot.pattern_watchers_of(pattern),
-        }
+        self.snapshot().watchers_of(target.kind(), &target.stored())
     }
 
     /// Distinct prefixes with watchers.

@@ -64,24 +64,35 @@ pub(super) fn deliver_list(
     retirements: &mut Retirements,
     tally: &mut Tally,
 ) {
+    list.for_each(&mut |watcher| deliver_one(watcher, at, view, retirements, tally));
+}
+
+/// Delivers `view` to `watcher`, filed at `at`, unless it is retired; records it for
+/// removal if it overflowed or its receiver is gone.
+#[inline]
+pub(super) fn deliver_one(
+    watcher: &Watcher,
+    at: Location<'_>,
+    view: &EventView<'_>,
+    retirements: &mut Retirements,
+    tally: &mut Tally,
+) {
+    if retirements.is_retired(watcher.id()) {
+        return;
+    }
     let is_prefix = at.kind != crate::meta::TargetKind::Exact;
-    list.for_each(&mut |watcher| {
-        if retirements.is_retired(watcher.id()) {
-            return;
+    match watcher.deliver(view, is_prefix) {
+        Delivery::Sent => tally.sent += 1,
+        Delivery::Filtered => {}
+        Delivery::Overflowed => {
+            tally.overflowed += 1;
+            retirements.record(removal_of(watcher.id(), at, Some(view.key)));
         }
-        match watcher.deliver(view, is_prefix) {
-            Delivery::Sent => tally.sent += 1,
-            Delivery::Filtered => {}
-            Delivery::Overflowed => {
-                tally.overflowed += 1;
-                retirements.record(removal_of(watcher.id(), at, Some(view.key)));
-            }
-            Delivery::Closed => {
-                tally.closed += 1;
-                retirements.record(removal_of(watcher.id(), at, Some(view.key)));
-            }
+        Delivery::Closed => {
+            tally.closed += 1;
+            retirements.record(removal_of(watcher.id(), at, Some(view.key)));
         }
-    });
+    }
 }
 
 /// Removals not applied yet, and the ids that must get nothing more meanwhile.

@@ -7,12 +7,13 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{trace, warn};
 
-use super::delivery::{deliver_list, Retirements, Tally};
+use super::delivery::{deliver_list, deliver_one, Retirements, Tally};
+use super::request::ProgressRequest;
 use super::sweep::{run_slice, SliceSize, SweepAction};
 use crate::event::{ChangeEvent, WatchEventType};
-use crate::index::{Snapshot, SweepCursor, WatcherList};
+use crate::index::{Location, Snapshot, SweepCursor, WatcherList};
 use crate::metrics::Counters;
-use crate::options::{DispatchOptions, LagPolicy};
+use crate::options::{DispatchOptions, HeartbeatMode, LagPolicy};
 use crate::publish::Removal;
 use crate::registry::WatchRegistry;
 use crate::sink::{EventView, Watcher};
@@ -49,6 +50,8 @@ pub struct InlineDispatcher {
     highest_revision: u64,
     /// An incremental heartbeat sweep not finished yet.
     progress: Option<ProgressSweep>,
+    /// A requested sweep to every watcher that waits for the one under way (its revision).
+    progress_after: Option<u64>,
     /// Where the closed-receiver sweep resumes.
     closed_cursor: SweepCursor,
 }
@@ -77,6 +80,7 @@ impl InlineDispatcher {
             options: DispatchOptions::default(),
             highest_revision: 0,
             progress: None,
+            progress_after: None,
             closed_cursor: SweepCursor::new(),
         }
     }
@@ -257,9 +261,78 @@ impl InlineDispatcher {
         true
     }
 
+    /// Sends Progress to every watcher or to one, as asked; carries the highest revision
+    /// dispatched so far, so it is never below an event already delivered. To every
+    /// watcher it is a sweep, in the dispatcher's heartbeat mode: whole at once by default,
+    /// in slices between events with [`HeartbeatMode::Incremental`](crate::HeartbeatMode)
+    /// (after the sweep under way, if one is). Returns false if the one watcher asked for is
+    /// not registered (any more).
+    pub fn request_progress(&mut self, request: ProgressRequest) -> bool {
+        self.request_progress_at(request, self.highest_revision)
+    }
+
+    /// [`Self::request_progress`] with the revision to carry (at least the highest
+    /// dispatched, which the caller has checked).
+    pub(super) fn request_progress_at(&mut self, request: ProgressRequest, revision: u64) -> bool {
+        let revision = revision.max(self.highest_revision);
+        Counters::add(&self.registry.counters().progress_requests, 1);
+        match request {
+            ProgressRequest::All => {
+                match self.options.heartbeat_mode() {
+                    HeartbeatMode::Incremental => {
+                        if !self.start_progress(revision) {
+                            let after = self.progress_after.get_or_insert(revision);
+                            *after = (*after).max(revision);
+                        }
+                    }
+                    _ => self.broadcast_progress(revision),
+                }
+                true
+            }
+            ProgressRequest::Watcher { id, target } => {
+                self.process_unregistrations();
+                let pattern = target.stored();
+                let at = Location {
+                    kind: target.kind(),
+                    pattern: &pattern,
+                };
+                let empty = Bytes::new();
+                let view = EventView {
+                    event_type: WatchEventType::Progress,
+                    key: &empty,
+                    value: &empty,
+                    prev_value: &empty,
+                    revision,
+                };
+                let snapshot = self.registry.snapshot();
+                let Some(watcher) = snapshot.list(at.kind, at.pattern).and_then(|l| l.get(id))
+                else {
+                    return false;
+                };
+                let mark = self.retirements.mark();
+                let mut tally = Tally::default();
+                deliver_one(watcher, at, &view, &mut self.retirements, &mut tally);
+                drop(snapshot);
+                let counters = self.registry.counters();
+                Counters::add(&counters.progress_sent, tally.sent);
+                tally.record(counters);
+                if self.retirements.mark() > mark {
+                    self.retirements.retire_since(mark, &self.registry);
+                }
+                true
+            }
+        }
+    }
+
     /// Runs one slice (about half a millisecond) of the heartbeat begun by
-    /// [`Self::start_progress`]. Returns true while some of it remains.
+    /// [`Self::start_progress`] (or of a requested one). Returns true while some of it
+    /// remains.
     pub fn continue_progress(&mut self) -> bool {
+        if self.progress.is_none() {
+            if let Some(revision) = self.progress_after.take() {
+                self.start_progress(revision);
+            }
+        }
         let Some(mut sweep) = self.progress.take() else {
             return false;
         };
@@ -274,15 +347,15 @@ impl InlineDispatcher {
                 restarts = sweep.cursor.restarts(),
                 "Progress sent"
             );
-            return false;
+            return self.progress_after.is_some();
         }
         self.progress = Some(sweep);
         true
     }
 
-    /// True while an incremental heartbeat is unfinished.
+    /// True while an incremental heartbeat (or a requested sweep) is unfinished or waiting.
     pub fn progress_in_flight(&self) -> bool {
-        self.progress.is_some()
+        self.progress.is_some() || self.progress_after.is_some()
     }
 
     /// One slice of a sweep (see `super::sweep`); returns how many watchers it affected.

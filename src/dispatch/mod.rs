@@ -6,9 +6,11 @@
 
 mod delivery;
 mod inline;
+mod request;
 mod sweep;
 
 pub use inline::InlineDispatcher;
+pub use request::{DispatcherStopped, ProgressRequest, ProgressRequester};
 
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::Arc;
@@ -41,6 +43,8 @@ pub struct WatchDispatcher<R = WatchResponse> {
     broadcast_rx: broadcast::Receiver<R>,
     last_applied: Arc<StdAtomicU64>,
     heartbeat_interval_ms: u64,
+    requests_tx: mpsc::UnboundedSender<ProgressRequest>,
+    requests_rx: mpsc::UnboundedReceiver<ProgressRequest>,
 }
 
 impl<R> std::fmt::Debug for WatchDispatcher<R> {
@@ -82,11 +86,22 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
         last_applied: Arc<StdAtomicU64>,
         heartbeat_interval_ms: u64,
     ) -> Self {
+        let (requests_tx, requests_rx) = mpsc::unbounded_channel();
         Self {
             inline: InlineDispatcher::new(registry, unregister_rx),
             broadcast_rx,
             last_applied,
             heartbeat_interval_ms,
+            requests_tx,
+            requests_rx,
+        }
+    }
+
+    /// A handle to ask this dispatcher, once running, for Progress on demand (see
+    /// [`ProgressRequest`]). Take it before `run`.
+    pub fn progress_requester(&self) -> ProgressRequester {
+        ProgressRequester {
+            tx: self.requests_tx.clone(),
         }
     }
 
@@ -151,6 +166,11 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                     Err(broadcast::error::RecvError::Closed) => return Self::stopped(),
                 },
                 () = next_tick(&mut heartbeat) => self.on_heartbeat(),
+                Some(request) = self.requests_rx.recv() => {
+                    if self.on_progress_request(request, &mut batch) {
+                        return Self::stopped();
+                    }
+                }
                 budget = next_closed_sweep(&mut closed_sweep) => {
                     self.inline.sweep_closed_receivers(budget);
                 }
@@ -173,6 +193,38 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
             }
             _ => self.inline.broadcast_progress(revision),
         }
+    }
+
+    /// Answers a progress request: reads `last_applied`, dispatches every event already
+    /// queued, then sends Progress carrying the higher of `last_applied` and the highest
+    /// revision dispatched (see `request`). Returns true if the broadcast channel closed.
+    fn on_progress_request(&mut self, request: ProgressRequest, batch: &mut Vec<R>) -> bool {
+        // Acquire: pairs with a store that updates it after broadcasting what it covers.
+        let applied = self.last_applied.load(Ordering::Acquire);
+        loop {
+            match self.broadcast_rx.try_recv() {
+                Ok(event) => {
+                    batch.push(event);
+                    if batch.len() == BATCH {
+                        self.inline.dispatch_batch(batch);
+                        batch.clear();
+                    }
+                }
+                Err(stop) => {
+                    if !batch.is_empty() {
+                        self.inline.dispatch_batch(batch);
+                        batch.clear();
+                    }
+                    match stop {
+                        broadcast::error::TryRecvError::Lagged(n) => self.inline.report_lag(n),
+                        broadcast::error::TryRecvError::Closed => return true,
+                        broadcast::error::TryRecvError::Empty => break,
+                    }
+                }
+            }
+        }
+        self.inline.request_progress_at(request, applied);
+        false
     }
 
     fn stopped() {

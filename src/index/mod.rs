@@ -429,14 +429,20 @@ impl<W: WatcherEntry> Snapshot<W> {
         }
     }
 
-    /// Number of exact watchers on `key`.
-    pub(crate) fn exact_watchers_of(&self, key: &[u8]) -> usize {
-        self.exact.get(key).map_or(0, WatcherList::len)
+    /// The watchers of exactly `pattern`, filed as `kind`.
+    pub(crate) fn list(&self, kind: TargetKind, pattern: &[u8]) -> Option<&WatcherList<W>> {
+        match kind {
+            TargetKind::Exact => self.exact.get(pattern),
+            TargetKind::Prefix => self.prefixes.get(pattern),
+            TargetKind::BytePrefix => self.prefixes.byte_prefix_watchers(pattern),
+            TargetKind::Range => self.ranges.get(pattern),
+            TargetKind::Pattern => self.patterns.get(pattern),
+        }
     }
 
-    /// Number of prefix watchers on exactly `prefix`.
-    pub(crate) fn prefix_watchers_of(&self, prefix: &[u8]) -> usize {
-        self.prefixes.get(prefix).map_or(0, WatcherList::len)
+    /// Number of watchers of exactly `pattern`, filed as `kind`.
+    pub(crate) fn watchers_of(&self, kind: TargetKind, pattern: &[u8]) -> usize {
+        self.list(kind, pattern).map_or(0, WatcherList::len)
     }
 
     /// Number of distinct keys with exact watchers.
@@ -449,31 +455,14 @@ impl<W: WatcherEntry> Snapshot<W> {
         self.prefixes.prefix_count()
     }
 
-    /// Number of byte-prefix watchers on exactly `pattern`.
-    pub(crate) fn byte_prefix_watchers_of(&self, pattern: &[u8]) -> usize {
-        self.prefixes
-            .byte_prefix_watchers(pattern)
-            .map_or(0, WatcherList::len)
-    }
-
     /// Number of distinct byte prefixes with watchers.
     pub(crate) fn byte_prefix_count(&self) -> usize {
         self.prefixes.byte_prefix_count()
     }
 
-    /// Number of watchers on exactly the range stored as `pattern`.
-    pub(crate) fn range_watchers_of(&self, pattern: &[u8]) -> usize {
-        self.ranges.get(pattern).map_or(0, WatcherList::len)
-    }
-
     /// Number of distinct ranges with watchers.
     pub(crate) fn range_count(&self) -> usize {
         self.ranges.range_count()
-    }
-
-    /// Number of watchers on exactly the wildcard pattern `pattern`.
-    pub(crate) fn pattern_watchers_of(&self, pattern: &[u8]) -> usize {
-        self.patterns.get(pattern).map_or(0, WatcherList::len)
     }
 
     /// Number of distinct wildcard patterns with watchers.
