@@ -5,8 +5,12 @@
 //!   (`arbitrary::Arbitrary` for one, a proptest strategy for the other);
 //! - [`engines`]: both engines behind one trait, through their public APIs only;
 //! - [`driver`]: runs a [`ops::Case`] on both, deterministically, and reports the first
-//!   divergence.
+//!   divergence;
+//! - [`model`]: for what the reference does not have (every target kind, filters, keys-only,
+//!   owners, progress on demand), a naive model of the semantics, run against watchtrie the
+//!   same way.
 
 pub mod driver;
 pub mod engines;
+pub mod model;
 pub mod ops;
