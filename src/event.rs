@@ -10,7 +10,7 @@ pub enum WatchEventType {
     Put,
     /// The key was deleted.
     Delete,
-    /// The watch ended: the watcher fell behind (buffer overflow) and gets nothing more.
+    /// The watch ended; see [`WatchEvent::cancel_reason`] for why.
     Canceled,
     /// A heartbeat carrying the last applied revision; `key` and `value` are empty.
     Progress,

@@ -59,7 +59,8 @@
 //! - **Writers change what no reader sees.** Registration and unregistration serialise on
 //!   one mutex. The registry keeps two snapshots: the published one, and a spare that
 //!   readers have left. A write changes the spare in place, publishes it, then replays the
-//!   change on the other once its last reader (one event in flight, at most) has left.
+//!   change on the other once its last reader has left (a reader holds a snapshot for one
+//!   event, a batch of up to eight queued events, or one sweep slice of about 0.5 ms).
 //! - **Cleanup stays off the hot path.** Watchers found overflowed or closed during an event
 //!   are removed after it, without waiting for the writer lock.
 //!

@@ -1,4 +1,5 @@
-//! Rule 8: a watcher whose receiver is gone is removed silently at the next delivery attempt.
+//! Rule 8 of docs/CONTRACT.md: a watcher whose receiver is gone is removed silently at the next
+//! delivery attempt.
 mod common;
 use common::*;
 

@@ -1,6 +1,6 @@
-//! Rule 6: event types map 0..=3 and anything else to Canceled; value, key and revision pass
-//! through, error is dropped; prev_value is Some for prev_kv watchers (even on Progress), None
-//! otherwise.
+//! Rule 6 of docs/CONTRACT.md: event types map 0..=3 and anything else to Canceled; value, key and
+//! revision pass through, error is dropped; prev_value is Some for prev_kv watchers (even on
+//! Progress), None otherwise.
 mod common;
 use common::*;
 use watchtrie::{WatchEvent, WatchEventType, WatchResponse};

@@ -1,5 +1,5 @@
-//! Rule 9: dropping a handle unregisters its watcher; `into_receiver` keeps it registered
-//! until its receiver is found closed, or it overflows.
+//! Rule 9 of docs/CONTRACT.md: dropping a handle unregisters its watcher; `into_receiver` keeps it
+//! registered until its receiver is found closed, or it overflows.
 mod common;
 use common::*;
 

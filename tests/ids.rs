@@ -1,5 +1,5 @@
-//! Rule 1: ids start at 1 and count every successful registration, exact and prefix alike;
-//! a failed registration takes no id.
+//! Rule 1 of docs/CONTRACT.md: ids start at 1 and count every successful registration, exact and
+//! prefix alike; a failed registration takes no id.
 mod common;
 use common::*;
 

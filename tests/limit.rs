@@ -1,6 +1,6 @@
-//! Rule 3: a registration fails with `LimitExceeded(max)` while `max` watchers are active;
-//! concurrent registrations never overshoot; a watcher stops counting once its removal is
-//! applied.
+//! Rule 3 of docs/CONTRACT.md: a registration fails with `LimitExceeded(max)` while `max` watchers
+//! are active; concurrent registrations never overshoot; a watcher stops counting once its removal
+//! is applied.
 mod common;
 use common::*;
 use std::sync::Arc;

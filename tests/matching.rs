@@ -1,5 +1,5 @@
-//! Rule 5: an event on K reaches the exact watchers of K, then the prefix watchers of each of
-//! K's slash-terminated leading parts, shortest first; nothing else.
+//! Rule 5 of docs/CONTRACT.md: an event on K reaches the exact watchers of K, then the prefix
+//! watchers of each of K's slash-terminated leading parts, shortest first; nothing else.
 mod common;
 use common::*;
 use std::collections::BTreeSet;

@@ -1,5 +1,5 @@
-//! Rule 10: each watcher sees events in broadcast order, each at most once; pending
-//! unregistrations are applied before the next event.
+//! Rule 10 of docs/CONTRACT.md: each watcher sees events in broadcast order, each at most once;
+//! pending unregistrations are applied before the next event.
 mod common;
 use common::*;
 

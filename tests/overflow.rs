@@ -1,6 +1,6 @@
-//! Rule 7: a channel holds buffer + 1 events, one slot kept for the cancel sentinel. A
-//! watcher that never reads gets exactly `buffer` events, then the sentinel (carrying the
-//! event's key), then nothing; buffer 0 cancels on the first event.
+//! Rule 7 of docs/CONTRACT.md: a channel holds buffer + 1 events, one slot kept for the cancel
+//! sentinel. A watcher that never reads gets exactly `buffer` events, then the sentinel (carrying
+//! the event's key), then nothing; buffer 0 cancels on the first event.
 mod common;
 use common::*;
 use tokio::sync::mpsc::error::TryRecvError;

@@ -1,5 +1,5 @@
-//! Rule 2: a prefix starts and ends with `/` (`/` alone is valid); the form is checked before
-//! the limit.
+//! Rule 2 of docs/CONTRACT.md: a prefix starts and ends with `/` (`/` alone is valid); the form is
+//! checked before the limit.
 mod common;
 use common::*;
 use watchtrie::WatchError;

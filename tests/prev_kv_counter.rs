@@ -1,5 +1,5 @@
-//! Rule 4: the prev_kv counter goes up at registration with `prev_kv = true` and down when
-//! that watcher's removal is applied (drop, overflow or closed receiver).
+//! Rule 4 of docs/CONTRACT.md: the prev_kv counter goes up at registration with `prev_kv = true`
+//! and down when that watcher's removal is applied (drop, overflow or closed receiver).
 mod common;
 use common::*;
 use std::sync::atomic::Ordering;

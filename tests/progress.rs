@@ -1,6 +1,6 @@
-//! Rule 11: with a heartbeat interval, every active watcher gets Progress (empty key and
-//! value, revision = last_applied) each interval, the first tick jittered by up to ±10%; the
-//! same overflow and closed-receiver handling applies; interval 0 sends nothing.
+//! Rule 11 of docs/CONTRACT.md: with a heartbeat interval, every active watcher gets Progress
+//! (empty key and value, revision = last_applied) each interval, the first tick jittered by up to
+//! ±10%; the same overflow and closed-receiver handling applies; interval 0 sends nothing.
 mod common;
 use common::*;
 use std::sync::atomic::Ordering;

@@ -1,5 +1,5 @@
-//! Rule 13: a watcher whose `register` returned before an event was broadcast receives it,
-//! even with the dispatcher running on another thread.
+//! Rule 13 of docs/CONTRACT.md: a watcher whose `register` returned before an event was broadcast
+//! receives it, even with the dispatcher running on another thread.
 mod common;
 use common::*;
 use std::sync::atomic::AtomicU64;
