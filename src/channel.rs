@@ -17,11 +17,12 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::PoisonError;
 use std::task::{Context, Poll, Waker};
 
 use crate::event::WatchEvent;
+// From the shim, so that the loom models explore the wake-up and close protocol too.
+use crate::sync::{AtomicU32, ChannelArc as Arc, Mutex, MutexGuard, Ordering};
 
 /// Why [`CompactReceiver::try_recv`] returned no event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +54,8 @@ pub(crate) struct ChannelState {
     /// Live senders (the index holds one per snapshot) in the low bits, and
     /// [`RECEIVER_GONE`] once the receiver is dropped: one word, so that the state fits in
     /// 40 bytes. The count changes outside the lock; the receiver reads it under the lock,
-    /// and the last sender takes the lock to wake it.
+    /// and the last sender takes the lock to wake it. The bit is set before the receiver's
+    /// last lock, and a sender rechecks it under the lock before it pushes.
     ends: AtomicU32,
 }
 
@@ -188,11 +190,26 @@ impl CompactSender {
         event: impl FnOnce() -> WatchEvent,
         last_words: impl FnOnce() -> Option<WatchEvent>,
     ) -> Offer {
-        // A gone receiver is never sent to (its queue may already be cleared).
+        // The cheap answer for a receiver long gone; not the final word (see below).
         if self.is_closed() {
             return Offer::Closed;
         }
+        self.offer_locked(reserve, event, last_words)
+    }
+
+    /// [`Self::offer`] past its unlocked check, which the receiver may have gone since.
+    fn offer_locked(
+        &self,
+        reserve: usize,
+        event: impl FnOnce() -> WatchEvent,
+        last_words: impl FnOnce() -> Option<WatchEvent>,
+    ) -> Offer {
         let mut queue = self.state.lock();
+        // The receiver's drop sets its bit before it takes this lock to clear the queue, so
+        // a push after that clear would sit here until the last sender goes: recheck under it.
+        if self.state.receiver_gone() {
+            return Offer::Closed;
+        }
         let free = self.capacity() - queue.len();
         let outcome = if free > reserve {
             queue.push(event());
@@ -325,7 +342,8 @@ impl CompactReceiver {
 
 impl Drop for CompactReceiver {
     fn drop(&mut self) {
-        // Release: pairs with the senders' Acquire load; from here on nothing is queued.
+        // Set before the lock below: a sender that takes the lock after it sees the bit (it
+        // rechecks under the lock), so nothing is queued after this clear.
         self.state.ends.fetch_or(RECEIVER_GONE, Ordering::Release);
         let events = self.state.lock().events.take();
         drop(events);
@@ -443,6 +461,18 @@ mod tests {
         drop(rx);
         assert!(tx.is_closed());
         assert_eq!(tx.offer(0, || put(1), || None), Offer::Closed);
+    }
+
+    #[test]
+    fn a_receiver_gone_after_the_unlocked_check_is_never_sent_to() {
+        // The interleaving forced: `offer` finds the receiver alive, the receiver drops (and
+        // clears the queue), then `offer` takes the lock.
+        let (tx, rx) = channel(4);
+        assert!(!tx.is_closed(), "the fast path lets the offer through");
+        drop(rx);
+        let outcome = tx.offer_locked(1, || put(1), || Some(put(0)));
+        assert_eq!(outcome, Offer::Closed, "reported closed, not sent");
+        assert!(tx.state.lock().events.is_none(), "nothing queued behind it");
     }
 
     #[tokio::test]

@@ -5,11 +5,11 @@
 //! watcher: per-watcher tallies are kept in locals and added at the end. A reader sees each
 //! counter's value at some recent moment; counters are not read as one atomic set.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::owners::{OwnerId, OwnerMetrics};
 use crate::publish::Shared;
+use crate::sync::{AtomicU64, Ordering};
 
 /// The counters behind a [`MetricsHandle`].
 #[derive(Debug, Default)]

@@ -7,14 +7,14 @@
 //! loom mutex around an `Arc`: slower, but with the same load/swap contract.
 
 #[cfg(not(watchtrie_loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(not(watchtrie_loom))]
-pub(crate) use std::sync::Mutex;
+pub(crate) use std::sync::{Mutex, MutexGuard};
 
 #[cfg(watchtrie_loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(watchtrie_loom)]
-pub(crate) use loom::sync::Mutex;
+pub(crate) use loom::sync::{Mutex, MutexGuard};
 
 #[cfg(watchtrie_loom)]
 pub(crate) use loom::sync::Arc as SnapshotArc;
@@ -22,6 +22,13 @@ pub(crate) use loom::sync::Arc as SnapshotArc;
 /// a reader letting go of a snapshot is a point where it explores other interleavings.
 #[cfg(not(watchtrie_loom))]
 pub(crate) use std::sync::Arc as SnapshotArc;
+
+#[cfg(watchtrie_loom)]
+pub(crate) use loom::sync::Arc as ChannelArc;
+/// The reference count of a compact channel's shared state: loom's under the model, so that
+/// the last end letting go is a modelled step and a state left alive fails as a leak.
+#[cfg(not(watchtrie_loom))]
+pub(crate) use std::sync::Arc as ChannelArc;
 
 use SnapshotArc as Arc;
 

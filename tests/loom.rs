@@ -1,6 +1,7 @@
-//! Loom models of the publish protocol and the cleanup paths: every interleaving (up to a
-//! preemption bound) of writers serialising, the snapshot swap, readers loading and letting
-//! go, and a writer waiting for the last reader of a snapshot before it changes it.
+//! Loom models of the publish protocol, the cleanup paths and the compact channel: every
+//! interleaving (up to a preemption bound) of writers serialising, the snapshot swap, readers
+//! loading and letting go, a writer waiting for the last reader of a snapshot before it
+//! changes it, and a compact channel's senders, receiver and wake-ups.
 //!
 //! Built only under the model's cfg, in a target directory of its own (the flag changes
 //! every crate's fingerprint):
@@ -19,7 +20,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use loom::thread;
 use tokio::sync::mpsc;
-use watchtrie::{InlineDispatcher, WatchEventType, WatchRegistry, WatchResponse, WatcherHandle};
+use watchtrie::{
+    CompactReceiver, InlineDispatcher, WatchEventType, WatchRegistry, WatchResponse, WatcherHandle,
+};
 
 /// Runs `f` under every interleaving loom explores (a model that explores only a handful is
 /// not testing anything, so that count has a floor).
@@ -179,5 +182,118 @@ fn an_overflowed_watcher_is_removed_even_when_a_writer_holds_the_lock() {
         ));
         drop(other);
         settle(&mut inline);
+    });
+}
+
+/// Wakes a thread parked in [`block_on`] (loom's own `block_on` needs its `futures`
+/// feature, which this crate's build does not turn on).
+struct Unpark(loom::sync::Notify);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.notify();
+    }
+}
+
+/// Polls `future` to completion, parking between polls: a wake-up that never comes leaves
+/// the thread parked for good, which loom reports as a deadlock.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let unpark = Arc::new(Unpark(loom::sync::Notify::new()));
+    let waker = std::task::Waker::from(unpark.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        if let std::task::Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        unpark.0.wait();
+    }
+}
+
+/// A compact watcher of `/k` whose receiver outlives its handle (so that dropping it does
+/// not unregister: only a delivery or the registry's end removes the watcher).
+fn compact(registry: &WatchRegistry) -> CompactReceiver {
+    let handle = registry
+        .register_compact(Bytes::from_static(b"/k"), false)
+        .unwrap();
+    handle.into_receiver().2
+}
+
+#[test]
+fn an_offer_racing_the_receivers_drop_is_never_queued_behind_it() {
+    model(|| {
+        let (registry, mut inline) = setup(4);
+        let receiver = compact(&registry);
+        let dropper = thread::spawn(move || drop(receiver));
+        // A value of its own, so that an event still holding it anywhere shows.
+        let put = WatchResponse {
+            key: Bytes::from_static(b"/k"),
+            value: Bytes::from(vec![7; 8]),
+            revision: 1,
+            ..Default::default()
+        };
+        inline.dispatch(&put);
+        dropper.join().unwrap();
+        // Delivered and cleared by the drop, or refused as closed: no copy left queued.
+        assert!(
+            put.value.is_unique(),
+            "an event is queued behind a gone receiver"
+        );
+        let metrics = registry.metrics().read();
+        assert_eq!(metrics.deliveries + metrics.closed_receiver_removals, 1);
+        // Whichever way the race went, the next event finds the receiver gone.
+        inline.dispatch(&event(b"/k", 2));
+        settle(&mut inline);
+        assert_eq!(registry.active_watcher_count(), 0);
+        assert_eq!(registry.metrics().read().closed_receiver_removals, 1);
+        registry.check_invariants();
+    });
+}
+
+#[test]
+fn the_last_sender_leaving_wakes_a_waiting_receiver() {
+    model(|| {
+        let (registry, mut inline) = setup(4);
+        let mut receiver = compact(&registry);
+        let reader = thread::spawn(move || {
+            let mut seen = Vec::new();
+            // Parks between polls: a lost wake-up is a deadlock, which loom reports.
+            while let Some(event) = block_on(receiver.recv()) {
+                seen.push(event.revision);
+            }
+            seen
+        });
+        inline.dispatch(&event(b"/k", 1));
+        // The registry holds the watcher's two senders (one per snapshot): both go here.
+        drop((inline, registry));
+        assert_eq!(reader.join().unwrap(), [1]);
+    });
+}
+
+#[test]
+fn an_offer_racing_a_draining_receiver_is_received_exactly_once() {
+    model(|| {
+        let (registry, mut inline) = setup(4);
+        let mut receiver = compact(&registry);
+        inline.dispatch(&event(b"/k", 1));
+        let reader = thread::spawn(move || {
+            // The first takes the one queued event (freeing the queue); the others race the
+            // offers below, and may park for them.
+            let first = receiver.try_recv().unwrap().revision;
+            let second = block_on(receiver.recv()).unwrap().revision;
+            let third = block_on(receiver.recv()).unwrap().revision;
+            ([first, second, third], receiver)
+        });
+        inline.dispatch(&event(b"/k", 2));
+        inline.dispatch(&event(b"/k", 3));
+        let (seen, mut receiver) = reader.join().unwrap();
+        assert_eq!(seen, [1, 2, 3]);
+        assert_eq!(
+            receiver.try_recv().unwrap_err(),
+            watchtrie::TryRecvError::Empty
+        );
+        assert!(receiver.is_empty());
+        assert_eq!(registry.metrics().read().deliveries, 3);
+        registry.check_invariants();
     });
 }
