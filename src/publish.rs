@@ -55,7 +55,19 @@ pub(crate) struct Removal {
     pub(crate) kind: Option<TargetKind>,
 }
 
+/// Prefixes with more separators than this are removed off the thread that took their
+/// unregistration (see `InlineDispatcher`'s `remove_deep`): the walk is O(depth), about
+/// half a microsecond per segment per snapshot (`watchbench --scenario key-cost`), so a
+/// prefix of 4,096 segments costs the dispatcher about 2 ms, and deeper ones more.
+pub(crate) const DEEP_REMOVAL: usize = 4096;
+
 impl Removal {
+    /// Whether removing this pattern walks more than [`DEEP_REMOVAL`] segments.
+    pub(crate) fn is_deep(&self) -> bool {
+        self.pattern.len() > DEEP_REMOVAL
+            && self.pattern.iter().filter(|&&b| b == b'/').count() > DEEP_REMOVAL
+    }
+
     /// A removal from the unregistration channel's `(id, key)`.
     pub(crate) fn from_message((id, pattern): (u64, Bytes)) -> Self {
         Removal {
@@ -293,7 +305,8 @@ impl Shared {
     /// lock (the drop then waits for the readers of one event, `sync::exclusive`, never for
     /// the lock), otherwise through the dispatcher all the same.
     pub(crate) fn unregister(&self, removal: Removal) {
-        let removal = if self.release_at_drop.load(Ordering::Relaxed) {
+        // A deep prefix's removal would block the dropping thread: the dispatcher hands it on.
+        let removal = if self.release_at_drop.load(Ordering::Relaxed) && !removal.is_deep() {
             let mut removals = vec![removal];
             if self.try_remove(&mut removals) {
                 return;

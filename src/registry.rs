@@ -212,6 +212,11 @@ impl WatchRegistry {
         self.shared.published.load()
     }
 
+    /// Applies `removal`, waiting for the writer lock (for a blocking-pool thread).
+    pub(crate) fn remove_waiting(&self, removal: Removal) {
+        self.shared.publish(&[Change::Remove(removal)]);
+    }
+
     /// See [`Shared::try_remove`].
     pub(crate) fn try_remove(&self, removals: &mut Vec<Removal>) -> bool {
         self.shared.try_remove(removals)

@@ -66,6 +66,12 @@ in_both_modes! {
         assert_eq!(segments.len(), 100_000);
         drop(handles);
         bed.settle().await;
+        // The async dispatcher hands the deepest removals to tokio's blocking pool.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while bed.registry.watched_prefix_count() != 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            bed.settle().await;
+        }
         assert_eq!(bed.registry.watched_prefix_count(), 0);
         bed.registry.check_invariants();
     }
@@ -157,4 +163,61 @@ async fn extreme_heartbeat_and_sweep_periods_are_served_not_a_panic() {
         drop(h);
         bed.shutdown().await;
     }
+}
+
+/// A prefix of 20,000 segments: its removal walks every segment (about half a microsecond
+/// each, twice), so the async dispatcher hands it to tokio's blocking pool instead of
+/// stalling; events keep flowing meanwhile, and the watcher stops counting once it is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_very_deep_prefix_is_removed_off_the_dispatcher_and_stops_counting() {
+    use std::time::Duration;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = std::sync::Arc::new(watchtrie::WatchRegistry::new(1024, tx));
+    let (events_tx, events_rx) = tokio::sync::broadcast::channel(1024);
+    let dispatcher = watchtrie::WatchDispatcher::new(
+        registry.clone(),
+        events_rx,
+        rx,
+        std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        0,
+    );
+    let task = tokio::spawn(dispatcher.run());
+    let deep = bytes::Bytes::from("/x".repeat(20_000) + "/");
+    let handle = registry.register_prefix(deep.clone(), false).unwrap();
+    let mut other = registry.register(b("/k"), false).unwrap();
+    drop(handle);
+    for revision in 1..=100 {
+        events_tx.send(event(b"/k", revision)).unwrap();
+    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        for revision in 1..=100 {
+            assert_eq!(
+                other.receiver_mut().recv().await.unwrap().revision,
+                revision
+            );
+        }
+        while registry.active_watcher_count() != 1 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the deep watcher is removed and the others served");
+    assert_eq!(registry.prefix_watcher_count(&deep), 0);
+    registry.check_invariants();
+    drop(events_tx);
+    task.await.unwrap();
+}
+
+/// Without a runtime there is no blocking pool: the inline dispatcher removes a deep
+/// prefix itself, like any other.
+#[test]
+fn without_a_runtime_a_deep_prefix_is_removed_inline() {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = std::sync::Arc::new(watchtrie::WatchRegistry::new(4, tx));
+    let mut inline = watchtrie::InlineDispatcher::new(registry.clone(), rx);
+    let deep = bytes::Bytes::from("/x".repeat(5_000) + "/");
+    drop(registry.register_prefix(deep, false).unwrap());
+    inline.process_unregistrations();
+    assert_eq!(registry.active_watcher_count(), 0);
+    registry.check_invariants();
 }

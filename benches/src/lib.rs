@@ -5,12 +5,15 @@
 //! - [`engines`]: one [`engines::Engine`] trait, implemented for both engines;
 //! - [`measure`]: the scenarios, each run on one engine at a time, torn down completely;
 //! - [`alloc`]: a switchable counting allocator for bytes-per-watcher figures;
-//! - [`svg`]: the plot `watchbench --svg` writes.
+//! - [`svg`]: the plot `watchbench --svg` writes;
+//! - [`extended`]: watchtrie alone, for what the reference cannot do (target kinds, the
+//!   wildcard frontier, owners, very deep keys).
 //!
 //! The `watchbench` binary uses these.
 
 pub mod alloc;
 pub mod engines;
+pub mod extended;
 pub mod measure;
 pub mod svg;
 pub mod workload;

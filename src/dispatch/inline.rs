@@ -52,6 +52,9 @@ pub struct InlineDispatcher {
     progress: Option<ProgressSweep>,
     /// A requested sweep to every watcher that waits for the one under way (its revision).
     progress_after: Option<u64>,
+    /// Hand deep removals to tokio's blocking pool (the async dispatcher does; called
+    /// directly, the inline dispatcher does everything on its caller's thread).
+    pub(super) offload_deep: bool,
     /// Where the closed-receiver sweep resumes.
     closed_cursor: SweepCursor,
 }
@@ -81,6 +84,7 @@ impl InlineDispatcher {
             highest_revision: 0,
             progress: None,
             progress_after: None,
+            offload_deep: false,
             closed_cursor: SweepCursor::new(),
         }
     }
@@ -109,8 +113,12 @@ impl InlineDispatcher {
         while taken < UNREGISTRATIONS_PER_EVENT {
             match self.unregister_rx.try_recv() {
                 Ok(message) => {
-                    self.retirements
-                        .unregistered(Removal::from_message(message));
+                    let removal = Removal::from_message(message);
+                    if self.offload_deep && removal.is_deep() {
+                        self.remove_deep(removal);
+                    } else {
+                        self.retirements.unregistered(removal);
+                    }
                     taken += 1;
                 }
                 Err(_) => break,
@@ -118,6 +126,20 @@ impl InlineDispatcher {
         }
         self.retirements.flush(&self.registry);
         taken
+    }
+
+    /// Removes the watcher of a very deep prefix (see `Removal::is_deep`) on tokio's blocking
+    /// pool, so that the async dispatcher does not stall for the O(depth) walk; the watcher
+    /// stops counting when that removal is applied. Without a runtime it is removed here,
+    /// like any other.
+    fn remove_deep(&mut self, removal: Removal) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let registry = Arc::clone(&self.registry);
+                runtime.spawn_blocking(move || registry.remove_waiting(removal));
+            }
+            Err(_) => self.retirements.unregistered(removal),
+        }
     }
 
     /// True while some removal could not be applied yet (the writer lock was busy).

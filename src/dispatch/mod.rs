@@ -87,8 +87,10 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
         heartbeat_interval_ms: u64,
     ) -> Self {
         let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+        let mut inline = InlineDispatcher::new(registry, unregister_rx);
+        inline.offload_deep = true;
         Self {
-            inline: InlineDispatcher::new(registry, unregister_rx),
+            inline,
             broadcast_rx,
             last_applied,
             heartbeat_interval_ms,

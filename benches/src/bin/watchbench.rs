@@ -18,7 +18,7 @@ USAGE: cargo run --release --bin watchbench -- [OPTIONS]
 
 OPTIONS:
   --scenario NAME   mixed (default) | miss | deep | register | fanout | churn | memory |
-                    heartbeat | scale
+                    heartbeat | scale; watchtrie alone: kinds | wildcards | owners | key-cost
   --watchers N      watchers to register (default: mixed 500000, memory 1100000; miss, register,
                     heartbeat 1000000 (heartbeat: mixed keys); deep, fanout, churn 100000
                     (churn: mixed keys); scale 10000000 compact watchers, mixed keys
@@ -127,10 +127,12 @@ fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, Str
         "mixed" | "churn" | "memory" | "heartbeat" => workload::mixed(n - n / 11, n / 11, opts.events, opts.seed),
         "miss" => workload::miss(n, opts.events, opts.seed),
         "deep" => workload::deep(n, opts.events, opts.seed),
-        "register" | "fanout" | "scale" => Workload::default(),
+        "register" | "fanout" | "scale" | "kinds" | "wildcards" | "owners" | "key-cost" => {
+            Workload::default()
+        }
         other => {
             return Err(format!(
-                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory, heartbeat, scale)"
+                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory, heartbeat, scale, kinds, wildcards, owners, key-cost)"
             ))
         }
     };
@@ -251,6 +253,9 @@ fn main() -> ExitCode {
     }
     if opts.scenario == "scale" {
         return scale_report(&rt, &opts, watchers);
+    }
+    if let Some(code) = extended_report(&opts) {
+        return code;
     }
     let dopts = DispatchOptions {
         latency_events: opts.latency,
@@ -1191,4 +1196,111 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// The scenarios of watchtrie alone (`watchbench::extended`); `None` for the others.
+fn extended_report(opts: &Options) -> Option<ExitCode> {
+    use watchbench::extended;
+    match opts.scenario.as_str() {
+        "kinds" => {
+            let n = opts.watchers.unwrap_or(1_000_000);
+            eprintln!(
+                "watchbench: kinds, {n} watchers, {} events (plain, kinds, kinds, plain)…",
+                opts.events
+            );
+            let r = extended::kinds_run(n, opts.events, opts.seed);
+            println!("scenario kinds: {} watchers; inline dispatch over {} events, best of two alternated passes", r.watchers, opts.events);
+            println!("machine: {}", cpu_model());
+            println!();
+            println!("{:<44} {:>10} {:>12}", "watchers", "ns/event", "deliveries");
+            println!(
+                "{:<44} {:>10.0} {:>12}",
+                "mixed (exact 10 : prefix 1)", r.plain_ns, r.plain_deliveries
+            );
+            println!(
+                "{:<44} {:>10.0} {:>12}",
+                "80% mixed, 10% byte prefixes, 5% ranges, 5% patterns",
+                r.kinds_ns,
+                r.kinds_deliveries
+            );
+            println!();
+            println!(
+                "kinds / mixed: {:.2}x ns per event",
+                r.kinds_ns / r.plain_ns
+            );
+            Some(ExitCode::SUCCESS)
+        }
+        "wildcards" => {
+            let rows = extended::wildcards_run(8, &[0, 1, 2, 4, 8], opts.events.min(20_000));
+            println!("scenario wildcards: every pattern of 8 pieces 'a' or '*' with at most w wildcards, all matching the event key /a/a/a/a/a/a/a/a");
+            println!("machine: {}", cpu_model());
+            println!();
+            println!(
+                "{:>4} {:>9} {:>12} {:>12}",
+                "w", "patterns", "ns/event", "ns/match"
+            );
+            for r in rows {
+                println!(
+                    "{:>4} {:>9} {:>12.0} {:>12.1}",
+                    r.wildcards, r.patterns, r.ns_per_event, r.ns_per_match
+                );
+            }
+            Some(ExitCode::SUCCESS)
+        }
+        "owners" => {
+            let refusals = opts.watchers.unwrap_or(10_000_000) as u64;
+            eprintln!("watchbench: owners, {refusals} refused registrations…");
+            let r = extended::owners_run(refusals);
+            println!("scenario owners: owner A at its cap of 1 tries {} registrations; meanwhile another thread registers and drops watchers of 100 other owners (cap 1,000 each)", r.refusals);
+            println!("machine: {}", cpu_model());
+            println!();
+            println!("ns per refusal                  {:>12.1}", r.ns_per_refusal);
+            if r.heap_growth == isize::MIN {
+                println!("heap growth                     (no counting allocator)");
+            } else {
+                println!(
+                    "heap growth over the refusals   {:>12} bytes",
+                    r.heap_growth
+                );
+            }
+            println!(
+                "other owners' registrations     {:>12}",
+                r.others_registered
+            );
+            println!("other owners refused            {:>12}", r.others_refused);
+            Some(ExitCode::SUCCESS)
+        }
+        "key-cost" => {
+            let rows = extended::key_cost_run(&[1_000, 10_000, 100_000, 524_287]);
+            println!("scenario key-cost: one slash prefix /x/x/…/ of N segments: register it, one event on a key under it, drop it (unregistration applied by the dispatcher)");
+            println!("machine: {}", cpu_model());
+            println!();
+            println!(
+                "{:>9} {:>12} {:>12} {:>12} {:>10} {:>10} {:>10}",
+                "segments",
+                "register ms",
+                "event ms",
+                "drop ms",
+                "reg ns/seg",
+                "evt ns/seg",
+                "drop ns/seg"
+            );
+            for r in rows {
+                let per = |d: std::time::Duration| d.as_nanos() as f64 / r.segments as f64;
+                let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+                println!(
+                    "{:>9} {:>12.2} {:>12.2} {:>12.2} {:>10.0} {:>10.0} {:>10.0}",
+                    r.segments,
+                    ms(r.register),
+                    ms(r.event),
+                    ms(r.unregister),
+                    per(r.register),
+                    per(r.event),
+                    per(r.unregister)
+                );
+            }
+            Some(ExitCode::SUCCESS)
+        }
+        _ => None,
+    }
 }
