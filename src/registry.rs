@@ -163,7 +163,7 @@ impl WatchRegistry {
 
     /// Watches one exact key. Any bytes are a valid key, the empty key included.
     ///
-    /// `prev_kv = true` asks for each event's previous value (see [`WatchEvent::prev_value`]).
+    /// `prev_kv = true` asks for each event's previous value (see [`WatchEvent::prev_value`](crate::WatchEvent::prev_value)).
     /// The watcher is visible to every event broadcast after this returns. The same as
     /// `watch(WatchSpec::exact(key).prev_kv(prev_kv))`.
     pub fn register(&self, key: Bytes, prev_kv: bool) -> Result<WatcherHandle, WatchError> {

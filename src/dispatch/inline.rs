@@ -35,7 +35,7 @@ struct ProgressSweep {
 
 /// Synchronous dispatch, for a state machine that delivers events on its own thread.
 ///
-/// Same semantics as [`WatchDispatcher`]: each call first applies pending unregistrations,
+/// Same semantics as [`WatchDispatcher`](super::WatchDispatcher): each call first applies pending unregistrations,
 /// then delivers. Delivery never blocks and never locks: it reads the registry's current
 /// snapshot. Watchers found overflowed or closed are removed after the event, by a writer
 /// transaction that is skipped (and retried on the next call) if a registration holds the

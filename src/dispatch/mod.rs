@@ -109,7 +109,7 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
 
     /// Runs until the broadcast sender is gone. Each turn serves, in this order: pending
     /// unregistrations, events, heartbeats (and the opt-in closed-receiver sweep). A lagging
-    /// broadcast receiver logs the number of lost events and goes on (see [`LagPolicy`] for
+    /// broadcast receiver logs the number of lost events and goes on (see [`LagPolicy`](crate::LagPolicy) for
     /// the alternative).
     pub async fn run(mut self) {
         debug!("WatchDispatcher started");
