@@ -46,7 +46,9 @@
 //!                                                                                 │
 //!                             ┌──────────── Snapshot ◄────────────────────────────┘
 //!                             │   ExactIndex: ahash map   key ─► WatcherList
-//!                             │   PrefixTrie: hash trie   (parent node, segment) ─► node
+//!                             │   PrefixTrie: hash trie   (parent node, segment) ─► node,
+//!                             │               byte prefixes as tails on its nodes
+//!                             │   RangeIndex: interval tree;  PatternIndex: `*` trie
 //!                             ▼
 //!  event ──► dispatcher: load snapshot (no lock) ─► 1 probe for the key + 1 per segment
 //!                        ─► try_send into each matching watcher's bounded channel
@@ -63,6 +65,11 @@
 //!   event, a batch of up to eight queued events, or one sweep slice of about 0.5 ms).
 //! - **Cleanup stays off the hot path.** Watchers found overflowed or closed during an event
 //!   are removed after it, without waiting for the writer lock.
+//! - **One description of a watch.** [`WatchRegistry::watch`] takes a [`WatchSpec`]: the
+//!   target (exact key, slash prefix, byte prefix, key range, wildcard pattern), the event
+//!   filter, keys-only, the owner, the channel kind. The drop-in `register*` methods are
+//!   wrappers over it. The kinds the reference lacks are looked at only while some are
+//!   registered.
 //!
 //! The [`architecture`] module holds the full design (`docs/ARCHITECTURE.md` in the
 //! repository): structures and invariants, the publish protocol, complexity.

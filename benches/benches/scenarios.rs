@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio::runtime::Runtime;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio::task::JoinHandle;
 
 use watchbench::engines::{Engine, Event, Reference, Watchtrie};
@@ -45,7 +45,7 @@ fn event(key: Bytes, revision: u64) -> Event {
 struct Running<E: Engine> {
     registry: Arc<E::Registry>,
     handles: Vec<E::Handle>,
-    probe: mpsc::Receiver<E::Delivered>,
+    probe: E::Receiver,
     tx: broadcast::Sender<Event>,
     task: JoinHandle<()>,
 }
@@ -53,19 +53,19 @@ struct Running<E: Engine> {
 impl<E: Engine> Running<E> {
     fn start(rt: &Runtime, exact: &[Bytes], prefixes: &[Bytes]) -> Self {
         let _guard = rt.enter();
-        let (registry, unregister_rx) = E::registry(1 << 16);
+        let (registry, unregister_rx) = E::registry(1 << 16, usize::MAX);
         let handles = exact
             .iter()
-            .map(|k| E::register(&registry, k.clone()))
+            .map(|k| E::watch(&registry, k.clone()))
             .chain(
                 prefixes
                     .iter()
-                    .map(|p| E::register_prefix(&registry, p.clone())),
+                    .map(|p| E::watch_prefix(&registry, p.clone())),
             )
             .collect();
-        let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
         let (tx, rx) = broadcast::channel(2 * CHUNK);
-        let task = rt.spawn(E::run(registry.clone(), rx, unregister_rx));
+        let task = rt.spawn(E::run_quiet(registry.clone(), rx, unregister_rx));
         Self {
             registry,
             handles,
@@ -82,7 +82,7 @@ impl<E: Engine> Running<E> {
             .send(event(Bytes::from_static(PROBE_KEY), u64::MAX))
             .expect("dispatcher alive");
         rt.block_on(async {
-            while let Some(e) = self.probe.recv().await {
+            while let Some(e) = E::recv(&mut self.probe).await {
                 if E::stamp(&e).0 == u64::MAX {
                     break;
                 }
@@ -232,8 +232,8 @@ fn bench_register<E: Engine>(
             let started = Instant::now();
             for _ in 0..iters {
                 let handle = match shape.key(next) {
-                    (key, false) => E::register(&running.registry, key),
-                    (prefix, true) => E::register_prefix(&running.registry, prefix),
+                    (key, false) => E::watch(&running.registry, key),
+                    (prefix, true) => E::watch_prefix(&running.registry, prefix),
                 };
                 drop(black_box(handle));
                 next += 1;

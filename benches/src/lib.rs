@@ -2,7 +2,8 @@
 //! `d-engine-core` 0.2.4's `watch` module, driven through the very same events.
 //!
 //! - [`workload`]: deterministic, seeded key sets and event streams;
-//! - [`engines`]: one [`engines::Engine`] trait, implemented for both engines;
+//! - [`engines`]: one [`engines::Engine`] trait over every engine (the `harness` crate,
+//!   shared with the differential tests);
 //! - [`measure`]: the scenarios, each run on one engine at a time, torn down completely;
 //! - [`alloc`]: a switchable counting allocator for bytes-per-watcher figures;
 //! - [`svg`]: the plot `watchbench --svg` writes;
@@ -12,8 +13,9 @@
 //! The `watchbench` binary uses these.
 
 pub mod alloc;
-pub mod engines;
 pub mod extended;
 pub mod measure;
 pub mod svg;
 pub mod workload;
+
+pub use harness as engines;

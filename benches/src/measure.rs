@@ -2,7 +2,7 @@
 //! completely (dispatcher stopped and awaited, every handle and channel dropped) before it
 //! returns, so that no engine's leftovers run inside another's measurement.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -123,7 +123,7 @@ pub fn dispatch_run<E: Engine>(
     opts: &DispatchOptions,
 ) -> DispatchRun {
     rt.block_on(async {
-        let (registry, unregister_rx) = E::registry(opts.buffer);
+        let (registry, unregister_rx) = E::registry(opts.buffer, usize::MAX);
         let mut handles = Vec::with_capacity(workload.watcher_count());
 
         let counting = opts.measure_memory && alloc::installed();
@@ -135,7 +135,7 @@ pub fn dispatch_run<E: Engine>(
         let register_time = started.elapsed();
         let bytes = counting.then(|| alloc::stop() as f64 / handles.len().max(1) as f64);
 
-        let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let mut probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
         let events: Vec<Event> = workload
             .events
             .iter()
@@ -149,10 +149,13 @@ pub fn dispatch_run<E: Engine>(
         send_end_mark(&tx);
 
         let started = Instant::now();
-        let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
+        let task = tokio::spawn(E::run_quiet(registry.clone(), rx, unregister_rx));
         await_end_mark::<E>(&mut probe).await;
         let dispatch_time = started.elapsed();
-        let deliveries = handles.iter_mut().map(|h| E::queued(h) as u64).sum();
+        let deliveries = handles
+            .iter_mut()
+            .map(|h| E::queued(E::receiver(h)) as u64)
+            .sum();
 
         let latency = if opts.latency_events > 0 {
             Some(paced_latency::<E>(&tx, probe, workload, opts).await)
@@ -223,11 +226,11 @@ fn register_all<E: Engine>(
 ) {
     let mut bar = Progress::new(progress, workload.watcher_count());
     for key in &workload.exact {
-        handles.push(E::register(registry, key.clone()));
+        handles.push(E::watch(registry, key.clone()));
         bar.tick(handles.len());
     }
     for prefix in &workload.prefixes {
-        handles.push(E::register_prefix(registry, prefix.clone()));
+        handles.push(E::watch_prefix(registry, prefix.clone()));
         bar.tick(handles.len());
     }
     bar.clear();
@@ -241,8 +244,8 @@ fn send_end_mark(tx: &broadcast::Sender<Event>) {
 
 /// Returns once the probe watcher has received the end mark: the dispatcher has handled
 /// everything broadcast before it (and, first, every pending unregistration).
-async fn await_end_mark<E: Engine>(probe: &mut tokio::sync::mpsc::Receiver<E::Delivered>) {
-    while let Some(delivered) = probe.recv().await {
+async fn await_end_mark<E: Engine>(probe: &mut E::Receiver) {
+    while let Some(delivered) = E::recv(probe).await {
         if E::stamp(&delivered).0 == END_MARK {
             return;
         }
@@ -257,12 +260,12 @@ fn per(time: Duration, n: usize) -> f64 {
 /// timestamp (nanoseconds since `base`, 8 bytes little-endian), how long it took to arrive.
 /// Events without one (a heartbeat's Progress) are skipped.
 fn spawn_probe_reader<E: Engine>(
-    mut probe: tokio::sync::mpsc::Receiver<E::Delivered>,
+    mut probe: E::Receiver,
     base: Instant,
 ) -> tokio::task::JoinHandle<Vec<u64>> {
     tokio::spawn(async move {
         let mut samples = Vec::new();
-        while let Some(delivered) = probe.recv().await {
+        while let Some(delivered) = E::recv(&mut probe).await {
             let (revision, value) = E::stamp(&delivered);
             if revision == END_MARK {
                 break;
@@ -279,7 +282,7 @@ fn spawn_probe_reader<E: Engine>(
 /// returns the probes' send-to-receive latency.
 async fn paced_latency<E: Engine>(
     tx: &broadcast::Sender<Event>,
-    probe: tokio::sync::mpsc::Receiver<E::Delivered>,
+    probe: E::Receiver,
     workload: &Workload,
     opts: &DispatchOptions,
 ) -> Percentiles {
@@ -358,8 +361,8 @@ impl Shape {
 
 fn register_shaped<E: Engine>(registry: &E::Registry, shape: Shape, i: usize) -> E::Handle {
     match shape.key(i) {
-        (key, false) => E::register(registry, key),
-        (prefix, true) => E::register_prefix(registry, prefix),
+        (key, false) => E::watch(registry, key),
+        (prefix, true) => E::watch_prefix(registry, prefix),
     }
 }
 
@@ -368,13 +371,13 @@ fn register_shaped<E: Engine>(registry: &E::Registry, shape: Shape, i: usize) ->
 /// registered. Nanoseconds per operation.
 pub fn register_run<E: Engine>(rt: &Runtime, shape: Shape, size: usize, ops: usize) -> f64 {
     rt.block_on(async {
-        let (registry, unregister_rx) = E::registry(4);
+        let (registry, unregister_rx) = E::registry(4, usize::MAX);
         let held: Vec<E::Handle> = (0..size)
             .map(|i| register_shaped::<E>(&registry, shape, i))
             .collect();
-        let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let mut probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
         let (tx, rx) = broadcast::channel(16);
-        let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
+        let task = tokio::spawn(E::run_quiet(registry.clone(), rx, unregister_rx));
         let started = Instant::now();
         for i in 0..ops {
             drop(register_shaped::<E>(&registry, shape, size + i));
@@ -398,14 +401,14 @@ const FANOUT_DELIVERIES: usize = 2_000_000;
 pub fn fanout_run<E: Engine>(rt: &Runtime, k: usize, prefix: bool) -> f64 {
     let events = (FANOUT_DELIVERIES / k).max(2);
     rt.block_on(async {
-        let (registry, unregister_rx) = E::registry(events + 1);
+        let (registry, unregister_rx) = E::registry(events + 1, usize::MAX);
         let handles: Vec<E::Handle> = (0..k)
             .map(|_| match prefix {
-                true => E::register_prefix(&registry, Bytes::from_static(b"/fan/")),
-                false => E::register(&registry, Bytes::from_static(b"/fan/out")),
+                true => E::watch_prefix(&registry, Bytes::from_static(b"/fan/")),
+                false => E::watch(&registry, Bytes::from_static(b"/fan/out")),
             })
             .collect();
-        let mut probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let mut probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
         let (tx, rx) = broadcast::channel((events + 2).next_power_of_two());
         for i in 0..events {
             let e = event(
@@ -417,7 +420,7 @@ pub fn fanout_run<E: Engine>(rt: &Runtime, k: usize, prefix: bool) -> f64 {
         }
         send_end_mark(&tx);
         let started = Instant::now();
-        let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
+        let task = tokio::spawn(E::run_quiet(registry.clone(), rx, unregister_rx));
         await_end_mark::<E>(&mut probe).await;
         let elapsed = started.elapsed();
         drop(tx);
@@ -468,13 +471,13 @@ pub struct ChurnRun {
 /// exact, one prefix, in turn, on keys no event touches) in a loop.
 pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOptions) -> ChurnRun {
     rt.block_on(async {
-        let (registry, unregister_rx) = E::registry(opts.buffer);
+        let (registry, unregister_rx) = E::registry(opts.buffer, usize::MAX);
         let mut handles = Vec::with_capacity(workload.watcher_count());
         register_all::<E>(&registry, workload, false, &mut handles);
         // Room for every paced event: the broadcast channel never lags, so no probe is lost.
         let (tx, rx) = broadcast::channel((opts.latency_events + 2).next_power_of_two());
-        let task = tokio::spawn(E::run(registry.clone(), rx, unregister_rx));
-        let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let task = tokio::spawn(E::run_quiet(registry.clone(), rx, unregister_rx));
+        let probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
         let quiet = paced_latency::<E>(&tx, probe, workload, opts).await;
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -491,7 +494,7 @@ pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOp
                 }
             })
         };
-        let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
         let busy = paced_latency::<E>(&tx, probe, workload, opts).await;
         stop.store(true, Ordering::Relaxed);
         burner.join().expect("burning thread");
@@ -503,9 +506,9 @@ pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOp
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let handle = if n % 4 == 3 {
-                        E::register_prefix(&registry, Bytes::from(format!("/churn/{n}/")))
+                        E::watch_prefix(&registry, Bytes::from(format!("/churn/{n}/")))
                     } else {
-                        E::register(&registry, Bytes::from(format!("/churn/{n}")))
+                        E::watch(&registry, Bytes::from(format!("/churn/{n}")))
                     };
                     drop(handle);
                     n += 1;
@@ -514,7 +517,7 @@ pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOp
             })
         };
         let started = Instant::now();
-        let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
         let churned = paced_latency::<E>(&tx, probe, workload, opts).await;
         stop.store(true, Ordering::Relaxed);
         let ops = churner.join().expect("churning thread");
@@ -564,15 +567,16 @@ pub fn heartbeat_run<E: Engine>(
     rt.block_on(async {
         // Room for every probe event in the window, queued behind a stall: the probe watcher
         // must not overflow (a channel allocates its slots as they fill, not up front).
-        let (registry, unregister_rx) = E::registry(1 << 14);
+        let (registry, unregister_rx) = E::registry(1 << 14, usize::MAX);
         let mut handles = Vec::with_capacity(workload.watcher_count());
         register_all::<E>(&registry, workload, progress, &mut handles);
-        let probe = E::into_receiver(E::register(&registry, Bytes::from_static(PROBE_KEY)));
+        let probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
         let (tx, rx) = broadcast::channel(1 << 16);
-        let task = tokio::spawn(E::run_heartbeat(
+        let task = tokio::spawn(E::run(
             registry.clone(),
             rx,
             unregister_rx,
+            Arc::new(AtomicU64::new(1)),
             HEARTBEAT_MS,
             incremental,
         ));
@@ -586,10 +590,7 @@ pub fn heartbeat_run<E: Engine>(
                 let mut n = 0u64;
                 while base.elapsed() < window {
                     let started = Instant::now();
-                    drop(E::register(
-                        &registry,
-                        Bytes::from(format!("/heartbeat/{n}")),
-                    ));
+                    drop(E::watch(&registry, Bytes::from(format!("/heartbeat/{n}"))));
                     samples.push(started.elapsed().as_nanos() as u64);
                     n += 1;
                     std::thread::sleep(Duration::from_millis(1));
@@ -715,7 +716,7 @@ pub fn scale_run(rt: &Runtime, workload: &Workload, compact: bool, progress: boo
                 registry.clone(),
                 rx,
                 unregister_rx,
-                Arc::new(std::sync::atomic::AtomicU64::new(0)),
+                Arc::new(AtomicU64::new(0)),
                 0,
             )
             .run(),
@@ -804,7 +805,7 @@ pub struct MemoryRun {
 /// reports how much the process grew. Meant to run alone in its own process.
 pub fn memory_run<E: Engine>(rt: &Runtime, workload: &Workload, progress: bool) -> MemoryRun {
     rt.block_on(async {
-        let (registry, _unregister_rx) = E::registry(16);
+        let (registry, _unregister_rx) = E::registry(16, usize::MAX);
         let counting = alloc::installed();
         let before = resident_bytes().unwrap_or(0);
         if counting {

@@ -81,6 +81,7 @@ impl<E: Engine> Side<E> {
             unregister_rx,
             last_applied.clone(),
             heartbeat,
+            false,
         ));
         Self {
             registry,

@@ -3,7 +3,8 @@
 //!
 //! - [`ops`]: the operation language, shared by the proptest suite and the fuzz target
 //!   (`arbitrary::Arbitrary` for one, a proptest strategy for the other);
-//! - [`engines`]: both engines behind one trait, through their public APIs only;
+//! - [`engines`]: the engines behind one trait, through their public APIs only (the
+//!   `harness` crate, shared with the benchmarks);
 //! - [`driver`]: runs a [`ops::Case`] on both, deterministically, and reports the first
 //!   divergence;
 //! - [`model`]: for what the reference does not have (every target kind, filters, keys-only,
@@ -11,6 +12,7 @@
 //!   same way.
 
 pub mod driver;
-pub mod engines;
 pub mod model;
 pub mod ops;
+
+pub use harness as engines;
