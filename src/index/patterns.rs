@@ -11,7 +11,11 @@
 //! whose path matches the key's segments read so far. Each of the key's segments takes each
 //! frontier node to at most two children (the literal one and `*`); a prefix pattern that
 //! ends at a node reached is a match; after the key's last segment, each frontier node's
-//! last pieces are looked up (the key's remaining piece, and `*`).
+//! last pieces are looked up (the key's remaining piece, and `*`). A node carries, for its
+//! children and for its last pieces, their count, whether `*` is one of them, and a
+//! one-word filter of the literal pieces' hashes (`Fanout`), so most probes that would
+//! find nothing are skipped without touching a table; a piece is hashed once per key, not
+//! once per frontier node.
 //!
 //! ```text
 //!  patterns  /svc/*/health   /svc/a/*   /svc/*/          key /svc/a/health
@@ -46,6 +50,7 @@
 use bytes::Bytes;
 use smallvec::SmallVec;
 
+use super::key::KeyBytes;
 use super::segment::{SegmentEnds, SEPARATOR};
 use super::table::{Layout, Table};
 use super::watchers::WatcherList;
@@ -65,14 +70,15 @@ struct Node<W> {
     hash: u64,
     id: u64,
     parent: u64,
-    /// The segment with its separator; empty for the wildcard.
-    segment: Bytes,
+    /// The segment with its separator; empty for the wildcard. Inline when short, so that a
+    /// probe compares it without following a pointer.
+    segment: KeyBytes,
     wildcard: bool,
     /// The pattern's bytes up to and including this segment.
     path: Bytes,
-    children: u32,
+    children: Fanout,
     /// Last pieces (exact patterns) ending under this node.
-    lasts: u32,
+    lasts: Fanout,
     /// Watchers of the prefix pattern that ends with this segment.
     prefix: WatcherList<W>,
 }
@@ -93,12 +99,75 @@ impl<W: Clone> Clone for Node<W> {
     }
 }
 
+/// How many literal children (or last pieces) a node has, whether it has the wildcard one,
+/// and a one-word filter of the literal pieces' hashes: a match probes the table only for
+/// the kinds that exist, and for a literal piece only if its bit is set. Bits are set on
+/// insert and cleared only when the last literal goes (a stale bit costs one probe).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Fanout {
+    literal: u32,
+    wildcard: bool,
+    filter: u64,
+}
+
+/// The filter bit of a piece hash (its top six bits choose it).
+#[inline]
+fn filter_bit(piece_hash: u64) -> u64 {
+    1 << (piece_hash >> 58)
+}
+
+impl Fanout {
+    fn add(&mut self, wildcard: bool, piece_hash: u64) {
+        if wildcard {
+            debug_assert!(!self.wildcard, "one wildcard child per node");
+            self.wildcard = true;
+        } else {
+            self.literal += 1;
+            self.filter |= filter_bit(piece_hash);
+        }
+    }
+
+    fn remove(&mut self, wildcard: bool) {
+        if wildcard {
+            self.wildcard = false;
+        } else {
+            self.literal -= 1;
+            if self.literal == 0 {
+                self.filter = 0;
+            }
+        }
+    }
+
+    fn is_empty(self) -> bool {
+        self.literal == 0 && !self.wildcard
+    }
+
+    /// The probes that can find something for a piece of this hash: `false` for the
+    /// literal one, `true` for `*`.
+    #[inline]
+    fn probes(self, piece_hash: u64) -> impl Iterator<Item = bool> {
+        let literal = self.filter & filter_bit(piece_hash) != 0;
+        [(literal, false), (self.wildcard, true)]
+            .into_iter()
+            .filter_map(|(possible, wildcard)| possible.then_some(wildcard))
+    }
+
+    /// Whether `self` (kept incrementally) agrees with `exact` (recounted): same counts,
+    /// and a filter with at least the recounted bits.
+    fn covers(self, exact: Fanout) -> bool {
+        self.literal == exact.literal
+            && self.wildcard == exact.wildcard
+            && self.filter & exact.filter == exact.filter
+            && (self.literal > 0 || self.filter == 0)
+    }
+}
+
 /// The watchers of an exact pattern: its last piece under its node.
 struct Last<W> {
     hash: u64,
     node: u64,
-    /// The piece; empty for the wildcard.
-    piece: Bytes,
+    /// The piece; empty for the wildcard. Inline when short (see [`Node::segment`]).
+    piece: KeyBytes,
     wildcard: bool,
     pattern: Bytes,
     watchers: WatcherList<W>,
@@ -122,9 +191,11 @@ pub(crate) struct PatternIndex<W> {
     nodes: Table<Node<W>>,
     lasts: Table<Last<W>>,
     hasher: ahash::RandomState,
+    /// The hash of no bytes: the wildcard's piece.
+    empty_hash: u64,
     /// Root-level last pieces (patterns without `/`) and children.
-    root_lasts: u32,
-    root_children: u32,
+    root_lasts: Fanout,
+    root_children: Fanout,
     next_id: u64,
     watchers: usize,
     patterns: usize,
@@ -136,6 +207,7 @@ impl<W: Clone> Clone for PatternIndex<W> {
             nodes: self.nodes.clone(),
             lasts: self.lasts.clone(),
             hasher: self.hasher.clone(),
+            empty_hash: self.empty_hash,
             root_lasts: self.root_lasts,
             root_children: self.root_children,
             next_id: self.next_id,
@@ -186,9 +258,10 @@ impl<W: WatcherEntry> PatternIndex<W> {
         Self {
             nodes: Table::new(),
             lasts: Table::new(),
+            empty_hash: hasher.hash_one(&[][..] as &[u8]),
             hasher,
-            root_lasts: 0,
-            root_children: 0,
+            root_lasts: Fanout::default(),
+            root_children: Fanout::default(),
             next_id: ROOT + 1,
             watchers: 0,
             patterns: 0,
@@ -208,35 +281,87 @@ impl<W: WatcherEntry> PatternIndex<W> {
         self.patterns
     }
 
-    /// The hash of a child under `parent`: the piece's hash (the wildcard's is the hash of
-    /// no bytes with a different tag) mixed with the parent's id.
+    /// The hash of a piece (a segment with its separator, or a last piece), computed once
+    /// per piece of a key and mixed with each frontier node's id by [`Self::mix`].
+    #[inline]
+    fn piece_hash(&self, piece: &[u8]) -> u64 {
+        self.hasher.hash_one(piece)
+    }
+
+    /// The table hash of a child (or, with `tag` 1, a last piece) under `node`: the piece's
+    /// hash mixed with the node's id, the tag and whether it is the wildcard (whose piece is
+    /// no bytes). A folded multiply spreads the mix to the high bits the table's tags use.
+    #[inline]
+    fn mix(node: u64, piece_hash: u64, wildcard: bool, tag: u64) -> u64 {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let a = piece_hash ^ node.wrapping_mul(K);
+        let b = (u64::from(wildcard) | tag << 1) ^ K.rotate_left(23);
+        let product = u128::from(a) * u128::from(b | 1);
+        (product as u64) ^ ((product >> 64) as u64)
+    }
+
     #[inline]
     fn child_hash(&self, parent: u64, piece: &[u8], wildcard: bool) -> u64 {
-        self.hasher.hash_one((parent, wildcard, piece))
+        let piece = if wildcard { &[][..] } else { piece };
+        Self::mix(parent, self.piece_hash(piece), wildcard, 0)
     }
 
     #[inline]
     fn child(&self, parent: u64, segment: &[u8], wildcard: bool) -> Option<&Node<W>> {
         let piece = if wildcard { &[][..] } else { segment };
-        let hash = self.child_hash(parent, piece, wildcard);
+        self.child_hashed(parent, piece, self.piece_hash(piece), wildcard)
+    }
+
+    /// [`Self::child`] given the hash of `segment` (ignored, with `segment`, for `*`).
+    #[inline]
+    fn child_hashed(
+        &self,
+        parent: u64,
+        segment: &[u8],
+        segment_hash: u64,
+        wildcard: bool,
+    ) -> Option<&Node<W>> {
+        let (piece, piece_hash) = if wildcard {
+            (&[][..], self.empty_hash)
+        } else {
+            (segment, segment_hash)
+        };
+        let hash = Self::mix(parent, piece_hash, wildcard, 0);
         self.nodes.find(hash, |n| {
-            n.parent == parent && n.wildcard == wildcard && n.segment == piece
+            n.parent == parent && n.wildcard == wildcard && n.segment.as_slice() == piece
         })
     }
 
     #[inline]
     fn last(&self, node: u64, piece: &[u8], wildcard: bool) -> Option<&Last<W>> {
         let piece = if wildcard { &[][..] } else { piece };
-        let hash = self.last_hash(node, piece, wildcard);
+        self.last_hashed(node, piece, self.piece_hash(piece), wildcard)
+    }
+
+    /// [`Self::last`] given the hash of `piece` (ignored, with `piece`, for `*`).
+    #[inline]
+    fn last_hashed(
+        &self,
+        node: u64,
+        piece: &[u8],
+        piece_hash: u64,
+        wildcard: bool,
+    ) -> Option<&Last<W>> {
+        let (piece, piece_hash) = if wildcard {
+            (&[][..], self.empty_hash)
+        } else {
+            (piece, piece_hash)
+        };
+        let hash = Self::mix(node, piece_hash, wildcard, 1);
         self.lasts.find(hash, |l| {
-            l.node == node && l.wildcard == wildcard && l.piece == piece
+            l.node == node && l.wildcard == wildcard && l.piece.as_slice() == piece
         })
     }
 
     #[inline]
     fn last_hash(&self, node: u64, piece: &[u8], wildcard: bool) -> u64 {
-        // Tagged apart from children's hashes: the two tables never share entries anyway.
-        self.hasher.hash_one((node, wildcard, piece, 1u8))
+        let piece = if wildcard { &[][..] } else { piece };
+        Self::mix(node, self.piece_hash(piece), wildcard, 1)
     }
 
     /// The nodes along the pattern's segments (ids and hashes), `None` if one is missing.
@@ -275,9 +400,10 @@ impl<W: WatcherEntry> PatternIndex<W> {
             let wildcard = is_wildcard_segment(segment);
             let piece = if wildcard { &[][..] } else { segment };
             let parent_id = parent.map_or(ROOT, |p| p.0);
+            let piece_hash = self.piece_hash(piece);
             let hash = self.child_hash(parent_id, piece, wildcard);
             if let Some(node) = self.nodes.find(hash, |n| {
-                n.parent == parent_id && n.wildcard == wildcard && n.segment == piece
+                n.parent == parent_id && n.wildcard == wildcard && n.segment.as_slice() == piece
             }) {
                 parent = Some((node.id, hash));
                 continue;
@@ -285,18 +411,18 @@ impl<W: WatcherEntry> PatternIndex<W> {
             let id = self.next_id;
             self.next_id += 1;
             match parent {
-                None => self.root_children += 1,
-                Some((pid, phash)) => self.node_mut(pid, phash).children += 1,
+                None => self.root_children.add(wildcard, piece_hash),
+                Some((pid, phash)) => self.node_mut(pid, phash).children.add(wildcard, piece_hash),
             }
             let node = Node {
                 hash,
                 id,
                 parent: parent_id,
-                segment: pattern.slice_ref(piece),
+                segment: KeyBytes::new(pattern.slice_ref(piece)),
                 wildcard,
                 path: pattern.slice(..end),
-                children: 0,
-                lasts: 0,
+                children: Fanout::default(),
+                lasts: Fanout::default(),
                 prefix: WatcherList::Empty,
             };
             self.nodes.insert_unique(hash, node, |n| n.hash);
@@ -314,9 +440,10 @@ impl<W: WatcherEntry> PatternIndex<W> {
                 let node = parent.map_or(ROOT, |p| p.0);
                 let wildcard = piece == WILDCARD;
                 let piece = if wildcard { &[][..] } else { piece };
+                let piece_hash = self.piece_hash(piece);
                 let hash = self.last_hash(node, piece, wildcard);
                 match self.lasts.find_mut(hash, |l| {
-                    l.node == node && l.wildcard == wildcard && l.piece == piece
+                    l.node == node && l.wildcard == wildcard && l.piece.as_slice() == piece
                 }) {
                     Some(entry) => {
                         entry.watchers.insert(watcher);
@@ -328,15 +455,15 @@ impl<W: WatcherEntry> PatternIndex<W> {
                         let entry = Last {
                             hash,
                             node,
-                            piece: pattern.slice_ref(piece),
+                            piece: KeyBytes::new(pattern.slice_ref(piece)),
                             wildcard,
                             pattern: pattern.clone(),
                             watchers,
                         };
                         self.lasts.insert_unique(hash, entry, |l| l.hash);
                         match parent {
-                            None => self.root_lasts += 1,
-                            Some((id, h)) => self.node_mut(id, h).lasts += 1,
+                            None => self.root_lasts.add(wildcard, piece_hash),
+                            Some((id, h)) => self.node_mut(id, h).lasts.add(wildcard, piece_hash),
                         }
                         true
                     }
@@ -373,15 +500,15 @@ impl<W: WatcherEntry> PatternIndex<W> {
                 let piece = if wildcard { &[][..] } else { piece };
                 let hash = self.last_hash(node, piece, wildcard);
                 let mut entry = self.lasts.find_entry(hash, |l| {
-                    l.node == node && l.wildcard == wildcard && l.piece == piece
+                    l.node == node && l.wildcard == wildcard && l.piece.as_slice() == piece
                 })?;
                 let removed = entry.get_mut().watchers.remove(id)?;
                 if entry.get().watchers.is_empty() {
                     entry.remove();
                     self.patterns -= 1;
                     match steps.last() {
-                        None => self.root_lasts -= 1,
-                        Some(&(n, h)) => self.node_mut(n, h).lasts -= 1,
+                        None => self.root_lasts.remove(wildcard),
+                        Some(&(n, h)) => self.node_mut(n, h).lasts.remove(wildcard),
                     }
                     self.lasts.shrink_if_sparse(|l| l.hash);
                 }
@@ -392,18 +519,19 @@ impl<W: WatcherEntry> PatternIndex<W> {
         for at in (0..steps.len()).rev() {
             let (node, hash) = steps[at];
             let n = self.node_mut(node, hash);
-            if !n.prefix.is_empty() || n.children > 0 || n.lasts > 0 {
+            if !n.prefix.is_empty() || !n.children.is_empty() || !n.lasts.is_empty() {
                 break;
             }
+            let wildcard = n.wildcard;
             self.nodes
                 .find_entry(hash, |n| n.id == node)
                 .expect("on the path")
                 .remove();
             match at.checked_sub(1) {
-                None => self.root_children -= 1,
+                None => self.root_children.remove(wildcard),
                 Some(up) => {
                     let (pid, ph) = steps[up];
-                    self.node_mut(pid, ph).children -= 1;
+                    self.node_mut(pid, ph).children.remove(wildcard);
                 }
             }
         }
@@ -413,11 +541,12 @@ impl<W: WatcherEntry> PatternIndex<W> {
 
     /// Calls `f(pattern, watchers)` for every pattern `key` matches.
     pub(crate) fn for_each_match<F: FnMut(&[u8], &WatcherList<W>)>(&self, key: &[u8], f: &mut F) {
-        // (node id, whether it has last pieces)
-        let mut frontier: SmallVec<[(u64, bool); INLINE_FRONTIER]> = SmallVec::new();
-        let mut next: SmallVec<[(u64, bool); INLINE_FRONTIER]> = SmallVec::new();
-        frontier.push((ROOT, self.root_lasts > 0));
-        let mut has_children = self.root_children > 0;
+        // (node id, its children, its last pieces)
+        type Step = (u64, Fanout, Fanout);
+        let mut frontier: SmallVec<[Step; INLINE_FRONTIER]> = SmallVec::new();
+        let mut next: SmallVec<[Step; INLINE_FRONTIER]> = SmallVec::new();
+        frontier.push((ROOT, self.root_children, self.root_lasts));
+        let mut has_children = !self.root_children.is_empty();
         let mut start = 0;
         for end in SegmentEnds::new(key) {
             if !has_children {
@@ -426,17 +555,18 @@ impl<W: WatcherEntry> PatternIndex<W> {
             }
             let segment = &key[start..end];
             start = end;
+            let piece_hash = self.piece_hash(segment);
             has_children = false;
             next.clear();
-            for &(node, _) in &frontier {
-                for wildcard in [false, true] {
-                    if let Some(child) = self.child(node, segment, wildcard) {
+            for &(node, children, _) in &frontier {
+                for wildcard in children.probes(piece_hash) {
+                    if let Some(child) = self.child_hashed(node, segment, piece_hash, wildcard) {
                         if !child.prefix.is_empty() {
                             f(&child.path, &child.prefix);
                         }
-                        if child.children > 0 || child.lasts > 0 {
-                            has_children |= child.children > 0;
-                            next.push((child.id, child.lasts > 0));
+                        if !child.children.is_empty() || !child.lasts.is_empty() {
+                            has_children |= !child.children.is_empty();
+                            next.push((child.id, child.children, child.lasts));
                         }
                     }
                 }
@@ -448,12 +578,10 @@ impl<W: WatcherEntry> PatternIndex<W> {
         }
         // The key's last piece, after its last separator (possibly empty).
         let piece = &key[start..];
-        for &(node, has_lasts) in &frontier {
-            if !has_lasts {
-                continue;
-            }
-            for wildcard in [false, true] {
-                if let Some(last) = self.last(node, piece, wildcard) {
+        let piece_hash = self.piece_hash(piece);
+        for &(node, _, lasts) in &frontier {
+            for wildcard in lasts.probes(piece_hash) {
+                if let Some(last) = self.last_hashed(node, piece, piece_hash, wildcard) {
                     f(&last.pattern, &last.watchers);
                 }
             }
@@ -499,15 +627,19 @@ impl<W: WatcherEntry> PatternIndex<W> {
         use std::collections::HashMap;
         let by_id: HashMap<u64, &Node<W>> = self.nodes.iter().map(|n| (n.id, n)).collect();
         assert_eq!(by_id.len(), self.nodes.len(), "node ids are unique");
-        let mut children: HashMap<u64, u32> = HashMap::new();
-        let mut lasts: HashMap<u64, u32> = HashMap::new();
+        let mut children: HashMap<u64, Fanout> = HashMap::new();
+        let mut lasts: HashMap<u64, Fanout> = HashMap::new();
         let (mut watchers, mut patterns) = (0, 0);
         for node in self.nodes.iter() {
             let parent_path = match node.parent {
                 ROOT => Bytes::new(),
                 id => by_id.get(&id).expect("a node's parent exists").path.clone(),
             };
-            let segment: &[u8] = if node.wildcard { b"*/" } else { &node.segment };
+            let segment: &[u8] = if node.wildcard {
+                b"*/"
+            } else {
+                node.segment.as_slice()
+            };
             assert!(
                 segment.last() == Some(&SEPARATOR)
                     && !segment[..segment.len() - 1].contains(&SEPARATOR),
@@ -524,23 +656,26 @@ impl<W: WatcherEntry> PatternIndex<W> {
                 "a node's path ends with its segment"
             );
             assert_eq!(
-                self.child(node.parent, &node.segment, node.wildcard)
+                self.child(node.parent, node.segment.as_slice(), node.wildcard)
                     .map(|n| n.id),
                 Some(node.id),
                 "a node is found under its own key"
             );
             assert!(
-                !node.prefix.is_empty() || node.children > 0 || node.lasts > 0,
+                !node.prefix.is_empty() || !node.children.is_empty() || !node.lasts.is_empty(),
                 "a node with nothing is removed"
             );
             node.prefix.check_invariants();
             watchers += node.prefix.len();
             patterns += usize::from(!node.prefix.is_empty());
-            *children.entry(node.parent).or_default() += 1;
+            children
+                .entry(node.parent)
+                .or_default()
+                .add(node.wildcard, self.piece_hash(node.segment.as_slice()));
         }
         for last in self.lasts.iter() {
             assert!(
-                !last.piece.contains(&SEPARATOR),
+                !last.piece.as_slice().contains(&SEPARATOR),
                 "a last piece holds no separator"
             );
             assert!(!last.watchers.is_empty(), "an empty last piece is removed");
@@ -549,7 +684,7 @@ impl<W: WatcherEntry> PatternIndex<W> {
                 "a last piece's node exists"
             );
             assert_eq!(
-                self.last(last.node, &last.piece, last.wildcard)
+                self.last(last.node, last.piece.as_slice(), last.wildcard)
                     .map(|l| l.pattern.clone()),
                 Some(last.pattern.clone()),
                 "a last piece is found under its own key"
@@ -557,28 +692,29 @@ impl<W: WatcherEntry> PatternIndex<W> {
             last.watchers.check_invariants();
             watchers += last.watchers.len();
             patterns += 1;
-            *lasts.entry(last.node).or_default() += 1;
+            lasts
+                .entry(last.node)
+                .or_default()
+                .add(last.wildcard, self.piece_hash(last.piece.as_slice()));
         }
-        assert_eq!(
-            children.get(&ROOT).copied().unwrap_or(0),
-            self.root_children,
+        let recounted =
+            |counts: &HashMap<u64, Fanout>, id: u64| counts.get(&id).copied().unwrap_or_default();
+        assert!(
+            self.root_children.covers(recounted(&children, ROOT)),
             "root children"
         );
-        assert_eq!(
-            lasts.get(&ROOT).copied().unwrap_or(0),
-            self.root_lasts,
+        assert!(
+            self.root_lasts.covers(recounted(&lasts, ROOT)),
             "root last pieces"
         );
         for node in self.nodes.iter() {
-            assert_eq!(
-                children.get(&node.id).copied().unwrap_or(0),
-                node.children,
-                "child count"
+            assert!(
+                node.children.covers(recounted(&children, node.id)),
+                "child count and filter"
             );
-            assert_eq!(
-                lasts.get(&node.id).copied().unwrap_or(0),
-                node.lasts,
-                "last piece count"
+            assert!(
+                node.lasts.covers(recounted(&lasts, node.id)),
+                "last piece count and filter"
             );
         }
         assert_eq!(watchers, self.watchers, "pattern watcher count out of step");
@@ -667,7 +803,7 @@ mod tests {
         }
         assert_eq!(
             (index.nodes.len(), index.lasts.len(), index.root_children),
-            (0, 0, 0)
+            (0, 0, Fanout::default())
         );
     }
 

@@ -18,6 +18,17 @@
 //! of the tree, which is then rebuilt whole. Rebuilds recurse once per level of the new,
 //! balanced tree: depth O(log n), whatever the ranges.
 //!
+//! Most keys are in no range, and a descent costs a cache miss or two per level, so a
+//! filter runs first. A range's *anchor* is the longest prefix both its bounds begin with:
+//! every key between two strings that share a prefix shares it too. An anchor splits like
+//! a byte prefix (`tails.rs`) into whole segments and a tail without `/`, so a key can
+//! only be in the range if the anchor's segments lead its own and the tail begins its
+//! next piece. The index counts ranges per anchor hash, with the tail lengths in use at
+//! each depth; a lookup hashes the key's segments once, probes at each depth for each
+//! tail length there that fits the key's next piece, and descends only if a probe hits or
+//! some range has no anchor (an unbounded one, or `["a", "b")`). A hash collision only
+//! costs a descent that finds nothing.
+//!
 //! Entries sit in a [`Slab`] at stable positions (the tree's lists and the sweep point at
 //! them), found by their stored pattern through a hash table.
 //!
@@ -28,18 +39,22 @@
 //! - Lists are sorted (by start ascending, by end descending, ties by position); `size` is
 //!   the number of nodes in each subtree; every node in the slab is reachable from the root.
 //! - The lookup table holds one position per entry; `watchers` counts every watcher.
+//! - The anchor counts are those of the entries: per anchor hash, per (depth, tail length),
+//!   and `unanchored` for the entries without one.
 //!
 //! # Complexity (n = ranges, m = matches, d = depth, O(log n) after a rebuild)
 //! | operation | cost |
 //! |---|---|
-//! | lookup | O(d + m) comparisons of the key with centers and bounds |
+//! | lookup | O(L) to hash the key's segments up to the deepest anchor, one probe per tail length in use at each depth, and if one hits, O(d + m) comparisons of the key with centers and bounds |
 //! | insert | O(d) + the sorted insert into one node's lists; amortised O(log² n) with rebuilds |
 //! | remove | O(1) to find + O(log l) to unlist (l: ranges at its node); amortised rebuilds |
 
 use std::cmp::Ordering;
+use std::hash::{BuildHasher, Hasher};
 
 use bytes::Bytes;
 
+use super::segment::{SegmentEnds, SEPARATOR};
 use super::slab::Slab;
 use super::table::{Layout, Table};
 use super::watchers::WatcherList;
@@ -145,6 +160,23 @@ struct Node {
     by_end: Vec<u32>,
 }
 
+/// What every key in `[start, end)` begins with: the longest prefix both bounds begin with
+/// (empty without an end).
+fn anchor<'a>(start: &'a [u8], end: Option<&[u8]>) -> &'a [u8] {
+    let Some(end) = end else {
+        return &[];
+    };
+    let common = start.iter().zip(end).take_while(|(a, b)| a == b).count();
+    &start[..common]
+}
+
+/// Ranges sharing one anchor, by the anchor's hash.
+#[derive(Clone)]
+struct Anchor {
+    hash: u64,
+    ranges: u32,
+}
+
 /// Range watchers.
 pub(crate) struct RangeIndex<W> {
     entries: Slab<Entry<W>>,
@@ -155,6 +187,13 @@ pub(crate) struct RangeIndex<W> {
     watchers: usize,
     /// Nodes whose lists are empty.
     empty_nodes: usize,
+    /// Entries per anchor (by hash: see [`RangeIndex::anchor_key`]).
+    anchors: Table<Anchor>,
+    /// Per anchor depth in whole segments (trimmed of empty depths at the end): the tail
+    /// lengths in use there, ascending, each with its number of entries.
+    anchor_tails: Vec<Vec<(u32, u32)>>,
+    /// Entries without an anchor: every lookup descends while there is one.
+    unanchored: usize,
 }
 
 impl<W: Clone> Clone for RangeIndex<W> {
@@ -167,6 +206,9 @@ impl<W: Clone> Clone for RangeIndex<W> {
             hasher: self.hasher.clone(),
             watchers: self.watchers,
             empty_nodes: self.empty_nodes,
+            anchors: self.anchors.clone(),
+            anchor_tails: self.anchor_tails.clone(),
+            unanchored: self.unanchored,
         }
     }
 }
@@ -204,6 +246,9 @@ impl<W: WatcherEntry> RangeIndex<W> {
             hasher,
             watchers: 0,
             empty_nodes: 0,
+            anchors: Table::new(),
+            anchor_tails: Vec::new(),
+            unanchored: 0,
         }
     }
 
@@ -264,6 +309,7 @@ impl<W: WatcherEntry> RangeIndex<W> {
         let entries = &self.entries;
         self.lookup
             .insert_unique(hash, at, |&i| entry(entries, i).hash);
+        self.count_anchor(at, true);
         self.place(at);
     }
 
@@ -463,6 +509,7 @@ impl<W: WatcherEntry> RangeIndex<W> {
         if n.by_start.is_empty() {
             self.empty_nodes += 1;
         }
+        self.count_anchor(at, false);
         let hash = entry(&self.entries, at).hash;
         self.lookup
             .find_entry(hash, |&x| x == at)
@@ -487,6 +534,9 @@ impl<W: WatcherEntry> RangeIndex<W> {
     /// Calls `f(pattern, watchers)` for every range containing `key`.
     #[inline]
     pub(crate) fn for_each_match<F: FnMut(&[u8], &WatcherList<W>)>(&self, key: &[u8], f: &mut F) {
+        if self.unanchored == 0 && !self.anchored_on(key) {
+            return;
+        }
         let mut at = self.root;
         while at != NIL {
             let node = self.nodes.get(at).expect("a linked node");
@@ -514,6 +564,105 @@ impl<W: WatcherEntry> RangeIndex<W> {
                     }
                     at = node.right;
                 }
+            }
+        }
+    }
+
+    /// Whether `key` begins with an anchor (or collides with one): at each depth, the key's
+    /// segments so far hashed once, then each tail length in use there that fits the
+    /// key's next piece.
+    #[inline]
+    fn anchored_on(&self, key: &[u8]) -> bool {
+        let mut segments = self.hasher.build_hasher();
+        let mut rest = key;
+        for tails in &self.anchor_tails {
+            let piece = rest
+                .iter()
+                .position(|&b| b == SEPARATOR)
+                .unwrap_or(rest.len());
+            for &(len, _) in tails {
+                let len = len as usize;
+                if len > piece {
+                    break;
+                }
+                let mut hasher = segments.clone();
+                hasher.write(&rest[..len]);
+                let hash = hasher.finish();
+                if self.anchors.find(hash, |a| a.hash == hash).is_some() {
+                    return true;
+                }
+            }
+            if piece == rest.len() {
+                return false;
+            }
+            segments.write(&rest[..=piece]);
+            rest = &rest[piece + 1..];
+        }
+        false
+    }
+
+    /// The hash, depth (whole segments) and tail length of a non-empty anchor, hashed as
+    /// [`Self::anchored_on`] hashes a key: one write per segment, then one for the tail.
+    fn anchor_key(&self, anchor: &[u8]) -> (u64, usize, usize) {
+        let mut hasher = self.hasher.build_hasher();
+        let (mut depth, mut start) = (0, 0);
+        for end in SegmentEnds::new(anchor) {
+            hasher.write(&anchor[start..end]);
+            (depth, start) = (depth + 1, end);
+        }
+        hasher.write(&anchor[start..]);
+        (hasher.finish(), depth, anchor.len() - start)
+    }
+
+    /// Counts entry `at` in (or, `added == false`, out of) its anchor's counts.
+    fn count_anchor(&mut self, at: u32, added: bool) {
+        let e = entry(&self.entries, at);
+        let anchor = anchor(&e.start, e.end.as_deref());
+        if anchor.is_empty() {
+            if added {
+                self.unanchored += 1;
+            } else {
+                self.unanchored -= 1;
+            }
+            return;
+        }
+        let (hash, depth, tail) = self.anchor_key(anchor);
+        let tail = tail as u32;
+        if added {
+            match self.anchors.find_mut(hash, |a| a.hash == hash) {
+                Some(a) => a.ranges += 1,
+                None => self
+                    .anchors
+                    .insert_unique(hash, Anchor { hash, ranges: 1 }, |a| a.hash),
+            }
+            if self.anchor_tails.len() <= depth {
+                self.anchor_tails.resize(depth + 1, Vec::new());
+            }
+            let tails = &mut self.anchor_tails[depth];
+            match tails.binary_search_by_key(&tail, |&(len, _)| len) {
+                Ok(i) => tails[i].1 += 1,
+                Err(i) => tails.insert(i, (tail, 1)),
+            }
+        } else {
+            let mut a = self
+                .anchors
+                .find_entry(hash, |a| a.hash == hash)
+                .expect("a counted anchor");
+            a.get_mut().ranges -= 1;
+            if a.get().ranges == 0 {
+                a.remove();
+                self.anchors.shrink_if_sparse(|a| a.hash);
+            }
+            let tails = &mut self.anchor_tails[depth];
+            let i = tails
+                .binary_search_by_key(&tail, |&(len, _)| len)
+                .expect("a counted tail length");
+            tails[i].1 -= 1;
+            if tails[i].1 == 0 {
+                tails.remove(i);
+            }
+            while self.anchor_tails.last().is_some_and(Vec::is_empty) {
+                self.anchor_tails.pop();
             }
         }
     }
@@ -559,7 +708,40 @@ impl<W: WatcherEntry> RangeIndex<W> {
     }
 
     /// Panics with a description if an invariant is broken.
+    /// The anchor counts are recounted from the entries.
+    fn check_anchors(&self) {
+        use std::collections::HashMap;
+        let mut by_hash: HashMap<u64, u32> = HashMap::new();
+        let mut tails: Vec<Vec<(u32, u32)>> = Vec::new();
+        let mut unanchored = 0;
+        for (_, e) in self.entries.iter() {
+            let anchor = anchor(&e.start, e.end.as_deref());
+            if anchor.is_empty() {
+                unanchored += 1;
+                continue;
+            }
+            let (hash, depth, tail) = self.anchor_key(anchor);
+            *by_hash.entry(hash).or_default() += 1;
+            if tails.len() <= depth {
+                tails.resize(depth + 1, Vec::new());
+            }
+            match tails[depth].iter_mut().find(|(len, _)| *len == tail as u32) {
+                Some((_, n)) => *n += 1,
+                None => tails[depth].push((tail as u32, 1)),
+            }
+        }
+        let counted: HashMap<u64, u32> = self.anchors.iter().map(|a| (a.hash, a.ranges)).collect();
+        assert_eq!(counted.len(), self.anchors.len(), "one count per anchor");
+        assert_eq!(counted, by_hash, "anchor counts out of step");
+        for at_depth in &mut tails {
+            at_depth.sort_unstable();
+        }
+        assert_eq!(tails, self.anchor_tails, "anchor tail lengths out of step");
+        assert_eq!(unanchored, self.unanchored, "unanchored count out of step");
+    }
+
     pub(crate) fn check_invariants(&self) {
+        self.check_anchors();
         self.entries.check_invariants();
         self.nodes.check_invariants();
         let mut reached = 0;

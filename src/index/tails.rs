@@ -30,6 +30,7 @@
 //! | matches at one node | O(t) probes, each hashing at most the piece's bytes: O(t + L) |
 
 use bytes::Bytes;
+use smallvec::{smallvec, SmallVec};
 
 use super::segment::{PathHasher, Segment, SEPARATOR};
 use super::table::{Layout, Table};
@@ -68,14 +69,18 @@ impl<W> Tail<W> {
     }
 }
 
+/// Distinct tail lengths a node keeps inline before its list spills to the heap.
+const INLINE_LENGTHS: usize = 3;
+
 /// The distinct tail lengths at one node, with how many entries have each.
 #[derive(Clone)]
 struct Lengths {
     /// The node's path hash (the table hash) and id.
     hash: u64,
     node: u64,
-    /// `(length, entries)`, sorted by length.
-    lengths: Vec<(u32, u32)>,
+    /// `(length, entries)`, sorted by length; inline for a few lengths, so that a walk
+    /// reads them on the line it probed.
+    lengths: SmallVec<[(u32, u32); INLINE_LENGTHS]>,
 }
 
 /// Byte-prefix entries and, per node, the tail lengths a walk probes there.
@@ -188,7 +193,7 @@ impl<W: WatcherEntry> Tails<W> {
                 let list = Lengths {
                     hash: node_hash,
                     node,
-                    lengths: vec![(len, 1)],
+                    lengths: smallvec![(len, 1)],
                 };
                 self.lengths.insert_unique(node_hash, list, |l| l.hash);
             }
@@ -343,7 +348,8 @@ impl<W: WatcherEntry> Tails<W> {
                 .map(|m| m.iter().map(|(&l, &n)| (l, n)).collect())
                 .unwrap_or_default();
             assert_eq!(
-                list.lengths, want,
+                list.lengths.as_slice(),
+                want.as_slice(),
                 "a node's tail lengths, sorted and counted"
             );
         }
