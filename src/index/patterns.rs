@@ -51,7 +51,7 @@ use bytes::Bytes;
 use smallvec::SmallVec;
 
 use super::key::KeyBytes;
-use super::segment::{SegmentEnds, SEPARATOR};
+use super::segment::{Segment, SegmentEnds, SEPARATOR};
 use super::table::{Layout, Table};
 use super::watchers::WatcherList;
 use super::WatcherEntry;
@@ -65,20 +65,32 @@ pub(crate) const WILDCARD: &[u8] = b"*";
 /// Frontier nodes kept on the stack before a frontier spills to the heap.
 const INLINE_FRONTIER: usize = 16;
 
-/// A trie node: one segment (literal, or the wildcard) under its parent.
+/// A trie node: one segment (literal, or the wildcard) under its parent. What a match
+/// reads (the probe's comparison, the id, both fan-outs, the watched flag) is the first
+/// cache line; the table hash and the cold part (path and prefix watchers) follow, so a
+/// probe into a table bigger than the caches costs the table's control line and one more.
+#[repr(C, align(64))]
 struct Node<W> {
-    hash: u64,
-    id: u64,
     parent: u64,
-    /// The segment with its separator; empty for the wildcard. Inline when short, so that a
-    /// probe compares it without following a pointer.
-    segment: KeyBytes,
-    wildcard: bool,
-    /// The pattern's bytes up to and including this segment.
-    path: Bytes,
+    id: u64,
+    /// The segment with its separator as a probe compares it; the empty segment for the
+    /// wildcard. A segment longer than a summary holds is also compared against the path.
+    segment: Segment,
     children: Fanout,
     /// Last pieces (exact patterns) ending under this node.
     lasts: Fanout,
+    /// Whether the prefix pattern ending here has watchers (`cold.prefix` non-empty).
+    watched: bool,
+    wildcard: bool,
+    hash: u64,
+    cold: Box<Cold<W>>,
+}
+
+/// What a match needs only when a node's prefix pattern matches or a long segment is
+/// compared.
+struct Cold<W> {
+    /// The pattern's bytes up to and including this segment.
+    path: Bytes,
     /// Watchers of the prefix pattern that ends with this segment.
     prefix: WatcherList<W>,
 }
@@ -86,16 +98,31 @@ struct Node<W> {
 impl<W: Clone> Clone for Node<W> {
     fn clone(&self) -> Self {
         Self {
-            hash: self.hash,
-            id: self.id,
             parent: self.parent,
-            segment: self.segment.clone(),
-            wildcard: self.wildcard,
-            path: self.path.clone(),
+            id: self.id,
+            segment: self.segment,
             children: self.children,
             lasts: self.lasts,
-            prefix: self.prefix.clone(),
+            watched: self.watched,
+            wildcard: self.wildcard,
+            hash: self.hash,
+            cold: Box::new(Cold {
+                path: self.cold.path.clone(),
+                prefix: self.cold.prefix.clone(),
+            }),
         }
+    }
+}
+
+impl<W> Node<W> {
+    /// Whether this is the child `segment` (summarised as `summary`; empty for `*`) of
+    /// `parent`.
+    #[inline]
+    fn is(&self, parent: u64, wildcard: bool, summary: Segment, segment: &[u8]) -> bool {
+        self.parent == parent
+            && self.wildcard == wildcard
+            && self.segment == summary
+            && (summary.is_exact() || self.cold.path.ends_with(segment))
     }
 }
 
@@ -105,41 +132,56 @@ impl<W: Clone> Clone for Node<W> {
 /// insert and cleared only when the last literal goes (a stale bit costs one probe).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Fanout {
-    literal: u32,
-    wildcard: bool,
-    filter: u64,
+    /// Literal children; the top bit is the wildcard child.
+    count: u32,
+    filter: u32,
 }
 
-/// The filter bit of a piece hash (its top six bits choose it).
+/// `Fanout::count`'s wildcard bit.
+const WILDCARD_BIT: u32 = 1 << 31;
+
+/// The filter bit of a piece hash (its top five bits choose it).
 #[inline]
-fn filter_bit(piece_hash: u64) -> u64 {
-    1 << (piece_hash >> 58)
+fn filter_bit(piece_hash: u64) -> u32 {
+    1 << (piece_hash >> 59)
 }
 
 impl Fanout {
+    fn literal(self) -> u32 {
+        self.count & !WILDCARD_BIT
+    }
+
+    fn wildcard(self) -> bool {
+        self.count & WILDCARD_BIT != 0
+    }
+
     fn add(&mut self, wildcard: bool, piece_hash: u64) {
         if wildcard {
-            debug_assert!(!self.wildcard, "one wildcard child per node");
-            self.wildcard = true;
+            debug_assert!(!self.wildcard(), "one wildcard child per node");
+            self.count |= WILDCARD_BIT;
         } else {
-            self.literal += 1;
+            assert!(
+                self.literal() < WILDCARD_BIT - 1,
+                "literal children fit in 31 bits"
+            );
+            self.count += 1;
             self.filter |= filter_bit(piece_hash);
         }
     }
 
     fn remove(&mut self, wildcard: bool) {
         if wildcard {
-            self.wildcard = false;
+            self.count &= !WILDCARD_BIT;
         } else {
-            self.literal -= 1;
-            if self.literal == 0 {
+            self.count -= 1;
+            if self.literal() == 0 {
                 self.filter = 0;
             }
         }
     }
 
     fn is_empty(self) -> bool {
-        self.literal == 0 && !self.wildcard
+        self.count == 0
     }
 
     /// The probes that can find something for a piece of this hash: `false` for the
@@ -147,7 +189,7 @@ impl Fanout {
     #[inline]
     fn probes(self, piece_hash: u64) -> impl Iterator<Item = bool> {
         let literal = self.filter & filter_bit(piece_hash) != 0;
-        [(literal, false), (self.wildcard, true)]
+        [(literal, false), (self.wildcard(), true)]
             .into_iter()
             .filter_map(|(possible, wildcard)| possible.then_some(wildcard))
     }
@@ -155,20 +197,22 @@ impl Fanout {
     /// Whether `self` (kept incrementally) agrees with `exact` (recounted): same counts,
     /// and a filter with at least the recounted bits.
     fn covers(self, exact: Fanout) -> bool {
-        self.literal == exact.literal
-            && self.wildcard == exact.wildcard
+        self.count == exact.count
             && self.filter & exact.filter == exact.filter
-            && (self.literal > 0 || self.filter == 0)
+            && (self.literal() > 0 || self.filter == 0)
     }
 }
 
-/// The watchers of an exact pattern: its last piece under its node.
+/// The watchers of an exact pattern: its last piece under its node. What a probe compares
+/// comes first, in one cache line (as for [`Node`]).
+#[repr(C, align(64))]
 struct Last<W> {
-    hash: u64,
     node: u64,
-    /// The piece; empty for the wildcard. Inline when short (see [`Node::segment`]).
+    /// The piece; empty for the wildcard. Inline when short, so that a probe compares it
+    /// without following a pointer.
     piece: KeyBytes,
     wildcard: bool,
+    hash: u64,
     pattern: Bytes,
     watchers: WatcherList<W>,
 }
@@ -327,9 +371,9 @@ impl<W: WatcherEntry> PatternIndex<W> {
             (segment, segment_hash)
         };
         let hash = Self::mix(parent, piece_hash, wildcard, 0);
-        self.nodes.find(hash, |n| {
-            n.parent == parent && n.wildcard == wildcard && n.segment.as_slice() == piece
-        })
+        let summary = Segment::of(piece);
+        self.nodes
+            .find(hash, |n| n.is(parent, wildcard, summary, piece))
     }
 
     #[inline]
@@ -384,7 +428,13 @@ impl<W: WatcherEntry> PatternIndex<W> {
         let node = steps.last().map_or(ROOT, |s| s.0);
         let (_, last) = parts(pattern);
         let list = match last {
-            None => &self.nodes.find(steps.last()?.1, |n| n.id == node)?.prefix,
+            None => {
+                &self
+                    .nodes
+                    .find(steps.last()?.1, |n| n.id == node)?
+                    .cold
+                    .prefix
+            }
             Some(piece) => &self.last(node, piece, piece == WILDCARD)?.watchers,
         };
         (!list.is_empty()).then_some(list)
@@ -402,9 +452,11 @@ impl<W: WatcherEntry> PatternIndex<W> {
             let parent_id = parent.map_or(ROOT, |p| p.0);
             let piece_hash = self.piece_hash(piece);
             let hash = self.child_hash(parent_id, piece, wildcard);
-            if let Some(node) = self.nodes.find(hash, |n| {
-                n.parent == parent_id && n.wildcard == wildcard && n.segment.as_slice() == piece
-            }) {
+            let summary = Segment::of(piece);
+            if let Some(node) = self
+                .nodes
+                .find(hash, |n| n.is(parent_id, wildcard, summary, piece))
+            {
                 parent = Some((node.id, hash));
                 continue;
             }
@@ -415,15 +467,18 @@ impl<W: WatcherEntry> PatternIndex<W> {
                 Some((pid, phash)) => self.node_mut(pid, phash).children.add(wildcard, piece_hash),
             }
             let node = Node {
-                hash,
-                id,
                 parent: parent_id,
-                segment: KeyBytes::new(pattern.slice_ref(piece)),
-                wildcard,
-                path: pattern.slice(..end),
+                id,
+                segment: summary,
                 children: Fanout::default(),
                 lasts: Fanout::default(),
-                prefix: WatcherList::Empty,
+                watched: false,
+                wildcard,
+                hash,
+                cold: Box::new(Cold {
+                    path: pattern.slice(..end),
+                    prefix: WatcherList::Empty,
+                }),
             };
             self.nodes.insert_unique(hash, node, |n| n.hash);
             parent = Some((id, hash));
@@ -431,9 +486,10 @@ impl<W: WatcherEntry> PatternIndex<W> {
         let added = match last {
             None => {
                 let (id, hash) = parent.expect("a prefix pattern has a segment");
-                let list = &mut self.node_mut(id, hash).prefix;
-                let new = list.is_empty();
-                list.insert(watcher);
+                let node = self.node_mut(id, hash);
+                let new = !node.watched;
+                node.cold.prefix.insert(watcher);
+                node.watched = true;
                 new
             }
             Some(piece) => {
@@ -487,9 +543,10 @@ impl<W: WatcherEntry> PatternIndex<W> {
         let removed = match last {
             None => {
                 let &(node, hash) = steps.last()?;
-                let list = &mut self.node_mut(node, hash).prefix;
-                let removed = list.remove(id)?;
-                if list.is_empty() {
+                let node = self.node_mut(node, hash);
+                let removed = node.cold.prefix.remove(id)?;
+                if node.cold.prefix.is_empty() {
+                    node.watched = false;
                     self.patterns -= 1;
                 }
                 removed
@@ -519,7 +576,7 @@ impl<W: WatcherEntry> PatternIndex<W> {
         for at in (0..steps.len()).rev() {
             let (node, hash) = steps[at];
             let n = self.node_mut(node, hash);
-            if !n.prefix.is_empty() || !n.children.is_empty() || !n.lasts.is_empty() {
+            if n.watched || !n.children.is_empty() || !n.lasts.is_empty() {
                 break;
             }
             let wildcard = n.wildcard;
@@ -561,8 +618,8 @@ impl<W: WatcherEntry> PatternIndex<W> {
             for &(node, children, _) in &frontier {
                 for wildcard in children.probes(piece_hash) {
                     if let Some(child) = self.child_hashed(node, segment, piece_hash, wildcard) {
-                        if !child.prefix.is_empty() {
-                            f(&child.path, &child.prefix);
+                        if child.watched {
+                            f(&child.cold.path, &child.cold.prefix);
                         }
                         if !child.children.is_empty() || !child.lasts.is_empty() {
                             has_children |= !child.children.is_empty();
@@ -598,7 +655,9 @@ impl<W: WatcherEntry> PatternIndex<W> {
     }
 
     pub(crate) fn nodes_bucket(&self, at: usize) -> Option<(&[u8], &WatcherList<W>)> {
-        self.nodes.bucket(at).map(|n| (&n.path[..], &n.prefix))
+        self.nodes
+            .bucket(at)
+            .map(|n| (&n.cold.path[..], &n.cold.prefix))
     }
 
     pub(crate) fn lasts_layout(&self) -> Layout {
@@ -616,7 +675,7 @@ impl<W: WatcherEntry> PatternIndex<W> {
     /// Both tables' bucket placement, to compare twins.
     pub(crate) fn placement(&self) -> Vec<Option<Vec<u8>>> {
         let nodes =
-            (0..self.nodes.buckets()).map(|i| self.nodes.bucket(i).map(|n| n.path.to_vec()));
+            (0..self.nodes.buckets()).map(|i| self.nodes.bucket(i).map(|n| n.cold.path.to_vec()));
         let lasts =
             (0..self.lasts.buckets()).map(|i| self.lasts.bucket(i).map(|l| l.pattern.to_vec()));
         nodes.chain(lasts).collect()
@@ -633,45 +692,53 @@ impl<W: WatcherEntry> PatternIndex<W> {
         for node in self.nodes.iter() {
             let parent_path = match node.parent {
                 ROOT => Bytes::new(),
-                id => by_id.get(&id).expect("a node's parent exists").path.clone(),
+                id => by_id
+                    .get(&id)
+                    .expect("a node's parent exists")
+                    .cold
+                    .path
+                    .clone(),
             };
-            let segment: &[u8] = if node.wildcard {
-                b"*/"
-            } else {
-                node.segment.as_slice()
-            };
+            let path = &node.cold.path;
+            assert_eq!(
+                &path[..parent_path.len()],
+                &parent_path[..],
+                "a node's path extends its parent's"
+            );
+            let segment = &path[parent_path.len()..];
             assert!(
                 segment.last() == Some(&SEPARATOR)
                     && !segment[..segment.len() - 1].contains(&SEPARATOR),
                 "a segment ends with its only separator"
             );
             assert_eq!(
-                &node.path[..parent_path.len()],
-                &parent_path[..],
-                "a node's path extends its parent's"
+                is_wildcard_segment(segment),
+                node.wildcard,
+                "the wildcard flag"
             );
+            let piece: &[u8] = if node.wildcard { &[] } else { segment };
+            assert_eq!(node.segment, Segment::of(piece), "a node's segment summary");
             assert_eq!(
-                &node.path[parent_path.len()..],
-                segment,
-                "a node's path ends with its segment"
-            );
-            assert_eq!(
-                self.child(node.parent, node.segment.as_slice(), node.wildcard)
-                    .map(|n| n.id),
+                self.child(node.parent, piece, node.wildcard).map(|n| n.id),
                 Some(node.id),
                 "a node is found under its own key"
             );
+            assert_eq!(
+                node.watched,
+                !node.cold.prefix.is_empty(),
+                "the watched flag is the prefix list's"
+            );
             assert!(
-                !node.prefix.is_empty() || !node.children.is_empty() || !node.lasts.is_empty(),
+                node.watched || !node.children.is_empty() || !node.lasts.is_empty(),
                 "a node with nothing is removed"
             );
-            node.prefix.check_invariants();
-            watchers += node.prefix.len();
-            patterns += usize::from(!node.prefix.is_empty());
+            node.cold.prefix.check_invariants();
+            watchers += node.cold.prefix.len();
+            patterns += usize::from(node.watched);
             children
                 .entry(node.parent)
                 .or_default()
-                .add(node.wildcard, self.piece_hash(node.segment.as_slice()));
+                .add(node.wildcard, self.piece_hash(piece));
         }
         for last in self.lasts.iter() {
             assert!(
@@ -732,6 +799,18 @@ mod tests {
         fn id(&self) -> u64 {
             self.0
         }
+    }
+
+    #[test]
+    fn what_a_match_reads_of_a_node_is_its_first_cache_line() {
+        use std::mem::{align_of, offset_of, size_of};
+        assert_eq!(align_of::<Node<W>>(), 64);
+        assert_eq!(size_of::<Node<W>>(), 128);
+        let hot_end = offset_of!(Node<W>, wildcard) + size_of::<bool>();
+        assert!(hot_end <= 64, "hot fields end at {hot_end}");
+        assert!(offset_of!(Node<W>, watched) < 64 && offset_of!(Node<W>, lasts) < 64);
+        assert_eq!(size_of::<Fanout>(), 8);
+        assert!(offset_of!(Last<W>, wildcard) < 64);
     }
 
     /// A naive matcher, the definition: pieces split at `/`, `*` any one piece; a trailing

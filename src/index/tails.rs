@@ -6,7 +6,9 @@
 //! starts with `P` exactly when `S` leads `K`'s segments and `T` begins the piece of `K`
 //! after `S` (the next segment without its separator, or `K`'s last, unterminated piece).
 //! So the trie walk, already at `S`'s node, consults that node's tails: one probe per
-//! distinct tail length registered there that fits in the piece. With no byte prefix
+//! distinct tail length registered there that fits in the piece. The node's own line holds
+//! a mask of its tail lengths under 15 bytes (and a bit for "longer ones too"), so the
+//! walk probes short tails without reading the node's length list. With no byte prefix
 //! registered the walk never looks here; at a node without tails it reads one field of the
 //! node's line.
 //!
@@ -66,6 +68,21 @@ impl<W: Clone> Clone for Tail<W> {
 impl<W> Tail<W> {
     fn tail(&self) -> &[u8] {
         &self.pattern[self.at as usize..]
+    }
+}
+
+/// Tails shorter than this have a bit of their own in a node's length mask.
+const SHORT_TAILS: usize = 15;
+
+/// The length mask's bit for tails of [`SHORT_TAILS`] bytes or more.
+pub(super) const LONG_TAILS: u16 = 1 << 15;
+
+/// The length mask's bit for a tail of `len` bytes.
+fn length_bit(len: usize) -> u16 {
+    if len < SHORT_TAILS {
+        1 << len
+    } else {
+        LONG_TAILS
     }
 }
 
@@ -246,22 +263,55 @@ impl<W: WatcherEntry> Tails<W> {
     /// Calls `f(len, watchers)` for every tail at `node` that begins `rest` (the key after
     /// the node's path) without crossing a separator, shortest first.
     #[inline]
+    /// The summary of `node`'s tail lengths that the trie keeps in the node's own line:
+    /// bit `l` for a tail of `l` bytes (`l` < 15), [`LONG_TAILS`] for any longer one.
+    pub(super) fn length_mask(&self, (node, node_hash): (u64, u64)) -> u16 {
+        self.lengths
+            .find(node_hash, |l| l.node == node)
+            .map_or(0, |list| {
+                list.lengths
+                    .iter()
+                    .fold(0, |mask, &(len, _)| mask | length_bit(len as usize))
+            })
+    }
+
+    /// Calls `f(length, watchers)` for each tail at `node` that begins `rest`, shortest
+    /// first. `mask` is the node's [`Self::length_mask`]: short tails are probed from it,
+    /// without reading the node's length list; the list is read only for long ones.
     pub(super) fn for_each_match<F: FnMut(usize, &WatcherList<W>)>(
         &self,
         hasher: &PathHasher,
         (node, node_hash): (u64, u64),
+        mask: u16,
         rest: &[u8],
         f: &mut F,
     ) {
-        let Some(list) = self.lengths.find(node_hash, |l| l.node == node) else {
-            return;
-        };
         let piece = rest
             .iter()
             .position(|&b| b == SEPARATOR)
             .unwrap_or(rest.len());
+        let mut short = mask & !LONG_TAILS;
+        while short != 0 {
+            let len = short.trailing_zeros() as usize;
+            short &= short - 1;
+            if len > piece {
+                return;
+            }
+            if let Some(entry) = self.find(hasher, (node, node_hash), &rest[..len]) {
+                f(len, &entry.watchers);
+            }
+        }
+        if mask & LONG_TAILS == 0 {
+            return;
+        }
+        let Some(list) = self.lengths.find(node_hash, |l| l.node == node) else {
+            return;
+        };
         for &(len, _) in &list.lengths {
             let len = len as usize;
+            if len < SHORT_TAILS {
+                continue;
+            }
             if len > piece {
                 return;
             }

@@ -112,8 +112,9 @@ pub(crate) struct PrefixTrie<W> {
     prefixes: usize,
     /// Byte-prefix watchers, hung on nodes as tails (`tails.rs`).
     tails: Tails<W>,
-    /// Distinct tails hung on the root.
+    /// Distinct tails hung on the root, and their length mask.
     root_tails: u32,
+    root_tail_lengths: u16,
 }
 
 /// What a walk found: the watchers of a slash prefix, or of a byte prefix (a tail).
@@ -146,6 +147,9 @@ struct Node {
     tails: u32,
     /// Whether the node has watchers (then `extra` is set).
     watched: bool,
+    /// The tails' length mask (`Tails::length_mask`), so that a walk probes short tails
+    /// without reading their length list.
+    tail_lengths: u16,
 }
 
 /// What a node has beyond its place in the trie, when it needs it: the whole path (for the
@@ -187,6 +191,7 @@ impl<W: Clone> Clone for PrefixTrie<W> {
             prefixes: self.prefixes,
             tails: self.tails.clone(),
             root_tails: self.root_tails,
+            root_tail_lengths: self.root_tail_lengths,
         }
     }
 }
@@ -249,6 +254,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             prefixes: 0,
             tails: Tails::new(),
             root_tails: 0,
+            root_tail_lengths: 0,
         }
     }
 
@@ -420,7 +426,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             f(Found::Prefix(0), &self.root_watchers);
         }
         if self.root_tails > 0 {
-            self.match_tails((ROOT, ROOT_HASH), key, 0, f);
+            self.match_tails((ROOT, ROOT_HASH), self.root_tail_lengths, key, 0, f);
         }
         if self.root_children == 0 {
             return;
@@ -469,7 +475,8 @@ impl<W: WatcherEntry> PrefixTrie<W> {
                     );
                 }
                 if node.tails > 0 {
-                    self.match_tails((node.id, hashes[i]), key, bounds[i + 1], f);
+                    let node_key = (node.id, hashes[i]);
+                    self.match_tails(node_key, node.tail_lengths, key, bounds[i + 1], f);
                 }
                 if node.children == 0 {
                     return;
@@ -486,12 +493,13 @@ impl<W: WatcherEntry> PrefixTrie<W> {
     fn match_tails<F: FnMut(Found, &WatcherList<W>)>(
         &self,
         node: (u64, u64),
+        mask: u16,
         key: &[u8],
         at: usize,
         f: &mut F,
     ) {
         self.tails
-            .for_each_match(&self.hasher, node, &key[at..], &mut |len, list| {
+            .for_each_match(&self.hasher, node, mask, &key[at..], &mut |len, list| {
                 f(Found::BytePrefix(at + len), list)
             });
     }
@@ -528,9 +536,13 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         let step = self.ensure_path(&pattern.slice(..at));
         let node = step.map_or((ROOT, ROOT_HASH), |s| (s.id, s.hash));
         if self.tails.insert(&self.hasher, node, pattern, at, watcher) {
+            let mask = self.tails.length_mask(node);
             match step {
-                None => self.root_tails += 1,
-                Some(step) => node_mut(&mut self.nodes, step).tails += 1,
+                None => (self.root_tails, self.root_tail_lengths) = (self.root_tails + 1, mask),
+                Some(step) => {
+                    let n = node_mut(&mut self.nodes, step);
+                    (n.tails, n.tail_lengths) = (n.tails + 1, mask);
+                }
             }
         }
     }
@@ -543,9 +555,13 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         let node = steps.last().map_or((ROOT, ROOT_HASH), |s| (s.id, s.hash));
         let (removed, gone) = self.tails.remove(&self.hasher, node, &pattern[at..], id)?;
         if gone {
+            let mask = self.tails.length_mask(node);
             match steps.last() {
-                None => self.root_tails -= 1,
-                Some(&step) => node_mut(&mut self.nodes, step).tails -= 1,
+                None => (self.root_tails, self.root_tail_lengths) = (self.root_tails - 1, mask),
+                Some(&step) => {
+                    let n = node_mut(&mut self.nodes, step);
+                    (n.tails, n.tail_lengths) = (n.tails - 1, mask);
+                }
             }
             self.prune(&steps);
         }
@@ -589,6 +605,7 @@ impl<W: WatcherEntry> PrefixTrie<W> {
                 segment: summary,
                 tails: 0,
                 watched: false,
+                tail_lengths: 0,
             };
             self.nodes.insert_unique(hash, node, |n| n.path_hash);
             parent = Some(Step { hash, id });
@@ -821,11 +838,21 @@ impl<W: WatcherEntry> PrefixTrie<W> {
             self.root_tails,
             "root tail count out of step"
         );
+        assert_eq!(
+            self.tails.length_mask((ROOT, ROOT_HASH)),
+            self.root_tail_lengths,
+            "the root's tail length mask out of step"
+        );
         for node in self.nodes.iter() {
             assert_eq!(
                 tails.get(&node.id).copied().unwrap_or(0),
                 node.tails,
                 "a node's tail count out of step"
+            );
+            assert_eq!(
+                self.tails.length_mask((node.id, node.path_hash)),
+                node.tail_lengths,
+                "a node's tail length mask out of step"
             );
         }
         for (node, path) in self.tails.nodes() {
@@ -959,6 +986,40 @@ mod tests {
         trie.remove(b"/a/", 1);
         assert_eq!(matches(&before, b"/a/b/c"), vec![(3, 1)]);
         assert_eq!(matches(&trie, b"/a/b/c"), vec![(5, 2)]);
+    }
+
+    /// Tails under 15 bytes are probed from the node's mask, longer ones from its length
+    /// list: both are found, shortest first, and the mask follows removals.
+    #[test]
+    fn tails_of_every_length_are_found_from_the_mask_or_the_list() {
+        let mut trie = PrefixTrie::new();
+        let piece = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        let lengths = [0usize, 1, 13, 14, 15, 16, 30];
+        for (id, &len) in lengths.iter().enumerate() {
+            let mut pattern = b"/n/".to_vec();
+            pattern.extend_from_slice(&piece[..len]);
+            trie.insert_byte_prefix(Bytes::from(pattern), W(id as u64));
+            trie.check_invariants();
+        }
+        let mut key = b"/n/".to_vec();
+        key.extend_from_slice(piece);
+        let want: Vec<(Found, u64)> = lengths
+            .iter()
+            .enumerate()
+            .map(|(id, &len)| (Found::BytePrefix(3 + len), id as u64))
+            .collect();
+        assert_eq!(all_matches(&trie, &key), want);
+        // A key whose next piece is 15 bytes long: tails of 16 and 30 do not fit.
+        let short_key = [&b"/n/"[..], &piece[..15], b"/rest"].concat();
+        assert_eq!(all_matches(&trie, &short_key), want[..5].to_vec());
+        for (id, &len) in lengths.iter().enumerate().rev() {
+            let mut pattern = b"/n/".to_vec();
+            pattern.extend_from_slice(&piece[..len]);
+            assert!(trie.remove_byte_prefix(&pattern, id as u64).is_some());
+            trie.check_invariants();
+            assert_eq!(all_matches(&trie, &key), want[..id].to_vec());
+        }
+        assert_eq!(trie.nodes.len(), 0);
     }
 
     /// Byte prefixes hang on the node of their slash path, are found from the key's next
