@@ -61,6 +61,15 @@ impl PartialEq for KeyBytes {
 
 impl Eq for KeyBytes {}
 
+impl std::ops::Deref for KeyBytes {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 impl Borrow<[u8]> for KeyBytes {
     #[inline]
     fn borrow(&self) -> &[u8] {

@@ -29,7 +29,9 @@
 //! some range has no anchor (an unbounded one, or `["a", "b")`). A hash collision only
 //! costs a descent that finds nothing.
 //!
-//! Entries sit in a [`Slab`] at stable positions (the tree's lists and the sweep point at
+//! Centers and bounds are stored inline when short (up to 30 bytes, `KeyBytes`), so a
+//! descent compares them without following a pointer. Entries sit in a [`Slab`] at stable
+//! positions (the tree's lists and the sweep point at
 //! them), found by their stored pattern through a hash table.
 //!
 //! # Invariants (checked by [`RangeIndex::check_invariants`])
@@ -54,6 +56,7 @@ use std::hash::{BuildHasher, Hasher};
 
 use bytes::Bytes;
 
+use super::key::KeyBytes;
 use super::segment::{SegmentEnds, SEPARATOR};
 use super::slab::Slab;
 use super::table::{Layout, Table};
@@ -98,9 +101,9 @@ pub(crate) fn decode(pattern: &[u8]) -> Option<(&[u8], Option<&[u8]>)> {
 
 /// The watchers of one range.
 struct Entry<W> {
-    start: Bytes,
+    start: KeyBytes,
     /// `None`: no upper bound.
-    end: Option<Bytes>,
+    end: Option<KeyBytes>,
     /// The encoded bounds (see [`encode`]): what removals and sweeps name it by.
     pattern: Bytes,
     hash: u64,
@@ -149,7 +152,7 @@ fn side(start: &[u8], end: Option<&[u8]>, center: &[u8]) -> Side {
 
 #[derive(Clone)]
 struct Node {
-    center: Bytes,
+    center: KeyBytes,
     left: u32,
     right: u32,
     /// Nodes in this subtree, this one included.
@@ -298,9 +301,10 @@ impl<W: WatcherEntry> RangeIndex<W> {
         let hash = self.hasher.hash_one(&pattern[..]);
         let mut watchers = WatcherList::Empty;
         watchers.insert(watcher);
+        // Inline when short: a descent compares bounds without following a pointer.
         let at = self.entries.insert(Entry {
-            start,
-            end,
+            start: KeyBytes::new(start),
+            end: end.map(KeyBytes::new),
             pattern,
             hash,
             watchers,
@@ -807,7 +811,10 @@ impl<W: WatcherEntry> RangeIndex<W> {
                 (&e.start[..], e.end.as_deref()),
                 "bounds from the pattern"
             );
-            assert!(e.end.as_ref().is_none_or(|end| e.start < *end), "non-empty");
+            assert!(
+                e.end.as_ref().is_none_or(|end| e.start[..] < end[..]),
+                "non-empty"
+            );
             assert!(!e.watchers.is_empty(), "an empty entry is removed");
             e.watchers.check_invariants();
             watchers += e.watchers.len();
