@@ -203,6 +203,15 @@ impl Fanout {
     }
 }
 
+/// A piece (segment or last piece) with its hash and summary, so that probing it under
+/// several frontier nodes computes them once.
+#[derive(Clone, Copy)]
+struct Piece<'a> {
+    bytes: &'a [u8],
+    hash: u64,
+    summary: Segment,
+}
+
 /// The watchers of an exact pattern: its last piece under its node. What a probe compares
 /// comes first, in one cache line (as for [`Node`]).
 #[repr(C, align(64))]
@@ -235,8 +244,8 @@ pub(crate) struct PatternIndex<W> {
     nodes: Table<Node<W>>,
     lasts: Table<Last<W>>,
     hasher: ahash::RandomState,
-    /// The hash of no bytes: the wildcard's piece.
-    empty_hash: u64,
+    /// The wildcard's piece (no bytes), hashed and summarised.
+    wildcard_piece: Piece<'static>,
     /// Root-level last pieces (patterns without `/`) and children.
     root_lasts: Fanout,
     root_children: Fanout,
@@ -251,7 +260,7 @@ impl<W: Clone> Clone for PatternIndex<W> {
             nodes: self.nodes.clone(),
             lasts: self.lasts.clone(),
             hasher: self.hasher.clone(),
-            empty_hash: self.empty_hash,
+            wildcard_piece: self.wildcard_piece,
             root_lasts: self.root_lasts,
             root_children: self.root_children,
             next_id: self.next_id,
@@ -302,7 +311,11 @@ impl<W: WatcherEntry> PatternIndex<W> {
         Self {
             nodes: Table::new(),
             lasts: Table::new(),
-            empty_hash: hasher.hash_one(&[][..] as &[u8]),
+            wildcard_piece: Piece {
+                bytes: &[],
+                hash: hasher.hash_one(&[][..] as &[u8]),
+                summary: Segment::of(&[]),
+            },
             hasher,
             root_lasts: Fanout::default(),
             root_children: Fanout::default(),
@@ -353,27 +366,31 @@ impl<W: WatcherEntry> PatternIndex<W> {
     #[inline]
     fn child(&self, parent: u64, segment: &[u8], wildcard: bool) -> Option<&Node<W>> {
         let piece = if wildcard { &[][..] } else { segment };
-        self.child_hashed(parent, piece, self.piece_hash(piece), wildcard)
+        self.child_of(parent, &self.piece(piece), wildcard)
     }
 
-    /// [`Self::child`] given the hash of `segment` (ignored, with `segment`, for `*`).
+    /// [`Self::child`] given the key's piece already hashed and summarised (ignored for
+    /// `*`, whose piece is no bytes).
     #[inline]
-    fn child_hashed(
-        &self,
-        parent: u64,
-        segment: &[u8],
-        segment_hash: u64,
-        wildcard: bool,
-    ) -> Option<&Node<W>> {
-        let (piece, piece_hash) = if wildcard {
-            (&[][..], self.empty_hash)
+    fn child_of(&self, parent: u64, piece: &Piece<'_>, wildcard: bool) -> Option<&Node<W>> {
+        let piece = if wildcard {
+            &self.wildcard_piece
         } else {
-            (segment, segment_hash)
+            piece
         };
-        let hash = Self::mix(parent, piece_hash, wildcard, 0);
-        let summary = Segment::of(piece);
+        let hash = Self::mix(parent, piece.hash, wildcard, 0);
         self.nodes
-            .find(hash, |n| n.is(parent, wildcard, summary, piece))
+            .find(hash, |n| n.is(parent, wildcard, piece.summary, piece.bytes))
+    }
+
+    /// A piece of a key or pattern with what every probe for it needs, computed once.
+    #[inline]
+    fn piece<'a>(&self, bytes: &'a [u8]) -> Piece<'a> {
+        Piece {
+            bytes,
+            hash: self.piece_hash(bytes),
+            summary: Segment::of(bytes),
+        }
     }
 
     #[inline]
@@ -392,7 +409,7 @@ impl<W: WatcherEntry> PatternIndex<W> {
         wildcard: bool,
     ) -> Option<&Last<W>> {
         let (piece, piece_hash) = if wildcard {
-            (&[][..], self.empty_hash)
+            (&[][..], self.wildcard_piece.hash)
         } else {
             (piece, piece_hash)
         };
@@ -612,12 +629,12 @@ impl<W: WatcherEntry> PatternIndex<W> {
             }
             let segment = &key[start..end];
             start = end;
-            let piece_hash = self.piece_hash(segment);
+            let piece = self.piece(segment);
             has_children = false;
             next.clear();
             for &(node, children, _) in &frontier {
-                for wildcard in children.probes(piece_hash) {
-                    if let Some(child) = self.child_hashed(node, segment, piece_hash, wildcard) {
+                for wildcard in children.probes(piece.hash) {
+                    if let Some(child) = self.child_of(node, &piece, wildcard) {
                         if child.watched {
                             f(&child.cold.path, &child.cold.prefix);
                         }
