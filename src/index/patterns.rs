@@ -38,14 +38,18 @@
 //! - Every node's parent exists (or is the root) and counts it among its children; a node
 //!   has prefix watchers, last pieces or children, or it is removed (and so on up).
 //! - Every last piece names a node (or the root), holds no `/`, and is counted by it.
-//! - A node's path is its parent's path followed by its segment (`*/` for a wildcard).
+//! - A node's path is its parent's path followed by its segment (`*/` for a wildcard), and
+//!   its summary and `wildcard` flag are that segment's; `watched` says whether its prefix
+//!   list is non-empty.
+//! - Each fan-out (children, last pieces) has the recounted literal count and wildcard bit,
+//!   and a filter holding at least the recounted pieces' bits (none once no literal is left).
 //! - `watchers` counts every watcher; `patterns` every distinct pattern with watchers.
 //!
 //! # Complexity (P = pattern length, d = its segments, L = key length, F = frontier size)
 //! | operation | cost |
 //! |---|---|
 //! | insert / remove | O(P) hashing + O(d) probes |
-//! | match | O(L) hashing + 2 probes per frontier node per segment: O(L + Σ F) |
+//! | match | O(L) hashing + at most 2 probes per frontier node per segment: O(L + Σ F) |
 
 use bytes::Bytes;
 use smallvec::SmallVec;
@@ -352,7 +356,8 @@ impl<W: WatcherEntry> PatternIndex<W> {
     fn mix(node: u64, piece_hash: u64, wildcard: bool, tag: u64) -> u64 {
         const K: u64 = 0x9E37_79B9_7F4A_7C15;
         let a = piece_hash ^ node.wrapping_mul(K);
-        let b = (u64::from(wildcard) | tag << 1) ^ K.rotate_left(23);
+        // Shifted past bit 0, which `| 1` below sets to keep the multiplier odd.
+        let b = (u64::from(wildcard) << 1 | tag << 2) ^ K.rotate_left(23);
         let product = u128::from(a) * u128::from(b | 1);
         (product as u64) ^ ((product >> 64) as u64)
     }

@@ -260,9 +260,6 @@ impl<W: WatcherEntry> Tails<W> {
         Some((removed, true))
     }
 
-    /// Calls `f(len, watchers)` for every tail at `node` that begins `rest` (the key after
-    /// the node's path) without crossing a separator, shortest first.
-    #[inline]
     /// The summary of `node`'s tail lengths that the trie keeps in the node's own line:
     /// bit `l` for a tail of `l` bytes (`l` < 15), [`LONG_TAILS`] for any longer one.
     pub(super) fn length_mask(&self, (node, node_hash): (u64, u64)) -> u16 {
@@ -275,9 +272,10 @@ impl<W: WatcherEntry> Tails<W> {
             })
     }
 
-    /// Calls `f(length, watchers)` for each tail at `node` that begins `rest`, shortest
-    /// first. `mask` is the node's [`Self::length_mask`]: short tails are probed from it,
+    /// Calls `f(length, watchers)` for each tail at `node` that begins `rest` (the key after
+    /// the node's path) without crossing a separator, shortest first. `mask` is the node's [`Self::length_mask`]: short tails are probed from it,
     /// without reading the node's length list; the list is read only for long ones.
+    #[inline]
     pub(super) fn for_each_match<F: FnMut(usize, &WatcherList<W>)>(
         &self,
         hasher: &PathHasher,

@@ -19,7 +19,8 @@
 //! ```
 //!
 //! A node is one 64-byte line holding what a walk reads: path hash, parent, id, child
-//! count, the segment's two-word summary (`segment.rs`) and a has-watchers flag. Its path
+//! count, the segment's two-word summary (`segment.rs`), a has-watchers flag, its tail
+//! count and the tails' length mask (`tails.rs`). Its path
 //! and watcher list live apart, in a dense vector of *extras*, and only nodes that have
 //! watchers (or a segment longer than its summary identifies, compared against the path)
 //! have one: most nodes are steps on the way to a watched prefix, and at 64 bytes they
@@ -54,7 +55,8 @@
 //!   names its node (hash and id), its path is the parent's path followed by the segment,
 //!   and every extra belongs to a node. `watched` says whether the extra's list is non-empty.
 //! - `depth_nodes` counts the nodes at each depth, without trailing zeros.
-//! - A node has watchers or children (a node left with neither is removed, and so on up).
+//! - A node has watchers, children or tails (a node left with none is removed, and so on
+//!   up); its `tails` and `tail_lengths` are those of the tails hung on it.
 //! - Each node's `children` is the number of nodes naming it as parent.
 //! - `watchers` counts every watcher; `prefixes` counts the paths that have watchers.
 //!
