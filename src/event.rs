@@ -73,7 +73,27 @@ pub enum CancelReason {
         /// The first revision the watcher may have missed.
         resume_from: u64,
     },
+    /// The watcher's buffer was full, under a dispatcher keeping history
+    /// ([`DispatchOptions::with_history`](crate::DispatchOptions::with_history)): every
+    /// matching event below `resume_from` was delivered; watch again from `resume_from`.
+    BufferOverflowAt {
+        /// The revision of the first event the watcher did not get.
+        resume_from: u64,
+    },
+    /// The watch asked for a revision the history no longer holds (or dropped an event it
+    /// had not delivered yet, while the watcher was catching up): `oldest` is the lowest
+    /// revision a watch may start from now. Below it, read the current state instead and
+    /// watch from the revision that state was read at.
+    Compacted {
+        /// The lowest revision a watch may start from.
+        oldest: u64,
+    },
 }
+
+/// What a Canceled event's `value` says for the reasons the reference does not have (the
+/// reference's own sentinel has an empty value).
+const OVERFLOW_AT_TAG: &[u8] = b"watchtrie:overflow";
+const COMPACTED_TAG: &[u8] = b"watchtrie:compacted";
 
 impl WatchEvent {
     /// The sentinel a watcher receives when its buffer overflows: it is the last event.
@@ -96,16 +116,41 @@ impl WatchEvent {
         }
     }
 
-    /// For a Canceled event sent by the dispatcher, why the watch ended; `None` for any
-    /// other event type. The overflow sentinel has revision 0 (as in the reference); a lag
-    /// sentinel carries the revision to resume from, at least 1. (A store that broadcast
-    /// Canceled events itself would have them passed through and read as lag.)
-    pub fn cancel_reason(&self) -> Option<CancelReason> {
-        match (self.event_type, self.revision) {
-            (WatchEventType::Canceled, 0) => Some(CancelReason::BufferOverflow),
-            (WatchEventType::Canceled, resume_from) => Some(CancelReason::Lagged { resume_from }),
-            _ => None,
+    /// The sentinel of an overflow under a dispatcher keeping history: it says where to
+    /// resume (`key` is the key of the event that did not fit, as in the reference's).
+    pub(crate) fn overflow_sentinel_at(key: Bytes, resume_from: u64) -> Self {
+        WatchEvent {
+            value: Bytes::from_static(OVERFLOW_AT_TAG),
+            revision: resume_from,
+            ..Self::cancel_sentinel(key)
         }
+    }
+
+    /// The sentinel of a watch whose start (or next event) the history no longer holds.
+    pub(crate) fn compacted_sentinel(oldest: u64) -> Self {
+        WatchEvent {
+            value: Bytes::from_static(COMPACTED_TAG),
+            revision: oldest,
+            ..Self::cancel_sentinel(Bytes::new())
+        }
+    }
+
+    /// For a Canceled event sent by the dispatcher, why the watch ended; `None` for any
+    /// other event type. The reference's overflow sentinel has revision 0; a lag sentinel
+    /// carries the revision to resume from, at least 1; the two reasons that only a
+    /// dispatcher keeping history sends are told apart by a tag in `value`. (A store that
+    /// broadcast Canceled events itself would have them passed through and read as lag.)
+    pub fn cancel_reason(&self) -> Option<CancelReason> {
+        if self.event_type != WatchEventType::Canceled {
+            return None;
+        }
+        let revision = self.revision;
+        Some(match (&self.value[..], revision) {
+            (COMPACTED_TAG, oldest) => CancelReason::Compacted { oldest },
+            (OVERFLOW_AT_TAG, resume_from) => CancelReason::BufferOverflowAt { resume_from },
+            (_, 0) => CancelReason::BufferOverflow,
+            (_, resume_from) => CancelReason::Lagged { resume_from },
+        })
     }
 }
 

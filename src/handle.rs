@@ -101,6 +101,7 @@ impl Drop for Registration {
                 id: self.id(),
                 pattern: key,
                 kind: Some(self.meta.kind()),
+                resumed: self.meta.resumed(),
             });
         }
     }

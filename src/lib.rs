@@ -91,6 +91,7 @@ mod dispatch;
 mod error;
 mod event;
 mod handle;
+mod history;
 mod index;
 #[cfg(feature = "internals")]
 #[doc(hidden)]
@@ -116,8 +117,8 @@ pub use event::{
 pub use handle::{CompactWatcherHandle, WatcherHandle};
 pub use metrics::{Metrics, MetricsHandle};
 pub use options::{
-    DispatchOptions, HeartbeatMode, LagPolicy, RegistryOptions, DEFAULT_MAX_WILDCARDS,
-    MIN_CLOSED_SWEEP_INTERVAL,
+    DispatchOptions, HeartbeatMode, HistoryOptions, LagPolicy, RegistryOptions,
+    DEFAULT_MAX_WILDCARDS, MIN_CLOSED_SWEEP_INTERVAL,
 };
 pub use owners::{OwnerId, OwnerMetrics};
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};

@@ -68,6 +68,9 @@ impl Flags {
     pub(crate) const KEYS_ONLY: Flags = Flags(1 << 4);
     /// Counted against an owner's cap (`owners`).
     pub(crate) const OWNED: Flags = Flags(1 << 5);
+    /// Registered from a revision: the dispatcher adds it to the index and feeds it history
+    /// first (`dispatch::catch_up`).
+    pub(crate) const RESUMED: Flags = Flags(1 << 6);
     /// Every event filter.
     pub(crate) const FILTERS: Flags =
         Flags(Self::NO_PUT.0 | Self::NO_DELETE.0 | Self::NO_PROGRESS.0);
@@ -145,6 +148,12 @@ impl Meta {
     #[inline]
     pub(crate) fn owned(self) -> bool {
         self.flags().contains(Flags::OWNED)
+    }
+
+    /// Whether the watcher was registered from a revision.
+    #[inline]
+    pub(crate) fn resumed(self) -> bool {
+        self.flags().contains(Flags::RESUMED)
     }
 
     /// Whether the watcher wants events without values.

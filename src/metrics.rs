@@ -26,6 +26,13 @@ pub(crate) struct Counters {
     pub(crate) progress_sent: AtomicU64,
     pub(crate) heartbeat_sweeps: AtomicU64,
     pub(crate) snapshots_published: AtomicU64,
+    pub(crate) resumes: AtomicU64,
+    pub(crate) compacted_cancels: AtomicU64,
+    /// Gauges the dispatcher stores (it alone owns the history and the catch-up).
+    pub(crate) history_events: AtomicU64,
+    pub(crate) history_bytes: AtomicU64,
+    pub(crate) history_heap_bytes: AtomicU64,
+    pub(crate) catching_up: AtomicU64,
 }
 
 impl Counters {
@@ -106,6 +113,12 @@ impl MetricsHandle {
             progress_sent: get(&c.progress_sent),
             heartbeat_sweeps: get(&c.heartbeat_sweeps),
             snapshots_published: get(&c.snapshots_published),
+            resumes: get(&c.resumes),
+            compacted_cancels: get(&c.compacted_cancels),
+            history_events: get(&c.history_events) as usize,
+            history_bytes: get(&c.history_bytes) as usize,
+            history_heap_bytes: get(&c.history_heap_bytes) as usize,
+            catching_up: get(&c.catching_up) as usize,
             watchers: gauges.watchers,
             exact_keys: gauges.exact_keys,
             prefixes: gauges.prefixes,
@@ -148,6 +161,19 @@ pub struct Metrics {
     /// Index snapshots published by writers (registrations, unregistrations, cleanups;
     /// a transaction of several changes publishes once).
     pub snapshots_published: u64,
+    /// Watches from a revision taken by the dispatcher ([`WatchSpec::from_revision`](crate::WatchSpec::from_revision)).
+    pub resumes: u64,
+    /// Watchers cancelled as compacted: their start, or an event they had not received
+    /// yet, was no longer in the history.
+    pub compacted_cancels: u64,
+    /// Gauge: events in the dispatcher's history.
+    pub history_events: usize,
+    /// Gauge: bytes of keys, values and previous values in the history.
+    pub history_bytes: usize,
+    /// Gauge: heap bytes the history holds (payloads and entry headers).
+    pub history_heap_bytes: usize,
+    /// Gauge: watchers from a revision not yet live (being fed, or waiting for their start).
+    pub catching_up: usize,
     /// Gauge: active watchers (those counted against the limit).
     pub watchers: usize,
     /// Gauge: distinct keys with exact watchers.

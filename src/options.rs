@@ -57,6 +57,64 @@ pub struct DispatchOptions {
     monotone_progress: bool,
     skip_replayed: bool,
     closed_sweep: Option<ClosedReceiverSweep>,
+    history: Option<HistoryOptions>,
+}
+
+/// How much history the dispatcher keeps for watches that start from a revision
+/// ([`WatchSpec::from_revision`](crate::WatchSpec::from_revision)): the most recent events,
+/// at most `max_events` of them and at most `max_bytes` of keys, values and previous values
+/// (each event is copied once into the history, so what it holds is what it counts).
+///
+/// ```
+/// use watchtrie::{DispatchOptions, HistoryOptions};
+///
+/// let options = DispatchOptions::default()
+///     .with_history(HistoryOptions::new(100_000, 64 << 20).starting_at(1));
+/// assert_eq!(options.history().unwrap().max_events(), 100_000);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryOptions {
+    max_events: usize,
+    max_bytes: usize,
+    first_revision: u64,
+}
+
+impl HistoryOptions {
+    /// At most `max_events` events and `max_bytes` bytes of their keys and values. Either
+    /// may be 0: the history then keeps nothing, and a watch can only start above the
+    /// revisions already dispatched.
+    pub const fn new(max_events: usize, max_bytes: usize) -> Self {
+        Self {
+            max_events,
+            max_bytes,
+            first_revision: 1,
+        }
+    }
+
+    /// The first revision the history can hold: a watch from below it is told it is
+    /// compacted. Default 1, for a store that starts with its dispatcher; a
+    /// [`WatchDispatcher`](crate::WatchDispatcher) raises it to `last_applied + 1` when it
+    /// is built, since what was applied before it existed never reached it.
+    #[must_use]
+    pub fn starting_at(mut self, revision: u64) -> Self {
+        self.first_revision = revision;
+        self
+    }
+
+    /// The most events kept.
+    pub fn max_events(&self) -> usize {
+        self.max_events
+    }
+
+    /// The most bytes of keys, values and previous values kept.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+
+    /// The first revision the history can hold.
+    pub fn first_revision(&self) -> u64 {
+        self.first_revision
+    }
 }
 
 /// How often, and how far, the closed-receiver sweep looks.
@@ -122,6 +180,22 @@ impl DispatchOptions {
             budget: budget.max(1),
         });
         self
+    }
+
+    /// Keeps a bounded history of dispatched events, so that a watch can start from a past
+    /// revision ([`WatchSpec::from_revision`](crate::WatchSpec::from_revision)); with it,
+    /// every cancel sentinel says where to resume (see
+    /// [`CancelReason`](crate::CancelReason)). Off by default: the reference keeps none, and
+    /// its overflow sentinel carries revision 0.
+    #[must_use]
+    pub fn with_history(mut self, history: HistoryOptions) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// The history kept, if any.
+    pub fn history(&self) -> Option<HistoryOptions> {
+        self.history
     }
 
     /// The heartbeat mode set.

@@ -53,6 +53,8 @@ pub(crate) struct Removal {
     /// channel does not say (its format is the reference's `(id, key)`), and then every
     /// kind is tried: ids are unique, so at most one holds it.
     pub(crate) kind: Option<TargetKind>,
+    /// Registered from a revision (only a handle's drop says so; see `Shared::unregister`).
+    pub(crate) resumed: bool,
 }
 
 /// Prefixes with more separators than this are removed off the thread that took their
@@ -74,6 +76,7 @@ impl Removal {
             id,
             pattern,
             kind: None,
+            resumed: false,
         }
     }
 }
@@ -107,6 +110,63 @@ impl Change {
                     .find_map(|kind| index.remove(kind, &removal.pattern, removal.id)),
             },
         }
+    }
+}
+
+/// A watcher registered from a revision, on its way to the dispatcher, which adds it to the
+/// index itself once it knows where its history starts (`dispatch::catch_up`).
+pub(crate) struct Resume {
+    pub(crate) kind: TargetKind,
+    pub(crate) pattern: Bytes,
+    pub(crate) watcher: Watcher,
+    /// The first revision it wants.
+    pub(crate) start: u64,
+}
+
+/// Registrations from a revision not yet taken by the dispatcher.
+pub(crate) struct Resumes {
+    queue: Mutex<Vec<Resume>>,
+    /// Set with each push, so that the dispatcher's look before every event is one load.
+    waiting: AtomicBool,
+    /// Wakes an idle dispatcher.
+    pub(crate) notify: tokio::sync::Notify,
+}
+
+impl Resumes {
+    fn new() -> Self {
+        Self {
+            queue: Mutex::new(Vec::new()),
+            waiting: AtomicBool::new(false),
+            notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub(crate) fn push(&self, resume: Resume) {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(resume);
+        // Release: pairs with `take`'s Acquire (the queue's lock orders the data itself).
+        self.waiting.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+
+    /// Registrations waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Every registration waiting, oldest first; free when there is none.
+    pub(crate) fn take(&self) -> Vec<Resume> {
+        if !self.waiting.load(Ordering::Acquire) {
+            return Vec::new();
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        self.waiting.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *queue)
     }
 }
 
@@ -152,6 +212,8 @@ pub(crate) struct Shared {
     owner_limit: AtomicUsize,
     /// Per-owner counts and caps (`owners`); taken only for owned watchers.
     owners: Mutex<OwnerBook>,
+    /// Registrations from a revision, for the dispatcher.
+    pub(crate) resumes: Resumes,
 }
 
 impl Shared {
@@ -182,6 +244,7 @@ impl Shared {
             max_wildcards: AtomicUsize::new(RegistryOptions::default().max_wildcards()),
             owner_limit: AtomicUsize::new(RegistryOptions::default().owner_limit()),
             owners: Mutex::new(OwnerBook::new()),
+            resumes: Resumes::new(),
         }
     }
 
@@ -306,7 +369,10 @@ impl Shared {
     /// the lock), otherwise through the dispatcher all the same.
     pub(crate) fn unregister(&self, removal: Removal) {
         // A deep prefix's removal would block the dropping thread: the dispatcher hands it on.
-        let removal = if self.release_at_drop.load(Ordering::Relaxed) && !removal.is_deep() {
+        // A watcher from a revision may not be in the index yet (the dispatcher adds it): its
+        // removal goes through the dispatcher too, which takes additions first.
+        let direct = self.release_at_drop.load(Ordering::Relaxed) && !removal.is_deep();
+        let removal = if direct && !removal.resumed {
             let mut removals = vec![removal];
             if self.try_remove(&mut removals) {
                 return;
@@ -340,9 +406,9 @@ impl Shared {
             "the two snapshots place entries differently: a sweep cannot resume across them"
         );
         assert_eq!(
-            published.watcher_count(),
+            published.watcher_count() + self.resumes.len(),
             self.active.load(Ordering::Relaxed),
-            "limit counter out of step with the index"
+            "limit counter out of step with the index (and the watches from a revision queued)"
         );
         self.with_owners(|book, _| book.check_invariants());
     }

@@ -16,7 +16,7 @@ use crate::meta::{Flags, Meta, TargetKind};
 use crate::metrics::{Counters, MetricsHandle};
 use crate::options::RegistryOptions;
 use crate::owners::OwnerId;
-use crate::publish::{Change, Removal, Shared};
+use crate::publish::{Change, Removal, Resume, Shared};
 use crate::sink::{Sink, Watcher};
 use crate::spec::{AnyHandle, ChannelKind, RegisterError, Target, WatchSpec};
 use crate::sync::{Ordering, SnapshotGuard};
@@ -89,7 +89,8 @@ impl WatchRegistry {
 
     /// Registers the watch `spec` describes; returns its handle (a [`WatcherHandle`], or a
     /// [`CompactWatcherHandle`] for a `.compact()` spec). The watcher is visible to every
-    /// event broadcast after this returns. Checks come in a fixed order, each refusal
+    /// event broadcast after this returns (a watch [from a revision](WatchSpec::from_revision)
+    /// gets every matching event from that revision on instead). Checks come in a fixed order, each refusal
     /// allocating nothing and taking no id: the target's form, then the limit.
     ///
     /// ```
@@ -110,6 +111,7 @@ impl WatchRegistry {
             target,
             flags,
             owner,
+            start,
             ..
         } = spec;
         target.check(&self.shared.options())?;
@@ -134,7 +136,9 @@ impl WatchRegistry {
         if let Some(owner) = owner {
             shared.with_owners(|book, _| book.bind(id, owner));
         }
-        let flags = flags.with_if(Flags::OWNED, owner.is_some());
+        let flags = flags
+            .with_if(Flags::OWNED, owner.is_some())
+            .with_if(Flags::RESUMED, start.is_some());
         let prev_kv = flags.contains(Flags::PREV_KV);
         if prev_kv {
             shared.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
@@ -153,11 +157,21 @@ impl WatchRegistry {
             (Sink::Tokio(sender), AnyHandle::DropIn(handle))
         };
         trace!(watcher_id = id, key = ?key, ?kind, prev_kv, compact = K::COMPACT, "Watcher registered");
-        shared.publish(&[Change::Add {
-            kind,
-            pattern: key,
-            watcher: Watcher::new(meta, sink),
-        }]);
+        let watcher = Watcher::new(meta, sink);
+        match start {
+            // The dispatcher adds it, once it knows where the watcher's history starts.
+            Some(start) => shared.resumes.push(Resume {
+                kind,
+                pattern: key,
+                watcher,
+                start,
+            }),
+            None => shared.publish(&[Change::Add {
+                kind,
+                pattern: key,
+                watcher,
+            }]),
+        }
         Ok(K::from_any(handle))
     }
 
@@ -210,6 +224,11 @@ impl WatchRegistry {
     #[inline]
     pub(crate) fn snapshot(&self) -> SnapshotGuard<Snapshot<Watcher>> {
         self.shared.published.load()
+    }
+
+    /// The shared state, for the dispatcher's catch-up.
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// Applies `removal`, waiting for the writer lock (for a blocking-pool thread).

@@ -72,6 +72,9 @@ pub(crate) struct EventView<'a> {
     pub(crate) value: &'a Bytes,
     pub(crate) prev_value: &'a Bytes,
     pub(crate) revision: u64,
+    /// Where a watcher this view overflows may resume (the overflow sentinel carries it);
+    /// 0 for the reference's sentinel, which says nothing.
+    pub(crate) resume_from: u64,
 }
 
 /// What became of one delivery attempt.
@@ -86,6 +89,8 @@ pub(crate) enum Delivery {
     Filtered,
     /// The receiver is gone: remove the watcher silently.
     Closed,
+    /// No room but the reserved slot, and nothing was sent ([`Watcher::replay`] only).
+    Full,
 }
 
 impl Watcher {
@@ -103,7 +108,7 @@ impl Watcher {
                     || self.event_for(event),
                     || {
                         self.warn_overflow(event, is_prefix, sender.capacity());
-                        Some(WatchEvent::cancel_sentinel(event.key.clone()))
+                        Some(Self::overflow_sentinel(event))
                     },
                 );
                 match outcome {
@@ -135,6 +140,42 @@ impl Watcher {
         }
     }
 
+    /// The sentinel a watcher gets when `event` does not fit.
+    fn overflow_sentinel(event: &EventView<'_>) -> WatchEvent {
+        match event.resume_from {
+            0 => WatchEvent::cancel_sentinel(event.key.clone()),
+            resume_from => WatchEvent::overflow_sentinel_at(event.key.clone(), resume_from),
+        }
+    }
+
+    /// Delivers a history entry to a watcher catching up, only if more than the reserved
+    /// slot is free: a replay never overflows, it waits for the receiver to drain.
+    pub(crate) fn replay(&self, event: &EventView<'_>) -> Delivery {
+        if !self.meta.wants(event.event_type) {
+            return Delivery::Filtered;
+        }
+        match &self.sink {
+            Sink::Tokio(sender) => {
+                if sender.is_closed() {
+                    return Delivery::Closed;
+                }
+                if sender.capacity() <= 1 {
+                    return Delivery::Full;
+                }
+                match sender.try_send(self.event_for(event)) {
+                    Ok(()) => Delivery::Sent,
+                    Err(TrySendError::Closed(_)) => Delivery::Closed,
+                    Err(TrySendError::Full(_)) => Delivery::Full,
+                }
+            }
+            Sink::Compact(sender) => match sender.offer(1, || self.event_for(event), || None) {
+                Offer::Sent => Delivery::Sent,
+                Offer::Full => Delivery::Full,
+                Offer::Closed => Delivery::Closed,
+            },
+        }
+    }
+
     fn warn_overflow(&self, event: &EventView<'_>, is_prefix: bool, capacity: usize) {
         tracing::warn!(
             watcher_id = self.id(),
@@ -159,7 +200,7 @@ impl Watcher {
             // free == 0 would mean the sentinel's slot is taken already; nothing can be sent.
             if free == 1 {
                 self.warn_overflow(event, is_prefix, sender.max_capacity());
-                let _ = sender.try_send(WatchEvent::cancel_sentinel(event.key.clone()));
+                let _ = sender.try_send(Self::overflow_sentinel(event));
             }
             return Delivery::Overflowed;
         }
@@ -183,22 +224,21 @@ impl Watcher {
         }
     }
 
-    /// Ends the watch for broadcast lag: sends the lag sentinel into the slot reserved for
-    /// it. The caller removes the watcher either way.
-    pub(crate) fn cancel_lagged(&self, resume_from: u64) {
+    /// Ends the watch with `sentinel` (lag, compaction), sent into the slot reserved for it.
+    /// The caller removes the watcher either way.
+    pub(crate) fn cancel(&self, sentinel: WatchEvent) {
         tracing::debug!(
             watcher_id = self.id(),
-            resume_from,
-            "dispatcher lagged, cancelling watcher"
+            reason = ?sentinel.cancel_reason(),
+            "cancelling watcher"
         );
         // Fails only if the receiver is gone, or the slot already holds another sentinel.
-        let sentinel = || WatchEvent::lag_sentinel(resume_from);
         match &self.sink {
             Sink::Tokio(sender) => {
-                let _ = sender.try_send(sentinel());
+                let _ = sender.try_send(sentinel);
             }
             Sink::Compact(sender) => {
-                sender.offer(0, sentinel, || None);
+                sender.offer(0, || sentinel, || None);
             }
         }
     }

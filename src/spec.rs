@@ -46,6 +46,27 @@ pub enum Target {
 }
 
 impl Target {
+    /// Whether an event on `key` reaches a watcher of this target, from the definitions
+    /// above (what the index answers for all watchers at once, for one). Allocates nothing;
+    /// O(key length).
+    ///
+    /// ```
+    /// use watchtrie::Target;
+    ///
+    /// let health = Target::Pattern("/svc/*/health".into());
+    /// assert!(health.matches(b"/svc/a/health") && !health.matches(b"/svc/a/b/health"));
+    /// ```
+    pub fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            Target::Exact(exact) => exact[..] == *key,
+            Target::Prefix(prefix) | Target::BytePrefix(prefix) => key.starts_with(prefix),
+            Target::Range { start, end } => {
+                start[..] <= *key && end.as_ref().is_none_or(|end| *key < end[..])
+            }
+            Target::Pattern(pattern) => pattern_matches(pattern, key),
+        }
+    }
+
     pub(crate) fn kind(&self) -> TargetKind {
         match self {
             Target::Exact(_) => TargetKind::Exact,
@@ -134,6 +155,25 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// Pieces split at `/`, `*` any one piece; a trailing `/` lets the key go on (one piece or
+/// more). Walks both in step, without collecting either.
+fn pattern_matches(pattern: &[u8], key: &[u8]) -> bool {
+    let prefix = pattern.ends_with(b"/");
+    let fixed = if prefix {
+        &pattern[..pattern.len() - 1]
+    } else {
+        pattern
+    };
+    let mut pieces = key.split(|&b| b == b'/');
+    for wanted in fixed.split(|&b| b == b'/') {
+        match pieces.next() {
+            Some(piece) if wanted == b"*" || wanted == piece => {}
+            _ => return false,
+        }
+    }
+    pieces.next().is_some() == prefix
 }
 
 /// Which event types a watcher receives. The default passes every type; each `no_*` drops
@@ -270,6 +310,7 @@ pub struct WatchSpec<K: ChannelKind = DropIn> {
     pub(crate) target: Target,
     pub(crate) flags: Flags,
     pub(crate) owner: Option<OwnerId>,
+    pub(crate) start: Option<u64>,
     kind: PhantomData<K>,
 }
 
@@ -279,6 +320,7 @@ impl<K: ChannelKind> fmt::Debug for WatchSpec<K> {
             .field("target", &self.target)
             .field("flags", &self.flags)
             .field("owner", &self.owner)
+            .field("start", &self.start)
             .field("compact", &K::COMPACT)
             .finish()
     }
@@ -291,6 +333,7 @@ impl WatchSpec<DropIn> {
             target,
             flags: Flags::default(),
             owner: None,
+            start: None,
             kind: PhantomData,
         }
     }
@@ -370,12 +413,31 @@ impl<K: ChannelKind> WatchSpec<K> {
         self
     }
 
+    /// Starts the watch at `revision`: every event with revision `revision` or later that
+    /// the dispatcher's history still holds and the target matches is delivered first, in
+    /// order, then live events, with no gap and no duplicate between the two. The dispatcher
+    /// must keep history ([`DispatchOptions::with_history`](crate::DispatchOptions::with_history));
+    /// a start below what it holds (or any past revision without history) gets at once a
+    /// Canceled event whose [`cancel_reason`](crate::WatchEvent::cancel_reason) is
+    /// [`CancelReason::Compacted`](crate::CancelReason::Compacted), with the oldest
+    /// revision it may start from. A start above the last dispatched revision waits for it.
+    ///
+    /// The watcher is added to the index by the dispatcher, before its next event (not by
+    /// this call); a replay longer than its buffer is fed as its receiver drains, and it
+    /// receives no Progress until it has caught up.
+    #[must_use]
+    pub fn from_revision(mut self, revision: u64) -> Self {
+        self.start = Some(revision);
+        self
+    }
+
     /// The same watch through a compact channel.
     pub fn compact(self) -> WatchSpec<Compact> {
         WatchSpec {
             target: self.target,
             flags: self.flags,
             owner: self.owner,
+            start: self.start,
             kind: PhantomData,
         }
     }
@@ -386,6 +448,7 @@ impl<K: ChannelKind> WatchSpec<K> {
             target: self.target,
             flags: self.flags,
             owner: self.owner,
+            start: self.start,
             kind: PhantomData,
         }
     }

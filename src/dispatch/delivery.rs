@@ -1,5 +1,6 @@
 //! Delivery to a list of watchers, and [`Retirements`]: watchers on their way out, with the
-//! rule that a retired watcher is never delivered to again.
+//! rule that a retired watcher is never delivered to again (and the rule of `catch_up`: a
+//! watcher being fed from the history gets no live event).
 //!
 //! A delivery that finds a watcher overflowed (it got the cancel sentinel) or closed, and a
 //! sweep that cancels or finds one, only records it here: removing it takes the writer lock,
@@ -11,6 +12,7 @@ use std::collections::HashSet;
 
 use bytes::Bytes;
 
+use super::catch_up::Held;
 use crate::index::{Location, WatcherEntry, WatcherList};
 use crate::metrics::Counters;
 use crate::publish::Removal;
@@ -45,6 +47,7 @@ pub(super) fn removal_of(id: u64, at: Location<'_>, key: Option<&Bytes>) -> Remo
         id,
         pattern,
         kind: Some(at.kind),
+        resumed: false,
     }
 }
 
@@ -77,7 +80,9 @@ pub(super) fn deliver_one(
     retirements: &mut Retirements,
     tally: &mut Tally,
 ) {
-    if retirements.is_retired(watcher.id()) {
+    if retirements.is_retired(watcher.id())
+        || (watcher.meta().resumed() && retirements.held.skips(watcher.id(), view))
+    {
         return;
     }
     let is_prefix = at.kind != crate::meta::TargetKind::Exact;
@@ -92,6 +97,7 @@ pub(super) fn deliver_one(
             tally.closed += 1;
             retirements.record(removal_of(watcher.id(), at, Some(view.key)));
         }
+        Delivery::Full => unreachable!("only a replay reports Full"),
     }
 }
 
@@ -103,6 +109,9 @@ pub(super) struct Retirements {
     pending: Vec<Removal>,
     /// Retired watchers whose removal may still be pending.
     retired: HashSet<u64, ahash::RandomState>,
+    /// Watchers from a revision that live delivery skips while they catch up, or filters
+    /// until their start (`catch_up`).
+    pub(super) held: Held,
 }
 
 impl Retirements {

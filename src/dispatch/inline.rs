@@ -7,10 +7,12 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{trace, warn};
 
+use super::catch_up::{CatchUps, Context, FeedSize};
 use super::delivery::{deliver_list, deliver_one, Retirements, Tally};
 use super::request::ProgressRequest;
 use super::sweep::{run_slice, SliceSize, SweepAction};
 use crate::event::{ChangeEvent, WatchEventType};
+use crate::history::History;
 use crate::index::{Location, Snapshot, SweepCursor, WatcherList};
 use crate::metrics::Counters;
 use crate::options::{DispatchOptions, HeartbeatMode, LagPolicy};
@@ -57,7 +59,15 @@ pub struct InlineDispatcher {
     pub(super) offload_deep: bool,
     /// Where the closed-receiver sweep resumes.
     closed_cursor: SweepCursor,
+    /// The events kept for watches from a revision ([`DispatchOptions::with_history`]).
+    history: Option<History>,
+    /// Watchers from a revision on their way to live delivery.
+    catch_ups: CatchUps,
 }
+
+/// Feeding watchers visited after each event (the async dispatcher feeds more between
+/// turns, [`InlineDispatcher::continue_catch_up`]).
+const FEED_PER_EVENT: usize = 16;
 
 impl std::fmt::Debug for InlineDispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -86,6 +96,8 @@ impl InlineDispatcher {
             progress_after: None,
             offload_deep: false,
             closed_cursor: SweepCursor::new(),
+            history: None,
+            catch_ups: CatchUps::default(),
         }
     }
 
@@ -93,7 +105,93 @@ impl InlineDispatcher {
     #[must_use]
     pub fn with_options(mut self, options: DispatchOptions) -> Self {
         self.options = options;
+        self.history = options.history().map(History::new);
         self
+    }
+
+    /// Raises the history's floor to `revision` (for what was applied before the
+    /// dispatcher existed).
+    pub(super) fn raise_history_floor(&mut self, revision: u64) {
+        if let Some(history) = &mut self.history {
+            history.raise_floor(revision);
+        }
+    }
+
+    /// What the catch-up borrows of the dispatcher for one call.
+    fn catch_up_context(&mut self) -> (&mut CatchUps, Context<'_>) {
+        let cx = Context {
+            registry: &self.registry,
+            history: self.history.as_ref(),
+            retirements: &mut self.retirements,
+            highest: self.highest_revision,
+        };
+        (&mut self.catch_ups, cx)
+    }
+
+    /// Takes registrations from a revision (before any unregistration: a handle dropped
+    /// right after registering must find its watcher added) and feeds the new ones.
+    fn admit_resumes(&mut self) {
+        let (catch_ups, cx) = self.catch_up_context();
+        let fresh = catch_ups.admit(cx);
+        if fresh > 0 {
+            let (catch_ups, cx) = self.catch_up_context();
+            catch_ups.feed(cx, FeedSize::Watchers(fresh));
+        }
+        if fresh > 0 || self.retirements.held.len() > 0 {
+            self.store_history_gauges();
+        }
+    }
+
+    /// Feeds watchers catching up from the history for about half a millisecond, each as
+    /// far as its receiver has drained. Returns true while some are still behind. Call it
+    /// when idle: [`Self::dispatch`] feeds only a few per event.
+    pub fn continue_catch_up(&mut self) -> bool {
+        self.process_unregistrations();
+        if !self.retirements.held.is_feeding() {
+            return false;
+        }
+        let (catch_ups, cx) = self.catch_up_context();
+        let behind = catch_ups.feed(cx, FeedSize::Timed);
+        self.store_history_gauges();
+        behind
+    }
+
+    /// Checks the registry's invariants, the history's, and that every watcher being fed is
+    /// in the feeding order. For tests and fuzzing; panics with a description on failure.
+    #[doc(hidden)]
+    pub fn check_invariants(&self) {
+        self.registry.check_invariants();
+        if let Some(history) = &self.history {
+            history.check_invariants();
+        }
+        self.catch_ups.check_invariants(&self.retirements.held);
+    }
+
+    /// True while some watcher from a revision is still being fed from the history.
+    pub fn catching_up(&self) -> bool {
+        self.retirements.held.is_feeding()
+    }
+
+    /// Stores the gauges only the dispatcher can read (relaxed stores, with history only).
+    fn store_history_gauges(&self) {
+        if let Some(history) = &self.history {
+            let counters = self.registry.counters();
+            let store = |gauge: &crate::sync::AtomicU64, value: usize| {
+                gauge.store(value as u64, crate::sync::Ordering::Relaxed)
+            };
+            store(&counters.history_events, history.len());
+            store(&counters.history_bytes, history.bytes());
+            store(&counters.history_heap_bytes, history.heap_bytes());
+            store(&counters.catching_up, self.retirements.held.len());
+        }
+    }
+
+    /// Feeds a few catching-up watchers after an event.
+    fn feed_after_event(&mut self) {
+        if self.retirements.held.is_feeding() {
+            let (catch_ups, cx) = self.catch_up_context();
+            catch_ups.feed(cx, FeedSize::Watchers(FEED_PER_EVENT));
+        }
     }
 
     /// The options in force.
@@ -109,6 +207,7 @@ impl InlineDispatcher {
     /// Applies the unregistrations received so far (up to a few thousand per call) and any
     /// removal left pending. Returns how many unregistration messages were taken.
     pub fn process_unregistrations(&mut self) -> usize {
+        self.admit_resumes();
         let mut taken = 0;
         while taken < UNREGISTRATIONS_PER_EVENT {
             match self.unregister_rx.try_recv() {
@@ -158,6 +257,7 @@ impl InlineDispatcher {
         if let Some(mark) = failed {
             self.retirements.retire_since(mark, &self.registry);
         }
+        self.feed_after_event();
     }
 
     /// Dispatches `events` (at most [`BATCH`]) in order, as [`Self::dispatch`] would one by
@@ -184,6 +284,8 @@ impl InlineDispatcher {
                 return;
             }
         }
+        drop(snapshot);
+        self.feed_after_event();
     }
 
     /// Delivers `event` to its watchers in `snapshot`, `exact` being its key's exact
@@ -196,12 +298,14 @@ impl InlineDispatcher {
         exact: Option<&WatcherList<Watcher>>,
     ) -> Option<usize> {
         let key = event.key();
+        let revision = event.revision();
         let view = EventView {
             event_type: WatchEventType::from_code(event.event_type()),
             key,
             value: event.value(),
             prev_value: event.prev_value(),
-            revision: event.revision(),
+            revision,
+            resume_from: if self.history.is_some() { revision } else { 0 },
         };
         if self.is_replay(&view) {
             let counters = self.registry.counters();
@@ -211,6 +315,23 @@ impl InlineDispatcher {
             return None;
         }
         self.highest_revision = self.highest_revision.max(view.revision);
+        if let Some(history) = &mut self.history {
+            // Recorded before it is delivered: a watcher being fed skips it live and finds
+            // it here (the seam, `catch_up`).
+            if matches!(
+                view.event_type,
+                WatchEventType::Put | WatchEventType::Delete
+            ) {
+                history.record(
+                    view.event_type,
+                    key,
+                    view.value,
+                    view.prev_value,
+                    view.revision,
+                );
+            }
+        }
+        self.store_history_gauges();
         let retirements = &mut self.retirements;
         let mark = retirements.mark();
         let mut tally = Tally::default();
@@ -236,6 +357,15 @@ impl InlineDispatcher {
             )
     }
 
+    /// Where a watcher that a Progress overflows may resume: past every event dispatched,
+    /// all of which it got (with history; 0, the reference's sentinel, without).
+    fn progress_resume_point(&self) -> u64 {
+        match self.history {
+            Some(_) => self.highest_revision + 1,
+            None => 0,
+        }
+    }
+
     /// The revision a Progress event carries for a tick at `revision`.
     fn progress_revision(&self, revision: u64, monotone: bool) -> u64 {
         if monotone {
@@ -258,7 +388,10 @@ impl InlineDispatcher {
         while !cursor.is_done() {
             self.sweep_slice(
                 &mut cursor,
-                SweepAction::Progress { revision },
+                SweepAction::Progress {
+                    revision,
+                    resume_from: self.progress_resume_point(),
+                },
                 SliceSize::Timed,
             );
         }
@@ -325,6 +458,7 @@ impl InlineDispatcher {
                     value: &empty,
                     prev_value: &empty,
                     revision,
+                    resume_from: self.progress_resume_point(),
                 };
                 let snapshot = self.registry.snapshot();
                 let Some(watcher) = snapshot.list(at.kind, at.pattern).and_then(|l| l.get(id))
@@ -360,7 +494,10 @@ impl InlineDispatcher {
         };
         self.process_unregistrations();
         let revision = self.progress_revision(sweep.revision, true);
-        let action = SweepAction::Progress { revision };
+        let action = SweepAction::Progress {
+            revision,
+            resume_from: self.progress_resume_point(),
+        };
         self.sweep_slice(&mut sweep.cursor, action, SliceSize::Timed);
         if sweep.cursor.is_done() {
             Counters::add(&self.registry.counters().heartbeat_sweeps, 1);
@@ -398,6 +535,15 @@ impl InlineDispatcher {
         warn!(lost, "WatchDispatcher lagged {lost} events (slow watchers)");
         let counters = self.registry.counters();
         Counters::add(&counters.lagged_events, lost);
+        if self.history.is_some() {
+            // The lost events will never be in the history: nobody can catch up across them.
+            let (catch_ups, cx) = self.catch_up_context();
+            let cancelled = catch_ups.lagged(cx);
+            Counters::add(&self.registry.counters().lag_cancels, cancelled);
+            if let Some(history) = &mut self.history {
+                history.lost();
+            }
+        }
         if self.options.lag_policy() == LagPolicy::CancelWatchers {
             self.cancel_all_for_lag();
         }

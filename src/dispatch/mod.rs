@@ -4,6 +4,7 @@
 //! walk over every watcher that heartbeats, lag cancellation and the closed-receiver scan
 //! share.
 
+mod catch_up;
 mod delivery;
 mod inline;
 mod request;
@@ -30,6 +31,10 @@ use inline::BATCH;
 /// Events the async loop takes from the broadcast channel without going through `select!`
 /// before it polls every source again (keeps unregistrations and heartbeats served).
 const FAST_PATH_EVENTS: usize = 64;
+
+/// How soon watchers catching up are fed again when no event comes (their receivers drain
+/// without telling the dispatcher).
+const CATCH_UP_RETRY: Duration = Duration::from_micros(200);
 
 /// How soon removals that found the writer lock busy are tried again when no event comes.
 const REMOVAL_RETRY: Duration = Duration::from_micros(100);
@@ -72,6 +77,9 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
     #[must_use]
     pub fn with_options(mut self, options: DispatchOptions) -> Self {
         self.inline = self.inline.with_options(options);
+        // What was applied before this dispatcher existed never reached its history.
+        let applied = self.last_applied.load(Ordering::Acquire);
+        self.inline.raise_history_floor(applied.saturating_add(1));
         self
     }
 
@@ -120,6 +128,9 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
             (interval, sweep.budget)
         });
         let mut batch = Vec::with_capacity(BATCH);
+        // Its own handle, so that waiting on registrations from a revision borrows nothing
+        // the other branches change.
+        let registry = Arc::clone(self.inline.registry());
         loop {
             // Fast path: drain what is queued without the cost of select!, in batches.
             self.inline.process_unregistrations();
@@ -155,6 +166,8 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 // unstealable LIFO slot.
                 tokio::task::yield_now().await;
             }
+            // A slice of catch-up (watchers from a revision fed from the history).
+            let feeding = self.inline.continue_catch_up();
             let retry_removals = self.inline.has_pending_removals();
             tokio::select! {
                 biased;
@@ -176,6 +189,12 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 budget = next_closed_sweep(&mut closed_sweep) => {
                     self.inline.sweep_closed_receivers(budget);
                 }
+                // A registration from a revision: add it and start its replay now.
+                () = registry.shared().resumes.notify.notified() => {
+                    self.inline.process_unregistrations();
+                }
+                // Watchers catching up wait for their receivers to drain: look again soon.
+                () = tokio::time::sleep(CATCH_UP_RETRY), if feeding => {}
                 // A removal found the writer lock busy: come back soon, not at the next event.
                 () = tokio::time::sleep(REMOVAL_RETRY), if retry_removals => {}
                 // A sweep is under way: nothing else is ready, so go on with it (without

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::delivery::{deliver_list, removal_of, Retirements, Tally};
-use crate::event::WatchEventType;
+use crate::event::{WatchEvent, WatchEventType};
 use crate::index::{Snapshot, SweepCursor, WatcherEntry};
 use crate::metrics::Counters;
 use crate::registry::WatchRegistry;
@@ -29,8 +29,9 @@ const SWEEP_STEP: usize = 128;
 /// What a sweep does to each watcher it visits (retired ones are skipped).
 #[derive(Clone, Copy, Debug)]
 pub(super) enum SweepAction {
-    /// Deliver Progress carrying `revision`, with the usual overflow and closed handling.
-    Progress { revision: u64 },
+    /// Deliver Progress carrying `revision`, with the usual overflow and closed handling
+    /// (an overflow sentinel carries `resume_from`, 0 for the reference's).
+    Progress { revision: u64, resume_from: u64 },
     /// Send the lag sentinel (resume from `resume_from`) and retire the watcher.
     CancelLagged { resume_from: u64 },
     /// Retire the watcher if its receiver is gone.
@@ -56,9 +57,12 @@ pub(super) fn run_slice(
     size: SliceSize,
 ) -> u64 {
     let empty = Bytes::new();
-    let revision = match action {
-        SweepAction::Progress { revision } => revision,
-        _ => 0,
+    let (revision, resume_from) = match action {
+        SweepAction::Progress {
+            revision,
+            resume_from,
+        } => (revision, resume_from),
+        _ => (0, 0),
     };
     let progress = EventView {
         event_type: WatchEventType::Progress,
@@ -66,6 +70,7 @@ pub(super) fn run_slice(
         value: &empty,
         prev_value: &empty,
         revision,
+        resume_from,
     };
     let snapshot = registry.snapshot();
     let mark = retirements.mark();
@@ -75,7 +80,7 @@ pub(super) fn run_slice(
         SweepAction::Progress { .. } => deliver_list(list, at, &progress, retirements, &mut tally),
         SweepAction::CancelLagged { resume_from } => list.for_each(&mut |watcher| {
             if !retirements.is_retired(watcher.id()) {
-                watcher.cancel_lagged(resume_from);
+                watcher.cancel(WatchEvent::lag_sentinel(resume_from));
                 retirements.record(removal_of(watcher.id(), at, None));
                 affected += 1;
             }

@@ -1,0 +1,372 @@
+//! Catch-up: how a watcher registered from a revision gets every matching event from that
+//! revision on, exactly once and in order, while live events keep being dispatched.
+//!
+//! ```text
+//!  registration ──► Resumes queue ──► dispatcher, before its next event (admit):
+//!                                       start = history.start_of(revision)
+//!                                       add every taken watcher to the index (one publish)
+//!                                       compacted ─► Compacted sentinel, retired
+//!                                       behind    ─► feeding: cursor at `start`
+//!                                       at head   ─► waiting (live, events below start skipped)
+//!  every event: record it in the history first, then deliver it live to every watcher
+//!               but the feeding ones (they will find it in the history)
+//!  between events (feed): push each feeding watcher's next matching entries while its
+//!               buffer has room; at the head it joins live delivery (waiting or live)
+//! ```
+//!
+//! Why the seam is exact: the dispatcher alone records events, delivers them live and feeds
+//! history, so these never overlap; a feeding watcher is skipped by live delivery of every
+//! event, each of which is recorded before it is delivered; it leaves feeding only between
+//! two events, when it has been fed every entry recorded so far, and it is already in the
+//! index then (the dispatcher published it at admission), so the next event reaches it live.
+//! A watcher is added to the index by the dispatcher, not by its registration, so that no
+//! event can reach it before its cursor is set; a registration is taken before the next
+//! event is dispatched, and a handle dropped meanwhile reaches the dispatcher through the
+//! unregistration channel, which is read after admissions.
+//!
+//! A feeding watcher's cursor always rests on an entry it must still receive (entries that
+//! do not match it are stepped over at once), so the history dropping the entry under the
+//! cursor is exactly "an event it has not received yet was dropped": it is then cancelled as
+//! compacted. Live dispatch never waits for a feeding watcher.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::delivery::{removal_of, Retirements};
+use super::sweep::SWEEP_SLICE;
+use crate::event::WatchEvent;
+use crate::history::{History, Start};
+use crate::index::{Location, WatcherEntry};
+use crate::meta::TargetKind;
+use crate::metrics::Counters;
+use crate::publish::{Change, Resume};
+use crate::registry::WatchRegistry;
+use crate::sink::{Delivery, EventView, Watcher};
+use crate::spec::Target;
+
+/// Watchers visited between two looks at the clock in a timed feed.
+const FEED_STEP: usize = 64;
+
+/// How much one call to [`CatchUps::feed`] does.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum FeedSize {
+    /// About [`SWEEP_SLICE`], or until every feeding watcher was visited once.
+    Timed,
+    /// At most this many watchers visited.
+    Watchers(usize),
+}
+
+/// A watcher being fed from the history.
+struct Feeding {
+    watcher: Watcher,
+    kind: TargetKind,
+    pattern: Bytes,
+    target: Target,
+    /// The first revision it wants.
+    start: u64,
+    /// The sequence number of the next history entry it must consider.
+    next: u64,
+}
+
+/// Resumed watchers that live delivery must skip or filter. Free to ask while empty.
+#[derive(Default)]
+pub(super) struct Held {
+    /// Being fed from the history: live delivery skips them.
+    feeding: HashMap<u64, Feeding, ahash::RandomState>,
+    /// Caught up, but their start is above every revision dispatched: events (and
+    /// Progress) below the start are skipped; the first one at or above it frees them.
+    waiting: HashMap<u64, u64, ahash::RandomState>,
+}
+
+impl Held {
+    /// True if live delivery of `view` must skip the resumed watcher `id`.
+    #[inline]
+    pub(super) fn skips(&mut self, id: u64, view: &EventView<'_>) -> bool {
+        if self.feeding.contains_key(&id) {
+            return true;
+        }
+        match self.waiting.get(&id) {
+            Some(&start) if view.revision < start => true,
+            Some(_) => {
+                self.waiting.remove(&id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// True while some watcher is being fed.
+    pub(super) fn is_feeding(&self) -> bool {
+        !self.feeding.is_empty()
+    }
+
+    /// Watchers being fed or waiting for their start.
+    pub(super) fn len(&self) -> usize {
+        self.feeding.len() + self.waiting.len()
+    }
+}
+
+/// The catch-up state: the feeding order.
+#[derive(Default)]
+pub(super) struct CatchUps {
+    /// Feeding watchers' ids, in the order feeds visit them (round robin).
+    order: VecDeque<u64>,
+}
+
+/// What the dispatcher lends the catch-up for one call.
+pub(super) struct Context<'a> {
+    pub(super) registry: &'a WatchRegistry,
+    pub(super) history: Option<&'a History>,
+    pub(super) retirements: &'a mut Retirements,
+    /// The highest revision dispatched so far.
+    pub(super) highest: u64,
+}
+
+impl CatchUps {
+    /// Takes the registrations from a revision waiting in the registry, adds them to the
+    /// index (one publish for all) and sets each one's cursor. Waits for the writer lock:
+    /// a watcher must be in the index before the next event, and the wait is one writer
+    /// transaction at most. Returns how many of them are to be fed: they are first in the
+    /// feeding order, and must be fed before the next event (a fresh cursor may rest on an
+    /// entry that does not match).
+    pub(super) fn admit(&mut self, cx: Context<'_>) -> usize {
+        // After a lag the floor is unknown until the next event: they wait in the queue.
+        if cx.history.is_some_and(|h| h.floor().is_none()) {
+            return 0;
+        }
+        let resumes = cx.registry.shared().resumes.take();
+        if resumes.is_empty() {
+            return 0;
+        }
+        let admitted = resumes.len();
+        let mut fed = 0;
+        let held = &mut cx.retirements.held;
+        let mut changes = Vec::with_capacity(resumes.len());
+        let mut compacted = Vec::new();
+        for Resume {
+            kind,
+            pattern,
+            watcher,
+            start,
+        } in resumes
+        {
+            let start = start.max(1);
+            let id = watcher.id();
+            let at = match cx.history {
+                Some(history) => history.start_of(start),
+                None if start > cx.highest => Start::At(0),
+                None => Start::Compacted {
+                    oldest: cx.highest + 1,
+                },
+            };
+            match at {
+                Start::At(next) if cx.history.is_some_and(|h| next < h.next_seq()) => {
+                    let target = Target::from_stored(kind, &pattern);
+                    held.feeding.insert(
+                        id,
+                        Feeding {
+                            watcher: watcher.clone(),
+                            kind,
+                            pattern: pattern.clone(),
+                            target,
+                            start,
+                            next,
+                        },
+                    );
+                    self.order.push_front(id);
+                    fed += 1;
+                }
+                Start::At(_) if start > cx.highest + 1 => {
+                    held.waiting.insert(id, start);
+                }
+                Start::At(_) => {}
+                Start::Compacted { oldest } => {
+                    compacted.push((watcher.clone(), kind, pattern.clone(), oldest))
+                }
+                Start::Unknown => unreachable!("deferred above"),
+            }
+            changes.push(Change::Add {
+                kind,
+                pattern,
+                watcher,
+            });
+        }
+        cx.registry.shared().publish(&changes);
+        let counters = cx.registry.counters();
+        Counters::add(&counters.resumes, admitted as u64);
+        if !compacted.is_empty() {
+            let mark = cx.retirements.mark();
+            for (watcher, kind, pattern, oldest) in compacted {
+                let at = Location {
+                    kind,
+                    pattern: &pattern,
+                };
+                watcher.cancel(WatchEvent::compacted_sentinel(oldest));
+                cx.retirements.record(removal_of(watcher.id(), at, None));
+            }
+            Counters::add(
+                &counters.compacted_cancels,
+                (cx.retirements.mark() - mark) as u64,
+            );
+            cx.retirements.retire_since(mark, cx.registry);
+        }
+        fed
+    }
+
+    /// Feeds watchers behind the head from the history, round robin, each as far as its
+    /// buffer allows (one slot stays free for a sentinel). Returns true while some remain.
+    pub(super) fn feed(&mut self, cx: Context<'_>, size: FeedSize) -> bool {
+        let Some(history) = cx.history else {
+            return false;
+        };
+        let began = Instant::now();
+        let mark = cx.retirements.mark();
+        let mut compacted = 0;
+        let rounds = match size {
+            FeedSize::Timed => self.order.len(),
+            FeedSize::Watchers(n) => n.min(self.order.len()),
+        };
+        for visited in 0..rounds {
+            if matches!(size, FeedSize::Timed)
+                && visited % FEED_STEP == FEED_STEP - 1
+                && began.elapsed() >= SWEEP_SLICE
+            {
+                break;
+            }
+            let Some(id) = self.order.pop_front() else {
+                break;
+            };
+            let held = &mut cx.retirements.held;
+            let Some(feeding) = held.feeding.get_mut(&id) else {
+                continue;
+            };
+            match feed_one(feeding, history) {
+                Fed::Blocked => {
+                    self.order.push_back(id);
+                    continue;
+                }
+                Fed::CaughtUp => {
+                    let feeding = held.feeding.remove(&id).expect("looked up above");
+                    if feeding.start > cx.highest + 1 {
+                        held.waiting.insert(id, feeding.start);
+                    }
+                }
+                Fed::Compacted => {
+                    let feeding = held.feeding.remove(&id).expect("looked up above");
+                    let oldest = history.floor().unwrap_or(cx.highest + 1);
+                    feeding
+                        .watcher
+                        .cancel(WatchEvent::compacted_sentinel(oldest));
+                    compacted += 1;
+                    cx.retirements.record(feeding.removal());
+                }
+                Fed::Closed => {
+                    let feeding = held.feeding.remove(&id).expect("looked up above");
+                    cx.retirements.record(feeding.removal());
+                }
+            }
+        }
+        let counters = cx.registry.counters();
+        Counters::add(&counters.compacted_cancels, compacted);
+        if cx.retirements.mark() > mark {
+            cx.retirements.retire_since(mark, cx.registry);
+        }
+        !self.order.is_empty()
+    }
+
+    /// Every feeding watcher is in the order, once; a watcher is never both feeding and
+    /// waiting.
+    pub(super) fn check_invariants(&self, held: &Held) {
+        let mut seen = std::collections::HashSet::new();
+        for id in &self.order {
+            assert!(seen.insert(*id), "watcher {id} twice in the feeding order");
+        }
+        for id in held.feeding.keys() {
+            assert!(seen.contains(id), "feeding watcher {id} outside the order");
+            assert!(
+                !held.waiting.contains_key(id),
+                "watcher {id} feeding and waiting"
+            );
+        }
+    }
+
+    /// Events were lost before reaching the dispatcher: every feeding watcher would meet
+    /// the hole, so each is cancelled for lag with the revision of the first event it did
+    /// not get, before the history is emptied.
+    pub(super) fn lagged(&mut self, cx: Context<'_>) -> u64 {
+        let mark = cx.retirements.mark();
+        let mut cancelled = Vec::new();
+        for (_, feeding) in cx.retirements.held.feeding.drain() {
+            let resume_from = cx
+                .history
+                .and_then(|h| h.get(feeding.next))
+                .map_or(cx.highest + 1, |entry| entry.revision);
+            feeding
+                .watcher
+                .cancel(WatchEvent::lag_sentinel(resume_from));
+            cancelled.push(feeding.removal());
+        }
+        self.order.clear();
+        let n = cancelled.len() as u64;
+        for removal in cancelled {
+            cx.retirements.record(removal);
+        }
+        if cx.retirements.mark() > mark {
+            cx.retirements.retire_since(mark, cx.registry);
+        }
+        n
+    }
+}
+
+impl Feeding {
+    fn removal(&self) -> crate::publish::Removal {
+        let at = Location {
+            kind: self.kind,
+            pattern: &self.pattern,
+        };
+        removal_of(self.watcher.id(), at, None)
+    }
+}
+
+/// How far one feed took a watcher.
+enum Fed {
+    /// Its buffer is full before an entry it must receive.
+    Blocked,
+    /// It has every entry recorded so far.
+    CaughtUp,
+    /// The entry under its cursor was dropped.
+    Compacted,
+    /// Its receiver is gone.
+    Closed,
+}
+
+fn feed_one(feeding: &mut Feeding, history: &History) -> Fed {
+    loop {
+        if feeding.next < history.first_seq() {
+            return Fed::Compacted;
+        }
+        let Some(entry) = history.get(feeding.next) else {
+            return Fed::CaughtUp;
+        };
+        if entry.revision < feeding.start || !feeding.target.matches(entry.key_bytes()) {
+            feeding.next += 1;
+            continue;
+        }
+        let (key, value, prev_value) = (entry.key(), entry.value(), entry.prev_value());
+        let view = EventView {
+            event_type: entry.event_type,
+            key: &key,
+            value: &value,
+            prev_value: &prev_value,
+            revision: entry.revision,
+            resume_from: 0,
+        };
+        match feeding.watcher.replay(&view) {
+            Delivery::Sent | Delivery::Filtered => feeding.next += 1,
+            Delivery::Full | Delivery::Overflowed => return Fed::Blocked,
+            Delivery::Closed => return Fed::Closed,
+        }
+    }
+}
