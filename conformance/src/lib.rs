@@ -9,9 +9,11 @@
 //!   divergence;
 //! - [`model`]: for what the reference does not have (every target kind, filters, keys-only,
 //!   owners, progress on demand), a naive model of the semantics, run against watchtrie the
-//!   same way.
+//!   same way;
+//! - [`history`]: a model of history, catch-up and compaction (watches from a revision).
 
 pub mod driver;
+pub mod history;
 pub mod model;
 pub mod ops;
 

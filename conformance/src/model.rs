@@ -66,6 +66,11 @@ pub struct TargetSpec {
 }
 
 impl TargetSpec {
+    /// The target of kind `kind` made of pieces `a` and `b` (each taken modulo its table).
+    pub fn new(kind: u8, a: u8, b: u8) -> Self {
+        Self { kind, a, b }
+    }
+
     /// The target named (possibly malformed: refusals are compared too).
     pub fn target(&self) -> Target {
         let piece = |i: u8| Bytes::from_static(PIECES[usize::from(i) % PIECES.len()]);

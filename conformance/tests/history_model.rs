@@ -1,0 +1,23 @@
+//! Watches from a revision against the model in `conformance::history`: random interleavings
+//! of events, watches from revisions, drains, feeds and history bounds; each watcher's
+//! sequence checked (no gap, no duplicate, order, compacted exactly when due, complete).
+//! `HISTORY_CASES=100000 cargo test --release -p conformance --test history_model` is the
+//! long run (docs/BENCHMARKS.md).
+use proptest::prelude::*;
+
+fn cases() -> u32 {
+    std::env::var("HISTORY_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(2000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #[test]
+    fn random_interleavings_keep_every_resume_exact(case in conformance::history::case()) {
+        if let Err(broken) = conformance::history::run(&case) {
+            prop_assert!(false, "{}", broken);
+        }
+    }
+}
