@@ -895,3 +895,25 @@ pub fn dispatch_floor(rt: &Runtime, workload: &Workload, opts: &DispatchOptions)
         per(elapsed, workload.events.len())
     })
 }
+
+/// Fills a dispatcher's history ([`crate::engines::BENCH_HISTORY`]'s bounds) with an event
+/// per key of `keys` (cycled to 100K events), each with a value of `value_len` bytes; returns
+/// (bytes of the events' keys and values, heap bytes the history reports).
+pub fn history_memory(keys: &[Bytes], value_len: usize) -> (usize, usize) {
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = Arc::new(watchtrie::WatchRegistry::new(16, _tx.clone()));
+    let options = watchtrie::DispatchOptions::default().with_history(crate::engines::BENCH_HISTORY);
+    let mut inline = watchtrie::InlineDispatcher::new(registry.clone(), rx).with_options(options);
+    let value = Bytes::from(vec![b'v'; value_len]);
+    let events = crate::engines::BENCH_HISTORY.max_events();
+    for (i, key) in keys.iter().cycle().take(events).enumerate() {
+        inline.dispatch(&watchtrie::WatchResponse {
+            key: key.clone(),
+            value: value.clone(),
+            revision: i as u64 + 1,
+            ..Default::default()
+        });
+    }
+    let m = registry.metrics().read();
+    (m.history_bytes, m.history_heap_bytes)
+}

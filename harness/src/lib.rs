@@ -281,18 +281,27 @@ engine!(
     }
 );
 
-/// watchtrie's dispatcher with the heartbeat mode asked for.
+/// watchtrie's dispatcher with the heartbeat mode asked for, and a history when `history`.
 fn watchtrie_heartbeat<R: watchtrie::ChangeEvent + Clone>(
     dispatcher: watchtrie::WatchDispatcher<R>,
     incremental: bool,
+    history: bool,
 ) -> watchtrie::WatchDispatcher<R> {
     let mode = if incremental {
         watchtrie::HeartbeatMode::Incremental
     } else {
         watchtrie::HeartbeatMode::Blocking
     };
-    dispatcher.with_options(watchtrie::DispatchOptions::default().with_heartbeat_mode(mode))
+    let options = watchtrie::DispatchOptions::default().with_heartbeat_mode(mode);
+    dispatcher.with_options(match history {
+        true => options.with_history(BENCH_HISTORY),
+        false => options,
+    })
 }
+
+/// The history [`WatchtrieHistory`] keeps: 100K events, 64 MiB.
+pub const BENCH_HISTORY: watchtrie::HistoryOptions =
+    watchtrie::HistoryOptions::new(100_000, 64 << 20);
 
 /// Times an inline pass of watchtrie's dispatcher over `events`.
 fn watchtrie_inline_pass(
@@ -315,7 +324,7 @@ macro_rules! watchtrie_engine {
     (
         $(#[$doc:meta])* $engine:ident, $name:literal,
         handle: $handle:ty, receiver: $receiver:ty, try_recv: $empty:path, $closed:path,
-        register: $register:ident, $register_prefix:ident
+        register: $register:ident, $register_prefix:ident, history: $history:literal
     ) => {
         engine!(
             $(#[$doc])* $engine,
@@ -325,7 +334,7 @@ macro_rules! watchtrie_engine {
             receiver: $receiver,
             try_recv: $empty, $closed,
             register: $register, $register_prefix,
-            heartbeat: |dispatcher, incremental| watchtrie_heartbeat(dispatcher, incremental),
+            heartbeat: |dispatcher, incremental| watchtrie_heartbeat(dispatcher, incremental, $history),
             fn check(r: &Self::Registry) {
                 r.check_invariants();
             },
@@ -343,7 +352,18 @@ watchtrie_engine!(
     handle: watchtrie::WatcherHandle,
     receiver: mpsc::Receiver<watchtrie::WatchEvent>,
     try_recv: mpsc::error::TryRecvError::Empty, mpsc::error::TryRecvError::Disconnected,
-    register: register, register_prefix
+    register: register, register_prefix, history: false
+);
+
+watchtrie_engine!(
+    /// watchtrie through its drop-in API, its dispatcher keeping a history
+    /// ([`BENCH_HISTORY`]): what recording every event costs.
+    WatchtrieHistory,
+    "watchtrie (history)",
+    handle: watchtrie::WatcherHandle,
+    receiver: mpsc::Receiver<watchtrie::WatchEvent>,
+    try_recv: mpsc::error::TryRecvError::Empty, mpsc::error::TryRecvError::Disconnected,
+    register: register, register_prefix, history: true
 );
 
 watchtrie_engine!(
@@ -354,5 +374,5 @@ watchtrie_engine!(
     handle: watchtrie::CompactWatcherHandle,
     receiver: watchtrie::CompactReceiver,
     try_recv: watchtrie::TryRecvError::Empty, watchtrie::TryRecvError::Disconnected,
-    register: register_compact, register_prefix_compact
+    register: register_compact, register_prefix_compact, history: false
 );

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use watchbench::alloc::CountingAlloc;
-use watchbench::engines::{Engine, Reference, Watchtrie};
+use watchbench::engines::{Engine, Reference, Watchtrie, WatchtrieHistory};
 use watchbench::measure::{self, DispatchOptions, DispatchRun};
 use watchbench::workload::{self, Workload};
 
@@ -28,6 +28,10 @@ OPTIONS:
   --latency N       paced events in the latency phase, 0 to skip (default 20000)
   --only ENGINE     run one engine alone, once, for profiling: reference | watchtrie
   --json            print the results as one JSON object instead of a table
+  --history         mixed, miss, deep: watchtrie with its dispatcher keeping a history
+                    (100K events, 64 MiB) against watchtrie without, alternated, instead
+                    of against the reference; then the history's heap bytes against the
+                    bytes of the events it holds
   --svg FILE        mixed, miss, deep: also run at 1K, 10K, 100K watchers (up to --watchers)
                     and plot events/s against watcher count (log axis) to FILE;
                     scale: plot heap bytes per watcher against watcher count (10K, 100K,
@@ -47,6 +51,7 @@ struct Options {
     json: bool,
     only: Option<String>,
     svg: Option<String>,
+    history: bool,
 }
 
 fn parse() -> Result<Options, String> {
@@ -59,6 +64,7 @@ fn parse() -> Result<Options, String> {
         json: false,
         only: None,
         svg: None,
+        history: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -79,6 +85,7 @@ fn parse() -> Result<Options, String> {
             "--json" => opts.json = true,
             "--only" => opts.only = Some(value("--only")?),
             "--svg" => opts.svg = Some(value("--svg")?),
+            "--history" => opts.history = true,
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -265,6 +272,9 @@ fn main() -> ExitCode {
     if opts.scenario == "churn" {
         return churn_report(&rt, &opts, &w, &dopts);
     }
+    if opts.history {
+        return history_report(&rt, &w, &dopts);
+    }
     eprintln!(
         "watchbench: scenario {}, {} watchers, {} events, seed {}",
         opts.scenario,
@@ -312,6 +322,40 @@ fn main() -> ExitCode {
     if let Some(path) = &opts.svg {
         drop(w);
         return sweep_report(&rt, &opts, path);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--history`: what keeping a history costs dispatch (alternated runs, best of two each),
+/// and what it holds in memory against the events' own bytes.
+fn history_report(rt: &tokio::runtime::Runtime, w: &Workload, dopts: &DispatchOptions) -> ExitCode {
+    eprintln!(
+        "watchbench: history on vs off, {} watchers",
+        w.watcher_count()
+    );
+    let off1 = run::<Watchtrie>(rt, w, dopts, "off 1");
+    let on1 = run::<WatchtrieHistory>(rt, w, dopts, "on 1");
+    let on2 = run::<WatchtrieHistory>(rt, w, dopts, "on 2");
+    let off2 = run::<Watchtrie>(rt, w, dopts, "off 2");
+    if off1.deliveries != on1.deliveries {
+        eprintln!("watchbench: history changed the deliveries");
+        return ExitCode::FAILURE;
+    }
+    let (off, on) = (
+        off1.dispatch_ns.min(off2.dispatch_ns),
+        on1.dispatch_ns.min(on2.dispatch_ns),
+    );
+    println!(
+        "history off: {off:.0} ns/event; on: {on:.0} ns/event; on / off = {:.3}",
+        on / off
+    );
+    for value_len in [1usize, 100, 1000] {
+        let (payload, heap) = measure::history_memory(&w.events, value_len);
+        println!(
+            "history memory, {}-byte values: {heap} heap bytes for {payload} bytes of events = {:.3}x",
+            value_len,
+            heap as f64 / payload as f64
+        );
     }
     ExitCode::SUCCESS
 }
