@@ -898,14 +898,17 @@ pub fn dispatch_floor(rt: &Runtime, workload: &Workload, opts: &DispatchOptions)
 
 /// Fills a dispatcher's history ([`crate::engines::BENCH_HISTORY`]'s bounds) with an event
 /// per key of `keys` (cycled to 100K events), each with a value of `value_len` bytes; returns
-/// (bytes of the events' keys and values, heap bytes the history reports).
-pub fn history_memory(keys: &[Bytes], value_len: usize) -> (usize, usize) {
+/// (bytes of the events' keys and values, heap bytes the history reports, net heap bytes
+/// the counting allocator saw while it filled, 0 if it is not installed).
+pub fn history_memory(keys: &[Bytes], value_len: usize) -> (usize, usize, isize) {
     let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = Arc::new(watchtrie::WatchRegistry::new(16, _tx.clone()));
     let options = watchtrie::DispatchOptions::default().with_history(crate::engines::BENCH_HISTORY);
     let mut inline = watchtrie::InlineDispatcher::new(registry.clone(), rx).with_options(options);
     let value = Bytes::from(vec![b'v'; value_len]);
     let events = crate::engines::BENCH_HISTORY.max_events();
+    let counting = alloc::installed();
+    alloc::start();
     for (i, key) in keys.iter().cycle().take(events).enumerate() {
         inline.dispatch(&watchtrie::WatchResponse {
             key: key.clone(),
@@ -914,6 +917,7 @@ pub fn history_memory(keys: &[Bytes], value_len: usize) -> (usize, usize) {
             ..Default::default()
         });
     }
+    let counted = if counting { alloc::stop() } else { 0 };
     let m = registry.metrics().read();
-    (m.history_bytes, m.history_heap_bytes)
+    (m.history_bytes, m.history_heap_bytes, counted)
 }
