@@ -26,7 +26,8 @@ OPTIONS:
   --events N        events per throughput run (default 200000)
   --seed N          workload seed (default 42)
   --latency N       paced events in the latency phase, 0 to skip (default 20000)
-  --only ENGINE     run one engine alone, once, for profiling: reference | watchtrie
+  --only ENGINE     run one engine alone, once, for profiling: reference | watchtrie |
+                    watchtrie-history (its dispatcher keeping a history)
   --json            print the results as one JSON object instead of a table
   --history         mixed, miss, deep: watchtrie with its dispatcher keeping a history
                     (100K events, 64 MiB) against watchtrie without, alternated, instead
@@ -292,8 +293,14 @@ fn main() -> ExitCode {
             run::<Watchtrie>(&rt, &w, &dopts, "alone");
             return ExitCode::SUCCESS;
         }
+        Some("watchtrie-history") => {
+            run::<WatchtrieHistory>(&rt, &w, &dopts, "alone");
+            return ExitCode::SUCCESS;
+        }
         Some(other) => {
-            eprintln!("watchbench: unknown engine '{other}' (reference, watchtrie)");
+            eprintln!(
+                "watchbench: unknown engine '{other}' (reference, watchtrie, watchtrie-history)"
+            );
             return ExitCode::from(2);
         }
     }
