@@ -424,7 +424,8 @@ impl<K: ChannelKind> WatchSpec<K> {
     ///
     /// The watcher is added to the index by the dispatcher, before its next event (not by
     /// this call); a replay longer than its buffer is fed as its receiver drains, and it
-    /// receives no Progress until it has caught up.
+    /// receives no Progress until it has caught up. Revision 0 is read as 1 (revisions
+    /// start there).
     #[must_use]
     pub fn from_revision(mut self, revision: u64) -> Self {
         self.start = Some(revision);

@@ -185,7 +185,9 @@ impl CatchUps {
                 Start::Compacted { oldest } => {
                     compacted.push((watcher.clone(), kind, pattern.clone(), oldest))
                 }
-                Start::Unknown => unreachable!("deferred above"),
+                Start::Unknown => {
+                    unreachable!("an unknown floor returned early, leaving the queue as it was")
+                }
             }
             changes.push(Change::Add {
                 kind,
