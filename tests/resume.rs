@@ -180,6 +180,30 @@ fn a_start_above_the_head_waits_for_it_and_gets_no_progress_before_it() {
 }
 
 #[test]
+fn a_waiting_watcher_is_live_once_events_reach_its_start_even_events_it_does_not_match() {
+    let (registry, mut inline) = bed(16, with_history(100));
+    inline.dispatch(&put("/other", 1));
+    let mut watch = registry
+        .watch(WatchSpec::exact("/k").from_revision(3))
+        .unwrap();
+    inline.dispatch(&put("/other", 2));
+    assert_eq!(registry.metrics().read().catching_up, 1, "waits for 3");
+    inline.check_invariants();
+    // Nothing at or above 3 can be below its start now: it leaves the gauge, and a dropped
+    // handle leaves nothing behind in the dispatcher.
+    inline.dispatch(&put("/other", 3));
+    inline.dispatch(&put("/other", 4));
+    assert_eq!(registry.metrics().read().catching_up, 0);
+    inline.check_invariants();
+    inline.dispatch(&put("/k", 5));
+    assert_eq!(revisions(&drain(&mut watch)), [5]);
+    drop(watch);
+    inline.process_unregistrations();
+    assert_eq!(registry.active_watcher_count(), 0);
+    inline.check_invariants();
+}
+
+#[test]
 fn a_replay_longer_than_the_buffer_is_fed_as_the_receiver_drains_and_never_overflows() {
     let (registry, mut inline) = bed(4, with_history(1000));
     for revision in 1..=100 {

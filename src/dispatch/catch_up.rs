@@ -29,7 +29,7 @@
 //! cursor is exactly "an event it has not received yet was dropped": it is then cancelled as
 //! compacted. Live dispatch never waits for a feeding watcher.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -78,6 +78,10 @@ pub(super) struct Held {
     /// Caught up, but their start is above every revision dispatched: events (and
     /// Progress) below the start are skipped; the first one at or above it frees them.
     waiting: HashMap<u64, u64, ahash::RandomState>,
+    /// `waiting` by start, so that each event releases those it made live (their start is
+    /// at most one above it) whether or not it matched them, and a removed watcher's
+    /// entry goes too. O(log n) per release, nothing while empty.
+    waiting_by_start: BTreeSet<(u64, u64)>,
 }
 
 impl Held {
@@ -89,8 +93,9 @@ impl Held {
         }
         match self.waiting.get(&id) {
             Some(&start) if view.revision < start => true,
-            Some(_) => {
+            Some(&start) => {
                 self.waiting.remove(&id);
+                self.waiting_by_start.remove(&(start, id));
                 false
             }
             None => false,
@@ -100,6 +105,24 @@ impl Held {
     /// True while some watcher is being fed.
     pub(super) fn is_feeding(&self) -> bool {
         !self.feeding.is_empty()
+    }
+
+    /// Holds `id` until the first event at or above `start`.
+    fn wait(&mut self, id: u64, start: u64) {
+        self.waiting.insert(id, start);
+        self.waiting_by_start.insert((start, id));
+    }
+
+    /// Lets go of every waiting watcher whose start is at most `highest + 1`: nothing
+    /// dispatched from now on is below its start, so it is live.
+    pub(super) fn release_waiting(&mut self, highest: u64) {
+        while let Some(&(start, id)) = self.waiting_by_start.first() {
+            if start > highest.saturating_add(1) {
+                break;
+            }
+            self.waiting_by_start.pop_first();
+            self.waiting.remove(&id);
+        }
     }
 
     /// Watchers being fed or waiting for their start.
@@ -179,7 +202,7 @@ impl CatchUps {
                     fed += 1;
                 }
                 Start::At(_) if start > cx.highest + 1 => {
-                    held.waiting.insert(id, start);
+                    held.wait(id, start);
                 }
                 Start::At(_) => {}
                 Start::Compacted { oldest } => {
@@ -252,7 +275,7 @@ impl CatchUps {
                 Fed::CaughtUp => {
                     let feeding = held.feeding.remove(&id).expect("looked up above");
                     if feeding.start > cx.highest + 1 {
-                        held.waiting.insert(id, feeding.start);
+                        held.wait(id, feeding.start);
                     }
                 }
                 Fed::Compacted => {
@@ -290,6 +313,14 @@ impl CatchUps {
             assert!(
                 !held.waiting.contains_key(id),
                 "watcher {id} feeding and waiting"
+            );
+        }
+        assert_eq!(held.waiting.len(), held.waiting_by_start.len());
+        for &(start, id) in &held.waiting_by_start {
+            assert_eq!(
+                held.waiting.get(&id),
+                Some(&start),
+                "waiting {id} out of order"
             );
         }
     }

@@ -186,8 +186,10 @@ impl InlineDispatcher {
         }
     }
 
-    /// Feeds a few catching-up watchers after an event.
+    /// After an event: lets go of the waiting watchers it made live, and feeds a few
+    /// catching-up ones.
     fn feed_after_event(&mut self) {
+        self.retirements.held.release_waiting(self.highest_revision);
         if self.retirements.held.is_feeding() {
             let (catch_ups, cx) = self.catch_up_context();
             catch_ups.feed(cx, FeedSize::Watchers(FEED_PER_EVENT));
