@@ -10,7 +10,7 @@ use std::sync::Arc;
 use d_engine_core::WatchConfig;
 use d_engine_proto::client::WatchResponse;
 use tokio::sync::{broadcast, mpsc};
-use watchtrie::DispatchOptions;
+use watchtrie::{DispatchOptions, HistoryOptions};
 
 /// An engine's dispatcher, as a future the node runs on its runtime.
 pub type DispatchTask = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
@@ -20,7 +20,7 @@ pub struct EngineParts<R> {
     /// Where watchers register.
     pub registry: Arc<R>,
     /// The live count of watchers that asked for previous values: the state-machine handler
-    /// reads previous values only while it is above 0.
+    /// reads previous values only while it is above 0 (watchtrie with a history holds it at 1).
     pub prev_kv_watchers: Arc<AtomicUsize>,
     /// The dispatcher loop; it returns once the broadcast sender is gone.
     pub dispatcher: DispatchTask,
@@ -57,7 +57,12 @@ pub trait WatchEngine: Send + 'static {
 ///   index and every revision dispatched so far.
 ///
 /// [`Watchtrie::with_options`] takes the options exactly as given
-/// (`DispatchOptions::default()` is d-engine-core's behaviour, replays and all).
+/// (`DispatchOptions::default()` is d-engine-core's behaviour, replays and all);
+/// [`Watchtrie::with_history`] adds a history to whichever options are set.
+///
+/// With a history, the state-machine handler reads every write's previous value, whether or
+/// not a prev_kv watcher is registered at that moment: a prev_kv watcher that resumes later
+/// from an earlier revision must get the same previous values as one that was there live.
 #[derive(Debug, Clone)]
 pub struct Watchtrie {
     options: DispatchOptions,
@@ -77,6 +82,14 @@ impl Watchtrie {
     /// watchtrie with exactly the given opt-ins (see [`DispatchOptions`]).
     pub fn with_options(options: DispatchOptions) -> Self {
         Self { options }
+    }
+
+    /// The same engine with a bounded history, so that watchers can resume from a revision
+    /// (`WatchSpec::from_revision`); see [`DispatchOptions::with_history`].
+    #[must_use]
+    pub fn with_history(mut self, history: HistoryOptions) -> Self {
+        self.options = self.options.with_history(history);
+        self
     }
 
     /// The options the dispatcher will run with.
@@ -108,8 +121,14 @@ impl WatchEngine for Watchtrie {
             config.heartbeat_interval_ms,
         )
         .with_options(self.options);
+        let prev_kv_watchers = if self.options.history().is_some() {
+            // Held above 0 for good: the history records previous values for resumes to come.
+            Arc::new(AtomicUsize::new(1))
+        } else {
+            registry.prev_kv_watcher_count_arc()
+        };
         EngineParts {
-            prev_kv_watchers: registry.prev_kv_watcher_count_arc(),
+            prev_kv_watchers,
             registry,
             dispatcher: Box::pin(dispatcher.run()),
         }

@@ -41,22 +41,7 @@ async fn collect(watchers: &mut [Watcher], fence: &str) -> Vec<Vec<WatchEvent>> 
 /// Writes `n` changes: puts, deletes and compare-and-swaps, `round` keeping values distinct.
 async fn write_some(client: &mut watchtrie_node::KvClient, round: u32, n: u32) {
     for i in 0..n {
-        let value = format!("{round}-{i}");
-        match i % 6 {
-            0 | 1 => client.put("/config/a", value).await.unwrap(),
-            2 => client
-                .put(format!("/stream/{}", i % 5), value)
-                .await
-                .unwrap(),
-            3 => client.delete("/config/a").await.unwrap(),
-            4 => {
-                client
-                    .compare_and_swap("/locks/x", None, value)
-                    .await
-                    .unwrap();
-            }
-            _ => client.delete("/locks/x").await.unwrap(),
-        }
+        write_one(client, u64::from(i), format!("{round}-{i}")).await;
     }
 }
 

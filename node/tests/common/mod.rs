@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
-use watchtrie::{CompactWatcherHandle, WatchEvent, WatchEventType, WatcherHandle};
+use watchtrie::{CompactWatcherHandle, WatchEvent, WatchEventType, WatchSpec, WatcherHandle};
 use watchtrie_node::{
-    cluster_config, free_loopback_addresses, read_log, start, ApplyEntry, Command, KvClient,
-    RaftNodeConfig, WatchNode,
+    cluster_config, free_loopback_addresses, read_log, start_with, ApplyEntry, Command, KvClient,
+    RaftNodeConfig, WatchNode, Watchtrie,
 };
 
 /// Generous for a loaded 2-core machine; a test that needs more has hung.
@@ -36,17 +36,24 @@ pub struct Cluster {
     pub nodes: Vec<Option<WatchNode>>,
     dirs: tempfile::TempDir,
     heartbeat_ms: u64,
+    engine: Watchtrie,
 }
 
 impl Cluster {
     /// Starts `n` nodes (d-engine's defaults, heartbeat at `heartbeat_ms`) and waits until
     /// every one knows the leader.
     pub async fn start(n: usize, heartbeat_ms: u64) -> Self {
+        Self::start_with(n, heartbeat_ms, Watchtrie::default()).await
+    }
+
+    /// [`Cluster::start`] with every node (and every restart) running `engine`.
+    pub async fn start_with(n: usize, heartbeat_ms: u64, engine: Watchtrie) -> Self {
         let mut cluster = Cluster {
             addresses: free_loopback_addresses(n).unwrap(),
             nodes: (0..n).map(|_| None).collect(),
             dirs: tempfile::tempdir().unwrap(),
             heartbeat_ms,
+            engine,
         };
         for id in 1..=n as u32 {
             cluster.start_node(id).await;
@@ -66,7 +73,8 @@ impl Cluster {
     }
 
     pub async fn start_node(&mut self, id: u32) {
-        let node = within("start a node", start(self.config(id), self.data_dir(id)))
+        let started = start_with(self.config(id), self.data_dir(id), self.engine.clone());
+        let node = within("start a node", started)
             .await
             .unwrap_or_else(|e| panic!("node {id} did not start: {e}"));
         self.nodes[id as usize - 1] = Some(node);
@@ -133,6 +141,27 @@ impl Cluster {
     }
 }
 
+/// The `i`-th write of the tests' mix, with `value`: puts and deletes of `/config/a`, puts
+/// of `/stream/0..4`, compare-and-swaps (from absent) and deletes of `/locks/x`. Every six
+/// writes touch each of these.
+pub async fn write_one(client: &mut KvClient, i: u64, value: String) {
+    match i % 6 {
+        0 | 1 => client.put("/config/a", value).await.unwrap(),
+        2 => client
+            .put(format!("/stream/{}", i % 5), value)
+            .await
+            .unwrap(),
+        3 => client.delete("/config/a").await.unwrap(),
+        4 => {
+            client
+                .compare_and_swap("/locks/x", None, value)
+                .await
+                .unwrap();
+        }
+        _ => client.delete("/locks/x").await.unwrap(),
+    }
+}
+
 /// What a watcher watches.
 #[derive(Clone, Debug)]
 pub struct Watch {
@@ -158,7 +187,7 @@ impl Watch {
         }
     }
 
-    fn matches(&self, key: &[u8]) -> bool {
+    pub fn matches(&self, key: &[u8]) -> bool {
         if self.prefix {
             key.starts_with(&self.key)
         } else {
@@ -188,6 +217,23 @@ impl Watcher {
                     .register_prefix_compact(key, watch.prev_kv)
                     .unwrap(),
             ),
+        }
+    }
+
+    /// Registers `watch` on `node` from revision `from` (the node's engine keeps a history).
+    pub fn resume(node: &WatchNode, watch: &Watch, compact: bool, from: u64) -> Self {
+        let key = watch.key.clone();
+        let spec = if watch.prefix {
+            WatchSpec::prefix(key)
+        } else {
+            WatchSpec::exact(key)
+        };
+        let spec = spec.prev_kv(watch.prev_kv).from_revision(from);
+        let registry = node.registry();
+        if compact {
+            Watcher::Compact(registry.watch(spec.compact()).unwrap())
+        } else {
+            Watcher::DropIn(registry.watch(spec).unwrap())
         }
     }
 
