@@ -8,13 +8,16 @@
 //! - [`alloc`]: a switchable counting allocator for bytes-per-watcher figures;
 //! - [`svg`]: the plot `watchbench --svg` writes;
 //! - [`extended`]: watchtrie alone, for what the reference cannot do (target kinds, the
-//!   wildcard frontier, owners, very deep keys).
+//!   wildcard frontier, owners, very deep keys);
+//! - [`storm`]: watchtrie alone, the resume storm (watchers of a failed node resuming
+//!   from a revision all at once while live events flow).
 //!
 //! The `watchbench` binary uses these.
 
 pub mod alloc;
 pub mod extended;
 pub mod measure;
+pub mod storm;
 pub mod svg;
 pub mod workload;
 

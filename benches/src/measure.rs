@@ -95,7 +95,8 @@ pub struct DispatchRun {
     pub deliveries: u64,
 }
 
-fn event(key: Bytes, revision: u64, value: Bytes) -> Event {
+/// A Put of `key` with `value` at `revision`.
+pub(crate) fn event(key: Bytes, revision: u64, value: Bytes) -> Event {
     Event {
         key,
         value,

@@ -18,7 +18,8 @@ USAGE: cargo run --release --bin watchbench -- [OPTIONS]
 
 OPTIONS:
   --scenario NAME   mixed (default) | miss | deep | register | fanout | churn | memory |
-                    heartbeat | scale; watchtrie alone: kinds | wildcards | owners | key-cost
+                    heartbeat | scale; watchtrie alone: kinds | wildcards | owners | key-cost |
+                    resume-storm (--watchers resume at once, default 100000)
   --watchers N      watchers to register (default: mixed 500000, memory 1100000; miss, register,
                     heartbeat 1000000 (heartbeat: mixed keys); deep, fanout, churn 100000
                     (churn: mixed keys); scale 10000000 compact watchers, mixed keys
@@ -135,12 +136,13 @@ fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, Str
         "mixed" | "churn" | "memory" | "heartbeat" => workload::mixed(n - n / 11, n / 11, opts.events, opts.seed),
         "miss" => workload::miss(n, opts.events, opts.seed),
         "deep" => workload::deep(n, opts.events, opts.seed),
-        "register" | "fanout" | "scale" | "kinds" | "wildcards" | "owners" | "key-cost" => {
+        "register" | "fanout" | "scale" | "kinds" | "wildcards" | "owners" | "key-cost"
+        | "resume-storm" => {
             Workload::default()
         }
         other => {
             return Err(format!(
-                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory, heartbeat, scale, kinds, wildcards, owners, key-cost)"
+                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory, heartbeat, scale, kinds, wildcards, owners, key-cost, resume-storm)"
             ))
         }
     };
@@ -1361,6 +1363,70 @@ fn extended_report(opts: &Options) -> Option<ExitCode> {
             }
             Some(ExitCode::SUCCESS)
         }
+        "resume-storm" => Some(storm_report(opts)),
         _ => None,
     }
+}
+
+/// The resume storm: see `watchbench::storm`.
+fn storm_report(opts: &Options) -> ExitCode {
+    use watchbench::storm::{storm_run, StormOptions};
+    let n = opts.watchers.unwrap_or(100_000);
+    let storm = StormOptions::default();
+    let w = workload::mixed(n - n / 11, n / 11, opts.events, opts.seed);
+    eprintln!(
+        "watchbench: resume-storm, {n} watchers resuming ~{} events back at {} events/s…",
+        storm.back, storm.rate
+    );
+    let rt = measure::runtime();
+    let r = storm_run(&rt, &w, storm);
+    let ms = |d: Option<std::time::Duration>| {
+        d.map_or("not within the limit".to_string(), |d| {
+            format!("{:.0} ms", d.as_secs_f64() * 1e3)
+        })
+    };
+    let us = |ns: f64| ns / 1e3;
+    println!(
+        "scenario resume-storm: {n} watchers of a mixed set live; the same {n} targets again \
+         (half drop-in, half compact) resume from {} revisions back, all at once, while \
+         {} events/s flow (WatchDispatcher task, history {} events / {} MiB, buffer {})",
+        storm.back,
+        storm.rate,
+        storm.history.max_events(),
+        storm.history.max_bytes() >> 20,
+        storm.buffer
+    );
+    println!("machine: {}", cpu_model());
+    println!();
+    println!(
+        "registering {} resumes            {:>10.0} ms",
+        r.resumes,
+        r.register.as_secs_f64() * 1e3
+    );
+    println!("all admitted after                {:>13}", ms(r.admitted));
+    println!(
+        "all caught up after               {:>13}  (target: at most 2 s)",
+        ms(r.caught_up)
+    );
+    println!("events read by clients meanwhile  {:>10}", r.drained);
+    println!(
+        "live latency while settling (us)  p50 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0}  ({} probes; target: p99 at most 10 ms)",
+        us(r.during.p50),
+        us(r.during.p99),
+        us(r.during.p999),
+        us(r.during_max as f64),
+        r.during_samples
+    );
+    println!(
+        "live latency, whole run (us)      p50 {:.0}  p99 {:.0}  p99.9 {:.0}",
+        us(r.overall.p50),
+        us(r.overall.p99),
+        us(r.overall.p999)
+    );
+    let m = &r.metrics;
+    println!(
+        "counters: resumes {}, compacted {}, overflow cancels {}, lag cancels {}, lagged events {}, history {} events",
+        m.resumes, m.compacted_cancels, m.overflow_cancels, m.lag_cancels, m.lagged_events, m.history_events
+    );
+    ExitCode::SUCCESS
 }
