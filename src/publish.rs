@@ -21,6 +21,7 @@
 //! when a removal first takes a watcher out of the back snapshot. Whatever removed it (a
 //! dropped handle, an overflow, a closed receiver, a sweep), that is where it stops counting.
 
+use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 use std::sync::{Arc, PoisonError, TryLockError};
 
@@ -125,7 +126,7 @@ pub(crate) struct Resume {
 
 /// Registrations from a revision not yet taken by the dispatcher.
 pub(crate) struct Resumes {
-    queue: Mutex<Vec<Resume>>,
+    queue: Mutex<VecDeque<Resume>>,
     /// Set with each push, so that the dispatcher's look before every event is one load.
     waiting: AtomicBool,
     /// Wakes an idle dispatcher.
@@ -135,19 +136,19 @@ pub(crate) struct Resumes {
 impl Resumes {
     fn new() -> Self {
         Self {
-            queue: Mutex::new(Vec::new()),
+            queue: Mutex::new(VecDeque::new()),
             waiting: AtomicBool::new(false),
             notify: tokio::sync::Notify::new(),
         }
     }
 
     pub(crate) fn push(&self, resume: Resume) {
-        self.queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(resume);
-        // Release: pairs with `take`'s Acquire (the queue's lock orders the data itself).
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        queue.push_back(resume);
+        // Under the lock, as `take`'s store is, so that the flag follows the queue. Release:
+        // pairs with `is_waiting`'s Acquire (the lock orders the data itself).
         self.waiting.store(true, Ordering::Release);
+        drop(queue);
         self.notify.notify_one();
     }
 
@@ -159,14 +160,22 @@ impl Resumes {
             .len()
     }
 
-    /// Every registration waiting, oldest first; free when there is none.
-    pub(crate) fn take(&self) -> Vec<Resume> {
-        if !self.waiting.load(Ordering::Acquire) {
+    /// At most `limit` registrations waiting, oldest first; free when there is none. What
+    /// is left stays waiting (see [`Self::is_waiting`]).
+    pub(crate) fn take(&self, limit: usize) -> Vec<Resume> {
+        if !self.is_waiting() {
             return Vec::new();
         }
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        self.waiting.store(false, Ordering::Relaxed);
-        std::mem::take(&mut *queue)
+        let n = limit.min(queue.len());
+        // Relaxed: under the lock, like `push`'s store.
+        self.waiting.store(n < queue.len(), Ordering::Relaxed);
+        queue.drain(..n).collect()
+    }
+
+    /// True if some registration may be waiting (one load).
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
     }
 }
 

@@ -422,8 +422,9 @@ impl<K: ChannelKind> WatchSpec<K> {
     /// [`CancelReason::Compacted`](crate::CancelReason::Compacted), with the oldest
     /// revision it may start from. A start above the last dispatched revision waits for it.
     ///
-    /// The watcher is added to the index by the dispatcher, before its next event (not by
-    /// this call); a replay longer than its buffer is fed as its receiver drains, and it
+    /// The watcher is added to the index by the dispatcher (not by this call): before its
+    /// next event without a history; with one, at its next turn, up to 1,024 registrations
+    /// a turn between live events, what came meanwhile being replayed. A replay longer than its buffer is fed as its receiver drains, and it
     /// receives no Progress until it has caught up. Revision 0 is read as 1 (revisions
     /// start there).
     #[must_use]

@@ -366,6 +366,69 @@ fn a_handle_dropped_before_the_dispatcher_took_its_watch_leaves_nothing_behind()
     }
 }
 
+#[test]
+fn a_storm_of_resumes_is_admitted_over_several_turns_and_each_still_gets_every_event() {
+    // More than one turn admits: the later ones get what came meanwhile from the history.
+    let storm = 3_000;
+    let (registry, mut inline) = bed(16, with_history(100));
+    inline.dispatch(&put("/k", 1));
+    let mut watches: Vec<_> = (0..storm)
+        .map(|_| {
+            registry
+                .watch(WatchSpec::exact("/k").from_revision(1))
+                .unwrap()
+        })
+        .collect();
+    for revision in 2..=4 {
+        inline.dispatch(&put("/k", revision));
+        inline.check_invariants();
+    }
+    while registry.metrics().read().resumes < storm as u64 {
+        inline.process_unregistrations();
+    }
+    for revision in 5..=6 {
+        inline.dispatch(&put("/k", revision));
+    }
+    while inline.catching_up() {
+        inline.continue_catch_up();
+    }
+    for watch in &mut watches {
+        assert_eq!(revisions(&drain(watch)), [1, 2, 3, 4, 5, 6]);
+    }
+    inline.check_invariants();
+}
+
+#[test]
+fn a_handle_dropped_while_its_resume_waits_behind_a_storm_finds_its_watcher_added() {
+    for release_at_drop in [false, true] {
+        let (registry, mut inline) = bed(16, with_history(100));
+        registry.set_options(
+            watchtrie::RegistryOptions::default().with_release_at_drop(release_at_drop),
+        );
+        inline.dispatch(&put("/k", 1));
+        let storm: Vec<_> = (0..3_000)
+            .map(|_| {
+                registry
+                    .watch(WatchSpec::exact("/k").from_revision(1))
+                    .unwrap()
+            })
+            .collect();
+        let last = registry
+            .watch(WatchSpec::exact("/other").from_revision(1))
+            .unwrap();
+        inline.dispatch(&put("/k", 2)); // admits the first slice only
+        drop(last);
+        inline.process_unregistrations();
+        inline.check_invariants();
+        assert_eq!(registry.metrics().read().resumes, 3_001);
+        assert_eq!(registry.active_watcher_count(), 3_000, "{release_at_drop}");
+        drop(storm);
+        inline.process_unregistrations();
+        assert_eq!(registry.active_watcher_count(), 0, "{release_at_drop}");
+        inline.check_invariants();
+    }
+}
+
 /// The async dispatcher, with events flowing from another task: watchers registered from
 /// revisions at arbitrary moments each get exactly the matching revisions from their start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

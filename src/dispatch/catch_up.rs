@@ -2,7 +2,7 @@
 //! revision on, exactly once and in order, while live events keep being dispatched.
 //!
 //! ```text
-//!  registration ──► Resumes queue ──► dispatcher, before its next event (admit):
+//!  registration ──► Resumes queue ──► dispatcher, at its next turn (admit, ≤ 1,024 a turn):
 //!                                       start = history.start_of(revision)
 //!                                       add every taken watcher to the index (one publish)
 //!                                       compacted ─► Compacted sentinel, retired
@@ -20,9 +20,13 @@
 //! two events, when it has been fed every entry recorded so far, and it is already in the
 //! index then (the dispatcher published it at admission), so the next event reaches it live.
 //! A watcher is added to the index by the dispatcher, not by its registration, so that no
-//! event can reach it before its cursor is set; a registration is taken before the next
-//! event is dispatched, and a handle dropped meanwhile reaches the dispatcher through the
-//! unregistration channel, which is read after admissions.
+//! event can reach it before its cursor is set. With a history, a storm of registrations is
+//! taken 1,024 a turn, between live events: one taken later than the events after its
+//! registration finds them in the history like any others (or is told it is compacted).
+//! Without a history, every one is taken before the next event, since nothing could replay
+//! what it missed. A handle dropped meanwhile reaches the dispatcher through the
+//! unregistration channel; before an unregistration is applied, every queued registration
+//! is taken, so the removal finds its watcher added.
 //!
 //! A feeding watcher's cursor always rests on an entry it must still receive (entries that
 //! do not match it are stepped over at once), so the history dropping the entry under the
@@ -148,18 +152,18 @@ pub(super) struct Context<'a> {
 }
 
 impl CatchUps {
-    /// Takes the registrations from a revision waiting in the registry, adds them to the
-    /// index (one publish for all) and sets each one's cursor. Waits for the writer lock:
-    /// a watcher must be in the index before the next event, and the wait is one writer
-    /// transaction at most. Returns how many of them are to be fed: they are first in the
+    /// Takes up to `limit` registrations from a revision waiting in the registry, adds them
+    /// to the index (one publish for all) and sets each one's cursor. Waits for the writer
+    /// lock: without a history a watcher must be in the index before the next event, and
+    /// the wait is one writer transaction at most. Returns how many of them are to be fed: they are first in the
     /// feeding order, and must be fed before the next event (a fresh cursor may rest on an
     /// entry that does not match).
-    pub(super) fn admit(&mut self, cx: Context<'_>) -> usize {
+    pub(super) fn admit(&mut self, cx: Context<'_>, limit: usize) -> usize {
         // After a lag the floor is unknown until the next event: they wait in the queue.
         if cx.history.is_some_and(|h| h.floor().is_none()) {
             return 0;
         }
-        let resumes = cx.registry.shared().resumes.take();
+        let resumes = cx.registry.shared().resumes.take(limit);
         if resumes.is_empty() {
             return 0;
         }

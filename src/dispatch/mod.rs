@@ -168,6 +168,13 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
             }
             // A slice of catch-up (watchers from a revision fed from the history).
             let feeding = self.inline.continue_catch_up();
+            // Registrations from a revision left for the next turn (a storm is admitted
+            // in slices): back to the runtime first, as after a heartbeat slice (without
+            // it, live events' p99 in the resume storm was 11-124 ms instead of 4-15 ms).
+            let admitting = registry.shared().resumes.is_waiting();
+            if admitting && !sweeping {
+                tokio::task::yield_now().await;
+            }
             let retry_removals = self.inline.has_pending_removals();
             tokio::select! {
                 biased;
@@ -197,9 +204,10 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 () = tokio::time::sleep(CATCH_UP_RETRY), if feeding => {}
                 // A removal found the writer lock busy: come back soon, not at the next event.
                 () = tokio::time::sleep(REMOVAL_RETRY), if retry_removals => {}
-                // A sweep is under way: nothing else is ready, so go on with it (without
-                // this, a quiet system would leave it unfinished until the next event).
-                () = std::future::ready(()), if sweeping => {}
+                // A sweep or an admission is under way: nothing else is ready, so go on
+                // with it (without this, a quiet system would leave it unfinished until the
+                // next event).
+                () = std::future::ready(()), if sweeping || admitting => {}
             }
         }
     }
