@@ -40,6 +40,9 @@ pub struct StormOptions {
     pub history: HistoryOptions,
     /// The longest wait for the storm to settle before it is reported as not caught up.
     pub give_up: Duration,
+    /// Runs the dispatcher on a thread of its own (a current-thread runtime) instead of as
+    /// a task on the runtime the clients' tasks run on.
+    pub own_thread: bool,
 }
 
 impl Default for StormOptions {
@@ -51,6 +54,7 @@ impl Default for StormOptions {
             buffer: 256,
             history: HistoryOptions::new(100_000, 64 << 20),
             give_up: Duration::from_secs(30),
+            own_thread: false,
         }
     }
 }
@@ -94,6 +98,12 @@ impl Resumed {
             Resumed::Compact(h) => h.receiver_mut().recv().await.map(drop),
         }
     }
+}
+
+/// Where the dispatcher runs.
+enum Dispatcher {
+    Task(tokio::task::JoinHandle<()>),
+    Thread(std::thread::JoinHandle<()>),
 }
 
 /// A client reading its watcher on a task of its own, woken only when an event arrives,
@@ -140,7 +150,17 @@ pub fn storm_run(rt: &Runtime, workload: &Workload, opts: StormOptions) -> Storm
             0,
         )
         .with_options(DispatchOptions::default().with_history(opts.history));
-        let dispatcher = tokio::spawn(dispatcher.run());
+        let dispatcher = if opts.own_thread {
+            Dispatcher::Thread(std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                    .expect("a current-thread runtime")
+                    .block_on(dispatcher.run());
+            }))
+        } else {
+            Dispatcher::Task(tokio::spawn(dispatcher.run()))
+        };
 
         // The sender: a thread of its own, pacing by the clock; every eighth event a probe
         // carrying its send time. `head` is the last revision sent.
@@ -293,7 +313,11 @@ pub fn storm_run(rt: &Runtime, workload: &Workload, opts: StormOptions) -> Storm
             let _ = client.await;
         }
         drop(tx);
-        dispatcher.await.expect("dispatcher task");
+        match dispatcher {
+            Dispatcher::Task(task) => task.await.expect("dispatcher task"),
+            // The dispatcher returns at once now that the sender is gone.
+            Dispatcher::Thread(thread) => thread.join().expect("dispatcher thread"),
+        }
 
         let mut during: Vec<u64> = samples
             .iter()

@@ -1379,7 +1379,18 @@ fn storm_report(opts: &Options) -> ExitCode {
         storm.back, storm.rate
     );
     let rt = measure::runtime();
-    let r = storm_run(&rt, &w, storm);
+    for own_thread in [false, true] {
+        let storm = StormOptions {
+            own_thread,
+            ..storm
+        };
+        let r = storm_run(&rt, &w, storm);
+        print_storm(n, storm, &r);
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_storm(n: usize, storm: watchbench::storm::StormOptions, r: &watchbench::storm::StormRun) {
     let ms = |d: Option<std::time::Duration>| {
         d.map_or("not within the limit".to_string(), |d| {
             format!("{:.0} ms", d.as_secs_f64() * 1e3)
@@ -1389,9 +1400,14 @@ fn storm_report(opts: &Options) -> ExitCode {
     println!(
         "scenario resume-storm: {n} watchers of a mixed set live; the same {n} targets again \
          (half drop-in, half compact) resume from {} revisions back, all at once, while \
-         {} events/s flow (WatchDispatcher task, history {} events / {} MiB, buffer {})",
+         {} events/s flow (WatchDispatcher {}, history {} events / {} MiB, buffer {})",
         storm.back,
         storm.rate,
+        if storm.own_thread {
+            "on a thread of its own"
+        } else {
+            "as a task beside the clients'"
+        },
         storm.history.max_events(),
         storm.history.max_bytes() >> 20,
         storm.buffer
@@ -1428,5 +1444,5 @@ fn storm_report(opts: &Options) -> ExitCode {
         "counters: resumes {}, compacted {}, overflow cancels {}, lag cancels {}, lagged events {}, history {} events",
         m.resumes, m.compacted_cancels, m.overflow_cancels, m.lag_cancels, m.lagged_events, m.history_events
     );
-    ExitCode::SUCCESS
+    println!();
 }
