@@ -56,6 +56,12 @@
 //!
 //! Across a cluster every node applies the same log, so watchers on any node see the same
 //! events with the same revisions; a watcher can move to another node without renumbering.
+//! With a history (`start_with(config, dir, Watchtrie::default().with_history(..))`), it
+//! misses nothing when it does: it registers on the new node with
+//! `WatchSpec::from_revision(last received + 1)` (`tests/failover.rs` checks this across
+//! node failures). A node's history starts at what it had applied when it started; a
+//! follower that installs a snapshot from the leader gets no events for what the snapshot
+//! covers, and its history does not yet know it has a hole there.
 //!
 //! [d-engine]: https://docs.rs/d-engine
 //! [watchtrie]: https://docs.rs/watchtrie
