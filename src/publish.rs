@@ -18,8 +18,10 @@
 //! they do, so a writer's waits are short and cannot deadlock.
 //!
 //! The limit counter and the prev_kv counter have one release point: [`Shared::publish`],
-//! when a removal first takes a watcher out of the back snapshot. Whatever removed it (a
-//! dropped handle, an overflow, a closed receiver, a sweep), that is where it stops counting.
+//! when a removal first takes a watcher out of the back snapshot (or, for a watcher from a
+//! revision the dispatcher has not added yet, out of the resume queue). Whatever removed it
+//! (a dropped handle, an overflow, a closed receiver, a sweep), that is where it stops
+//! counting.
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize as StdAtomicUsize;
@@ -173,6 +175,20 @@ impl Resumes {
         queue.drain(..n).collect()
     }
 
+    /// Takes the registration of watcher `id` out of the queue, if it is there (a scan:
+    /// only for a removal that found its watcher in no index, free when none waits).
+    pub(crate) fn remove(&self, id: u64) -> Option<Resume> {
+        if !self.is_waiting() {
+            return None;
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let at = queue.iter().position(|r| r.watcher.id() == id)?;
+        let taken = queue.remove(at);
+        // Relaxed: under the lock, like `push`'s store.
+        self.waiting.store(!queue.is_empty(), Ordering::Relaxed);
+        taken
+    }
+
     /// True if some registration may be waiting (one load).
     pub(crate) fn is_waiting(&self) -> bool {
         self.waiting.load(Ordering::Acquire)
@@ -324,6 +340,18 @@ impl Shared {
         self.active.fetch_sub(1, Ordering::Relaxed);
     }
 
+    /// Gives back what a watcher leaving held: its unit of the limit, its prev_kv count,
+    /// its owner's count. Called by [`Self::publish_locked`] alone.
+    fn release(&self, removed: &Watcher) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        if removed.prev_kv() {
+            self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
+        }
+        if removed.meta().owned() {
+            self.with_owners(|book, _| book.released(removed.id()));
+        }
+    }
+
     /// Applies `changes` to both snapshots and publishes them; the counters' one release
     /// point (see the module docs).
     pub(crate) fn publish(&self, changes: &[Change]) {
@@ -334,13 +362,17 @@ impl Shared {
     fn publish_locked(&self, writer: &mut Writer, changes: &[Change]) {
         let back = exclusive(&mut writer.back);
         for change in changes {
-            if let Some(removed) = change.apply(back) {
-                self.active.fetch_sub(1, Ordering::Relaxed);
-                if removed.prev_kv() {
-                    self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
-                }
-                if removed.meta().owned() {
-                    self.with_owners(|book, _| book.released(removed.id()));
+            match change.apply(back) {
+                Some(removed) => self.release(&removed),
+                // A watcher from a revision that the dispatcher could not add yet (after a
+                // lag its history's floor is unknown until the next event) is still in the
+                // queue: it leaves from there, released here all the same.
+                None => {
+                    if let Change::Remove(removal) = change {
+                        if let Some(queued) = self.resumes.remove(removal.id) {
+                            self.release(&queued.watcher);
+                        }
+                    }
                 }
             }
         }

@@ -429,6 +429,38 @@ fn a_handle_dropped_while_its_resume_waits_behind_a_storm_finds_its_watcher_adde
     }
 }
 
+#[test]
+fn a_handle_dropped_while_its_resume_waits_out_a_lag_leaves_nothing_behind() {
+    for release_at_drop in [false, true] {
+        let (registry, mut inline) = bed(16, with_history(100));
+        registry.set_options(
+            watchtrie::RegistryOptions::default().with_release_at_drop(release_at_drop),
+        );
+        inline.dispatch(&put("/k", 1));
+        inline.report_lag(2);
+        // The floor is unknown until the next event: the resume stays queued.
+        let watch = registry
+            .watch(WatchSpec::exact("/k").from_revision(2).prev_kv(true))
+            .unwrap();
+        inline.process_unregistrations();
+        assert_eq!(registry.active_watcher_count(), 1);
+        drop(watch);
+        inline.process_unregistrations();
+        assert_eq!(registry.active_watcher_count(), 0, "{release_at_drop}");
+        assert_eq!(registry.prev_kv_watcher_count(), 0);
+        inline.check_invariants();
+        inline.dispatch(&put("/k", 5));
+        inline.process_unregistrations();
+        assert_eq!(
+            registry.active_watcher_count(),
+            0,
+            "nothing added after the drop"
+        );
+        assert_eq!(registry.metrics().read().watchers, 0);
+        inline.check_invariants();
+    }
+}
+
 /// The async dispatcher, with events flowing from another task: watchers registered from
 /// revisions at arbitrary moments each get exactly the matching revisions from their start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
