@@ -26,7 +26,8 @@
 //! Without a history, every one is taken before the next event, since nothing could replay
 //! what it missed. A handle dropped meanwhile reaches the dispatcher through the
 //! unregistration channel; before an unregistration is applied, every queued registration
-//! is taken, so the removal finds its watcher added.
+//! is taken, so the removal finds its watcher added (after a lag none can be taken until
+//! the next event: the removal then takes it out of the queue, `publish`).
 //!
 //! A feeding watcher's cursor always rests on an entry it must still receive (entries that
 //! do not match it are stepped over at once), so the history dropping the entry under the
