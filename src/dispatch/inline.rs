@@ -200,10 +200,12 @@ impl InlineDispatcher {
         }
     }
 
-    /// After an event: lets go of the waiting watchers it made live, and feeds a few
-    /// catching-up ones.
+    /// After an event or a batch: lets go of the waiting watchers it made live, stores the
+    /// history's gauges, and feeds a few catching-up ones.
     fn feed_after_event(&mut self) {
         self.retirements.held.release_waiting(self.highest_revision);
+        // Once per call of `dispatch` or `dispatch_batch`, not per event.
+        self.store_history_gauges();
         if self.retirements.held.is_feeding() {
             let (catch_ups, cx) = self.catch_up_context();
             catch_ups.feed(cx, FeedSize::Watchers(FEED_PER_EVENT));
@@ -350,7 +352,6 @@ impl InlineDispatcher {
                 );
             }
         }
-        self.store_history_gauges();
         let retirements = &mut self.retirements;
         let mark = retirements.mark();
         let mut tally = Tally::default();
