@@ -3,8 +3,10 @@
 //! ago, while writes keep arriving at a steady rate: how long until every one of them is
 //! live again, and what the storm does to the latency of live events meanwhile.
 //!
-//! The dispatcher is the real `WatchDispatcher` task on a two-thread runtime, fed through a
-//! broadcast channel as a node feeds it. The node's own watchers (a `mixed` set) are
+//! The dispatcher is the real `WatchDispatcher`, fed through a broadcast channel as a node
+//! feeds it: a task on the two-thread runtime the clients' tasks run on, or (`own_thread`)
+//! a current-thread runtime on a thread of its own. The latency probe is read by a thread
+//! of its own. The node's own watchers (a `mixed` set) are
 //! registered first; the resuming watchers are a second copy of the same targets, half
 //! drop-in and half compact. Every watcher is read by a task of its own, as a client's
 //! stream is, so that a replay longer than a buffer is fed as it drains.

@@ -81,7 +81,9 @@ pub(super) struct Held {
     /// Being fed from the history: live delivery skips them.
     feeding: HashMap<u64, Feeding, ahash::RandomState>,
     /// Caught up, but their start is above every revision dispatched: events (and
-    /// Progress) below the start are skipped; the first one at or above it frees them.
+    /// Progress) below the start are skipped. One leaves at the first event at or above its
+    /// start that it matches, or, matched or not, once the highest revision dispatched is at
+    /// least its start minus one (`release_waiting`, after each event or batch).
     waiting: HashMap<u64, u64, ahash::RandomState>,
     /// `waiting` by start, so that each event releases those it made live (their start is
     /// at most one above it) whether or not it matched them, and a removed watcher's
@@ -155,10 +157,10 @@ pub(super) struct Context<'a> {
 impl CatchUps {
     /// Takes up to `limit` registrations from a revision waiting in the registry, adds them
     /// to the index (one publish for all) and sets each one's cursor. Waits for the writer
-    /// lock: without a history a watcher must be in the index before the next event, and
-    /// the wait is one writer transaction at most. Returns how many of them are to be fed: they are first in the
-    /// feeding order, and must be fed before the next event (a fresh cursor may rest on an
-    /// entry that does not match).
+    /// lock, for one writer transaction at most: a watcher taken must be in the index
+    /// before the next event. Returns how many of them are to be fed: they are first in
+    /// the feeding order, and must be fed before the next event (a fresh cursor may rest on
+    /// an entry that does not match).
     pub(super) fn admit(&mut self, cx: Context<'_>, limit: usize) -> usize {
         // After a lag the floor is unknown until the next event: they wait in the queue.
         if cx.history.is_some_and(|h| h.floor().is_none()) {

@@ -170,7 +170,7 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
             let feeding = self.inline.continue_catch_up();
             // Registrations from a revision left for the next turn (a storm is admitted
             // in slices): back to the runtime first, as after a heartbeat slice (without
-            // it, live events' p99 in the resume storm was 11-124 ms instead of 4-15 ms).
+            // it the resume storm's live p99 was worse: docs/BENCHMARKS.md).
             let admitting = registry.shared().resumes.is_waiting();
             if admitting && !sweeping {
                 tokio::task::yield_now().await;
