@@ -5,14 +5,18 @@
 //! thing to read that is also small at ten million keys:
 //!
 //! ```text
-//!   slots: Table<u32>  (SwissTable, ahash)       entries: Chunks<Entry> (dense, 0..len)
-//!   ctrl | 4-byte positions                      [ key (inline ≤ 30 B) | watchers ] ...
+//!   slots: Table<Slot> (SwissTable, ahash)       entries: Chunks<Entry> (dense, 0..len)
+//!   ctrl | position + hash tag (8 B)             [ key (inline ≤ 30 B) | watchers ] ...
 //!         └──────────── position ──────────────▶
 //! ```
 //!
-//! The table holds only 4-byte positions, so its unavoidable slack (a SwissTable doubles: it
-//! is 44–88% full) costs 4–9 bytes per key instead of a whole 64-byte entry; the entries
-//! themselves sit in [`Chunks`], which has no slack to speak of. A lookup touches the control
+//! The table holds only 8-byte slots, so its unavoidable slack (a SwissTable doubles: it is
+//! 44–88% full) costs 9–18 bytes per key instead of a whole 64-byte entry; the entries
+//! themselves sit in [`Chunks`], which has no slack to speak of. Each slot keeps 32 bits of
+//! its key's hash, from which the table's hash is derived ([`spread`]): growing the table
+//! rehashes from the slots alone instead of reading every entry's key at random (that
+//! read was a quarter of a registration's time at a million keys, `watchbench --scenario
+//! fill`), and a probe compares tags before it follows a slot to its entry. A lookup touches the control
 //! bytes, the position and the entry (one dependent load more than entries stored in the
 //! table: the price of the memory, measured in `docs/BENCHMARKS.md`). Keys of up to
 //! [`INLINE_KEY`] bytes sit in the entry itself ([`KeyBytes`]), so a hit compares them without
@@ -35,7 +39,7 @@
 //! | `clone` | O(k) (tests and fuzzing only; the registry never copies an index) |
 
 use bytes::Bytes;
-use hashbrown::hash_table::Entry as Slot;
+use hashbrown::hash_table::Entry as TableEntry;
 
 use super::chunks::Chunks;
 use super::key::{KeyBytes, INLINE_KEY};
@@ -50,10 +54,29 @@ struct Entry<W> {
     watchers: WatcherList<W>,
 }
 
+/// 32 bits of a key's hash, kept in its slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tag(u32);
+
+/// Where a key's entry is, and its hash tag.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    at: u32,
+    tag: Tag,
+}
+
+/// The table's 64-bit hash of a tag. The table takes its bucket from the low bits and a
+/// 7-bit control byte from the top ones; an odd multiplier maps the tag's low bits onto the
+/// low bits one to one and mixes all 32 into the top.
+#[inline]
+fn spread(tag: Tag) -> u64 {
+    u64::from(tag.0).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// Exact-key watcher index.
 pub(crate) struct ExactIndex<W> {
     /// Position in `entries` of each key, hashed by the key's bytes.
-    slots: Table<u32>,
+    slots: Table<Slot>,
     entries: Chunks<Entry<W>>,
     hasher: ahash::RandomState,
     watchers: usize,
@@ -88,8 +111,9 @@ impl<W: WatcherEntry> ExactIndex<W> {
     }
 
     #[inline]
-    fn hash(&self, key: &[u8]) -> u64 {
-        self.hasher.hash_one(key)
+    fn hash(&self, key: &[u8]) -> Tag {
+        // The high half: ahash mixes every input bit into all of its output.
+        Tag((self.hasher.hash_one(key) >> 32) as u32)
     }
 
     /// Number of distinct watched keys.
@@ -111,11 +135,13 @@ impl<W: WatcherEntry> ExactIndex<W> {
 
     /// [`Self::position`], with `key`'s hash already computed.
     #[inline]
-    fn position_hashed(&self, hash: u64, key: &[u8]) -> Option<usize> {
+    fn position_hashed(&self, tag: Tag, key: &[u8]) -> Option<usize> {
         let entries = &self.entries;
         self.slots
-            .find(hash, |&at| entries.get(at as usize).key.as_slice() == key)
-            .map(|&at| at as usize)
+            .find(spread(tag), |slot| {
+                slot.tag == tag && entries.get(slot.at as usize).key.as_slice() == key
+            })
+            .map(|slot| slot.at as usize)
     }
 
     /// The watchers of `key`.
@@ -127,21 +153,21 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// Adds a watcher on `key`.
     pub(crate) fn insert(&mut self, key: Bytes, watcher: W) {
         // One probe: the entry API searches once for the key or its free slot.
-        let hash = self.hash(&key);
-        let (hasher, entries) = (&self.hasher, &mut self.entries);
+        let tag = self.hash(&key);
+        let entries = &mut self.entries;
         let slot = self.slots.entry(
-            hash,
-            |&at| entries.get(at as usize).key.as_slice() == &key[..],
-            |&at| hasher.hash_one(entries.get(at as usize).key.as_slice()),
+            spread(tag),
+            |slot| slot.tag == tag && entries.get(slot.at as usize).key.as_slice() == &key[..],
+            |slot| spread(slot.tag),
         );
         match slot {
-            Slot::Occupied(found) => {
+            TableEntry::Occupied(found) => {
                 entries
-                    .get_mut(*found.get() as usize)
+                    .get_mut(found.get().at as usize)
                     .watchers
                     .insert(watcher);
             }
-            Slot::Vacant(slot) => {
+            TableEntry::Vacant(slot) => {
                 let at = u32::try_from(entries.len()).expect("fewer than 2^32 watched keys");
                 let mut watchers = WatcherList::Empty;
                 watchers.insert(watcher);
@@ -149,7 +175,7 @@ impl<W: WatcherEntry> ExactIndex<W> {
                     key: KeyBytes::new(key),
                     watchers,
                 });
-                slot.insert(at);
+                slot.insert(Slot { at, tag });
             }
         }
         self.watchers += 1;
@@ -170,24 +196,22 @@ impl<W: WatcherEntry> ExactIndex<W> {
 
     /// Drops the entry at position `at`, whose key hashes to `hash`: the last entry moves
     /// into its place, and that entry's slot is pointed at `at`.
-    fn remove_entry(&mut self, hash: u64, at: usize) {
-        if let Some(slot) = self.slots.find_entry(hash, |&p| p as usize == at) {
+    fn remove_entry(&mut self, tag: Tag, at: usize) {
+        if let Some(slot) = self
+            .slots
+            .find_entry(spread(tag), |slot| slot.at as usize == at)
+        {
             slot.remove();
         }
         let (_, moved_from) = self.entries.swap_remove(at);
         if let Some(from) = moved_from {
-            let moved = self.entries.get(at).key.as_slice();
+            let moved = self.hash(self.entries.get(at).key.as_slice());
             let from = from as u32;
-            if let Some(slot) = self
-                .slots
-                .find_mut(self.hasher.hash_one(moved), |&p| p == from)
-            {
-                *slot = at as u32;
+            if let Some(slot) = self.slots.find_mut(spread(moved), |slot| slot.at == from) {
+                slot.at = at as u32;
             }
         }
-        let (hasher, entries) = (&self.hasher, &self.entries);
-        self.slots
-            .shrink_if_sparse(|&p| hasher.hash_one(entries.get(p as usize).key.as_slice()));
+        self.slots.shrink_if_sparse(|slot| spread(slot.tag));
     }
 
     /// The bucket arrangement, for a sweep resuming across snapshots.
@@ -203,8 +227,8 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// The key and watchers in bucket `index`, if it is full.
     #[inline]
     pub(crate) fn bucket(&self, index: usize) -> Option<(&[u8], &WatcherList<W>)> {
-        self.slots.bucket(index).map(|&at| {
-            let entry = self.entries.get(at as usize);
+        self.slots.bucket(index).map(|slot| {
+            let entry = self.entries.get(slot.at as usize);
             (entry.key.as_slice(), &entry.watchers)
         })
     }
