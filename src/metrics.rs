@@ -26,6 +26,7 @@ pub(crate) struct Counters {
     pub(crate) progress_sent: AtomicU64,
     pub(crate) heartbeat_sweeps: AtomicU64,
     pub(crate) snapshots_published: AtomicU64,
+    pub(crate) registrations_combined: AtomicU64,
     pub(crate) resumes: AtomicU64,
     pub(crate) compacted_cancels: AtomicU64,
     /// Gauges the dispatcher stores (it alone owns the history and the catch-up).
@@ -113,6 +114,7 @@ impl MetricsHandle {
             progress_sent: get(&c.progress_sent),
             heartbeat_sweeps: get(&c.heartbeat_sweeps),
             snapshots_published: get(&c.snapshots_published),
+            registrations_combined: get(&c.registrations_combined),
             resumes: get(&c.resumes),
             compacted_cancels: get(&c.compacted_cancels),
             history_events: get(&c.history_events) as usize,
@@ -161,6 +163,9 @@ pub struct Metrics {
     /// Index snapshots published by writers (registrations, unregistrations, cleanups;
     /// a transaction of several changes publishes once).
     pub snapshots_published: u64,
+    /// Registration calls whose watchers another writer published along with its own, in
+    /// one snapshot (combining: registrations arriving together share a publish).
+    pub registrations_combined: u64,
     /// Watches from a revision taken by the dispatcher ([`WatchSpec::from_revision`](crate::WatchSpec::from_revision)).
     pub resumes: u64,
     /// Watchers cancelled as compacted: their start, or an event they had not received

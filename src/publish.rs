@@ -17,6 +17,9 @@
 //! snapshot for one event, a batch of eight, or one sweep slice, and wait for nothing while
 //! they do, so a writer's waits are short and cannot deadlock.
 //!
+//! Registrations do not publish one by one: each queues its addition and whoever gets the
+//! writer lock publishes every queued one (see [`Combining`]).
+//!
 //! The limit counter and the prev_kv counter have one release point: [`Shared::publish`],
 //! when a removal first takes a watcher out of the back snapshot (or, for a watcher from a
 //! revision the dispatcher has not added yet, out of the resume queue). Whatever removed it
@@ -45,6 +48,15 @@ use crate::sync::{
 /// Removals handed to one writer transaction at most, so that registrations interleave with
 /// a burst of unregistrations instead of waiting for all of it.
 const REMOVAL_BATCH: usize = 1024;
+
+/// Times a registration polls the writer lock (spinning, then yielding) before it queues
+/// on it: about what one publish of a few additions takes.
+#[cfg(not(watchtrie_loom))]
+const COMBINE_POLLS: u32 = 256;
+/// Under the model, two polls: enough to reach both ways out of the loop (published by
+/// another writer, or queue on the lock) without multiplying the interleavings.
+#[cfg(watchtrie_loom)]
+const COMBINE_POLLS: u32 = 2;
 
 /// A watcher to take out of the index: its id, and where it is filed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -106,12 +118,33 @@ impl Change {
                 index.insert(*kind, pattern.clone(), watcher.clone());
                 None
             }
-            Change::Remove(removal) => match removal.kind {
-                Some(kind) => index.remove(kind, &removal.pattern, removal.id),
-                None => TargetKind::ALL
-                    .into_iter()
-                    .find_map(|kind| index.remove(kind, &removal.pattern, removal.id)),
-            },
+            Change::Remove(removal) => removal.apply(index),
+        }
+    }
+
+    /// Applies the change a second and last time, moving its watcher into the index rather
+    /// than cloning it (a clone of a sender costs two atomic increments, its drop two more).
+    fn apply_last(self, index: &mut Snapshot<Watcher>) {
+        match self {
+            Change::Add {
+                kind,
+                pattern,
+                watcher,
+            } => index.insert(kind, pattern, watcher),
+            Change::Remove(removal) => {
+                removal.apply(index);
+            }
+        }
+    }
+}
+
+impl Removal {
+    fn apply(&self, index: &mut Snapshot<Watcher>) -> Option<Watcher> {
+        match self.kind {
+            Some(kind) => index.remove(kind, &self.pattern, self.id),
+            None => TargetKind::ALL
+                .into_iter()
+                .find_map(|kind| index.remove(kind, &self.pattern, self.id)),
         }
     }
 }
@@ -209,6 +242,27 @@ pub(crate) struct Gauges {
 /// The writers' side: the back snapshot, behind the writer mutex.
 pub(crate) struct Writer {
     back: SnapshotArc<Snapshot<Watcher>>,
+    /// The emptied buffer of the last combined batch, handed back to the queue next time so
+    /// that combining allocates nothing once warm.
+    spare: Vec<Change>,
+}
+
+/// Registrations waiting for a writer to publish them: the combining queue.
+///
+/// A registration queues its addition and takes a ticket, then polls: either the published
+/// ticket covers its own (another writer published it), or it gets the writer lock and
+/// publishes everything queued by then in one transaction (one wait for readers per
+/// snapshot, one swap), then stores the last ticket it took. A registration that finds its
+/// ticket covered returns at once, and its watcher is in the published snapshot: the ticket
+/// is stored (Release) only after the swap, and read with Acquire. Registrations that
+/// arrive together, from many threads or from one [`WatchRegistry::watch_many`] call,
+/// share one publish (flat combining). Lock order: the writer lock, then this queue's.
+///
+/// [`WatchRegistry::watch_many`]: crate::WatchRegistry::watch_many
+struct Combining {
+    adds: Vec<Change>,
+    /// The ticket of the last addition queued; tickets count from 1.
+    last_ticket: u64,
 }
 
 /// The registry's state. Owned by the `WatchRegistry` alone; handles and metrics hold it
@@ -239,6 +293,11 @@ pub(crate) struct Shared {
     owners: Mutex<OwnerBook>,
     /// Registrations from a revision, for the dispatcher.
     pub(crate) resumes: Resumes,
+    /// Registrations waiting to be published (taken after `writer`, never before it).
+    combining: Mutex<Combining>,
+    /// Every registration with a ticket up to this one is published (see [`Combining`]);
+    /// written under the writer lock.
+    published_ticket: AtomicU64,
 }
 
 impl Shared {
@@ -255,6 +314,7 @@ impl Shared {
             published: SnapshotCell::new(SnapshotArc::new(front)),
             writer: Mutex::new(Writer {
                 back: SnapshotArc::new(back),
+                spare: Vec::new(),
             }),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
@@ -270,6 +330,11 @@ impl Shared {
             owner_limit: AtomicUsize::new(RegistryOptions::default().owner_limit()),
             owners: Mutex::new(OwnerBook::new()),
             resumes: Resumes::new(),
+            combining: Mutex::new(Combining {
+                adds: Vec::new(),
+                last_ticket: 0,
+            }),
+            published_ticket: AtomicU64::new(0),
         }
     }
 
@@ -353,15 +418,72 @@ impl Shared {
     }
 
     /// Applies `changes` to both snapshots and publishes them; the counters' one release
-    /// point (see the module docs).
-    pub(crate) fn publish(&self, changes: &[Change]) {
+    /// point (see the module docs). For the dispatcher and removals: registrations go
+    /// through [`Self::publish_additions`] instead.
+    pub(crate) fn publish(&self, changes: Vec<Change>) {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         self.publish_locked(&mut writer, changes);
     }
 
-    fn publish_locked(&self, writer: &mut Writer, changes: &[Change]) {
+    /// Publishes the additions of `adds` (every one a [`Change::Add`]), together with
+    /// whatever other registrations queued meanwhile (see [`Combining`]); returns once each
+    /// of them is in the published snapshot.
+    pub(crate) fn publish_additions(&self, adds: impl IntoIterator<Item = Change>) {
+        let ticket = {
+            let mut queue = self
+                .combining
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            queue.adds.extend(adds);
+            queue.last_ticket += 1;
+            queue.last_ticket
+        };
+        // Wait for a writer to publish our additions, or take the lock and publish them (with
+        // whatever queued since). Polling the lock rather than queueing on it lets the
+        // additions of threads that arrive meanwhile pile up for one publish, instead of
+        // each waiter taking the lock in turn only to find its work done.
+        let mut attempts = 0u32;
+        let mut writer = loop {
+            if self.published_ticket.load(Ordering::Acquire) >= ticket {
+                // A writer before us published our additions with its own.
+                Counters::add(&self.counters.registrations_combined, 1);
+                return;
+            }
+            match self.writer.try_lock() {
+                Ok(guard) => break guard,
+                Err(TryLockError::Poisoned(p)) => break p.into_inner(),
+                Err(TryLockError::WouldBlock) if attempts >= COMBINE_POLLS => {
+                    break self.writer.lock().unwrap_or_else(PoisonError::into_inner)
+                }
+                Err(TryLockError::WouldBlock) => {
+                    crate::sync::backoff(attempts);
+                    attempts += 1;
+                }
+            }
+        };
+        if self.published_ticket.load(Ordering::Relaxed) >= ticket {
+            // Published while we took the lock. (Relaxed: the lock orders it.)
+            Counters::add(&self.counters.registrations_combined, 1);
+            return;
+        }
+        let spare = std::mem::take(&mut writer.spare);
+        let (batch, through) = {
+            let mut queue = self
+                .combining
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            (std::mem::replace(&mut queue.adds, spare), queue.last_ticket)
+        };
+        writer.spare = self.publish_locked(&mut writer, batch);
+        // Release, after the swap: a registration that reads its ticket covered (Acquire)
+        // returns with the snapshot holding its watcher published.
+        self.published_ticket.store(through, Ordering::Release);
+    }
+
+    /// Publishes `changes`; returns their emptied buffer, for reuse.
+    fn publish_locked(&self, writer: &mut Writer, mut changes: Vec<Change>) -> Vec<Change> {
         let back = exclusive(&mut writer.back);
-        for change in changes {
+        for change in &changes {
             match change.apply(back) {
                 Some(removed) => self.release(&removed),
                 // A watcher from a revision that the dispatcher could not add yet (after a
@@ -381,9 +503,10 @@ impl Shared {
         // Bring the old front up to date now rather than at the next write: it must not keep
         // removed watchers' channels open.
         let back = exclusive(&mut writer.back);
-        for change in changes {
-            change.apply(back);
+        for change in changes.drain(..) {
+            change.apply_last(back);
         }
+        changes
     }
 
     /// Applies `removals` in transactions of at most [`REMOVAL_BATCH`], never waiting for
@@ -398,7 +521,7 @@ impl Shared {
             };
             let start = removals.len().saturating_sub(REMOVAL_BATCH);
             let batch: Vec<Change> = removals.drain(start..).map(Change::Remove).collect();
-            self.publish_locked(&mut writer, &batch);
+            self.publish_locked(&mut writer, batch);
         }
         true
     }
@@ -446,10 +569,16 @@ impl Shared {
             back.same_layout(&published),
             "the two snapshots place entries differently: a sweep cannot resume across them"
         );
+        let queued = self
+            .combining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .adds
+            .len();
         assert_eq!(
-            published.watcher_count() + self.resumes.len(),
+            published.watcher_count() + self.resumes.len() + queued,
             self.active.load(Ordering::Relaxed),
-            "limit counter out of step with the index (and the watches from a revision queued)"
+            "limit counter out of step with the index (and the watchers queued: from a revision, or for combining)"
         );
         self.with_owners(|book, _| book.check_invariants());
     }

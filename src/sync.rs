@@ -98,8 +98,9 @@ pub(crate) fn exclusive<T>(arc: &mut Arc<T>) -> &mut T {
     Arc::get_mut(arc).expect("checked unique above")
 }
 
+/// One step of waiting: spins first, then yields, then sleeps (20 µs).
 #[cfg(not(watchtrie_loom))]
-fn backoff(attempts: u32) {
+pub(crate) fn backoff(attempts: u32) {
     if attempts < 64 {
         std::hint::spin_loop();
     } else if attempts < 1024 {
@@ -109,7 +110,8 @@ fn backoff(attempts: u32) {
     }
 }
 
+/// One step of waiting: a yield to loom's scheduler.
 #[cfg(watchtrie_loom)]
-fn backoff(_attempts: u32) {
+pub(crate) fn backoff(_attempts: u32) {
     loom::thread::yield_now();
 }

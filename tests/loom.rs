@@ -122,6 +122,32 @@ fn two_writers_and_a_reader_leave_both_snapshots_equal() {
 }
 
 #[test]
+fn racing_registrations_are_each_published_when_they_return() {
+    // Combining: either writer may publish the other's watcher with its own; each must find
+    // its own in the published snapshot the moment its call returns.
+    model(|| {
+        let (registry, mut inline) = setup(4);
+        let spawn = |key: &'static [u8]| {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                let handle = registry.register(Bytes::from_static(key), false).unwrap();
+                assert_eq!(registry.watcher_count(&Bytes::from_static(key)), 1);
+                handle
+            })
+        };
+        let other = spawn(b"/a");
+        let main = registry.register(Bytes::from_static(b"/b"), false).unwrap();
+        assert_eq!(registry.watcher_count(&Bytes::from_static(b"/b")), 1);
+        let other = other.join().unwrap();
+        registry.check_invariants();
+        assert_eq!(registry.active_watcher_count(), 2);
+        drop((other, main));
+        settle(&mut inline);
+        registry.check_invariants();
+    });
+}
+
+#[test]
 fn a_drop_racing_a_dispatch_is_applied_exactly_once() {
     model(|| {
         let (registry, mut inline) = setup(4);

@@ -225,7 +225,7 @@ impl CatchUps {
                 watcher,
             });
         }
-        cx.registry.shared().publish(&changes);
+        cx.registry.shared().publish(changes);
         let counters = cx.registry.counters();
         Counters::add(&counters.resumes, admitted as u64);
         if !compacted.is_empty() {
