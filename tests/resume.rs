@@ -343,6 +343,45 @@ fn a_lag_cancels_catching_up_watchers_with_the_first_revision_they_did_not_get()
 }
 
 #[test]
+fn a_lag_cancels_watchers_waiting_for_their_start_with_that_start() {
+    // Events lost to lag may be at or above a waiting watcher's start: it must not go on
+    // as if it had missed nothing. Resuming from its own start is exact.
+    for policy in [LagPolicy::Warn, LagPolicy::CancelWatchers] {
+        let (registry, mut inline) = bed(4, with_history(100).with_lag_policy(policy));
+        for revision in 1..=5 {
+            inline.dispatch(&put("/k", revision));
+        }
+        let mut ahead = registry
+            .watch(WatchSpec::exact("/k").from_revision(8))
+            .unwrap();
+        let mut live = registry.watch(WatchSpec::exact("/k")).unwrap();
+        inline.process_unregistrations();
+        assert_eq!(registry.metrics().read().catching_up, 1);
+        // Lost: perhaps revisions 6 to 9, the watcher's 8 and 9 among them.
+        inline.report_lag(4);
+        inline.dispatch(&put("/k", 10));
+        let got = drain(&mut ahead);
+        assert_eq!(got.len(), 1, "nothing after the cancel: {got:?}");
+        assert_eq!(
+            got[0].cancel_reason(),
+            Some(CancelReason::Lagged { resume_from: 8 })
+        );
+        // A live watcher is the lag policy's: under Warn it goes on, as in the reference.
+        let live_got = drain(&mut live);
+        match policy {
+            LagPolicy::Warn => assert_eq!(revisions(&live_got), vec![10]),
+            _ => assert_eq!(
+                live_got[0].cancel_reason(),
+                Some(CancelReason::Lagged { resume_from: 6 })
+            ),
+        }
+        inline.process_unregistrations();
+        assert_eq!(registry.metrics().read().catching_up, 0);
+        inline.check_invariants();
+    }
+}
+
+#[test]
 fn a_handle_dropped_before_the_dispatcher_took_its_watch_leaves_nothing_behind() {
     for release_at_drop in [false, true] {
         let (registry, mut inline) = bed(4, with_history(10));

@@ -109,6 +109,18 @@ impl Held {
         }
     }
 
+    /// Takes `id` out of the waiting watchers; its start, if it was waiting.
+    pub(super) fn stop_waiting(&mut self, id: u64) -> Option<u64> {
+        let start = self.waiting.remove(&id)?;
+        self.waiting_by_start.remove(&(start, id));
+        Some(start)
+    }
+
+    /// True while some watcher waits for its start.
+    pub(super) fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// True while some watcher is being fed.
     pub(super) fn is_feeding(&self) -> bool {
         !self.feeding.is_empty()
@@ -334,7 +346,8 @@ impl CatchUps {
 
     /// Events were lost before reaching the dispatcher: every feeding watcher would meet
     /// the hole, so each is cancelled for lag with the revision of the first event it did
-    /// not get, before the history is emptied.
+    /// not get, before the history is emptied. (Waiting watchers are not fed: the
+    /// dispatcher cancels those with a sweep, `SweepAction::CancelWaiting`.)
     pub(super) fn lagged(&mut self, cx: Context<'_>) -> u64 {
         let mark = cx.retirements.mark();
         let mut cancelled = Vec::new();

@@ -560,6 +560,14 @@ impl InlineDispatcher {
             let (catch_ups, cx) = self.catch_up_context();
             let cancelled = catch_ups.lagged(cx);
             Counters::add(&self.registry.counters().lag_cancels, cancelled);
+            // A watcher waiting for a start above the head may have lost events at or above
+            // it: it resumes from its own start (a sweep, counted by `run_slice`).
+            if self.retirements.held.is_waiting() {
+                let mut cursor = SweepCursor::new();
+                while !cursor.is_done() {
+                    self.sweep_slice(&mut cursor, SweepAction::CancelWaiting, SliceSize::Timed);
+                }
+            }
             if let Some(history) = &mut self.history {
                 history.lost();
             }

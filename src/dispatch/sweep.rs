@@ -1,5 +1,6 @@
 //! Sweeps: one walk over every watcher, in slices, for three jobs (heartbeat Progress,
-//! cancelling for lag, finding closed receivers). One primitive, [`run_slice`], so that all
+//! cancelling for lag, the watchers waiting for their start included, finding closed
+//! receivers). One primitive, [`run_slice`], so that all
 //! three share the snapshot handling, the retired rule and the counting.
 //!
 //! A slice holds one snapshot for about [`SWEEP_SLICE`] (or a fixed amount of work) and lets
@@ -34,6 +35,9 @@ pub(super) enum SweepAction {
     Progress { revision: u64, resume_from: u64 },
     /// Send the lag sentinel (resume from `resume_from`) and retire the watcher.
     CancelLagged { resume_from: u64 },
+    /// For a watcher from a revision still waiting for its start: send the lag sentinel,
+    /// resuming from that start, and retire it (the lost events may be at or above it).
+    CancelWaiting,
     /// Retire the watcher if its receiver is gone.
     DropClosed,
 }
@@ -85,6 +89,15 @@ pub(super) fn run_slice(
                 affected += 1;
             }
         }),
+        SweepAction::CancelWaiting => list.for_each(&mut |watcher| {
+            if let Some(start) = retirements.held.stop_waiting(watcher.id()) {
+                if !retirements.is_retired(watcher.id()) {
+                    watcher.cancel(WatchEvent::lag_sentinel(start));
+                    retirements.record(removal_of(watcher.id(), at, None));
+                    affected += 1;
+                }
+            }
+        }),
         SweepAction::DropClosed => list.for_each(&mut |watcher| {
             if watcher.is_closed() && !retirements.is_retired(watcher.id()) {
                 retirements.record(removal_of(watcher.id(), at, None));
@@ -100,7 +113,9 @@ pub(super) fn run_slice(
             Counters::add(&counters.progress_sent, tally.sent);
             tally.record(counters);
         }
-        SweepAction::CancelLagged { .. } => Counters::add(&counters.lag_cancels, affected),
+        SweepAction::CancelLagged { .. } | SweepAction::CancelWaiting => {
+            Counters::add(&counters.lag_cancels, affected)
+        }
         SweepAction::DropClosed => Counters::add(&counters.closed_receiver_removals, affected),
     }
     if retirements.mark() > mark {
