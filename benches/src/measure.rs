@@ -394,6 +394,115 @@ pub fn register_run<E: Engine>(rt: &Runtime, shape: Shape, size: usize, ops: usi
     })
 }
 
+/// What one `fill` run measured, in nanoseconds per watcher (wall time over all of them).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FillRun {
+    /// Registering every watcher of the workload into an empty registry.
+    pub register_ns: f64,
+    /// Dropping every handle, until the dispatcher has applied every unregistration.
+    pub drop_ns: f64,
+}
+
+/// `fill`: registers every watcher of `workload` into an empty registry from `threads` OS
+/// threads at once (watcher `i` on thread `i % threads`), with the dispatcher running idle;
+/// then drops every handle from one thread and waits until the dispatcher has applied the
+/// unregistrations (it applies every pending one before the end mark).
+pub fn fill_run<E: Engine>(rt: &Runtime, workload: &Workload, threads: usize) -> FillRun {
+    rt.block_on(async {
+        let (registry, unregister_rx) = E::registry(4, usize::MAX);
+        let mut probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
+        let (tx, rx) = broadcast::channel(16);
+        let task = tokio::spawn(E::run_quiet(registry.clone(), rx, unregister_rx));
+        let targets: Vec<(&Bytes, bool)> = workload
+            .exact
+            .iter()
+            .map(|k| (k, false))
+            .chain(workload.prefixes.iter().map(|p| (p, true)))
+            .collect();
+        let started = Instant::now();
+        let handles = on_threads(threads, targets.len(), |i| match targets[i] {
+            (key, false) => E::watch(&registry, key.clone()),
+            (prefix, true) => E::watch_prefix(&registry, prefix.clone()),
+        });
+        let register_time = started.elapsed();
+        let started = Instant::now();
+        drop(handles);
+        send_end_mark(&tx);
+        await_end_mark::<E>(&mut probe).await;
+        let drop_time = started.elapsed();
+        drop(tx);
+        task.await.expect("dispatcher task");
+        FillRun {
+            register_ns: per(register_time, targets.len()),
+            drop_ns: per(drop_time, targets.len()),
+        }
+    })
+}
+
+/// Makes items `0..n` on `threads` OS threads at once, item `i` on thread `i % threads`;
+/// each thread's items, in order.
+fn on_threads<T: Send>(threads: usize, n: usize, make: impl Fn(usize) -> T + Sync) -> Vec<Vec<T>> {
+    let threads = threads.max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let make = &make;
+                scope.spawn(move || (t..n).step_by(threads).map(make).collect::<Vec<_>>())
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("worker thread"))
+            .collect()
+    })
+}
+
+/// `fill` through [`watchtrie::WatchRegistry::watch_many`] from one thread, `batch` specs a
+/// call (drop-in channels): registration only, nanoseconds per watcher.
+pub fn fill_many(workload: &Workload, batch: usize) -> f64 {
+    use watchtrie::WatchSpec;
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = watchtrie::WatchRegistry::new(4, tx);
+    let specs: Vec<WatchSpec> = workload
+        .exact
+        .iter()
+        .map(|k| WatchSpec::exact(k.clone()))
+        .chain(
+            workload
+                .prefixes
+                .iter()
+                .map(|p| WatchSpec::prefix(p.clone())),
+        )
+        .collect();
+    let n = specs.len();
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(n);
+    let mut specs = specs.into_iter().peekable();
+    while specs.peek().is_some() {
+        let results = registry.watch_many(specs.by_ref().take(batch.max(1)));
+        handles.extend(results.into_iter().map(|r| r.expect("no limit")));
+    }
+    let elapsed = started.elapsed();
+    drop(handles);
+    per(elapsed, n)
+}
+
+/// The floor under any engine's `fill`: creating `n` plain tokio channels of the same
+/// capacity from `threads` threads at once and holding them (registration without an
+/// index), then dropping them. Nanoseconds per channel, wall time.
+pub fn fill_floor(n: usize, threads: usize) -> FillRun {
+    let started = Instant::now();
+    let channels = on_threads(threads, n, |_| tokio::sync::mpsc::channel::<Event>(5));
+    let register_time = started.elapsed();
+    let started = Instant::now();
+    drop(channels);
+    let drop_time = started.elapsed();
+    FillRun {
+        register_ns: per(register_time, n),
+        drop_ns: per(drop_time, n),
+    }
+}
+
 /// Deliveries per `fanout` run, spread over as many events as it takes.
 const FANOUT_DELIVERIES: usize = 2_000_000;
 

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use watchbench::alloc::CountingAlloc;
-use watchbench::engines::{Engine, Reference, Watchtrie, WatchtrieHistory};
+use watchbench::engines::{Engine, Reference, Watchtrie, WatchtrieCompact, WatchtrieHistory};
 use watchbench::measure::{self, DispatchOptions, DispatchRun};
 use watchbench::workload::{self, Workload};
 
@@ -17,10 +17,10 @@ watchbench: watchtrie vs d-engine-core 0.2.4 (the reference), same process, same
 USAGE: cargo run --release --bin watchbench -- [OPTIONS]
 
 OPTIONS:
-  --scenario NAME   mixed (default) | miss | deep | register | fanout | churn | memory |
+  --scenario NAME   mixed (default) | miss | deep | register | fill | fanout | churn | memory |
                     heartbeat | scale; watchtrie alone: kinds | wildcards | owners | key-cost |
                     resume-storm (--watchers resume at once, default 100000)
-  --watchers N      watchers to register (default: mixed 500000, memory 1100000; miss, register,
+  --watchers N      watchers to register (default: mixed 500000, memory 1100000; miss, register, fill,
                     heartbeat 1000000 (heartbeat: mixed keys); deep, fanout, churn 100000
                     (churn: mixed keys); scale 10000000 compact watchers, mixed keys
                     with 1% prefixes, next to 1000000 compact and 1000000 drop-in)
@@ -133,7 +133,7 @@ fn default_watchers(scenario: &str) -> usize {
 /// The workload of `scenario` with `n` watchers.
 fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, String> {
     let w = match scenario {
-        "mixed" | "churn" | "memory" | "heartbeat" => workload::mixed(n - n / 11, n / 11, opts.events, opts.seed),
+        "mixed" | "churn" | "memory" | "heartbeat" | "fill" => workload::mixed(n - n / 11, n / 11, opts.events, opts.seed),
         "miss" => workload::miss(n, opts.events, opts.seed),
         "deep" => workload::deep(n, opts.events, opts.seed),
         "register" | "fanout" | "scale" | "kinds" | "wildcards" | "owners" | "key-cost"
@@ -142,7 +142,7 @@ fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, Str
         }
         other => {
             return Err(format!(
-                "unknown scenario '{other}' (mixed, miss, deep, register, fanout, churn, memory, heartbeat, scale, kinds, wildcards, owners, key-cost, resume-storm)"
+                "unknown scenario '{other}' (mixed, miss, deep, register, fill, fanout, churn, memory, heartbeat, scale, kinds, wildcards, owners, key-cost, resume-storm)"
             ))
         }
     };
@@ -251,6 +251,9 @@ fn main() -> ExitCode {
     let rt = measure::runtime();
     if opts.scenario == "register" {
         return register_report(&rt, &opts);
+    }
+    if opts.scenario == "fill" {
+        return fill_report(&rt, &w, &opts);
     }
     if opts.scenario == "fanout" {
         return fanout_report(&rt, &opts);
@@ -1189,6 +1192,133 @@ fn register_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
             );
         }
     }
+    ExitCode::SUCCESS
+}
+
+/// Specs per `watch_many` call in `fill`.
+const FILL_BATCH: usize = 1024;
+
+/// `fill`: a million watchers (mixed keys) registered into an empty registry by one thread
+/// and by four at once, then dropped. After a discarded warm-up, each engine runs twice in
+/// the order reference, watchtrie, watchtrie, reference (then compact watchtrie and the
+/// floor, plain channels alone, twice each; then watchtrie through `watch_many`, twice); the
+/// best of each is kept. `--only ENGINE` runs one alone (`FILL_THREADS` threads, default 1).
+fn fill_report(rt: &tokio::runtime::Runtime, w: &Workload, opts: &Options) -> ExitCode {
+    use measure::FillRun;
+    let n = w.watcher_count();
+    let threads_env = std::env::var("FILL_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if let Some(engine) = opts.only.as_deref() {
+        let threads = threads_env.unwrap_or(1);
+        let run = match engine {
+            "reference" => measure::fill_run::<Reference>(rt, w, threads),
+            "watchtrie" => measure::fill_run::<Watchtrie>(rt, w, threads),
+            "watchtrie-compact" => measure::fill_run::<WatchtrieCompact>(rt, w, threads),
+            "floor" => measure::fill_floor(n, threads),
+            other => {
+                eprintln!("watchbench: fill: --only reference | watchtrie | watchtrie-compact | floor, not '{other}'");
+                return ExitCode::from(2);
+            }
+        };
+        println!(
+            "{engine} alone, {threads} thread(s): register {:.0} ns, drop {:.0} ns per watcher",
+            run.register_ns, run.drop_ns
+        );
+        return ExitCode::SUCCESS;
+    }
+    let best = |a: FillRun, b: FillRun| FillRun {
+        register_ns: a.register_ns.min(b.register_ns),
+        drop_ns: a.drop_ns.min(b.drop_ns),
+    };
+    eprintln!("  warm-up: reference, {n} watchers, 1 thread (discarded)");
+    measure::fill_run::<Reference>(rt, w, 1);
+    // Per thread count: reference, watchtrie, compact watchtrie, floor.
+    let mut rows: Vec<(usize, [FillRun; 4])> = Vec::new();
+    for threads in [1, 4] {
+        eprint!("  {n} watchers from {threads} thread(s): ");
+        let r1 = measure::fill_run::<Reference>(rt, w, threads);
+        let t1 = measure::fill_run::<Watchtrie>(rt, w, threads);
+        let t2 = measure::fill_run::<Watchtrie>(rt, w, threads);
+        let r2 = measure::fill_run::<Reference>(rt, w, threads);
+        let c1 = measure::fill_run::<WatchtrieCompact>(rt, w, threads);
+        let c2 = measure::fill_run::<WatchtrieCompact>(rt, w, threads);
+        let f1 = measure::fill_floor(n, threads);
+        let f2 = measure::fill_floor(n, threads);
+        let row = [best(r1, r2), best(t1, t2), best(c1, c2), best(f1, f2)];
+        eprintln!(
+            "register {:.0} / {:.0} ns, drop {:.0} / {:.0} ns (reference / watchtrie)",
+            row[0].register_ns, row[1].register_ns, row[0].drop_ns, row[1].drop_ns
+        );
+        rows.push((threads, row));
+    }
+    eprint!("  {n} watchers through watch_many, {FILL_BATCH} a call, 1 thread: ");
+    let many = measure::fill_many(w, FILL_BATCH).min(measure::fill_many(w, FILL_BATCH));
+    eprintln!("{many:.0} ns");
+    if opts.json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|(threads, row)| {
+                let names = ["reference", "watchtrie", "watchtrie_compact", "floor"];
+                let cells: Vec<String> = names
+                    .iter()
+                    .zip(row)
+                    .map(|(name, r)| {
+                        format!(
+                            "\"{name}\":{{\"register_ns\":{:.1},\"drop_ns\":{:.1}}}",
+                            r.register_ns, r.drop_ns
+                        )
+                    })
+                    .collect();
+                format!("{{\"threads\":{threads},{}}}", cells.join(","))
+            })
+            .collect();
+        println!(
+            "{{\"scenario\":\"fill\",\"watchers\":{n},\"watch_many_ns\":{many:.1},\"results\":[{}]}}",
+            items.join(",")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "scenario fill: {n} watchers (mixed keys) registered into an empty registry by N threads at once, then every handle dropped from one thread until the dispatcher has applied the unregistrations; ns per watcher, wall time"
+    );
+    println!("machine: {}", cpu_model());
+    println!();
+    println!(
+        "{:<8} {:<9} {:>10} {:>10} {:>14} {:>10} {:>8}",
+        "threads", "phase", "reference", "watchtrie", "ref/watchtrie", "compact", "floor"
+    );
+    for (threads, [r, t, c, f]) in &rows {
+        for (phase, pick) in [
+            (
+                "register",
+                (|x: &FillRun| x.register_ns) as fn(&FillRun) -> f64,
+            ),
+            ("drop", |x: &FillRun| x.drop_ns),
+        ] {
+            println!(
+                "{:<8} {:<9} {:>10.0} {:>10.0} {:>13.2}× {:>10.0} {:>8.0}",
+                threads,
+                phase,
+                pick(r),
+                pick(t),
+                pick(r) / pick(t),
+                pick(c),
+                pick(f)
+            );
+        }
+    }
+    let single = rows[0].1[0].register_ns;
+    println!(
+        "{:<8} {:<9} {:>10.0} {:>10.0} {:>13.2}×   (watchtrie through watch_many, {FILL_BATCH} specs a call)",
+        1,
+        "register",
+        single,
+        many,
+        single / many
+    );
+    println!();
+    println!("compact: watchtrie with compact channels (not a like-for-like comparison: its watcher is smaller); floor: plain tokio channels created and held, no index");
     ExitCode::SUCCESS
 }
 
