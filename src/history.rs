@@ -220,6 +220,13 @@ impl History {
         self.open = BytesMut::new();
     }
 
+    /// No event up to `through` will come (a gap in the stream, above everything recorded):
+    /// nothing held can be resumed across it, and the floor is the revision after it.
+    pub(crate) fn skip_through(&mut self, through: u64) {
+        self.clear_through(through.saturating_add(1));
+        self.last_revision = self.last_revision.max(through);
+    }
+
     /// Events were lost before reaching the dispatcher: nothing held can be resumed across
     /// the hole, and the floor is the next event's revision.
     pub(crate) fn lost(&mut self) {

@@ -108,7 +108,8 @@ mod sync;
 
 pub use channel::{CompactReceiver, TryRecvError};
 pub use dispatch::{
-    DispatcherStopped, InlineDispatcher, ProgressRequest, ProgressRequester, WatchDispatcher,
+    DispatcherStopped, GapReporter, InlineDispatcher, ProgressRequest, ProgressRequester,
+    WatchDispatcher,
 };
 pub use error::WatchError;
 pub use event::{

@@ -27,6 +27,7 @@ pub(crate) struct Counters {
     pub(crate) heartbeat_sweeps: AtomicU64,
     pub(crate) snapshots_published: AtomicU64,
     pub(crate) registrations_combined: AtomicU64,
+    pub(crate) gaps: AtomicU64,
     pub(crate) resumes: AtomicU64,
     pub(crate) compacted_cancels: AtomicU64,
     /// Gauges the dispatcher stores (it alone owns the history and the catch-up).
@@ -115,6 +116,7 @@ impl MetricsHandle {
             heartbeat_sweeps: get(&c.heartbeat_sweeps),
             snapshots_published: get(&c.snapshots_published),
             registrations_combined: get(&c.registrations_combined),
+            gaps: get(&c.gaps),
             resumes: get(&c.resumes),
             compacted_cancels: get(&c.compacted_cancels),
             history_events: get(&c.history_events) as usize,
@@ -166,6 +168,9 @@ pub struct Metrics {
     /// Registration calls whose watchers another writer published along with its own, in
     /// one snapshot (combining: registrations arriving together share a publish).
     pub registrations_combined: u64,
+    /// Gaps in the event stream acted on ([`GapReporter`](crate::GapReporter)): reported,
+    /// and above what had been dispatched.
+    pub gaps: u64,
     /// Watches from a revision taken by the dispatcher ([`WatchSpec::from_revision`](crate::WatchSpec::from_revision)).
     pub resumes: u64,
     /// Watchers cancelled as compacted: their start, or an event they had not received

@@ -61,7 +61,8 @@
 //! `WatchSpec::from_revision(last received + 1)` (`tests/failover.rs` checks this across
 //! node failures). A node's history starts at what it had applied when it started; a
 //! follower that installs a snapshot from the leader gets no events for what the snapshot
-//! covers, and its history does not yet know it has a hole there.
+//! covers, and this node does not yet report that gap to its dispatcher
+//! (`watchtrie::GapReporter`), so its history does not know it has a hole there.
 //!
 //! [d-engine]: https://docs.rs/d-engine
 //! [watchtrie]: https://docs.rs/watchtrie

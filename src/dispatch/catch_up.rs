@@ -109,9 +109,14 @@ impl Held {
         }
     }
 
-    /// Takes `id` out of the waiting watchers; its start, if it was waiting.
-    pub(super) fn stop_waiting(&mut self, id: u64) -> Option<u64> {
-        let start = self.waiting.remove(&id)?;
+    /// Takes `id` out of the waiting watchers if it waits for a start at or below
+    /// `through`; that start.
+    pub(super) fn stop_waiting(&mut self, id: u64, through: u64) -> Option<u64> {
+        let start = *self.waiting.get(&id)?;
+        if start > through {
+            return None;
+        }
+        self.waiting.remove(&id);
         self.waiting_by_start.remove(&(start, id));
         Some(start)
     }

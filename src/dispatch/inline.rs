@@ -9,7 +9,7 @@ use tracing::{trace, warn};
 
 use super::catch_up::{CatchUps, Context, FeedSize};
 use super::delivery::{deliver_list, deliver_one, Retirements, Tally};
-use super::request::ProgressRequest;
+use super::request::{GapReporter, ProgressRequest};
 use super::sweep::{run_slice, SliceSize, SweepAction};
 use crate::event::{ChangeEvent, WatchEventType};
 use crate::history::History;
@@ -19,6 +19,7 @@ use crate::options::{DispatchOptions, HeartbeatMode, LagPolicy};
 use crate::publish::Removal;
 use crate::registry::WatchRegistry;
 use crate::sink::{EventView, Watcher};
+use crate::sync::{AtomicU64, Ordering};
 
 /// Events handed to [`InlineDispatcher::dispatch_batch`] at once: their exact lookups are
 /// made together, so that their cache misses overlap.
@@ -63,6 +64,10 @@ pub struct InlineDispatcher {
     history: Option<History>,
     /// Watchers from a revision on their way to live delivery.
     catch_ups: CatchUps,
+    /// The highest gap reported ([`GapReporter`]): no event up to it will come.
+    gap: Arc<AtomicU64>,
+    /// The highest gap acted on.
+    gap_closed: u64,
 }
 
 /// Feeding watchers visited after each event (the async dispatcher feeds more between
@@ -104,6 +109,71 @@ impl InlineDispatcher {
             closed_cursor: SweepCursor::new(),
             history: None,
             catch_ups: CatchUps::default(),
+            gap: Arc::new(AtomicU64::new(0)),
+            gap_closed: 0,
+        }
+    }
+
+    /// A handle to report a gap in the events this dispatcher is given (see
+    /// [`GapReporter`]).
+    pub fn gap_reporter(&self) -> GapReporter {
+        GapReporter {
+            through: Arc::clone(&self.gap),
+        }
+    }
+
+    /// Reports a gap: no event up to and including `through` will be dispatched (the same
+    /// as `gap_reporter().report(through)`).
+    pub fn report_gap(&self, through: u64) {
+        self.gap_reporter().report(through);
+    }
+
+    /// A gap reported and not acted on yet, if any.
+    #[inline]
+    fn open_gap(&self) -> Option<u64> {
+        // Relaxed: see `GapReporter::report`.
+        let through = self.gap.load(Ordering::Relaxed);
+        (through > self.gap_closed).then_some(through)
+    }
+
+    /// Acts on a reported gap before the first event above it (what [`GapReporter`]
+    /// promises): nothing in `(highest, through]` will be dispatched.
+    fn close_gap(&mut self, through: u64) {
+        self.gap_closed = through;
+        if through <= self.highest_revision {
+            return;
+        }
+        let first_missed = self.highest_revision.saturating_add(1);
+        warn!(
+            first_missed,
+            through, "gap in the event stream: its events will never be dispatched"
+        );
+        Counters::add(&self.registry.counters().gaps, 1);
+        if self.history.is_some() {
+            let (catch_ups, cx) = self.catch_up_context();
+            let cancelled = catch_ups.lagged(cx);
+            Counters::add(&self.registry.counters().lag_cancels, cancelled);
+            self.cancel_waiting(through);
+            if let Some(history) = &mut self.history {
+                history.skip_through(through);
+            }
+        }
+        if self.options.lag_policy() == LagPolicy::CancelWatchers {
+            self.cancel_all_for_lag();
+        }
+        self.highest_revision = through;
+        self.store_history_gauges();
+    }
+
+    /// Cancels every watcher waiting for a start at or below `through` with the lag
+    /// sentinel, resuming from that start (a sweep over the index, only while one waits).
+    fn cancel_waiting(&mut self, through: u64) {
+        if self.retirements.held.is_waiting() {
+            let mut cursor = SweepCursor::new();
+            while !cursor.is_done() {
+                let action = SweepAction::CancelWaiting { through };
+                self.sweep_slice(&mut cursor, action, SliceSize::Timed);
+            }
         }
     }
 
@@ -270,6 +340,11 @@ impl InlineDispatcher {
     /// Delivers `event` to every matching watcher: the exact watchers of its key, then the
     /// prefix watchers of each of its slash-terminated leading parts, shortest first.
     pub fn dispatch<E: ChangeEvent + ?Sized>(&mut self, event: &E) {
+        if let Some(through) = self.open_gap() {
+            if event.revision() > through {
+                self.close_gap(through);
+            }
+        }
         self.process_unregistrations();
         let snapshot = self.registry.snapshot();
         let exact = snapshot.exact_watchers(event.key());
@@ -289,6 +364,13 @@ impl InlineDispatcher {
     /// the snapshot before the watcher is removed: the events after it go one by one.
     pub(super) fn dispatch_batch<E: ChangeEvent>(&mut self, events: &[E]) {
         debug_assert!(events.len() <= BATCH);
+        if self.open_gap().is_some() {
+            // The gap may fall inside the batch: one by one, each checks it.
+            for event in events {
+                self.dispatch(event);
+            }
+            return;
+        }
         self.process_unregistrations();
         let snapshot = self.registry.snapshot();
         let mut exact = [None; BATCH];
@@ -561,13 +643,8 @@ impl InlineDispatcher {
             let cancelled = catch_ups.lagged(cx);
             Counters::add(&self.registry.counters().lag_cancels, cancelled);
             // A watcher waiting for a start above the head may have lost events at or above
-            // it: it resumes from its own start (a sweep, counted by `run_slice`).
-            if self.retirements.held.is_waiting() {
-                let mut cursor = SweepCursor::new();
-                while !cursor.is_done() {
-                    self.sweep_slice(&mut cursor, SweepAction::CancelWaiting, SliceSize::Timed);
-                }
-            }
+            // it: it resumes from its own start (the lost revisions are not known).
+            self.cancel_waiting(u64::MAX);
             if let Some(history) = &mut self.history {
                 history.lost();
             }

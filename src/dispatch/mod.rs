@@ -11,7 +11,7 @@ mod request;
 mod sweep;
 
 pub use inline::InlineDispatcher;
-pub use request::{DispatcherStopped, ProgressRequest, ProgressRequester};
+pub use request::{DispatcherStopped, GapReporter, ProgressRequest, ProgressRequester};
 
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::Arc;
@@ -113,6 +113,11 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
         ProgressRequester {
             tx: self.requests_tx.clone(),
         }
+    }
+
+    /// A handle to report a gap in this dispatcher's event stream (see [`GapReporter`]).
+    pub fn gap_reporter(&self) -> GapReporter {
+        self.inline.gap_reporter()
     }
 
     /// Runs until the broadcast sender is gone. Each turn serves, in this order: pending

@@ -1,5 +1,6 @@
-//! Progress on demand: [`ProgressRequest`], and [`ProgressRequester`] to send one to a
-//! running [`WatchDispatcher`](super::WatchDispatcher).
+//! What a dispatcher is told from outside: progress on demand ([`ProgressRequest`], and
+//! [`ProgressRequester`] to send one to a running [`WatchDispatcher`](super::WatchDispatcher)),
+//! and gaps in its event stream ([`GapReporter`]).
 //!
 //! A requested Progress is ordered with events: its revision is never below an event the
 //! dispatcher has already delivered (etcd #15220 was a requested progress that was). The
@@ -9,8 +10,11 @@
 //! does), every event up to the revision has been delivered first.
 
 use std::fmt;
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
+
+use crate::sync::{AtomicU64, Ordering};
 
 use crate::spec::Target;
 
@@ -42,6 +46,42 @@ impl ProgressRequester {
     /// Progress follows every event queued before it.
     pub fn request(&self, request: ProgressRequest) -> Result<(), DispatcherStopped> {
         self.tx.send(request).map_err(|_| DispatcherStopped)
+    }
+}
+
+/// Tells a dispatcher that its event stream has a gap: the events up to and including a
+/// revision will never be sent to it, because its store jumped past them (a Raft follower
+/// that installed a snapshot from its leader applies no entry the snapshot covers, and so
+/// broadcasts no event for them). Get one from [`WatchDispatcher::gap_reporter`] or
+/// [`InlineDispatcher::gap_reporter`]; clone it freely.
+///
+/// Report the gap before broadcasting the first event after it. The dispatcher acts on it
+/// just before it dispatches the first event above the gap, so events sent before the gap
+/// are delivered first, in order:
+/// - the history (if kept) is emptied and its floor moves past the gap: a watch from a
+///   revision at or below it is told `Compacted { oldest: through + 1 }`;
+/// - a watcher from a revision still being fed is cancelled with `Lagged { resume_from }`,
+///   the first revision it did not get; one waiting for a start inside the gap is
+///   cancelled with `Lagged { resume_from: start }`; one waiting for a later start stays;
+/// - live watchers are the lag policy's ([`LagPolicy`](crate::LagPolicy)): under
+///   `CancelWatchers` each gets `Lagged { resume_from }` (the first revision of the gap);
+///   under the default they are not told, as with lost broadcast events.
+///
+/// A gap at or below what the dispatcher has already dispatched changes nothing.
+///
+/// [`WatchDispatcher::gap_reporter`]: super::WatchDispatcher::gap_reporter
+/// [`InlineDispatcher::gap_reporter`]: super::InlineDispatcher::gap_reporter
+#[derive(Clone, Debug)]
+pub struct GapReporter {
+    pub(super) through: Arc<AtomicU64>,
+}
+
+impl GapReporter {
+    /// Reports that no event with a revision up to `through` will come from now on.
+    pub fn report(&self, through: u64) {
+        // Relaxed: the dispatcher reads it before each event it receives, and the event
+        // after the gap reaches it through a channel, which orders this store before it.
+        self.through.fetch_max(through, Ordering::Relaxed);
     }
 }
 

@@ -35,9 +35,10 @@ pub(super) enum SweepAction {
     Progress { revision: u64, resume_from: u64 },
     /// Send the lag sentinel (resume from `resume_from`) and retire the watcher.
     CancelLagged { resume_from: u64 },
-    /// For a watcher from a revision still waiting for its start: send the lag sentinel,
-    /// resuming from that start, and retire it (the lost events may be at or above it).
-    CancelWaiting,
+    /// For a watcher from a revision still waiting for a start at or below `through`: send
+    /// the lag sentinel, resuming from that start, and retire it (events it wants may be
+    /// among those lost).
+    CancelWaiting { through: u64 },
     /// Retire the watcher if its receiver is gone.
     DropClosed,
 }
@@ -89,8 +90,8 @@ pub(super) fn run_slice(
                 affected += 1;
             }
         }),
-        SweepAction::CancelWaiting => list.for_each(&mut |watcher| {
-            if let Some(start) = retirements.held.stop_waiting(watcher.id()) {
+        SweepAction::CancelWaiting { through } => list.for_each(&mut |watcher| {
+            if let Some(start) = retirements.held.stop_waiting(watcher.id(), through) {
                 if !retirements.is_retired(watcher.id()) {
                     watcher.cancel(WatchEvent::lag_sentinel(start));
                     retirements.record(removal_of(watcher.id(), at, None));
@@ -113,7 +114,7 @@ pub(super) fn run_slice(
             Counters::add(&counters.progress_sent, tally.sent);
             tally.record(counters);
         }
-        SweepAction::CancelLagged { .. } | SweepAction::CancelWaiting => {
+        SweepAction::CancelLagged { .. } | SweepAction::CancelWaiting { .. } => {
             Counters::add(&counters.lag_cancels, affected)
         }
         SweepAction::DropClosed => Counters::add(&counters.closed_receiver_removals, affected),
