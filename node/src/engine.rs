@@ -24,6 +24,9 @@ pub struct EngineParts<R> {
     pub prev_kv_watchers: Arc<AtomicUsize>,
     /// The dispatcher loop; it returns once the broadcast sender is gone.
     pub dispatcher: DispatchTask,
+    /// Where the node reports the snapshots it installs: the events they cover will never
+    /// come (`None` for an engine that has no use for it).
+    pub gaps: Option<watchtrie::GapReporter>,
 }
 
 /// A watch engine the node can feed: its registry and dispatcher, built from the node's
@@ -130,6 +133,7 @@ impl WatchEngine for Watchtrie {
         EngineParts {
             prev_kv_watchers,
             registry,
+            gaps: Some(dispatcher.gap_reporter()),
             dispatcher: Box::pin(dispatcher.run()),
         }
     }
@@ -166,6 +170,8 @@ impl WatchEngine for Reference {
             prev_kv_watchers: registry.prev_kv_watcher_count_arc(),
             registry,
             dispatcher: Box::pin(dispatcher.run()),
+            // It keeps no history: a gap changes nothing for it.
+            gaps: None,
         }
     }
 }

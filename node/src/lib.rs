@@ -61,8 +61,9 @@
 //! `WatchSpec::from_revision(last received + 1)` (`tests/failover.rs` checks this across
 //! node failures). A node's history starts at what it had applied when it started; a
 //! follower that installs a snapshot from the leader gets no events for what the snapshot
-//! covers, and this node does not yet report that gap to its dispatcher
-//! (`watchtrie::GapReporter`), so its history does not know it has a hole there.
+//! covers: its state machine ([`GapReporting`] around d-engine's) reports that gap to the
+//! dispatcher (`watchtrie::GapReporter`), so a resume into it is told `Compacted` and one
+//! after it is exact (`tests/snapshot_gap.rs`).
 //!
 //! [d-engine]: https://docs.rs/d-engine
 //! [watchtrie]: https://docs.rs/watchtrie
@@ -74,6 +75,7 @@ mod client;
 mod config;
 mod engine;
 mod error;
+mod gaps;
 mod log;
 mod node;
 
@@ -81,6 +83,7 @@ pub use client::KvClient;
 pub use config::{cluster_config, free_loopback_addresses, DataLayout};
 pub use engine::{DispatchTask, EngineParts, Reference, WatchEngine, Watchtrie};
 pub use error::{ClientError, NodeError};
+pub use gaps::GapReporting;
 pub use log::read_log;
 pub use node::{start, start_with, FileNode, FileTypes, WatchNode};
 

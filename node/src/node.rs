@@ -14,6 +14,8 @@ use d_engine_proto::common::LeaderInfo;
 use d_engine_server::node::RaftTypeConfig;
 use d_engine_server::storage::DefaultLease;
 use d_engine_server::{FileStateMachine, FileStorageEngine, Node, NodeBuilder};
+
+use crate::gaps::GapReporting;
 use tokio::sync::{broadcast, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -23,7 +25,7 @@ use crate::engine::{EngineParts, WatchEngine, Watchtrie};
 use crate::NodeError;
 
 /// The d-engine type configuration of a node on file storage.
-pub type FileTypes = RaftTypeConfig<FileStorageEngine, FileStateMachine>;
+pub type FileTypes = RaftTypeConfig<FileStorageEngine, GapReporting<FileStateMachine>>;
 
 /// A d-engine node on file storage.
 pub type FileNode = Node<FileTypes>;
@@ -106,7 +108,6 @@ pub async fn start_with<E: WatchEngine>(
         // As d-engine's own servers do: the lease goes in before the state machine is shared.
         state_machine.set_lease(Arc::new(DefaultLease::new(lease.clone())));
     }
-    let state_machine = Arc::new(state_machine);
     let applied = state_machine.last_applied().index;
 
     // The handler broadcasts one event per applied write; the engine's dispatcher reads them.
@@ -116,7 +117,9 @@ pub async fn start_with<E: WatchEngine>(
         registry,
         prev_kv_watchers,
         dispatcher,
+        gaps,
     } = engine.build(&config.raft.watch, events_rx, Arc::clone(&last_applied));
+    let state_machine = Arc::new(GapReporting::new(state_machine, gaps));
     let dispatcher = Dispatcher::spawn(dispatcher);
     let snapshot = &config.raft.snapshot;
     let handler = Arc::new(Handler::new(

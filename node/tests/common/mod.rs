@@ -37,6 +37,8 @@ pub struct Cluster {
     dirs: tempfile::TempDir,
     heartbeat_ms: u64,
     engine: Watchtrie,
+    /// Applied to every node's configuration, at every start.
+    tweak: fn(&mut RaftNodeConfig),
 }
 
 impl Cluster {
@@ -48,12 +50,23 @@ impl Cluster {
 
     /// [`Cluster::start`] with every node (and every restart) running `engine`.
     pub async fn start_with(n: usize, heartbeat_ms: u64, engine: Watchtrie) -> Self {
+        Self::start_configured(n, heartbeat_ms, engine, |_| {}).await
+    }
+
+    /// [`Cluster::start_with`], every node's configuration passed through `tweak` first.
+    pub async fn start_configured(
+        n: usize,
+        heartbeat_ms: u64,
+        engine: Watchtrie,
+        tweak: fn(&mut RaftNodeConfig),
+    ) -> Self {
         let mut cluster = Cluster {
             addresses: free_loopback_addresses(n).unwrap(),
             nodes: (0..n).map(|_| None).collect(),
             dirs: tempfile::tempdir().unwrap(),
             heartbeat_ms,
             engine,
+            tweak,
         };
         for id in 1..=n as u32 {
             cluster.start_node(id).await;
@@ -65,6 +78,7 @@ impl Cluster {
     pub fn config(&self, id: u32) -> RaftNodeConfig {
         let mut config = cluster_config(id, &self.addresses).unwrap();
         config.raft.watch.heartbeat_interval_ms = self.heartbeat_ms;
+        (self.tweak)(&mut config);
         config
     }
 
