@@ -463,17 +463,7 @@ pub fn fill_many(workload: &Workload, batch: usize) -> f64 {
     use watchtrie::WatchSpec;
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let registry = watchtrie::WatchRegistry::new(4, tx);
-    let specs: Vec<WatchSpec> = workload
-        .exact
-        .iter()
-        .map(|k| WatchSpec::exact(k.clone()))
-        .chain(
-            workload
-                .prefixes
-                .iter()
-                .map(|p| WatchSpec::prefix(p.clone())),
-        )
-        .collect();
+    let specs: Vec<WatchSpec> = workload.specs().collect();
     let n = specs.len();
     let started = Instant::now();
     let mut handles = Vec::with_capacity(n);

@@ -20,7 +20,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::{broadcast, mpsc};
 use watchtrie::{
     CompactWatcherHandle, DispatchOptions, HistoryOptions, Metrics, WatchDispatcher, WatchRegistry,
-    WatchSpec, WatcherHandle,
+    WatcherHandle,
 };
 
 use crate::engines::Event;
@@ -244,17 +244,7 @@ pub fn storm_run(rt: &Runtime, workload: &Workload, opts: StormOptions) -> Storm
         let storm_at = base.elapsed().as_nanos() as u64;
         let read_before = read.load(Ordering::Relaxed);
         let mut resumes = 0;
-        let targets = workload
-            .exact
-            .iter()
-            .map(|k| WatchSpec::exact(k.clone()))
-            .chain(
-                workload
-                    .prefixes
-                    .iter()
-                    .map(|p| WatchSpec::prefix(p.clone())),
-            );
-        for (i, spec) in targets.enumerate() {
+        for (i, spec) in workload.specs().enumerate() {
             let from = head
                 .load(Ordering::Acquire)
                 .saturating_sub(opts.back)

@@ -67,6 +67,19 @@ impl Workload {
     pub fn watcher_count(&self) -> usize {
         self.exact.len() + self.prefixes.len()
     }
+
+    /// Every watcher as a watchtrie watch description: the exact keys, then the prefixes.
+    pub fn specs(&self) -> impl Iterator<Item = watchtrie::WatchSpec> + '_ {
+        let exact = self
+            .exact
+            .iter()
+            .map(|k| watchtrie::WatchSpec::exact(k.clone()));
+        let prefixes = self
+            .prefixes
+            .iter()
+            .map(|p| watchtrie::WatchSpec::prefix(p.clone()));
+        exact.chain(prefixes)
+    }
 }
 
 fn distinct(count: usize, rng: &mut Rng, mut make: impl FnMut(&mut Rng) -> String) -> Vec<Bytes> {
