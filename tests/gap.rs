@@ -3,24 +3,21 @@
 //! are delivered first; then nothing resumes across it without being told, and a watch from
 //! a revision inside it is compacted. The rules: `GapReporter`'s docs and
 //! docs/ARCHITECTURE.md, "History and catch-up".
+mod common;
+
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use watchtrie::{
     CancelReason, DispatchOptions, HistoryOptions, InlineDispatcher, LagPolicy, WatchDispatcher,
     WatchEvent, WatchRegistry, WatchResponse, WatchSpec, WatcherHandle,
 };
 
+/// A put of `key` at `revision` (its value is not what these tests look at).
 fn put(key: &str, revision: u64) -> WatchResponse {
-    WatchResponse {
-        key: Bytes::copy_from_slice(key.as_bytes()),
-        value: Bytes::from(format!("v{revision}")),
-        revision,
-        ..Default::default()
-    }
+    common::put(key, "v", revision)
 }
 
 fn options(policy: LagPolicy) -> DispatchOptions {

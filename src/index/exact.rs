@@ -10,8 +10,9 @@
 //!         └──────────── position ──────────────▶
 //! ```
 //!
-//! The table holds only 8-byte slots, so its unavoidable slack (a SwissTable doubles: it is
-//! 44–88% full) costs 9–18 bytes per key instead of a whole 64-byte entry; the entries
+//! The table holds only 8-byte slots, so with its unavoidable slack (a SwissTable doubles: it
+//! is 44–88% full) it costs 10–20 bytes per key (a slot and a control byte per bucket)
+//! instead of a whole 64-byte entry per bucket; the entries
 //! themselves sit in [`Chunks`], which has no slack to speak of. Each slot keeps 32 bits of
 //! its key's hash, from which the table's hash is derived ([`spread`]): growing the table
 //! rehashes from the slots alone instead of reading every entry's key at random (that
