@@ -5,24 +5,35 @@
 //! Invariants (checked by [`History::check_invariants`]):
 //! - entries are in dispatch order and their revisions strictly increase (an event whose
 //!   revision is not above the last one recorded is a replay and is not recorded);
-//! - entry `i` of the deque has sequence number `first_seq + i`; sequence numbers are never
-//!   reused, so a cursor below `first_seq` names an entry that was dropped;
+//! - entry `i` has sequence number `first_seq + i`; sequence numbers are never reused, so a
+//!   cursor below `first_seq` names an entry that was dropped;
 //! - `bytes` is the sum of the entries' payloads (key + value + previous value), at most
 //!   `max_bytes`, and there are at most `max_events` entries;
 //! - every event dispatched with a revision at or above [`History::floor`] is held, so a
 //!   watch from any revision at or above the floor misses nothing; below it, it is compacted.
 //!
+//! ## Layout
 //!
-//! Payloads are copied into chunks of at most [`MAX_CHUNK`] bytes and each entry holds a
-//! shared slice of its chunk: one allocation per chunk, not one per event (per-event
-//! `malloc` and `free` were a third of what recording cost). A chunk is freed when the last
-//! entry in it is evicted and the events delivered from it are dropped.
+//! Memory is what bounds a history, so an entry costs its payload plus about 19 bytes:
+//! - a 16-byte header (revision, segment number, offset) in fixed blocks of up to
+//!   [`BLOCK`] headers, so that growing never doubles a buffer and the slack is at most a
+//!   block at each end;
+//! - in a chunk of at most [`MAX_CHUNK`] bytes, its type and three lengths as LEB128
+//!   varints (3 bytes for fields under 64 and 128 bytes), then key, value and previous value.
+//!
+//! A chunk is filled through a `BytesMut`; what has been written of it is frozen into a
+//! shared *segment* when the chunk is full and when a catch-up is about to read
+//! ([`History::seal`]), so that replayed events are slices of the history, not copies.
+//! Recording touches no reference count: one allocation and one freeze per chunk, not per
+//! event (per-event `malloc`, `free` and `Bytes` splits were what recording cost). A chunk
+//! is freed when its last entry is evicted and the events delivered from it are dropped.
 //!
 //! | operation | cost |
 //! |---|---|
 //! | `record` | O(payload) copy, amortised O(1) eviction and chunk allocation |
 //! | `start_of` (first entry at or after a revision) | O(log n) |
 //! | `get` | O(1) |
+//! | `seal` | O(1) |
 
 use std::collections::VecDeque;
 
@@ -38,40 +49,190 @@ pub(crate) const MAX_CHUNK: usize = 64 << 10;
 /// The smallest chunk: a history bounded to fewer bytes still allocates this much at once.
 const MIN_CHUNK: usize = 4 << 10;
 
-/// One retained event: its three byte fields, back to back in a chunk.
-pub(crate) struct Entry {
+/// Headers per block (fewer when the history holds fewer events).
+const BLOCK: usize = 1024;
+
+/// The largest payload an entry can have: offsets within a chunk are `u32`. A larger event
+/// is treated like one above the byte bound.
+const MAX_PAYLOAD: usize = u32::MAX as usize - 3 * MAX_VARINT;
+
+/// The longest LEB128 encoding of a `u64`.
+const MAX_VARINT: usize = 10;
+
+/// One retained event's header; its type and fields are in a chunk.
+#[derive(Clone, Copy)]
+struct Entry {
+    revision: u64,
+    /// The number of the segment it is in (wrapping); the next segment's number while it is
+    /// in the part of the open chunk not sealed yet.
+    segment: u32,
+    /// Where its varint prefix starts in that segment (or in the open chunk's unsealed part).
+    offset: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 16);
+
+/// A sealed stretch of a chunk: the entries in it are read as slices of `bytes`.
+struct Segment {
+    bytes: Bytes,
+    /// The sequence number of the last entry in it.
+    last_seq: u64,
+}
+
+/// Entry headers in fixed-size blocks: a deque that never doubles.
+///
+/// Invariants: every block in `full` holds exactly `block_len` headers and `tail` at most
+/// that (its capacity is `block_len`); `skip`, the headers already popped from the first
+/// block (`full[0]`, or `tail` while `full` is empty), is below `block_len`; `len` counts
+/// the rest. `block_len` is a power of two, so finding a header is a shift and a mask.
+struct Headers {
+    full: VecDeque<Vec<Entry>>,
+    tail: Vec<Entry>,
+    skip: usize,
+    len: usize,
+    shift: u32,
+    /// The last block emptied, kept for the next one needed (no allocation churn at the
+    /// bounds, where a block empties at one end as one fills at the other).
+    spare: Option<Vec<Entry>>,
+}
+
+impl Headers {
+    fn new(at_most: usize) -> Self {
+        let block_len = at_most.clamp(1, BLOCK).next_power_of_two();
+        Self {
+            full: VecDeque::new(),
+            tail: Vec::with_capacity(block_len),
+            skip: 0,
+            len: 0,
+            shift: block_len.trailing_zeros(),
+            spare: None,
+        }
+    }
+
+    fn block_len(&self) -> usize {
+        1 << self.shift
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn push(&mut self, entry: Entry) {
+        if self.tail.len() == self.block_len() {
+            let block_len = self.block_len();
+            let mut next = self
+                .spare
+                .take()
+                .unwrap_or_else(|| Vec::with_capacity(block_len));
+            next.clear();
+            let full = std::mem::replace(&mut self.tail, next);
+            self.full.push_back(full);
+        }
+        self.tail.push(entry);
+        self.len += 1;
+    }
+
+    fn get(&self, index: usize) -> Option<&Entry> {
+        if index >= self.len {
+            return None;
+        }
+        let at = index + self.skip;
+        let (block, slot) = (at >> self.shift, at & (self.block_len() - 1));
+        match self.full.get(block) {
+            Some(full) => full.get(slot),
+            None => self.tail.get(slot),
+        }
+    }
+
+    fn front(&self) -> Option<&Entry> {
+        self.get(0)
+    }
+
+    fn pop_front(&mut self) -> Option<Entry> {
+        let entry = *self.front()?;
+        self.skip += 1;
+        self.len -= 1;
+        if self.skip == self.block_len() {
+            self.skip = 0;
+            match self.full.pop_front() {
+                Some(emptied) => self.spare = Some(emptied),
+                None => self.tail.clear(),
+            }
+        }
+        Some(entry)
+    }
+
+    fn clear(&mut self) {
+        self.full.clear();
+        self.tail.clear();
+        self.skip = 0;
+        self.len = 0;
+    }
+
+    /// The number of leading headers for which `below` holds (it must hold for a prefix).
+    fn partition_point(&self, below: impl Fn(&Entry) -> bool) -> usize {
+        let (mut low, mut high) = (0, self.len);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if self.get(mid).is_some_and(&below) {
+                low = mid + 1;
+            } else {
+                high = mid;
+            }
+        }
+        low
+    }
+
+    fn heap_bytes(&self) -> usize {
+        let blocks = self.full.len() + 1 + usize::from(self.spare.is_some());
+        blocks * self.block_len() * std::mem::size_of::<Entry>()
+            + self.full.capacity() * std::mem::size_of::<Vec<Entry>>()
+    }
+
+    fn check_invariants(&self) {
+        let block_len = self.block_len();
+        assert!(self.skip < block_len, "a fully popped block is kept");
+        for block in &self.full {
+            assert!(block.len() == block_len, "a hole in the blocks");
+        }
+        assert!(self.tail.len() <= block_len && self.tail.capacity() == block_len);
+        let stored = self.full.len() * block_len + self.tail.len();
+        assert_eq!(stored - self.skip, self.len, "header count");
+    }
+}
+
+/// One retained event, borrowed from the history.
+pub(crate) struct Retained<'a> {
     pub(crate) revision: u64,
     pub(crate) event_type: WatchEventType,
     /// Key, value and previous value, back to back.
-    data: Bytes,
+    fields: &'a [u8],
+    /// The sealed segment `fields` is in and where they start in it; `None` while they are
+    /// in the open chunk's unsealed part.
+    sealed: Option<(&'a Bytes, usize)>,
     key_len: usize,
     value_len: usize,
 }
 
-impl Entry {
-    /// The key written (a slice of the entry's one allocation).
-    pub(crate) fn key(&self) -> Bytes {
-        self.data.slice(..self.key_len)
-    }
-
-    /// The new value.
-    pub(crate) fn value(&self) -> Bytes {
-        self.data.slice(self.key_len..self.key_len + self.value_len)
-    }
-
-    /// The previous value.
-    pub(crate) fn prev_value(&self) -> Bytes {
-        self.data.slice(self.key_len + self.value_len..)
-    }
-
-    /// The bytes it is charged for.
-    fn payload(&self) -> usize {
-        self.data.len()
-    }
-
+impl Retained<'_> {
     /// The key, borrowed.
     pub(crate) fn key_bytes(&self) -> &[u8] {
-        &self.data[..self.key_len]
+        &self.fields[..self.key_len]
+    }
+
+    /// Key, value and previous value as shared slices of the history (copies if the entry
+    /// is not sealed yet: [`History::seal`] before reading avoids them).
+    pub(crate) fn to_bytes(&self) -> [Bytes; 3] {
+        let value_end = self.key_len + self.value_len;
+        let ranges = [
+            0..self.key_len,
+            self.key_len..value_end,
+            value_end..self.fields.len(),
+        ];
+        ranges.map(|range| match self.sealed {
+            Some((segment, start)) => segment.slice(start + range.start..start + range.end),
+            None => Bytes::copy_from_slice(&self.fields[range]),
+        })
     }
 }
 
@@ -88,7 +249,7 @@ pub(crate) enum Start {
 
 /// The bounded history (see the module docs).
 pub(crate) struct History {
-    entries: VecDeque<Entry>,
+    entries: Headers,
     first_seq: u64,
     bytes: usize,
     max_events: usize,
@@ -97,50 +258,86 @@ pub(crate) struct History {
     floor: Option<u64>,
     /// The revision of the last event recorded (0 before the first).
     last_revision: u64,
-    /// The chunk being filled: its spare capacity is where the next payload goes.
+    /// The unsealed part of the chunk being filled; its spare capacity is where the next
+    /// entry goes.
     open: BytesMut,
-    /// Every chunk some held entry lives in, oldest first: (the sequence number of the last
-    /// entry copied into it, its size). For the heap count.
+    /// Sealed segments some held entry lives in, oldest first.
+    segments: VecDeque<Segment>,
+    /// The number of `segments[0]` (numbers wrap: fewer segments than entries are held).
+    first_segment: u32,
+    /// Every full chunk some held entry lives in, oldest first: (the sequence number of the
+    /// last entry copied into it, its size). For the heap count.
     chunks: VecDeque<(u64, usize)>,
+    /// The size of the chunk being filled (0 before the first).
+    open_chunk: usize,
     /// The size of a new chunk (see [`MAX_CHUNK`]).
     chunk_size: usize,
-    /// The sizes in `chunks`, summed.
+    /// The sizes in `chunks` and `open_chunk`, summed.
     chunk_bytes: usize,
 }
 
 impl History {
     pub(crate) fn new(options: HistoryOptions) -> Self {
+        // Segment numbers are `u32`: never more entries than they can tell apart.
+        let max_events = options.max_events().min(u32::MAX as usize);
         Self {
-            entries: VecDeque::new(),
+            entries: Headers::new(max_events),
             first_seq: 0,
             bytes: 0,
-            max_events: options.max_events(),
+            max_events,
             max_bytes: options.max_bytes(),
             floor: Some(options.first_revision()),
             last_revision: 0,
             open: BytesMut::new(),
+            segments: VecDeque::new(),
+            first_segment: 0,
             chunks: VecDeque::new(),
+            open_chunk: 0,
             chunk_size: (options.max_bytes() / 16).clamp(MIN_CHUNK, MAX_CHUNK),
             chunk_bytes: 0,
         }
     }
 
-    /// Copies `parts` into the open chunk (a new one if they do not fit) and returns them
-    /// as one shared slice of it.
-    fn copy_in(&mut self, parts: [&[u8]; 3], payload: usize, seq: u64) -> Bytes {
-        if self.open.capacity() < payload || self.chunks.is_empty() {
-            let size = self.chunk_size.max(payload);
-            self.open = BytesMut::with_capacity(size);
-            self.chunks.push_back((seq, size));
-            self.chunk_bytes += size;
+    /// The number the next sealed segment gets: entries in the unsealed part carry it.
+    fn open_segment(&self) -> u32 {
+        self.first_segment.wrapping_add(self.segments.len() as u32)
+    }
+
+    /// Freezes what has been written to the open chunk into a segment, so that reading its
+    /// entries shares them instead of copying. O(1); a no-op when nothing is unsealed.
+    pub(crate) fn seal(&mut self) {
+        if self.open.is_empty() {
+            return;
         }
+        let bytes = self.open.split().freeze();
+        let last_seq = self.next_seq() - 1;
+        self.segments.push_back(Segment { bytes, last_seq });
+    }
+
+    /// Copies one entry into the open chunk (a new one if it does not fit) and returns
+    /// where it starts.
+    fn copy_in(&mut self, prefix: &[u8], parts: [&[u8]; 3], payload: usize) -> u32 {
+        let size = prefix.len() + payload;
+        // Before the first chunk `open` has no capacity, so this opens it too.
+        if self.open.capacity() - self.open.len() < size {
+            self.seal();
+            if self.open_chunk > 0 {
+                let last = self.next_seq() - 1;
+                self.chunks.push_back((last, self.open_chunk));
+            }
+            self.open_chunk = self.chunk_size.max(size);
+            self.open = BytesMut::with_capacity(self.open_chunk);
+            self.chunk_bytes += self.open_chunk;
+        }
+        let offset = self.open.len() as u32;
+        self.open.extend_from_slice(prefix);
         for part in parts {
-            self.open.extend_from_slice(part);
+            // Empty fields (a Put's previous value, a Delete's value) are common.
+            if !part.is_empty() {
+                self.open.extend_from_slice(part);
+            }
         }
-        if let Some(last) = self.chunks.back_mut() {
-            last.0 = seq;
-        }
-        self.open.split().freeze()
+        offset
     }
 
     /// Raises the floor to `revision` (what was applied before the dispatcher existed).
@@ -150,9 +347,11 @@ impl History {
         }
     }
 
-    /// Records a dispatched event. A replay (revision not above the last recorded) is not
-    /// recorded; an event too large for the bounds empties the history and moves the floor
-    /// past it. Returns whether the event was recorded.
+    /// Records a dispatched Put or Delete (other types are not recorded). A replay
+    /// (revision not above the last recorded) is not recorded; an event too large for the
+    /// bounds empties the history and moves the floor past it. Returns whether the event
+    /// was recorded.
+    #[inline]
     pub(crate) fn record(
         &mut self,
         event_type: WatchEventType,
@@ -161,6 +360,11 @@ impl History {
         prev_value: &[u8],
         revision: u64,
     ) -> bool {
+        let deleted = match event_type {
+            WatchEventType::Put => 0,
+            WatchEventType::Delete => 1,
+            WatchEventType::Canceled | WatchEventType::Progress => return false,
+        };
         if revision <= self.last_revision && self.floor.is_some() {
             return false;
         }
@@ -173,20 +377,28 @@ impl History {
             .len()
             .saturating_add(value.len())
             .saturating_add(prev_value.len());
-        if payload > self.max_bytes || self.max_events == 0 {
+        if payload > self.max_bytes || payload > MAX_PAYLOAD || self.max_events == 0 {
             self.clear_through(revision.saturating_add(1));
             // The sequence still moves, so that a cursor at the old head sees the drop.
             self.first_seq += 1;
             return false;
         }
-        let seq = self.next_seq();
-        let data = self.copy_in([key, value, prev_value], payload, seq);
-        self.entries.push_back(Entry {
+        let mut prefix = [0; 3 * MAX_VARINT];
+        let mut written = 0;
+        for length in [
+            (key.len() as u64) << 1 | deleted,
+            value.len() as u64,
+            prev_value.len() as u64,
+        ] {
+            put_varint(&mut prefix, &mut written, length);
+        }
+        let offset = self.copy_in(&prefix[..written], [key, value, prev_value], payload);
+        // After the copy: a new chunk seals the old one, which moves the open number.
+        let segment = self.open_segment();
+        self.entries.push(Entry {
             revision,
-            event_type,
-            data,
-            key_len: key.len(),
-            value_len: value.len(),
+            segment,
+            offset,
         });
         self.bytes += payload;
         while self.entries.len() > self.max_events || self.bytes > self.max_bytes {
@@ -196,14 +408,24 @@ impl History {
     }
 
     fn evict_front(&mut self) {
+        let payload = self.get(self.first_seq).map(|e| e.fields.len());
         if let Some(entry) = self.entries.pop_front() {
-            self.bytes -= entry.payload();
+            self.bytes -= payload.unwrap_or(0);
             self.floor = Some(entry.revision.saturating_add(1));
-            // Chunks whose last entry this was are no longer held (the open one stays).
-            while self.chunks.len() > 1 && self.chunks[0].0 <= self.first_seq {
+            // Chunks and segments whose last entry this was are no longer held (the open
+            // chunk stays).
+            while self.chunks.front().is_some_and(|c| c.0 <= self.first_seq) {
                 if let Some((_, size)) = self.chunks.pop_front() {
                     self.chunk_bytes -= size;
                 }
+            }
+            while self
+                .segments
+                .front()
+                .is_some_and(|s| s.last_seq <= self.first_seq)
+            {
+                self.segments.pop_front();
+                self.first_segment = self.first_segment.wrapping_add(1);
             }
             self.first_seq += 1;
         }
@@ -215,7 +437,10 @@ impl History {
         self.entries.clear();
         self.bytes = 0;
         self.floor = Some(floor);
+        self.first_segment = self.open_segment();
+        self.segments.clear();
         self.chunks.clear();
+        self.open_chunk = 0;
         self.chunk_bytes = 0;
         self.open = BytesMut::new();
     }
@@ -247,9 +472,32 @@ impl History {
     }
 
     /// The entry with sequence number `seq`, if still held.
-    pub(crate) fn get(&self, seq: u64) -> Option<&Entry> {
-        let index = seq.checked_sub(self.first_seq)?;
-        self.entries.get(usize::try_from(index).ok()?)
+    pub(crate) fn get(&self, seq: u64) -> Option<Retained<'_>> {
+        let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
+        let entry = self.entries.get(index)?;
+        let (data, sealed) = if entry.segment == self.open_segment() {
+            (&self.open[..], None)
+        } else {
+            let at = entry.segment.wrapping_sub(self.first_segment) as usize;
+            let bytes = &self.segments.get(at)?.bytes;
+            (&bytes[..], Some(bytes))
+        };
+        let mut at = entry.offset as usize;
+        let [key_field, value_len, prev_len] = [(); 3].map(|()| read_varint(data, &mut at));
+        let key_len = (key_field >> 1) as usize;
+        let end = at + key_len + value_len as usize + prev_len as usize;
+        Some(Retained {
+            revision: entry.revision,
+            event_type: if key_field & 1 == 1 {
+                WatchEventType::Delete
+            } else {
+                WatchEventType::Put
+            },
+            fields: data.get(at..end)?,
+            sealed: sealed.map(|bytes| (bytes, at)),
+            key_len,
+            value_len: value_len as usize,
+        })
     }
 
     /// The sequence number of the oldest entry held (the next one when empty).
@@ -277,42 +525,84 @@ impl History {
         self.bytes
     }
 
-    /// Heap bytes held: the chunks entries live in (the open one whole) and the deque of
-    /// entry headers (allocator overhead not included).
+    /// Heap bytes held: the chunks entries live in (the open one whole), the header blocks
+    /// and the deques of segments and chunks (allocator overhead not included).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.chunk_bytes + self.entries.capacity() * std::mem::size_of::<Entry>()
+        self.chunk_bytes
+            + self.entries.heap_bytes()
+            + self.segments.capacity() * std::mem::size_of::<Segment>()
+            + self.chunks.capacity() * std::mem::size_of::<(u64, usize)>()
     }
 
     /// Checks the module's invariants; panics with a description otherwise.
     pub(crate) fn check_invariants(&self) {
+        self.entries.check_invariants();
         let mut bytes = 0;
         let mut previous = None;
-        for entry in &self.entries {
+        for seq in self.first_seq..self.next_seq() {
+            let entry = self.get(seq).expect("every header's entry is readable");
             assert!(
                 previous.is_none_or(|p| p < entry.revision),
                 "history revisions must strictly increase"
             );
             previous = Some(entry.revision);
-            bytes += entry.payload();
-            assert!(entry.key_bytes().len() == entry.key_len);
+            bytes += entry.fields.len();
         }
         assert_eq!(bytes, self.bytes, "history byte count");
-        let chunked: usize = self.chunks.iter().map(|&(_, size)| size).sum();
+        let chunked = self.open_chunk + self.chunks.iter().map(|&(_, size)| size).sum::<usize>();
+        assert_eq!(chunked, self.chunk_bytes, "chunk byte count");
         assert!(
             chunked >= self.bytes,
             "every held byte is in a counted chunk"
         );
-        if let (Some(&(last, _)), false) = (self.chunks.front(), self.entries.is_empty()) {
+        if self.entries.len() != 0 {
+            let oldest = |last: Option<u64>| last.is_none_or(|last| last >= self.first_seq);
             assert!(
-                last >= self.first_seq,
+                oldest(self.chunks.front().map(|c| c.0)),
                 "the oldest chunk holds a held entry"
             );
+            assert!(
+                oldest(self.segments.front().map(|s| s.last_seq)),
+                "the oldest segment holds a held entry"
+            );
         }
+        let ends: Vec<u64> = self.segments.iter().map(|s| s.last_seq).collect();
+        assert!(
+            ends.windows(2).all(|w| w[0] < w[1]),
+            "segments out of order"
+        );
         assert!(self.entries.len() <= self.max_events && self.bytes <= self.max_bytes);
         if let (Some(floor), Some(first)) = (self.floor, self.entries.front()) {
             assert!(floor <= first.revision, "an entry below the floor");
         }
     }
+}
+
+/// Appends `n` as a LEB128 varint to `out` at `*at` (room for [`MAX_VARINT`] bytes).
+fn put_varint(out: &mut [u8], at: &mut usize, mut n: u64) {
+    while n >= 0x80 {
+        out[*at] = n as u8 | 0x80;
+        *at += 1;
+        n >>= 7;
+    }
+    out[*at] = n as u8;
+    *at += 1;
+}
+
+/// Reads a varint the history wrote at `*at`, moving past it (a truncated one reads as
+/// what it holds; `get` then finds the fields out of range).
+fn read_varint(data: &[u8], at: &mut usize) -> u64 {
+    let mut n = 0;
+    let mut shift = 0;
+    while let Some(&byte) = data.get(*at) {
+        *at += 1;
+        n |= u64::from(byte & 0x7f).checked_shl(shift).unwrap_or(0);
+        shift += 7;
+        if byte < 0x80 {
+            break;
+        }
+    }
+    n
 }
 
 #[cfg(test)]
@@ -387,15 +677,120 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_gives_back_its_fields() {
+    fn an_entry_gives_back_its_fields_sealed_or_not() {
+        let long_key = vec![b'k'; 300];
+        let long_value = vec![b'v'; 70_000];
+        type Case<'a> = (WatchEventType, &'a [u8], &'a [u8], &'a [u8]);
+        let cases: [Case<'_>; 4] = [
+            (WatchEventType::Delete, b"/key", b"", b"old"),
+            (WatchEventType::Put, b"", b"", b""),
+            (WatchEventType::Put, &long_key, &long_value, b"p"),
+            (WatchEventType::Delete, b"/x", b"", &long_value),
+        ];
+        for seal in [false, true] {
+            let mut h = history(10, 1 << 20);
+            for (revision, (event_type, key, value, prev)) in cases.iter().enumerate() {
+                h.record(*event_type, key, value, prev, revision as u64 + 1);
+            }
+            if seal {
+                h.seal();
+            }
+            h.check_invariants();
+            for (seq, (event_type, key, value, prev)) in cases.iter().enumerate() {
+                let entry = h.get(seq as u64).unwrap();
+                assert_eq!(entry.event_type, *event_type, "type of {seq}");
+                assert_eq!(entry.key_bytes(), *key);
+                let [k, v, p] = entry.to_bytes();
+                assert_eq!(
+                    (&k[..], &v[..], &p[..]),
+                    (*key, *value, *prev),
+                    "fields of {seq}"
+                );
+            }
+            assert!(h.get(cases.len() as u64).is_none());
+        }
+    }
+
+    #[test]
+    fn a_sealed_entry_is_shared_not_copied() {
         let mut h = history(10, 1 << 20);
-        h.record(WatchEventType::Delete, b"/key", b"", b"old", 3);
-        let entry = h.get(0).unwrap();
-        assert_eq!(
-            (entry.key(), entry.value(), entry.prev_value()),
-            (Bytes::from("/key"), Bytes::new(), Bytes::from("old"))
+        put(&mut h, "/k", 1);
+        let [unsealed, _, _] = h.get(0).unwrap().to_bytes();
+        h.seal();
+        put(&mut h, "/k", 2);
+        let [first, _, _] = h.get(0).unwrap().to_bytes();
+        let [again, _, _] = h.get(0).unwrap().to_bytes();
+        assert_ne!(
+            unsealed.as_ptr(),
+            first.as_ptr(),
+            "before sealing it is a copy"
         );
-        assert_eq!(entry.event_type, WatchEventType::Delete);
-        assert!(h.get(1).is_none());
+        assert_eq!(
+            first.as_ptr(),
+            again.as_ptr(),
+            "once sealed, one shared slice"
+        );
+        assert_eq!(
+            h.get(1).unwrap().key_bytes(),
+            b"/k",
+            "the open part after a seal"
+        );
+    }
+
+    #[test]
+    fn segments_and_chunks_go_with_their_last_entry() {
+        let mut h = history(50, 1 << 20);
+        for revision in 1..=1_000 {
+            put(&mut h, "/some/key", revision);
+            if revision % 3 == 0 {
+                h.seal();
+            }
+        }
+        assert_eq!(h.len(), 50);
+        assert!(
+            h.segments.len() <= 18,
+            "{} segments for 50 entries",
+            h.segments.len()
+        );
+        assert!(h.chunks.is_empty(), "all of it fits one chunk");
+    }
+
+    #[test]
+    fn the_history_costs_its_payload_and_a_header_per_entry() {
+        // 31-byte keys and 100-byte values, as in watchbench's history memory run.
+        let (events, key, value) = (20_000, [b'k'; 31], [b'v'; 100]);
+        let mut h = history(events, 64 << 20);
+        let mut steady = 0;
+        for revision in 1..=3 * events as u64 {
+            h.record(WatchEventType::Put, &key, &value, b"", revision);
+            if revision == events as u64 {
+                steady = h.heap_bytes();
+            }
+        }
+        h.check_invariants();
+        let per_entry = 16 + 3;
+        let slack = 2 * BLOCK * 16 + 2 * MAX_CHUNK + 4096;
+        assert!(
+            h.heap_bytes() <= h.bytes() + per_entry * h.len() + slack,
+            "{} heap bytes for {} payload bytes",
+            h.heap_bytes(),
+            h.bytes()
+        );
+        assert!(
+            h.heap_bytes() <= steady + MAX_CHUNK + BLOCK * 16,
+            "at the bounds the history stops growing: {} then {}",
+            steady,
+            h.heap_bytes()
+        );
+    }
+
+    #[test]
+    fn only_puts_and_deletes_are_recorded() {
+        let mut h = history(10, 1 << 20);
+        for event_type in [WatchEventType::Progress, WatchEventType::Canceled] {
+            assert!(!h.record(event_type, b"/k", b"", b"", 1));
+        }
+        assert!(h.record(WatchEventType::Put, b"/k", b"", b"", 1));
+        h.check_invariants();
     }
 }

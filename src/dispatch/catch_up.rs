@@ -412,7 +412,7 @@ fn feed_one(feeding: &mut Feeding, history: &History) -> Fed {
             feeding.next += 1;
             continue;
         }
-        let (key, value, prev_value) = (entry.key(), entry.value(), entry.prev_value());
+        let [key, value, prev_value] = entry.to_bytes();
         let view = EventView {
             event_type: entry.event_type,
             key: &key,

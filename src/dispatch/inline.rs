@@ -195,6 +195,12 @@ impl InlineDispatcher {
 
     /// What the catch-up borrows of the dispatcher for one call.
     fn catch_up_context(&mut self) -> (&mut CatchUps, Context<'_>) {
+        if self.retirements.held.is_feeding() {
+            // What feeds read is then shared from the history, not copied.
+            if let Some(history) = &mut self.history {
+                history.seal();
+            }
+        }
         let cx = Context {
             registry: &self.registry,
             history: self.history.as_ref(),
