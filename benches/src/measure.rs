@@ -530,6 +530,67 @@ pub fn fanout_run<E: Engine>(rt: &Runtime, k: usize, prefix: bool) -> f64 {
     })
 }
 
+/// CPU time this process has used, user and system, from `/proc/self/stat` (in clock ticks
+/// of 10 ms: runs are sized to seconds); `None` where it cannot be read.
+pub fn process_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 here (0-based).
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Deliveries per fan-out run with every receiver reading.
+const FANOUT_CPU_DELIVERIES: usize = 4_000_000;
+
+/// `k` watchers of one key, each read by its own task on the runtime while the dispatcher
+/// delivers (buffers large enough that none overflows): the process's CPU time, dispatcher
+/// and receivers together, per delivered event, in nanoseconds. `None` without
+/// `/proc/self/stat`.
+pub fn fanout_cpu_run<E: Engine>(rt: &Runtime, k: usize) -> Option<f64> {
+    let events = (FANOUT_CPU_DELIVERIES / k).max(2);
+    rt.block_on(async {
+        let (registry, unregister_rx) = E::registry(events + 1, usize::MAX);
+        let receivers: Vec<E::Receiver> = (0..k)
+            .map(|_| E::into_receiver(E::watch(&registry, Bytes::from_static(b"/fan/out"))))
+            .collect();
+        let (tx, rx) = broadcast::channel((events + 2).next_power_of_two());
+        for i in 0..events {
+            let e = event(
+                Bytes::from_static(b"/fan/out"),
+                i as u64 + 1,
+                Bytes::from_static(b"v"),
+            );
+            tx.send(e).expect("receiver alive");
+        }
+        let before = process_cpu();
+        let readers: Vec<_> = receivers
+            .into_iter()
+            .map(|mut receiver| {
+                tokio::spawn(async move {
+                    let mut received = 0;
+                    while received < events && E::recv(&mut receiver).await.is_some() {
+                        received += 1;
+                    }
+                    received
+                })
+            })
+            .collect();
+        let task = tokio::spawn(E::run_quiet(registry.clone(), rx, unregister_rx));
+        let mut received = 0;
+        for reader in readers {
+            received += reader.await.expect("reader task");
+        }
+        let after = process_cpu();
+        drop(tx);
+        task.await.expect("dispatcher task");
+        assert_eq!(received, events * k, "every receiver got every event");
+        Some(per(after? - before?, events * k))
+    })
+}
+
 /// The floor under any engine's fan-out: a bare loop of `capacity()`, an event clone and
 /// `try_send` into `k` plain tokio channels, the same number of deliveries as
 /// [`fanout_run`]. Nanoseconds per delivery.

@@ -34,6 +34,9 @@ OPTIONS:
                     (100K events, 64 MiB) against watchtrie without, alternated, instead
                     of against the reference; then the history's heap bytes against the
                     bytes of the events it holds
+  --compact         mixed, miss, deep, fanout: watchtrie's compact watchers too, beside its
+                    drop-in ones and the reference (alternated runs), so that the floor
+                    each channel kind pays shows
   --svg FILE        mixed, miss, deep: also run at 1K, 10K, 100K watchers (up to --watchers)
                     and plot events/s against watcher count (log axis) to FILE;
                     scale: plot heap bytes per watcher against watcher count (10K, 100K,
@@ -54,6 +57,7 @@ struct Options {
     only: Option<String>,
     svg: Option<String>,
     history: bool,
+    compact: bool,
 }
 
 fn parse() -> Result<Options, String> {
@@ -67,6 +71,7 @@ fn parse() -> Result<Options, String> {
         only: None,
         svg: None,
         history: false,
+        compact: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -88,6 +93,7 @@ fn parse() -> Result<Options, String> {
             "--only" => opts.only = Some(value("--only")?),
             "--svg" => opts.svg = Some(value("--svg")?),
             "--history" => opts.history = true,
+            "--compact" => opts.compact = true,
             "-h" | "--help" => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -281,6 +287,9 @@ fn main() -> ExitCode {
     if opts.history {
         return history_report(&rt, &w, &dopts);
     }
+    if opts.compact {
+        return compact_report(&rt, &opts, &w, &dopts);
+    }
     eprintln!(
         "watchbench: scenario {}, {} watchers, {} events, seed {}",
         opts.scenario,
@@ -369,6 +378,91 @@ fn history_report(rt: &tokio::runtime::Runtime, w: &Workload, dopts: &DispatchOp
              bytes by its own count ({:.3}x), {counted} by the allocator ({:.3}x)",
             heap as f64 / payload as f64,
             counted as f64 / payload as f64
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--compact`: the scenario with the reference, watchtrie's drop-in watchers and its
+/// compact watchers, in the order reference, drop-in, compact, compact, drop-in, reference
+/// after a warm-up; the best of two of each.
+fn compact_report(
+    rt: &tokio::runtime::Runtime,
+    opts: &Options,
+    w: &Workload,
+    dopts: &DispatchOptions,
+) -> ExitCode {
+    if !matches!(opts.scenario.as_str(), "mixed" | "miss" | "deep") {
+        eprintln!("watchbench: --compact runs mixed, miss, deep and fanout");
+        return ExitCode::from(2);
+    }
+    eprintln!(
+        "watchbench: scenario {}, {} watchers, {} events, seed {}: reference, drop-in, compact",
+        opts.scenario,
+        w.watcher_count(),
+        opts.events,
+        opts.seed
+    );
+    let _ = run::<WatchtrieCompact>(rt, w, dopts, "warm-up");
+    let r1 = run::<Reference>(rt, w, dopts, "run 1");
+    let d1 = run::<Watchtrie>(rt, w, dopts, "run 2");
+    let c1 = run::<WatchtrieCompact>(rt, w, dopts, "run 3");
+    let c2 = run::<WatchtrieCompact>(rt, w, dopts, "run 4");
+    let d2 = run::<Watchtrie>(rt, w, dopts, "run 5");
+    let r2 = run::<Reference>(rt, w, dopts, "run 6");
+    if r1.deliveries != d1.deliveries || r1.deliveries != c1.deliveries {
+        eprintln!(
+            "watchbench: engines disagree: reference delivered {}, drop-in {}, compact {}",
+            r1.deliveries, d1.deliveries, c1.deliveries
+        );
+        return ExitCode::FAILURE;
+    }
+    let rows = [
+        ("reference", best(r1, r2)),
+        ("watchtrie drop-in", best(d1, d2)),
+        ("watchtrie compact", best(c1, c2)),
+    ];
+    let reference_ns = rows[0].1.dispatch_ns;
+    if opts.json {
+        let items: Vec<String> = rows
+            .iter()
+            .map(|(name, r)| {
+                format!(
+                    "{{\"engine\":\"{name}\",\"dispatch_ns\":{:.1},\"register_ns\":{:.1},\"bytes_per_watcher\":{:.1}}}",
+                    r.dispatch_ns,
+                    r.register_ns,
+                    r.bytes_per_watcher.unwrap_or(f64::NAN)
+                )
+            })
+            .collect();
+        println!(
+            "{{\"scenario\":\"{}\",\"watchers\":{},\"events\":{},\"results\":[{}]}}",
+            opts.scenario,
+            w.watcher_count(),
+            opts.events,
+            items.join(",")
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "scenario {}: {} watchers, {} events; best of two alternated runs each",
+        opts.scenario,
+        w.watcher_count(),
+        opts.events
+    );
+    println!("machine: {}", cpu_model());
+    println!();
+    println!(
+        "{:<20} {:>10} {:>14} {:>12} {:>16}",
+        "engine", "ns/event", "ref/engine", "ns/register", "heap B/watcher"
+    );
+    for (name, r) in &rows {
+        println!(
+            "{name:<20} {:>10.0} {:>13.2}× {:>12.0} {:>16.0}",
+            r.dispatch_ns,
+            reference_ns / r.dispatch_ns,
+            r.register_ns,
+            r.bytes_per_watcher.unwrap_or(f64::NAN)
         );
     }
     ExitCode::SUCCESS
@@ -1340,20 +1434,58 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
             let t2 = measure::fanout_run::<Watchtrie>(rt, k, prefix);
             let r2 = measure::fanout_run::<Reference>(rt, k, prefix);
             let (r, t) = (r1.min(r2), t1.min(t2));
-            eprintln!("reference {r:.1}, watchtrie {t:.1}, floor {floor:.1} ns/delivery");
-            rows.push((prefix, k, r, t, floor));
+            let c = if opts.compact {
+                let c1 = measure::fanout_run::<WatchtrieCompact>(rt, k, prefix);
+                let c2 = measure::fanout_run::<WatchtrieCompact>(rt, k, prefix);
+                c1.min(c2)
+            } else {
+                f64::NAN
+            };
+            eprintln!(
+                "reference {r:.1}, watchtrie {t:.1}, compact {c:.1}, floor {floor:.1} ns/delivery"
+            );
+            rows.push((prefix, k, r, t, c, floor));
+        }
+    }
+    // With every receiver reading: the whole process's CPU per delivery, so that a saving
+    // in the dispatcher is not just moved to the readers.
+    let mut cpu_rows = Vec::new();
+    if opts.compact {
+        for &k in &sizes {
+            eprint!("  k = {k:>7} on one key, every receiver reading: ");
+            let best = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                (Some(a), Some(b)) => a.min(b),
+                _ => f64::NAN,
+            };
+            let r1 = measure::fanout_cpu_run::<Reference>(rt, k);
+            let d1 = measure::fanout_cpu_run::<Watchtrie>(rt, k);
+            let c1 = measure::fanout_cpu_run::<WatchtrieCompact>(rt, k);
+            let c2 = measure::fanout_cpu_run::<WatchtrieCompact>(rt, k);
+            let d2 = measure::fanout_cpu_run::<Watchtrie>(rt, k);
+            let r2 = measure::fanout_cpu_run::<Reference>(rt, k);
+            let (r, d, c) = (best(r1, r2), best(d1, d2), best(c1, c2));
+            eprintln!("reference {r:.0}, drop-in {d:.0}, compact {c:.0} ns CPU/delivery");
+            cpu_rows.push((k, r, d, c));
         }
     }
     if opts.json {
+        let cpu: Vec<String> = cpu_rows
+            .iter()
+            .map(|(k, r, d, c)| {
+                format!("{{\"k\":{k},\"reference_cpu_ns\":{r:.1},\"drop_in_cpu_ns\":{d:.1},\"compact_cpu_ns\":{c:.1}}}")
+            })
+            .collect();
         let items: Vec<String> = rows
             .iter()
-            .map(|(prefix, k, r, t, f)| {
-                format!("{{\"prefix\":{prefix},\"k\":{k},\"reference_ns\":{r:.2},\"watchtrie_ns\":{t:.2},\"floor_ns\":{f:.2}}}")
+            .map(|(prefix, k, r, t, c, f)| {
+                let compact = if c.is_nan() { "null".to_string() } else { format!("{c:.2}") };
+                format!("{{\"prefix\":{prefix},\"k\":{k},\"reference_ns\":{r:.2},\"watchtrie_ns\":{t:.2},\"compact_ns\":{compact},\"floor_ns\":{f:.2}}}")
             })
             .collect();
         println!(
-            "{{\"scenario\":\"fanout\",\"results\":[{}]}}",
-            items.join(",")
+            "{{\"scenario\":\"fanout\",\"results\":[{}],\"cpu_with_readers\":[{}]}}",
+            items.join(","),
+            cpu.join(",")
         );
         return ExitCode::SUCCESS;
     }
@@ -1369,16 +1501,39 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
     println!("slower than an engine there is that noise, not a bound broken.");
     println!();
     println!(
-        "{:<8} {:>8} {:>11} {:>11} {:>8} {:>14} {:>16}",
-        "on one", "K", "reference", "watchtrie", "floor", "ref/watchtrie", "watchtrie/floor"
+        "{:<8} {:>8} {:>11} {:>11} {:>9} {:>8} {:>14} {:>16} {:>12}",
+        "on one",
+        "K",
+        "reference",
+        "watchtrie",
+        "compact",
+        "floor",
+        "ref/watchtrie",
+        "watchtrie/floor",
+        "ref/compact"
     );
-    for (prefix, k, r, t, f) in rows {
+    for (prefix, k, r, t, c, f) in rows {
         let on = if prefix { "prefix" } else { "key" };
         println!(
-            "{on:<8} {k:>8} {r:>11.1} {t:>11.1} {f:>8.1} {:>13.2}× {:>15.2}×",
+            "{on:<8} {k:>8} {r:>11.1} {t:>11.1} {c:>9.1} {f:>8.1} {:>13.2}× {:>15.2}× {:>11.2}×",
             r / t,
-            t / f
+            t / f,
+            r / c
         );
+    }
+    if !cpu_rows.is_empty() {
+        println!();
+        println!(
+            "with every receiver reading (a task each): CPU time of the whole process, dispatcher"
+        );
+        println!("and receivers, per delivered event, ns (best of two alternated runs)");
+        println!(
+            "{:>8} {:>11} {:>9} {:>9} {:>16}",
+            "K", "reference", "drop-in", "compact", "compact/drop-in"
+        );
+        for (k, r, d, c) in cpu_rows {
+            println!("{k:>8} {r:>11.0} {d:>9.0} {c:>9.0} {:>15.2}×", c / d);
+        }
     }
     ExitCode::SUCCESS
 }
