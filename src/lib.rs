@@ -90,6 +90,7 @@ mod channel;
 mod dispatch;
 mod error;
 mod event;
+mod group;
 mod handle;
 mod history;
 mod index;
@@ -115,6 +116,7 @@ pub use error::WatchError;
 pub use event::{
     prefix_segments, CancelReason, ChangeEvent, WatchEvent, WatchEventType, WatchResponse,
 };
+pub use group::{GroupReceiver, GroupedWatcherHandle};
 pub use handle::{CompactWatcherHandle, WatcherHandle};
 pub use metrics::{Metrics, MetricsHandle};
 pub use options::{
@@ -124,5 +126,5 @@ pub use options::{
 pub use owners::{OwnerId, OwnerMetrics};
 pub use registry::{WatchRegistry, MAX_WATCHER_BUFFER_SIZE};
 pub use spec::{
-    AnyHandle, ChannelKind, Compact, DropIn, EventFilter, RegisterError, Target, WatchSpec,
+    AnyHandle, ChannelKind, Compact, DropIn, EventFilter, Grouped, RegisterError, Target, WatchSpec,
 };

@@ -71,6 +71,9 @@ impl Flags {
     /// Registered from a revision: the dispatcher adds it to the index and feeds it history
     /// first (`dispatch::catch_up`).
     pub(crate) const RESUMED: Flags = Flags(1 << 6);
+    /// A shared fan-out group's watcher (`group`): it holds no unit of the limits itself,
+    /// its members do.
+    pub(crate) const GROUP: Flags = Flags(1 << 7);
     /// Every event filter.
     pub(crate) const FILTERS: Flags =
         Flags(Self::NO_PUT.0 | Self::NO_DELETE.0 | Self::NO_PROGRESS.0);

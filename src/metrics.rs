@@ -22,6 +22,8 @@ pub(crate) struct Counters {
     pub(crate) lagged_events: AtomicU64,
     pub(crate) replayed_events_skipped: AtomicU64,
     pub(crate) owner_refusals: AtomicU64,
+    pub(crate) group_joins: AtomicU64,
+    pub(crate) lagged_members_released: AtomicU64,
     pub(crate) progress_requests: AtomicU64,
     pub(crate) progress_sent: AtomicU64,
     pub(crate) heartbeat_sweeps: AtomicU64,
@@ -111,6 +113,8 @@ impl MetricsHandle {
             lagged_events: get(&c.lagged_events),
             replayed_events_skipped: get(&c.replayed_events_skipped),
             owner_refusals: get(&c.owner_refusals),
+            group_joins: get(&c.group_joins),
+            lagged_members_released: get(&c.lagged_members_released),
             progress_requests: get(&c.progress_requests),
             progress_sent: get(&c.progress_sent),
             heartbeat_sweeps: get(&c.heartbeat_sweeps),
@@ -156,6 +160,12 @@ pub struct Metrics {
     pub replayed_events_skipped: u64,
     /// Registrations refused because their owner was at its cap.
     pub owner_refusals: u64,
+    /// Grouped registrations that joined a group already published (no publish of their
+    /// own; see [`WatchSpec::grouped`](crate::WatchSpec::grouped)).
+    pub group_joins: u64,
+    /// Group members the closed-receiver sweep found more than their buffer behind and
+    /// released.
+    pub lagged_members_released: u64,
     /// Progress events delivered (heartbeats and requested ones).
     pub progress_sent: u64,
     /// Progress requests answered (`request_progress`, `ProgressRequester`).

@@ -33,6 +33,7 @@ use std::sync::{Arc, PoisonError, TryLockError};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::group::{GroupKey, MemberRelease, Ring};
 use crate::index::Snapshot;
 use crate::index::WatcherEntry;
 use crate::meta::TargetKind;
@@ -298,6 +299,15 @@ pub(crate) struct Shared {
     /// Every registration with a ticket up to this one is published (see [`Combining`]);
     /// written under the writer lock.
     published_ticket: AtomicU64,
+    /// Shared fan-out groups with members, by what they watch (`group`): a group enters
+    /// once its watcher is published and leaves with its last member or its watcher.
+    /// Taken after `writer`, before a ring's lock.
+    pub(crate) groups:
+        Mutex<hashbrown::HashMap<GroupKey, crate::sync::ChannelArc<Ring>, ahash::RandomState>>,
+    /// Group watchers in the index (they hold no unit of the limit), and group members
+    /// holding their units: for `check_invariants`' count of the limit.
+    groups_in_index: AtomicUsize,
+    pub(crate) members_held: AtomicUsize,
 }
 
 impl Shared {
@@ -335,6 +345,9 @@ impl Shared {
                 last_ticket: 0,
             }),
             published_ticket: AtomicU64::new(0),
+            groups: Mutex::new(hashbrown::HashMap::default()),
+            groups_in_index: AtomicUsize::new(0),
+            members_held: AtomicUsize::new(0),
         }
     }
 
@@ -406,8 +419,19 @@ impl Shared {
     }
 
     /// Gives back what a watcher leaving held: its unit of the limit, its prev_kv count,
-    /// its owner's count. Called by [`Self::publish_locked`] alone.
+    /// its owner's count. Called by [`Self::publish_locked`] alone. A group's watcher holds
+    /// none itself: it takes the group out of the map and releases every member still
+    /// holding its units (see `group`).
     fn release(&self, removed: &Watcher) {
+        if let Some(ring) = removed.group() {
+            self.groups_in_index.fetch_sub(1, Ordering::Relaxed);
+            self.forget_group(ring);
+            let prev_kv = removed.prev_kv();
+            for member in ring.release_all() {
+                self.release_member(member, prev_kv);
+            }
+            return;
+        }
         self.active.fetch_sub(1, Ordering::Relaxed);
         if removed.prev_kv() {
             self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
@@ -415,6 +439,105 @@ impl Shared {
         if removed.meta().owned() {
             self.with_owners(|book, _| book.released(removed.id()));
         }
+    }
+
+    /// Gives back a group member's units (its release point is in `group`: exactly once,
+    /// whoever comes first).
+    pub(crate) fn release_member(&self, member: MemberRelease, prev_kv: bool) {
+        self.members_held.fetch_sub(1, Ordering::Relaxed);
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        if prev_kv {
+            self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
+        }
+        if member.owned {
+            self.with_owners(|book, _| book.released(member.id));
+        }
+    }
+
+    fn lock_groups(
+        &self,
+    ) -> crate::sync::MutexGuard<
+        '_,
+        hashbrown::HashMap<GroupKey, crate::sync::ChannelArc<Ring>, ahash::RandomState>,
+    > {
+        self.groups.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes `ring` out of the group map if it is the one there for its key.
+    fn forget_group(&self, ring: &crate::sync::ChannelArc<Ring>) {
+        let mut groups = self.lock_groups();
+        if groups
+            .get(&ring.key)
+            .is_some_and(|mapped| crate::sync::ChannelArc::ptr_eq(mapped, ring))
+        {
+            groups.remove(&ring.key);
+        }
+    }
+
+    /// The group a new member of `key` joins, with it joined (slot and ring); `None` if no
+    /// published group has that key.
+    pub(crate) fn join_group(
+        &self,
+        key: &GroupKey,
+        id: u64,
+        owned: bool,
+    ) -> Option<(crate::sync::ChannelArc<Ring>, u32)> {
+        let groups = self.lock_groups();
+        let ring = groups.get(key)?;
+        let slot = ring.join(id, owned)?;
+        Some((crate::sync::ChannelArc::clone(ring), slot))
+    }
+
+    /// Enters a group whose watcher was just published, unless another one for the same key
+    /// got there first (its members then stay in their own group).
+    pub(crate) fn add_group(&self, ring: crate::sync::ChannelArc<Ring>) {
+        self.lock_groups().entry(ring.key.clone()).or_insert(ring);
+    }
+
+    /// A member leaves (`leave` takes it out of its ring, under the map's lock so that no
+    /// one joins a group its last member is leaving); releases it and returns the removal
+    /// of the group's watcher if it was the last, for the caller to unregister (without the
+    /// map's lock: the removal may take the writer lock).
+    pub(crate) fn leave_group(
+        &self,
+        ring: &crate::sync::ChannelArc<Ring>,
+        leave: impl FnOnce() -> (Option<MemberRelease>, bool),
+    ) -> Option<Removal> {
+        let (release, last) = {
+            let mut groups = self.lock_groups();
+            let (release, last) = leave();
+            if last
+                && groups
+                    .get(&ring.key)
+                    .is_some_and(|mapped| crate::sync::ChannelArc::ptr_eq(mapped, ring))
+            {
+                groups.remove(&ring.key);
+            }
+            (release, last)
+        };
+        if let Some(release) = release {
+            self.release_member(
+                release,
+                ring.key.flags.contains(crate::meta::Flags::PREV_KV),
+            );
+        }
+        last.then(|| Removal {
+            id: ring.watcher_id,
+            pattern: ring.key.pattern.clone(),
+            kind: Some(ring.key.kind),
+            resumed: false,
+        })
+    }
+
+    /// Releases the members of `ring` more than their buffer behind (the closed-receiver
+    /// sweep); how many.
+    pub(crate) fn release_lagged(&self, ring: &Ring) -> u64 {
+        let prev_kv = ring.key.flags.contains(crate::meta::Flags::PREV_KV);
+        let released = ring.release_lagged();
+        for member in &released {
+            self.release_member(*member, prev_kv);
+        }
+        released.len() as u64
     }
 
     /// Applies `changes` to both snapshots and publishes them; the counters' one release
@@ -484,6 +607,11 @@ impl Shared {
     fn publish_locked(&self, writer: &mut Writer, mut changes: Vec<Change>) -> Vec<Change> {
         let back = exclusive(&mut writer.back);
         for change in &changes {
+            if let Change::Add { watcher, .. } = change {
+                if watcher.group().is_some() {
+                    self.groups_in_index.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             match change.apply(back) {
                 Some(removed) => self.release(&removed),
                 // A watcher from a revision that the dispatcher could not add yet (after a
@@ -569,14 +697,29 @@ impl Shared {
             back.same_layout(&published),
             "the two snapshots place entries differently: a sweep cannot resume across them"
         );
-        let queued = self
-            .combining
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .adds
-            .len();
+        let (queued, queued_groups) = {
+            let combining = self
+                .combining
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let groups = combining
+                .adds
+                .iter()
+                .filter(
+                    |add| matches!(add, Change::Add { watcher, .. } if watcher.group().is_some()),
+                )
+                .count();
+            (combining.adds.len(), groups)
+        };
+        let groups_in_index = self.groups_in_index.load(Ordering::Relaxed);
+        for ring in self.lock_groups().values() {
+            ring.check_invariants();
+        }
+        // Group watchers hold no unit of the limit; their members do, one each.
         assert_eq!(
-            published.watcher_count() + self.resumes.len() + queued,
+            published.watcher_count() - groups_in_index + self.resumes.len() + queued
+                - queued_groups
+                + self.members_held.load(Ordering::Relaxed),
             self.active.load(Ordering::Relaxed),
             "limit counter out of step with the index (and the watchers queued: from a revision, or for combining)"
         );

@@ -110,6 +110,11 @@ impl WatchRegistry {
         let (handle, entry) = self.prepare(spec)?;
         match entry {
             Entry::Live(add) => self.shared.publish_additions([add]),
+            Entry::NewGroup(add, ring) => {
+                self.shared.publish_additions([add]);
+                self.shared.add_group(ring);
+            }
+            Entry::Joined => {}
             Entry::FromRevision(resume) => self.shared.resumes.push(resume),
         }
         Ok(handle)
@@ -143,12 +148,20 @@ impl WatchRegistry {
         // no slot is left taken by a watcher that would never be published.
         let specs: Vec<WatchSpec<K>> = specs.into_iter().collect();
         let mut adds = Vec::with_capacity(specs.len());
+        let mut groups = Vec::new();
         let results = specs
             .into_iter()
             .map(|spec| {
+                // A member of a group this batch creates joins it only once it is published:
+                // the batch's first spec of a key creates it, the others create their own.
                 let (handle, entry) = self.prepare(spec)?;
                 match entry {
                     Entry::Live(add) => adds.push(add),
+                    Entry::NewGroup(add, ring) => {
+                        adds.push(add);
+                        groups.push(ring);
+                    }
+                    Entry::Joined => {}
                     Entry::FromRevision(resume) => self.shared.resumes.push(resume),
                 }
                 Ok(handle)
@@ -156,6 +169,9 @@ impl WatchRegistry {
             .collect();
         if !adds.is_empty() {
             self.shared.publish_additions(adds);
+        }
+        for ring in groups {
+            self.shared.add_group(ring);
         }
         results
     }
@@ -175,6 +191,9 @@ impl WatchRegistry {
             ..
         } = spec;
         target.check(&self.shared.options())?;
+        if K::GROUPED && start.is_some() {
+            return Err(RegisterError::GroupedFromRevision);
+        }
         let shared = &self.shared;
         shared.reserve_slot()?;
         if let Some(owner) = owner {
@@ -204,8 +223,11 @@ impl WatchRegistry {
             shared.prev_kv_watchers.fetch_add(1, Ordering::Relaxed);
         }
         let kind = target.kind();
-        let meta = Meta::new(id, kind, flags);
         let key = target.stored();
+        if K::GROUPED {
+            return self.join_or_create_group::<K>(id, kind, key, flags);
+        }
+        let meta = Meta::new(id, kind, flags);
         let capacity = shared.watcher_buffer_size + 1;
         let (sink, handle) = if K::COMPACT {
             let (sender, receiver) = channel::channel(capacity);
@@ -233,6 +255,67 @@ impl WatchRegistry {
             }),
         };
         Ok((K::from_any(handle), entry))
+    }
+
+    /// A member `id` (its units reserved) joins the published group of its target and
+    /// options, or creates one (its watcher published by the caller, then mapped).
+    fn join_or_create_group<K: ChannelKind>(
+        &self,
+        id: u64,
+        kind: TargetKind,
+        pattern: Bytes,
+        flags: Flags,
+    ) -> Result<(K::Handle, Entry), RegisterError> {
+        use crate::group::{GroupKey, GroupReceiver, GroupedWatcherHandle, Ring};
+        let shared = &self.shared;
+        // Its units are held from here; `release_member` gives them back, once.
+        shared.members_held.fetch_add(1, Ordering::Relaxed);
+        let owned = flags.contains(Flags::OWNED);
+        let key = GroupKey {
+            kind,
+            pattern,
+            flags: GroupKey::delivery_flags(flags),
+        };
+        let handle = |ring, slot| {
+            let receiver = GroupReceiver::new(ring, slot, id);
+            K::from_any(AnyHandle::Grouped(GroupedWatcherHandle::new(receiver)))
+        };
+        if let Some((ring, slot)) = shared.join_group(&key, id, owned) {
+            trace!(
+                watcher_id = id,
+                group = ring.watcher_id,
+                "Joined a watch group"
+            );
+            Counters::add(&shared.counters.group_joins, 1);
+            return Ok((handle(ring, slot), Entry::Joined));
+        }
+        // The group's own watcher takes an id of its own (it holds no unit of the limits).
+        let group_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        if group_id > Meta::MAX_ID {
+            shared.release_member(
+                crate::group::MemberRelease { id, owned },
+                flags.contains(Flags::PREV_KV),
+            );
+            return Err(RegisterError::IdsExhausted);
+        }
+        let (ring, sender) = Ring::new(
+            key.clone(),
+            group_id,
+            shared.watcher_buffer_size,
+            Arc::downgrade(shared),
+        );
+        let slot = ring.join(id, owned).expect("a new ring is open");
+        let meta = Meta::new(group_id, kind, key.flags.with(Flags::GROUP));
+        let add = Change::Add {
+            kind,
+            pattern: key.pattern.clone(),
+            watcher: Watcher::new(meta, Sink::Group(sender)),
+        };
+        trace!(watcher_id = id, group = group_id, key = ?key.pattern, "Created a watch group");
+        Ok((
+            handle(crate::sync::ChannelArc::clone(&ring), slot),
+            Entry::NewGroup(add, ring),
+        ))
     }
 
     /// Watches one exact key. Any bytes are a valid key, the empty key included.
@@ -398,6 +481,10 @@ impl WatchRegistry {
 enum Entry {
     /// Published by the registering call (combined with others arriving together).
     Live(Change),
+    /// A new group's watcher: published like `Live`, then the group enters the map.
+    NewGroup(Change, crate::sync::ChannelArc<crate::group::Ring>),
+    /// A member that joined a published group: nothing to publish.
+    Joined,
     /// Added by the dispatcher, once it knows where the watcher's history starts.
     FromRevision(Resume),
 }

@@ -1,14 +1,15 @@
 //! A registered watcher as the index stores it, and how one event reaches it.
 //!
 //! This is the only place that knows what a watcher's channel is: a tokio `mpsc::Sender`
-//! (drop-in watchers) or a [`CompactSender`] (compact watchers). The index sees an opaque
-//! [`WatcherEntry`].
+//! (drop-in watchers), a [`CompactSender`] (compact watchers) or a [`GroupSender`] (a shared
+//! fan-out group's ring). The index sees an opaque [`WatcherEntry`].
 
 use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
 use crate::channel::{CompactSender, Offer};
 use crate::event::{WatchEvent, WatchEventType};
+use crate::group::{GroupSender, Ring};
 use crate::index::WatcherEntry;
 use crate::meta::Meta;
 
@@ -19,6 +20,8 @@ pub(crate) enum Sink {
     Tokio(mpsc::Sender<WatchEvent>),
     /// A compact watcher's channel.
     Compact(CompactSender),
+    /// A shared fan-out group's ring: one push for every member.
+    Group(GroupSender),
 }
 
 /// One watcher: its [`Meta`] word (id, kind, flags) and its channel. Twenty-four bytes: the
@@ -35,6 +38,7 @@ impl std::fmt::Debug for Watcher {
         f.debug_struct("Watcher")
             .field("meta", &self.meta)
             .field("compact", &matches!(self.sink, Sink::Compact(_)))
+            .field("group", &matches!(self.sink, Sink::Group(_)))
             .finish()
     }
 }
@@ -117,6 +121,19 @@ impl Watcher {
                     Offer::Closed => Delivery::Closed,
                 }
             }
+            Sink::Group(sender) => {
+                // A ring never refuses: its members see their own lag.
+                sender.push(self.event_for(event));
+                Delivery::Sent
+            }
+        }
+    }
+
+    /// The group's ring, for a shared fan-out group's watcher.
+    pub(crate) fn group(&self) -> Option<&crate::sync::ChannelArc<Ring>> {
+        match &self.sink {
+            Sink::Group(sender) => Some(sender.ring()),
+            _ => None,
         }
     }
 
@@ -173,6 +190,11 @@ impl Watcher {
                 Offer::Full => Delivery::Full,
                 Offer::Closed => Delivery::Closed,
             },
+            // Groups are never registered from a revision; pushed like a live event.
+            Sink::Group(sender) => {
+                sender.push(self.event_for(event));
+                Delivery::Sent
+            }
         }
     }
 
@@ -221,6 +243,7 @@ impl Watcher {
         match &self.sink {
             Sink::Tokio(sender) => sender.is_closed(),
             Sink::Compact(sender) => sender.is_closed(),
+            Sink::Group(sender) => sender.is_closed(),
         }
     }
 
@@ -240,6 +263,7 @@ impl Watcher {
             Sink::Compact(sender) => {
                 sender.offer(0, || sentinel, || None);
             }
+            Sink::Group(sender) => sender.push(sentinel),
         }
     }
 }

@@ -237,6 +237,7 @@ mod sealed {
     pub trait Sealed {}
     impl Sealed for super::DropIn {}
     impl Sealed for super::Compact {}
+    impl Sealed for super::Grouped {}
 }
 
 /// The kind of channel a watch delivers through: [`DropIn`] (a tokio `mpsc` channel, as in
@@ -247,6 +248,8 @@ pub trait ChannelKind: sealed::Sealed {
     type Handle;
     #[doc(hidden)]
     const COMPACT: bool;
+    #[doc(hidden)]
+    const GROUPED: bool = false;
     #[doc(hidden)]
     fn from_any(handle: AnyHandle) -> Self::Handle;
 }
@@ -259,6 +262,8 @@ pub enum AnyHandle {
     DropIn(WatcherHandle),
     #[doc(hidden)]
     Compact(CompactWatcherHandle),
+    #[doc(hidden)]
+    Grouped(crate::group::GroupedWatcherHandle),
 }
 
 /// A drop-in watcher: a tokio `mpsc` channel, a [`WatcherHandle`].
@@ -269,13 +274,30 @@ pub struct DropIn;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Compact;
 
+/// A member of a shared fan-out group: a [`GroupedWatcherHandle`](crate::GroupedWatcherHandle)
+/// (see [`WatchSpec::grouped`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Grouped;
+
 impl ChannelKind for DropIn {
     type Handle = WatcherHandle;
     const COMPACT: bool = false;
     fn from_any(handle: AnyHandle) -> WatcherHandle {
         match handle {
             AnyHandle::DropIn(handle) => handle,
-            AnyHandle::Compact(_) => unreachable!("built by the kind's own constant"),
+            _ => unreachable!("built by the kind's own constant"),
+        }
+    }
+}
+
+impl ChannelKind for Grouped {
+    type Handle = crate::group::GroupedWatcherHandle;
+    const COMPACT: bool = true;
+    const GROUPED: bool = true;
+    fn from_any(handle: AnyHandle) -> Self::Handle {
+        match handle {
+            AnyHandle::Grouped(handle) => handle,
+            _ => unreachable!("built by the kind's own constant"),
         }
     }
 }
@@ -286,7 +308,7 @@ impl ChannelKind for Compact {
     fn from_any(handle: AnyHandle) -> CompactWatcherHandle {
         match handle {
             AnyHandle::Compact(handle) => handle,
-            AnyHandle::DropIn(_) => unreachable!("built by the kind's own constant"),
+            _ => unreachable!("built by the kind's own constant"),
         }
     }
 }
@@ -433,8 +455,8 @@ impl<K: ChannelKind> WatchSpec<K> {
         self
     }
 
-    /// The same watch through a compact channel.
-    pub fn compact(self) -> WatchSpec<Compact> {
+    /// The same description with another channel kind.
+    fn into_kind<K2: ChannelKind>(self) -> WatchSpec<K2> {
         WatchSpec {
             target: self.target,
             flags: self.flags,
@@ -444,15 +466,35 @@ impl<K: ChannelKind> WatchSpec<K> {
         }
     }
 
+    /// The same watch through a compact channel.
+    pub fn compact(self) -> WatchSpec<Compact> {
+        self.into_kind()
+    }
+
+    /// The same watch as a member of a shared fan-out group: every watch registered with
+    /// the same target and the same options (prev_kv, filter, keys-only) shares one ring of
+    /// the registry's buffer size, so the dispatcher pushes each event once for all of them.
+    /// A member has a compact watcher's receiver API ([`GroupReceiver`](crate::GroupReceiver)).
+    /// How it differs from a drop-in watcher:
+    ///
+    /// - falling behind is seen when it reads: a member more than its buffer behind gets one
+    ///   Canceled event ([`CancelReason::BufferOverflowAt`](crate::CancelReason::BufferOverflowAt),
+    ///   the revision to resume from, one past the last event it read), then `None`, while
+    ///   the others go on; the dispatcher is never told;
+    /// - its units of the limits are released when its receiver is dropped, when it reads
+    ///   its lag sentinel, or when the closed-receiver sweep finds it lagged, whichever
+    ///   comes first (not when the dispatcher next runs, as a drop-in handle's are);
+    /// - it cannot start from a revision ([`RegisterError::GroupedFromRevision`]);
+    /// - `WatchRegistry::watcher_count` and friends count the group's one watcher in the
+    ///   index, not its members; `active_watcher_count` counts members;
+    /// - a Progress requested for one member reaches every member of its group.
+    pub fn grouped(self) -> WatchSpec<Grouped> {
+        self.into_kind()
+    }
+
     /// The same watch through a drop-in channel.
     pub fn drop_in(self) -> WatchSpec<DropIn> {
-        WatchSpec {
-            target: self.target,
-            flags: self.flags,
-            owner: self.owner,
-            start: self.start,
-            kind: PhantomData,
-        }
+        self.into_kind()
     }
 
     /// What the watch matches.
@@ -511,6 +553,9 @@ pub enum RegisterError {
     },
     /// Every watcher id has been used (2^48 registrations).
     IdsExhausted,
+    /// A grouped watch cannot start from a revision: its members share one ring of live
+    /// events. Register it as a compact watch from the revision instead.
+    GroupedFromRevision,
 }
 
 impl fmt::Display for RegisterError {
@@ -524,6 +569,9 @@ impl fmt::Display for RegisterError {
                 f.write_str("prefix must start with '/' and end with '/'")
             }
             RegisterError::IdsExhausted => f.write_str("every watcher id has been used"),
+            RegisterError::GroupedFromRevision => {
+                f.write_str("a grouped watch cannot start from a revision")
+            }
             RegisterError::EmptyRange => f.write_str("a range's end must come after its start"),
             RegisterError::InvalidPattern { reason } => write!(f, "invalid pattern: {reason}"),
             RegisterError::KeyTooLong { len, max } => {
@@ -559,7 +607,8 @@ impl From<RegisterError> for crate::WatchError {
             // malformed forms of the other kinds; those map to the one form error there is.
             RegisterError::InvalidPrefix
             | RegisterError::EmptyRange
-            | RegisterError::InvalidPattern { .. } => crate::WatchError::InvalidPrefix,
+            | RegisterError::InvalidPattern { .. }
+            | RegisterError::GroupedFromRevision => crate::WatchError::InvalidPrefix,
             RegisterError::IdsExhausted => {
                 crate::WatchError::LimitExceeded(crate::meta::Meta::MAX_ID as usize)
             }

@@ -35,6 +35,9 @@ fn public_types_have_the_auto_traits_callers_rely_on() {
     sync::<watchtrie::CancelReason>();
     both::<CompactWatcherHandle>();
     both::<CompactReceiver>();
+    both::<GroupedWatcherHandle>();
+    both::<GroupReceiver>();
+    both::<WatchSpec<Grouped>>();
     both::<TryRecvError>();
     both::<RegistryOptions>();
     both::<WatchSpec>();

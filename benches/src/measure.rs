@@ -499,7 +499,15 @@ const FANOUT_DELIVERIES: usize = 2_000_000;
 /// `fanout`: `k` watchers on one key (or one prefix), every event delivered to all of them.
 /// Nanoseconds per delivery through `run()`.
 pub fn fanout_run<E: Engine>(rt: &Runtime, k: usize, prefix: bool) -> f64 {
-    let events = (FANOUT_DELIVERIES / k).max(2);
+    fanout_run_of::<E>(rt, k, prefix, (FANOUT_DELIVERIES / k).max(2))
+}
+
+/// Events in a fan-out run of grouped watchers: their cost is per group, not per watcher,
+/// so a run sized by deliveries (20 events at K = 100,000) would time mostly its start.
+pub const GROUPED_FANOUT_EVENTS: usize = 20_000;
+
+/// [`fanout_run`] with `events` events.
+pub fn fanout_run_of<E: Engine>(rt: &Runtime, k: usize, prefix: bool, events: usize) -> f64 {
     rt.block_on(async {
         let (registry, unregister_rx) = E::registry(events + 1, usize::MAX);
         let handles: Vec<E::Handle> = (0..k)
@@ -589,6 +597,30 @@ pub fn fanout_cpu_run<E: Engine>(rt: &Runtime, k: usize) -> Option<f64> {
         assert_eq!(received, events * k, "every receiver got every event");
         Some(per(after? - before?, events * k))
     })
+}
+
+/// Heap bytes per watcher, all-in (handles kept in a `Vec`, rings, the index), of
+/// `watchers` grouped watchers spread evenly over `keys` exact keys; `None` without the
+/// counting allocator.
+pub fn grouped_memory(watchers: usize, keys: usize) -> Option<f64> {
+    if !alloc::installed() {
+        return None;
+    }
+    let names: Vec<Bytes> = (0..keys.max(1))
+        .map(|i| Bytes::from(format!("/config/key-{i:06}")))
+        .collect();
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = Arc::new(watchtrie::WatchRegistry::new(16, tx));
+    alloc::start();
+    let handles: Vec<watchtrie::GroupedWatcherHandle> = (0..watchers)
+        .map(|i| {
+            let spec = watchtrie::WatchSpec::exact(names[i % names.len()].clone()).grouped();
+            registry.watch(spec).expect("under the limit")
+        })
+        .collect();
+    let bytes = alloc::stop();
+    drop(handles);
+    Some(bytes as f64 / watchers.max(1) as f64)
 }
 
 /// The floor under any engine's fan-out: a bare loop of `capacity()`, an event clone and

@@ -366,6 +366,55 @@ watchtrie_engine!(
     register: register, register_prefix, history: true
 );
 
+/// Registration of grouped watchers through the engine macro's `(key, prev_kv)` calls:
+/// `watch` with a grouped spec (the library has no method per kind, by design).
+pub trait GroupedRegistration {
+    /// An exact key, grouped.
+    fn register_grouped(
+        &self,
+        key: Bytes,
+        prev_kv: bool,
+    ) -> Result<watchtrie::GroupedWatcherHandle, watchtrie::WatchError>;
+    /// A slash prefix, grouped.
+    fn register_prefix_grouped(
+        &self,
+        prefix: Bytes,
+        prev_kv: bool,
+    ) -> Result<watchtrie::GroupedWatcherHandle, watchtrie::WatchError>;
+}
+
+impl GroupedRegistration for watchtrie::WatchRegistry {
+    fn register_grouped(
+        &self,
+        key: Bytes,
+        prev_kv: bool,
+    ) -> Result<watchtrie::GroupedWatcherHandle, watchtrie::WatchError> {
+        let spec = watchtrie::WatchSpec::exact(key).prev_kv(prev_kv).grouped();
+        Ok(self.watch(spec)?)
+    }
+    fn register_prefix_grouped(
+        &self,
+        prefix: Bytes,
+        prev_kv: bool,
+    ) -> Result<watchtrie::GroupedWatcherHandle, watchtrie::WatchError> {
+        let spec = watchtrie::WatchSpec::prefix(prefix)
+            .prev_kv(prev_kv)
+            .grouped();
+        Ok(self.watch(spec)?)
+    }
+}
+
+watchtrie_engine!(
+    /// watchtrie with every watcher a member of a shared fan-out group (one group per
+    /// target): what members cost, and what they receive until one lags.
+    WatchtrieGrouped,
+    "watchtrie (grouped)",
+    handle: watchtrie::GroupedWatcherHandle,
+    receiver: watchtrie::GroupReceiver,
+    try_recv: watchtrie::TryRecvError::Empty, watchtrie::TryRecvError::Disconnected,
+    register: register_grouped, register_prefix_grouped, history: false
+);
+
 watchtrie_engine!(
     /// watchtrie through its compact registration path (`register_compact`,
     /// `CompactReceiver`): every observation must still be the reference's.

@@ -81,6 +81,7 @@ pub(super) fn run_slice(
     let mark = retirements.mark();
     let mut tally = Tally::default();
     let mut affected = 0u64;
+    let mut lagged_members = 0u64;
     walk(&snapshot, cursor, size, &mut |at, list| match action {
         SweepAction::Progress { .. } => deliver_list(list, at, &progress, retirements, &mut tally),
         SweepAction::CancelLagged { resume_from } => list.for_each(&mut |watcher| {
@@ -103,6 +104,9 @@ pub(super) fn run_slice(
             if watcher.is_closed() && !retirements.is_retired(watcher.id()) {
                 retirements.record(removal_of(watcher.id(), at, None));
                 affected += 1;
+            } else if let Some(ring) = watcher.group() {
+                // Members lagged, whose receivers have not read since: their units go now.
+                lagged_members += registry.shared().release_lagged(ring);
             }
         }),
     });
@@ -117,7 +121,10 @@ pub(super) fn run_slice(
         SweepAction::CancelLagged { .. } | SweepAction::CancelWaiting { .. } => {
             Counters::add(&counters.lag_cancels, affected)
         }
-        SweepAction::DropClosed => Counters::add(&counters.closed_receiver_removals, affected),
+        SweepAction::DropClosed => {
+            Counters::add(&counters.closed_receiver_removals, affected);
+            Counters::add(&counters.lagged_members_released, lagged_members);
+        }
     }
     if retirements.mark() > mark {
         retirements.retire_since(mark, registry);

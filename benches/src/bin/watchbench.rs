@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use watchbench::alloc::CountingAlloc;
-use watchbench::engines::{Engine, Reference, Watchtrie, WatchtrieCompact, WatchtrieHistory};
+use watchbench::engines::{
+    Engine, Reference, Watchtrie, WatchtrieCompact, WatchtrieGrouped, WatchtrieHistory,
+};
 use watchbench::measure::{self, DispatchOptions, DispatchRun};
 use watchbench::workload::{self, Workload};
 
@@ -1434,17 +1436,20 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
             let t2 = measure::fanout_run::<Watchtrie>(rt, k, prefix);
             let r2 = measure::fanout_run::<Reference>(rt, k, prefix);
             let (r, t) = (r1.min(r2), t1.min(t2));
-            let c = if opts.compact {
+            let (c, g) = if opts.compact {
                 let c1 = measure::fanout_run::<WatchtrieCompact>(rt, k, prefix);
+                let events = measure::GROUPED_FANOUT_EVENTS;
+                let g1 = measure::fanout_run_of::<WatchtrieGrouped>(rt, k, prefix, events);
+                let g2 = measure::fanout_run_of::<WatchtrieGrouped>(rt, k, prefix, events);
                 let c2 = measure::fanout_run::<WatchtrieCompact>(rt, k, prefix);
-                c1.min(c2)
+                (c1.min(c2), g1.min(g2))
             } else {
-                f64::NAN
+                (f64::NAN, f64::NAN)
             };
             eprintln!(
-                "reference {r:.1}, watchtrie {t:.1}, compact {c:.1}, floor {floor:.1} ns/delivery"
+                "reference {r:.1}, watchtrie {t:.1}, compact {c:.1}, grouped {g:.2}, floor {floor:.1} ns/delivery"
             );
-            rows.push((prefix, k, r, t, c, floor));
+            rows.push((prefix, k, r, t, c, g, floor));
         }
     }
     // With every receiver reading: the whole process's CPU per delivery, so that a saving
@@ -1460,26 +1465,30 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
             let r1 = measure::fanout_cpu_run::<Reference>(rt, k);
             let d1 = measure::fanout_cpu_run::<Watchtrie>(rt, k);
             let c1 = measure::fanout_cpu_run::<WatchtrieCompact>(rt, k);
+            let g1 = measure::fanout_cpu_run::<WatchtrieGrouped>(rt, k);
+            let g2 = measure::fanout_cpu_run::<WatchtrieGrouped>(rt, k);
             let c2 = measure::fanout_cpu_run::<WatchtrieCompact>(rt, k);
             let d2 = measure::fanout_cpu_run::<Watchtrie>(rt, k);
             let r2 = measure::fanout_cpu_run::<Reference>(rt, k);
-            let (r, d, c) = (best(r1, r2), best(d1, d2), best(c1, c2));
-            eprintln!("reference {r:.0}, drop-in {d:.0}, compact {c:.0} ns CPU/delivery");
-            cpu_rows.push((k, r, d, c));
+            let (r, d, c, g) = (best(r1, r2), best(d1, d2), best(c1, c2), best(g1, g2));
+            eprintln!(
+                "reference {r:.0}, drop-in {d:.0}, compact {c:.0}, grouped {g:.0} ns CPU/delivery"
+            );
+            cpu_rows.push((k, r, d, c, g));
         }
     }
     if opts.json {
         let cpu: Vec<String> = cpu_rows
             .iter()
-            .map(|(k, r, d, c)| {
-                format!("{{\"k\":{k},\"reference_cpu_ns\":{r:.1},\"drop_in_cpu_ns\":{d:.1},\"compact_cpu_ns\":{c:.1}}}")
+            .map(|(k, r, d, c, g)| {
+                format!("{{\"k\":{k},\"reference_cpu_ns\":{r:.1},\"drop_in_cpu_ns\":{d:.1},\"compact_cpu_ns\":{c:.1},\"grouped_cpu_ns\":{g:.1}}}")
             })
             .collect();
         let items: Vec<String> = rows
             .iter()
-            .map(|(prefix, k, r, t, c, f)| {
-                let compact = if c.is_nan() { "null".to_string() } else { format!("{c:.2}") };
-                format!("{{\"prefix\":{prefix},\"k\":{k},\"reference_ns\":{r:.2},\"watchtrie_ns\":{t:.2},\"compact_ns\":{compact},\"floor_ns\":{f:.2}}}")
+            .map(|(prefix, k, r, t, c, g, f)| {
+                let opt = |x: &f64| if x.is_nan() { "null".to_string() } else { format!("{x:.3}") };
+                format!("{{\"prefix\":{prefix},\"k\":{k},\"reference_ns\":{r:.2},\"watchtrie_ns\":{t:.2},\"compact_ns\":{},\"grouped_ns\":{},\"floor_ns\":{f:.2}}}", opt(c), opt(g))
             })
             .collect();
         println!(
@@ -1501,24 +1510,27 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
     println!("slower than an engine there is that noise, not a bound broken.");
     println!();
     println!(
-        "{:<8} {:>8} {:>11} {:>11} {:>9} {:>8} {:>14} {:>16} {:>12}",
+        "{:<8} {:>8} {:>11} {:>11} {:>9} {:>9} {:>8} {:>14} {:>16} {:>12} {:>12}",
         "on one",
         "K",
         "reference",
         "watchtrie",
         "compact",
+        "grouped",
         "floor",
         "ref/watchtrie",
         "watchtrie/floor",
-        "ref/compact"
+        "ref/compact",
+        "ref/grouped"
     );
-    for (prefix, k, r, t, c, f) in rows {
+    for (prefix, k, r, t, c, g, f) in rows {
         let on = if prefix { "prefix" } else { "key" };
         println!(
-            "{on:<8} {k:>8} {r:>11.1} {t:>11.1} {c:>9.1} {f:>8.1} {:>13.2}× {:>15.2}× {:>11.2}×",
+            "{on:<8} {k:>8} {r:>11.1} {t:>11.1} {c:>9.1} {g:>9.3} {f:>8.1} {:>13.2}× {:>15.2}× {:>11.2}× {:>11.0}×",
             r / t,
             t / f,
-            r / c
+            r / c,
+            r / g
         );
     }
     if !cpu_rows.is_empty() {
@@ -1528,11 +1540,27 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
         );
         println!("and receivers, per delivered event, ns (best of two alternated runs)");
         println!(
-            "{:>8} {:>11} {:>9} {:>9} {:>16}",
-            "K", "reference", "drop-in", "compact", "compact/drop-in"
+            "{:>8} {:>11} {:>9} {:>9} {:>9} {:>16} {:>16}",
+            "K", "reference", "drop-in", "compact", "grouped", "compact/drop-in", "grouped/drop-in"
         );
-        for (k, r, d, c) in cpu_rows {
-            println!("{k:>8} {r:>11.0} {d:>9.0} {c:>9.0} {:>15.2}×", c / d);
+        for (k, r, d, c, g) in cpu_rows {
+            println!(
+                "{k:>8} {r:>11.0} {d:>9.0} {c:>9.0} {g:>9.0} {:>15.2}× {:>15.2}×",
+                c / d,
+                g / d
+            );
+        }
+        let (watchers, keys) = (1_000_000, 1_000);
+        eprint!("  memory    {watchers} grouped watchers over {keys} keys… ");
+        match measure::grouped_memory(watchers, keys) {
+            Some(per) => {
+                eprintln!("{per:.1} B/watcher");
+                println!();
+                println!(
+                    "memory: {watchers} grouped watchers over {keys} keys, heap bytes per watcher all-in (handles, rings, index): {per:.1}"
+                );
+            }
+            None => eprintln!("(the counting allocator is not installed)"),
         }
     }
     ExitCode::SUCCESS

@@ -1,0 +1,797 @@
+//! Shared fan-out groups: watchers registered with the same target and the same options
+//! share one bounded ring, so the dispatcher pushes each event once per group instead of
+//! once per watcher, and wakes only the members waiting for it.
+//!
+//! ```text
+//!  dispatcher ── push(event) ──► Ring { events: the last `capacity` events, base seq }
+//!                                  │  members: a slab of cursors (one per member)
+//!                                  │  waiters: the wakers of members that found nothing
+//!  member.try_recv ◄── clone of events[cursor - base], cursor += 1
+//!                      cursor < base: it is more than its buffer behind → lag sentinel
+//! ```
+//!
+//! The group is one watcher in the index (flag `GROUP`, a [`GroupSender`] as its sink); it
+//! holds no unit of the registry's limit itself. Each member holds one, and its owner's:
+//!
+//! - **Joining** a group that exists takes the registry's group map lock and the ring's
+//!   lock, and nothing else: no publish. The first member of a group publishes its watcher
+//!   like any registration, and the group enters the map only once that publish returned,
+//!   so a member that joins (and returns) is always behind a published watcher: every event
+//!   dispatched after its registration returned reaches the ring, after its cursor.
+//! - **Lag** is seen on the receiving side: the ring keeps the newest `capacity` events (the
+//!   registry's buffer size), so a member whose cursor fell below the oldest one missed an
+//!   event. It then gets one Canceled sentinel ([`WatchEvent::overflow_sentinel_at`],
+//!   `BufferOverflowAt`) carrying the revision to resume from, one past the last Put,
+//!   Delete or Progress it received (or, if none, the last the ring held when it joined):
+//!   no event after it has reached that member, and every earlier one matching has.
+//!
+//! **When a member's units are released** (the limit, the prev_kv count, its owner's
+//! count), exactly once, by whichever comes first (a flag in its slab entry, under the
+//! ring's lock): its receiver is dropped; it reads its lag sentinel; the closed-receiver
+//! sweep finds it lagged; or the group's watcher leaves the index (cancelled by the lag
+//! policy, or the registry's teardown), which releases every member still holding units.
+//! The last member leaving takes the group out of the map and unregisters its watcher.
+//!
+//! Lock order: the registry's writer lock, then the group map, then a ring. A member's drop
+//! takes the map and its ring, lets go of both, then unregisters.
+//!
+//! | operation | cost |
+//! |---|---|
+//! | push (dispatcher, per event per group) | O(1) + O(members waiting) wake-ups |
+//! | join, leave | O(1) amortised (slab), a map probe |
+//! | receive | O(1): a lock and a clone of the event |
+//! | closed-receiver sweep of a group | O(members) |
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::{PoisonError, Weak};
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+
+use crate::channel::TryRecvError;
+use crate::event::{WatchEvent, WatchEventType};
+use crate::meta::{Flags, TargetKind};
+use crate::publish::Shared;
+use crate::spec::Target;
+use crate::sync::{AtomicU32, ChannelArc as Arc, Mutex, MutexGuard, Ordering};
+
+/// What makes two watches share a group: the same stored target and the same delivery
+/// options. (The buffer size is the registry's, the same for all.)
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct GroupKey {
+    pub(crate) kind: TargetKind,
+    pub(crate) pattern: Bytes,
+    /// Only the flags that change what a member receives (prev_kv, filters, keys-only).
+    pub(crate) flags: Flags,
+}
+
+impl GroupKey {
+    /// The flags that decide what a member receives.
+    pub(crate) fn delivery_flags(flags: Flags) -> Flags {
+        Flags::default()
+            .with(flags)
+            .without(Flags::OWNED)
+            .without(Flags::RESUMED)
+            .without(Flags::GROUP)
+    }
+}
+
+/// What a member's release gives back (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MemberRelease {
+    pub(crate) id: u64,
+    pub(crate) owned: bool,
+}
+
+/// One member's place in the ring.
+#[derive(Clone, Copy, Debug)]
+struct Member {
+    id: u64,
+    /// The sequence number of the next event it reads.
+    cursor: u64,
+    /// The revision of the last Put, Delete or Progress it read (or the ring's when it
+    /// joined): it resumes from one past it.
+    last_revision: u64,
+    state: u8,
+}
+
+impl Member {
+    /// It still holds its units of the limits.
+    const HELD: u8 = 1;
+    /// Counted against an owner.
+    const OWNED: u8 = 1 << 1;
+    /// It got its lag sentinel: it reads nothing more.
+    const ENDED: u8 = 1 << 2;
+    /// Its waker is in `waiters`.
+    const WAITING: u8 = 1 << 3;
+    /// The slot is in use.
+    const LIVE: u8 = 1 << 4;
+
+    fn has(&self, bit: u8) -> bool {
+        self.state & bit != 0
+    }
+
+    /// Takes its units if it still held them.
+    fn release(&mut self) -> Option<MemberRelease> {
+        if !self.has(Self::HELD) {
+            return None;
+        }
+        self.state &= !Self::HELD;
+        Some(MemberRelease {
+            id: self.id,
+            owned: self.has(Self::OWNED),
+        })
+    }
+}
+
+/// The ring's state, under its lock.
+///
+/// Invariants (checked by [`Ring::check_invariants`]): `events.len() <= capacity`; event
+/// `i` has sequence number `base + i`; every live member's cursor is at most the head
+/// (`base + events.len()`); `live` counts the live slots; `free` lists the others; a member
+/// flagged `WAITING` has an entry in `waiters`.
+struct RingState {
+    events: VecDeque<WatchEvent>,
+    base: u64,
+    /// The revision of the newest Put, Delete or Progress pushed (0 before the first).
+    last_revision: u64,
+    members: Vec<Member>,
+    free: Vec<u32>,
+    live: usize,
+    /// (slot, waker) of members that found nothing to read.
+    waiters: Vec<(u32, Waker)>,
+    /// Every sender is gone: the group's watcher left the index.
+    closed: bool,
+}
+
+impl RingState {
+    fn head(&self) -> u64 {
+        self.base + self.events.len() as u64
+    }
+
+    /// Takes the wakers of every waiting member.
+    fn take_waiters(&mut self) -> Vec<(u32, Waker)> {
+        let waiters = std::mem::take(&mut self.waiters);
+        for (slot, _) in &waiters {
+            if let Some(member) = self.members.get_mut(*slot as usize) {
+                member.state &= !Member::WAITING;
+            }
+        }
+        waiters
+    }
+}
+
+/// A group's ring, shared by its senders (the index's copies of the group's watcher) and
+/// its members' receivers.
+pub(crate) struct Ring {
+    state: Mutex<RingState>,
+    /// Events kept: the registry's buffer size (a member that far behind still gets all).
+    capacity: usize,
+    /// What the group watches, as stored.
+    pub(crate) key: GroupKey,
+    /// The id of the group's watcher in the index.
+    pub(crate) watcher_id: u64,
+    /// The registry, for releases and the last member's unregistration.
+    registry: Weak<Shared>,
+    /// Live senders.
+    senders: AtomicU32,
+}
+
+impl fmt::Debug for Ring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ring")
+            .field("key", &self.key)
+            .field("watcher_id", &self.watcher_id)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Ring {
+    /// A ring keeping `capacity` events (at least 1) and its one sender.
+    pub(crate) fn new(
+        key: GroupKey,
+        watcher_id: u64,
+        capacity: usize,
+        registry: Weak<Shared>,
+    ) -> (Arc<Ring>, GroupSender) {
+        let ring = Arc::new(Ring {
+            state: Mutex::new(RingState {
+                events: VecDeque::new(),
+                base: 0,
+                last_revision: 0,
+                members: Vec::new(),
+                free: Vec::new(),
+                live: 0,
+                waiters: Vec::new(),
+                closed: false,
+            }),
+            capacity: capacity.max(1),
+            key,
+            watcher_id,
+            registry,
+            senders: AtomicU32::new(1),
+        });
+        let sender = GroupSender {
+            ring: Arc::clone(&ring),
+        };
+        (ring, sender)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RingState> {
+        // Every operation under the lock leaves the state consistent: carry on after a panic.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds a member (its units already reserved) at the head; returns its slot. Refused
+    /// (`None`) once the ring is closed: its watcher left the index, so it would get nothing.
+    pub(crate) fn join(&self, id: u64, owned: bool) -> Option<u32> {
+        let mut state = self.lock();
+        if state.closed {
+            return None;
+        }
+        let member = Member {
+            id,
+            cursor: state.head(),
+            last_revision: state.last_revision,
+            state: Member::LIVE | Member::HELD | if owned { Member::OWNED } else { 0 },
+        };
+        state.live += 1;
+        let slot = match state.free.pop() {
+            Some(slot) => {
+                state.members[slot as usize] = member;
+                slot
+            }
+            None => {
+                state.members.push(member);
+                (state.members.len() - 1) as u32
+            }
+        };
+        Some(slot)
+    }
+
+    /// Members in the group.
+    pub(crate) fn members(&self) -> usize {
+        self.lock().live
+    }
+
+    /// Takes a member out; returns its release (if it still held its units) and whether it
+    /// was the last.
+    fn leave(&self, slot: u32) -> (Option<MemberRelease>, bool) {
+        let mut state = self.lock();
+        let Some(member) = state.members.get_mut(slot as usize) else {
+            return (None, false);
+        };
+        if !member.has(Member::LIVE) {
+            return (None, false);
+        }
+        let release = member.release();
+        member.state = 0;
+        state.free.push(slot);
+        state.live -= 1;
+        state.waiters.retain(|(waiting, _)| *waiting != slot);
+        (release, state.live == 0)
+    }
+
+    /// Releases every member more than the buffer behind that still holds its units (for
+    /// the closed-receiver sweep).
+    pub(crate) fn release_lagged(&self) -> Vec<MemberRelease> {
+        let mut state = self.lock();
+        let base = state.base;
+        state
+            .members
+            .iter_mut()
+            .filter(|m| m.has(Member::LIVE) && m.cursor < base)
+            .filter_map(Member::release)
+            .collect()
+    }
+
+    /// Releases every member that still holds its units (the group's watcher is leaving).
+    pub(crate) fn release_all(&self) -> Vec<MemberRelease> {
+        let mut state = self.lock();
+        state
+            .members
+            .iter_mut()
+            .filter(|m| m.has(Member::LIVE))
+            .filter_map(Member::release)
+            .collect()
+    }
+
+    fn close(&self) {
+        let waiters = {
+            let mut state = self.lock();
+            state.closed = true;
+            state.take_waiters()
+        };
+        for (_, waker) in waiters {
+            waker.wake();
+        }
+    }
+
+    /// Checks the invariants of [`RingState`]; panics with a description otherwise.
+    pub(crate) fn check_invariants(&self) {
+        let state = self.lock();
+        assert!(state.events.len() <= self.capacity, "ring over capacity");
+        let head = state.head();
+        let live = state.members.iter().filter(|m| m.has(Member::LIVE)).count();
+        assert_eq!(live, state.live, "live member count");
+        assert_eq!(
+            live + state.free.len(),
+            state.members.len(),
+            "every slot is live or free"
+        );
+        for (slot, member) in state.members.iter().enumerate() {
+            if member.has(Member::LIVE) {
+                assert!(member.cursor <= head, "a cursor past the head");
+            }
+            if member.has(Member::WAITING) {
+                assert!(
+                    state.waiters.iter().any(|(s, _)| *s as usize == slot),
+                    "a waiting member without its waker"
+                );
+            }
+        }
+    }
+}
+
+/// The index's end of a group: pushes events into its ring.
+pub(crate) struct GroupSender {
+    ring: Arc<Ring>,
+}
+
+impl GroupSender {
+    /// Pushes `event` for every member, dropping the oldest past the capacity; wakes the
+    /// members waiting. Never refuses: lag is the members' to see.
+    pub(crate) fn push(&self, event: WatchEvent) {
+        let waiters = {
+            let mut state = self.ring.lock();
+            if matches!(
+                event.event_type,
+                WatchEventType::Put | WatchEventType::Delete | WatchEventType::Progress
+            ) {
+                state.last_revision = state.last_revision.max(event.revision);
+            }
+            state.events.push_back(event);
+            if state.events.len() > self.ring.capacity {
+                state.events.pop_front();
+                state.base += 1;
+            }
+            if state.waiters.is_empty() {
+                return;
+            }
+            state.take_waiters()
+        };
+        for (_, waker) in waiters {
+            waker.wake();
+        }
+    }
+
+    /// True once no member is left (the last one's unregistration is on its way).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.ring.members() == 0
+    }
+
+    /// The group's ring.
+    pub(crate) fn ring(&self) -> &Arc<Ring> {
+        &self.ring
+    }
+}
+
+impl Clone for GroupSender {
+    fn clone(&self) -> Self {
+        // Relaxed: made from a live sender, so the count cannot reach zero meanwhile.
+        self.ring.senders.fetch_add(1, Ordering::Relaxed);
+        Self {
+            ring: Arc::clone(&self.ring),
+        }
+    }
+}
+
+impl Drop for GroupSender {
+    fn drop(&mut self) {
+        // AcqRel: the last sender's decrement follows every other sender's pushes; the
+        // close below takes the lock, which orders it with the members' reads.
+        if self.ring.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.ring.close();
+        }
+    }
+}
+
+/// The receiving end of one member of a shared fan-out group (see
+/// [`WatchSpec::grouped`](crate::WatchSpec::grouped)). Receives what a compact watcher of
+/// the same spec would, until it falls more than its buffer behind: then one Canceled event
+/// ([`CancelReason::BufferOverflowAt`](crate::CancelReason::BufferOverflowAt), the revision
+/// to resume from), then `None`. Dropping it leaves the group.
+pub struct GroupReceiver {
+    ring: Arc<Ring>,
+    slot: u32,
+    id: u64,
+}
+
+impl GroupReceiver {
+    pub(crate) fn new(ring: Arc<Ring>, slot: u32, id: u64) -> Self {
+        Self { ring, slot, id }
+    }
+
+    /// The member's id (one sequence with every other watcher's).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The next event, waiting for one if none is there; `None` once the group's watcher
+    /// left the index (after what was still in the ring for it), or after its lag sentinel.
+    /// Cancel-safe.
+    pub async fn recv(&mut self) -> Option<WatchEvent> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// The next event if one is there.
+    pub fn try_recv(&mut self) -> Result<WatchEvent, TryRecvError> {
+        let (outcome, release) = self.take();
+        self.give_back(release);
+        outcome
+    }
+
+    /// Polls for the next event (the building block of [`Self::recv`] and `Stream`).
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
+        let (outcome, release) = self.take_or_wait(Some(cx.waker()));
+        self.give_back(release);
+        match outcome {
+            Ok(event) => Poll::Ready(Some(event)),
+            Err(TryRecvError::Disconnected) => Poll::Ready(None),
+            Err(TryRecvError::Empty) => Poll::Pending,
+        }
+    }
+
+    fn take(&mut self) -> (Result<WatchEvent, TryRecvError>, Option<MemberRelease>) {
+        self.take_or_wait(None)
+    }
+
+    /// One read under the ring's lock; with `waker`, registers it if nothing is there.
+    fn take_or_wait(
+        &mut self,
+        waker: Option<&Waker>,
+    ) -> (Result<WatchEvent, TryRecvError>, Option<MemberRelease>) {
+        let mut state = self.ring.lock();
+        let base = state.base;
+        let head = state.head();
+        let closed = state.closed;
+        let slot = self.slot;
+        let RingState {
+            events,
+            members,
+            waiters,
+            ..
+        } = &mut *state;
+        let Some(member) = members.get_mut(slot as usize) else {
+            return (Err(TryRecvError::Disconnected), None);
+        };
+        if member.has(Member::ENDED) {
+            return (Err(TryRecvError::Disconnected), None);
+        }
+        if member.cursor < base {
+            member.state |= Member::ENDED;
+            let sentinel = WatchEvent::overflow_sentinel_at(
+                self.ring.key.pattern.clone(),
+                member.last_revision + 1,
+            );
+            return (Ok(sentinel), member.release());
+        }
+        if member.cursor < head {
+            let event = events[(member.cursor - base) as usize].clone();
+            member.cursor += 1;
+            if matches!(
+                event.event_type,
+                WatchEventType::Put | WatchEventType::Delete | WatchEventType::Progress
+            ) {
+                member.last_revision = event.revision;
+            }
+            return (Ok(event), None);
+        }
+        if closed {
+            return (Err(TryRecvError::Disconnected), None);
+        }
+        if let Some(waker) = waker {
+            if member.has(Member::WAITING) {
+                if let Some(entry) = waiters.iter_mut().find(|(s, _)| *s == slot) {
+                    if !entry.1.will_wake(waker) {
+                        entry.1 = waker.clone();
+                    }
+                }
+            } else {
+                member.state |= Member::WAITING;
+                waiters.push((slot, waker.clone()));
+            }
+        }
+        (Err(TryRecvError::Empty), None)
+    }
+
+    fn give_back(&self, release: Option<MemberRelease>) {
+        if let (Some(release), Some(shared)) = (release, self.ring.registry.upgrade()) {
+            shared.release_member(release, self.ring.key.flags.contains(Flags::PREV_KV));
+        }
+    }
+
+    /// Events in the ring that this member has not read yet (at most the buffer size; a
+    /// lagged member has none left to read).
+    pub fn len(&self) -> usize {
+        let state = self.ring.lock();
+        match state.members.get(self.slot as usize) {
+            Some(m) if !m.has(Member::ENDED) && m.cursor >= state.base => {
+                (state.head() - m.cursor) as usize
+            }
+            _ => 0,
+        }
+    }
+
+    /// True when nothing is waiting for this member.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True once no more events can come to it (the group's watcher left the index, or it
+    /// got its lag sentinel); some may still be there to read.
+    pub fn is_closed(&self) -> bool {
+        let state = self.ring.lock();
+        state.closed
+            || state
+                .members
+                .get(self.slot as usize)
+                .is_none_or(|m| m.has(Member::ENDED))
+    }
+
+    /// Members of its group, itself included.
+    pub fn group_size(&self) -> usize {
+        self.ring.members()
+    }
+
+    /// What it watches.
+    pub fn target(&self) -> Target {
+        Target::from_stored(self.ring.key.kind, &self.ring.key.pattern)
+    }
+}
+
+impl Drop for GroupReceiver {
+    fn drop(&mut self) {
+        let Some(shared) = self.ring.registry.upgrade() else {
+            // The registry is gone, and every unit with it.
+            self.ring.leave(self.slot);
+            return;
+        };
+        let last = shared.leave_group(&self.ring, || self.ring.leave(self.slot));
+        if let Some(removal) = last {
+            shared.unregister(removal);
+        }
+    }
+}
+
+impl futures_core::Stream for GroupReceiver {
+    type Item = WatchEvent;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl fmt::Debug for GroupReceiver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupReceiver")
+            .field("id", &self.id)
+            .field("group", &self.ring.watcher_id)
+            .field("queued", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One member of a shared fan-out group, as [`WatchRegistry::watch`](crate::WatchRegistry::watch)
+/// returns it for a [`WatchSpec::grouped`](crate::WatchSpec::grouped) spec. Dropping it (or
+/// its receiver, after [`Self::into_receiver`]) leaves the group; the last member leaving
+/// unregisters the group's watcher.
+pub struct GroupedWatcherHandle {
+    receiver: GroupReceiver,
+}
+
+impl GroupedWatcherHandle {
+    pub(crate) fn new(receiver: GroupReceiver) -> Self {
+        Self { receiver }
+    }
+
+    /// The member's id.
+    pub fn id(&self) -> u64 {
+        self.receiver.id
+    }
+
+    /// The watched key, or the stored target (see [`WatcherHandle::key`](crate::WatcherHandle::key)).
+    pub fn key(&self) -> &Bytes {
+        &self.receiver.ring.key.pattern
+    }
+
+    /// True for a watcher of a slash prefix.
+    pub fn is_prefix(&self) -> bool {
+        self.receiver.ring.key.kind == TargetKind::Prefix
+    }
+
+    /// What the watcher watches.
+    pub fn target(&self) -> Target {
+        self.receiver.target()
+    }
+
+    /// The receiver of this member's events.
+    pub fn receiver_mut(&mut self) -> &mut GroupReceiver {
+        &mut self.receiver
+    }
+
+    /// Gives up the handle for `(id, key, receiver)`; the member stays in its group until
+    /// the receiver is dropped.
+    pub fn into_receiver(self) -> (u64, Bytes, GroupReceiver) {
+        let key = self.receiver.ring.key.pattern.clone();
+        (self.receiver.id, key, self.receiver)
+    }
+}
+
+impl fmt::Debug for GroupedWatcherHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupedWatcherHandle")
+            .field("id", &self.id())
+            .field("key", self.key())
+            .field("group", &self.receiver.ring.watcher_id)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(watchtrie_loom)))]
+mod tests {
+    use super::*;
+
+    fn put(revision: u64) -> WatchEvent {
+        WatchEvent {
+            event_type: WatchEventType::Put,
+            key: Bytes::from_static(b"/k"),
+            value: Bytes::new(),
+            prev_value: None,
+            revision,
+        }
+    }
+
+    fn ring(capacity: usize) -> (Arc<Ring>, GroupSender) {
+        let key = GroupKey {
+            kind: TargetKind::Exact,
+            pattern: Bytes::from_static(b"/k"),
+            flags: Flags::default(),
+        };
+        Ring::new(key, 1, capacity, Weak::new())
+    }
+
+    fn member(ring: &Arc<Ring>, id: u64) -> GroupReceiver {
+        let slot = ring.join(id, false).expect("open ring");
+        GroupReceiver::new(Arc::clone(ring), slot, id)
+    }
+
+    fn drain(receiver: &mut GroupReceiver) -> Vec<u64> {
+        std::iter::from_fn(|| receiver.try_recv().ok())
+            .map(|e| e.revision)
+            .collect()
+    }
+
+    #[test]
+    fn every_member_reads_every_event_pushed_after_it_joined() {
+        let (ring, sender) = ring(8);
+        let mut early = member(&ring, 10);
+        sender.push(put(1));
+        let mut late = member(&ring, 11);
+        sender.push(put(2));
+        ring.check_invariants();
+        assert_eq!(drain(&mut early), vec![1, 2]);
+        assert_eq!(drain(&mut late), vec![2]);
+        assert_eq!(late.try_recv().unwrap_err(), TryRecvError::Empty);
+    }
+
+    #[test]
+    fn a_member_more_than_its_buffer_behind_gets_one_sentinel_resuming_after_its_last_read() {
+        let (ring, sender) = ring(3);
+        let mut slow = member(&ring, 10);
+        let mut fast = member(&ring, 11);
+        sender.push(put(5));
+        assert_eq!(drain(&mut slow), vec![5]);
+        assert_eq!(drain(&mut fast), vec![5]);
+        for revision in [6, 7, 8] {
+            sender.push(put(revision));
+            assert_eq!(drain(&mut fast), vec![revision]);
+        }
+        assert_eq!(slow.len(), 3, "exactly its buffer behind: nothing lost yet");
+        sender.push(put(9));
+        assert_eq!(drain(&mut fast), vec![9], "a member keeping up never lags");
+        ring.check_invariants();
+        let sentinel = slow.try_recv().unwrap();
+        assert_eq!(sentinel.event_type, WatchEventType::Canceled);
+        assert_eq!(
+            sentinel.cancel_reason(),
+            Some(crate::event::CancelReason::BufferOverflowAt { resume_from: 6 })
+        );
+        assert_eq!(slow.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        assert!(slow.is_closed());
+    }
+
+    #[test]
+    fn a_member_that_read_nothing_resumes_after_the_ring_as_it_joined() {
+        let (ring, sender) = ring(1);
+        sender.push(put(4));
+        let mut idle = member(&ring, 10);
+        sender.push(put(7));
+        sender.push(put(8));
+        assert_eq!(
+            idle.try_recv().unwrap().cancel_reason(),
+            Some(crate::event::CancelReason::BufferOverflowAt { resume_from: 5 })
+        );
+    }
+
+    #[test]
+    fn the_stream_ends_when_the_last_sender_goes_after_what_is_left() {
+        let (ring, sender) = ring(4);
+        let twin = sender.clone();
+        let mut m = member(&ring, 10);
+        sender.push(put(1));
+        drop(sender);
+        assert!(!m.is_closed());
+        drop(twin);
+        assert!(m.is_closed());
+        assert_eq!(drain(&mut m), vec![1]);
+        assert_eq!(m.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        assert!(
+            ring.join(11, false).is_none(),
+            "a closed ring takes no member"
+        );
+    }
+
+    #[test]
+    fn each_member_is_released_once_whoever_comes_first() {
+        let (ring, sender) = ring(1);
+        let mut lagged = member(&ring, 10);
+        let other = member(&ring, 11);
+        sender.push(put(1));
+        sender.push(put(2));
+        let first = ring.release_lagged();
+        assert_eq!(first.len(), 2, "both more than one event behind");
+        assert!(ring.release_lagged().is_empty(), "released once");
+        assert!(ring.release_all().is_empty());
+        let (_, release) = lagged.take();
+        assert!(
+            release.is_none(),
+            "reading the sentinel releases nothing twice"
+        );
+        assert_eq!(ring.leave(other.slot), (None, false));
+        assert_eq!(ring.leave(lagged.slot), (None, true), "the last one out");
+        ring.check_invariants();
+    }
+
+    #[test]
+    fn only_waiting_members_are_woken_and_each_once() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let (ring, sender) = ring(8);
+        let mut waiting = member(&ring, 10);
+        let _reading = member(&ring, 11);
+        let count = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(waiting.poll_recv(&mut cx).is_pending());
+        assert!(
+            waiting.poll_recv(&mut cx).is_pending(),
+            "polled twice, one waker kept"
+        );
+        ring.check_invariants();
+        sender.push(put(1));
+        sender.push(put(2));
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(matches!(waiting.poll_recv(&mut cx), Poll::Ready(Some(_))));
+    }
+}
