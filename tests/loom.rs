@@ -1,7 +1,8 @@
-//! Loom models of the publish protocol, the cleanup paths and the compact channel: every
-//! interleaving (up to a preemption bound) of writers serialising, the snapshot swap, readers
-//! loading and letting go, a writer waiting for the last reader of a snapshot before it
-//! changes it, and a compact channel's senders, receiver and wake-ups.
+//! Loom models of the publish protocol, the cleanup paths, the compact channel and the
+//! group ring: every interleaving (up to a preemption bound) of writers serialising, the
+//! snapshot swap, readers loading and letting go, a writer waiting for the last reader of a
+//! snapshot before it changes it, a compact channel's senders, receiver and wake-ups, and a
+//! group ring's push, reads, lag, close and wake-ups.
 //!
 //! Built only under the model's cfg, in a target directory of its own (the flag changes
 //! every crate's fingerprint):
@@ -320,6 +321,95 @@ fn an_offer_racing_a_draining_receiver_is_received_exactly_once() {
         );
         assert!(receiver.is_empty());
         assert_eq!(registry.metrics().read().deliveries, 3);
+        registry.check_invariants();
+    });
+}
+
+/// A grouped member of `/k` (its receiver: dropping it leaves the group).
+fn member(registry: &WatchRegistry) -> watchtrie::GroupReceiver {
+    let spec = watchtrie::WatchSpec::exact(Bytes::from_static(b"/k")).grouped();
+    registry.watch(spec).unwrap().into_receiver().2
+}
+
+#[test]
+fn a_waiting_member_is_woken_by_the_push_and_reads_each_event_once() {
+    model(|| {
+        let (registry, mut inline) = setup(4);
+        let mut waiting = member(&registry);
+        let mut other = member(&registry);
+        let reader = thread::spawn(move || {
+            // Parks between polls: a lost wake-up is a deadlock, which loom reports.
+            let first = block_on(waiting.recv()).unwrap().revision;
+            let second = block_on(waiting.recv()).unwrap().revision;
+            [first, second]
+        });
+        inline.dispatch(&event(b"/k", 1));
+        inline.dispatch(&event(b"/k", 2));
+        assert_eq!(reader.join().unwrap(), [1, 2]);
+        let seen: Vec<u64> = std::iter::from_fn(|| other.try_recv().ok())
+            .map(|e| e.revision)
+            .collect();
+        assert_eq!(seen, [1, 2], "a member not waiting reads the same");
+        registry.check_invariants();
+    });
+}
+
+#[test]
+fn a_member_lagging_while_it_reads_resumes_exactly_and_its_stream_ends() {
+    model(|| {
+        let (registry, mut inline) = setup(1);
+        let mut reader_side = member(&registry);
+        let reader = thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut cancel = None;
+            while let Some(event) = block_on(reader_side.recv()) {
+                assert!(cancel.is_none(), "nothing after the cancel");
+                match event.cancel_reason() {
+                    Some(watchtrie::CancelReason::BufferOverflowAt { resume_from }) => {
+                        cancel = Some(resume_from)
+                    }
+                    Some(other) => panic!("unexpected cancel {other:?}"),
+                    None => seen.push(event.revision),
+                }
+            }
+            (seen, cancel)
+        });
+        for revision in 1..=3 {
+            inline.dispatch(&event(b"/k", revision));
+        }
+        // The group's watcher leaves with the registry: the stream ends after what is left.
+        drop((inline, registry));
+        let (seen, cancel) = reader.join().unwrap();
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
+        match cancel {
+            // Lagged: it resumes right after what it read, and had read no gap.
+            Some(resume_from) => {
+                assert_eq!(resume_from, seen.last().map_or(1, |last| last + 1));
+                assert_eq!(seen, (1..resume_from).collect::<Vec<_>>());
+            }
+            // Kept up: it read the last event, and no gap before it.
+            None => assert_eq!(seen.last(), Some(&3), "{seen:?}"),
+        }
+    });
+}
+
+#[test]
+fn a_members_drop_racing_a_push_releases_it_once_and_keeps_the_group() {
+    model(|| {
+        let (registry, mut inline) = setup(4);
+        let leaving = member(&registry);
+        let mut staying = member(&registry);
+        let dropper = thread::spawn(move || drop(leaving));
+        inline.dispatch(&event(b"/k", 1));
+        inline.dispatch(&event(b"/k", 2));
+        dropper.join().unwrap();
+        settle(&mut inline);
+        assert_eq!(registry.active_watcher_count(), 1);
+        assert_eq!(registry.watcher_count(&Bytes::from_static(b"/k")), 1);
+        let seen: Vec<u64> = std::iter::from_fn(|| staying.try_recv().ok())
+            .map(|e| e.revision)
+            .collect();
+        assert_eq!(seen, [1, 2]);
         registry.check_invariants();
     });
 }

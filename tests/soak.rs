@@ -1,5 +1,5 @@
-//! Concurrent soak with a delivery checker: client threads register (drop-in and compact
-//! watchers, half each), drop, convert with
+//! Concurrent soak with a delivery checker: client threads register (drop-in, compact and
+//! grouped watchers, a third each), drop, convert with
 //! `into_receiver` and drop receivers at random while a producer streams events through
 //! `WatchDispatcher::run` (in a second pass through `InlineDispatcher`, in a third through
 //! `run` with every opt-in on: incremental heartbeats every 20 ms, the closed-receiver sweep,
@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use watchtrie::{
-    CancelReason, CompactReceiver, CompactWatcherHandle, DispatchOptions, HeartbeatMode,
-    InlineDispatcher, LagPolicy, TryRecvError, WatchDispatcher, WatchEvent, WatchEventType,
-    WatchRegistry, WatchResponse, WatcherHandle,
+    CancelReason, CompactReceiver, CompactWatcherHandle, DispatchOptions, GroupReceiver,
+    GroupedWatcherHandle, HeartbeatMode, InlineDispatcher, LagPolicy, TryRecvError,
+    WatchDispatcher, WatchEvent, WatchEventType, WatchRegistry, WatchResponse, WatchSpec,
+    WatcherHandle,
 };
 
 /// Events each watcher's channel holds: small enough that sleepers overflow on purpose.
@@ -92,12 +93,14 @@ enum Habit {
     Sleeper,
 }
 
-/// A drop-in or a compact watcher, held by its handle or by its bare receiver.
+/// A drop-in, compact or grouped watcher, held by its handle or by its bare receiver.
 enum Receiving {
     Handle(WatcherHandle),
     Receiver(mpsc::Receiver<WatchEvent>),
     CompactHandle(CompactWatcherHandle),
     CompactReceiver(CompactReceiver),
+    GroupHandle(GroupedWatcherHandle),
+    GroupReceiver(GroupReceiver),
 }
 
 /// What a receiver had.
@@ -145,6 +148,8 @@ impl Watch {
             Receiving::Receiver(r) => tokio(r.try_recv()),
             Receiving::CompactHandle(h) => compact(h.receiver_mut().try_recv()),
             Receiving::CompactReceiver(r) => compact(r.try_recv()),
+            Receiving::GroupHandle(h) => compact(h.receiver_mut().try_recv()),
+            Receiving::GroupReceiver(r) => compact(r.try_recv()),
         }
     }
 
@@ -157,6 +162,7 @@ impl Watch {
             Receiving::CompactHandle(handle) => {
                 Receiving::CompactReceiver(handle.into_receiver().2)
             }
+            Receiving::GroupHandle(handle) => Receiving::GroupReceiver(handle.into_receiver().2),
             converted => converted,
         };
     }
@@ -227,9 +233,13 @@ impl Watch {
             (Some(end), false) => end,
             _ => self.got.last().copied().unwrap_or(0),
         };
-        // A lag sentinel promises every matching event before its resume point.
+        // A lag sentinel, or a group member's cancel, promises every matching event before
+        // its resume point.
         let last = match self.reason {
-            Some(CancelReason::Lagged { resume_from }) => last.max(resume_from - 1),
+            Some(
+                CancelReason::Lagged { resume_from }
+                | CancelReason::BufferOverflowAt { resume_from },
+            ) => last.max(resume_from - 1),
             _ => last,
         };
         let mut got = self.got.iter().peekable();
@@ -274,18 +284,25 @@ fn client(shared: Arc<Shared>, seed: u64) -> (Vec<Watch>, usize) {
                 let bytes = Bytes::from(watched.clone());
                 let registry = &shared.registry;
                 let prev_kv = !is_prefix && rng.below(2) == 0;
-                // Half of the watchers are compact: both channel kinds under one checker.
-                let receiving = match (is_prefix, rng.below(2) == 0) {
-                    (true, false) => {
-                        Receiving::Handle(registry.register_prefix(bytes, false).unwrap())
-                    }
-                    (false, false) => Receiving::Handle(registry.register(bytes, prev_kv).unwrap()),
-                    (true, true) => Receiving::CompactHandle(
+                // A third of the watchers each drop-in, compact and grouped: every kind
+                // under one checker (grouped members of one target share a group).
+                let receiving = match (is_prefix, rng.below(3)) {
+                    (true, 0) => Receiving::Handle(registry.register_prefix(bytes, false).unwrap()),
+                    (false, 0) => Receiving::Handle(registry.register(bytes, prev_kv).unwrap()),
+                    (true, 1) => Receiving::CompactHandle(
                         registry.register_prefix_compact(bytes, false).unwrap(),
                     ),
-                    (false, true) => {
+                    (false, 1) => {
                         Receiving::CompactHandle(registry.register_compact(bytes, prev_kv).unwrap())
                     }
+                    (true, _) => Receiving::GroupHandle(
+                        registry.watch(WatchSpec::prefix(bytes).grouped()).unwrap(),
+                    ),
+                    (false, _) => Receiving::GroupHandle(
+                        registry
+                            .watch(WatchSpec::exact(bytes).prev_kv(prev_kv).grouped())
+                            .unwrap(),
+                    ),
                 };
                 let lo = shared.sent.load(Ordering::SeqCst);
                 let habit = if rng.below(4) == 0 {

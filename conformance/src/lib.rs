@@ -10,9 +10,11 @@
 //! - [`model`]: for what the reference does not have (every target kind, filters, keys-only,
 //!   owners, progress on demand), a naive model of the semantics, run against watchtrie the
 //!   same way;
-//! - [`history`]: a model of history, catch-up and compaction (watches from a revision).
+//! - [`history`]: a model of history, catch-up and compaction (watches from a revision);
+//! - [`groups`]: shared fan-out groups against lone compact watchers of the same spec.
 
 pub mod driver;
+pub mod groups;
 pub mod history;
 pub mod model;
 pub mod ops;

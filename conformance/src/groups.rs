@@ -1,0 +1,292 @@
+//! Shared fan-out groups against lone compact watchers (the reference has no groups): each
+//! step registers a pair (a compact watcher and a grouped member of the same spec), sends an
+//! event, reads pairs in lockstep, drops a pair, asks for Progress or sweeps. The rule
+//! checked, read by read: a member receives exactly what its lone twin receives until it
+//! lags; it lags exactly when its twin overflows (the same threshold), and its cancel says
+//! where to resume: one past the last event it read, and at most the first Put or Delete it
+//! missed, so a resume from there misses no change and repeats none.
+
+use std::sync::Arc;
+
+use arbitrary::Arbitrary;
+use proptest::prelude::*;
+use tokio::sync::mpsc;
+use watchtrie::{
+    CancelReason, CompactWatcherHandle, GroupedWatcherHandle, InlineDispatcher, TryRecvError,
+    WatchEvent, WatchEventType, WatchRegistry, WatchResponse, WatchSpec,
+};
+
+use crate::model::{TargetSpec, KEYS};
+
+/// One step of a case.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// A compact watcher and a grouped member of one spec.
+    Register {
+        target: TargetSpec,
+        prev_kv: bool,
+        keys_only: bool,
+    },
+    /// Dispatch one event on `KEYS[key]`.
+    Event { key: u8, delete: bool },
+    /// Read up to `max` times from both sides of a pair.
+    Read { pair: u8, max: u8 },
+    /// Drop both sides of a pair.
+    Drop { pair: u8 },
+    /// A Progress to every watcher.
+    Progress,
+    /// The closed-receiver sweep (it releases lagged members).
+    Sweep,
+}
+
+/// A case: the buffer size (1 to 4) and the steps.
+#[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
+pub struct Case {
+    pub buffer: u8,
+    pub ops: Vec<Op>,
+}
+
+/// A proptest strategy for [`Case`].
+pub fn case() -> impl Strategy<Value = Case> {
+    let target = (0u8..6, any::<u8>(), any::<u8>()).prop_map(|(k, a, b)| TargetSpec::new(k, a, b));
+    let op = prop_oneof![
+        3 => (target, any::<bool>(), any::<bool>())
+            .prop_map(|(target, prev_kv, keys_only)| Op::Register { target, prev_kv, keys_only }),
+        6 => (any::<u8>(), any::<bool>()).prop_map(|(key, delete)| Op::Event { key, delete }),
+        4 => (any::<u8>(), 0u8..6).prop_map(|(pair, max)| Op::Read { pair, max }),
+        1 => any::<u8>().prop_map(|pair| Op::Drop { pair }),
+        1 => Just(Op::Progress),
+        1 => Just(Op::Sweep),
+    ];
+    (1u8..=4, proptest::collection::vec(op, 0..80)).prop_map(|(buffer, ops)| Case { buffer, ops })
+}
+
+/// A pair and what its member has read.
+struct Pair {
+    lone: CompactWatcherHandle,
+    member: GroupedWatcherHandle,
+    /// The revision of the last Put, Delete or Progress the member read.
+    member_last: Option<u64>,
+    /// The member got its cancel: the lone twin must overflow too.
+    member_ended: bool,
+    /// Events the lone twin read after the member's cancel: the first one's revision bounds
+    /// the member's resume.
+    first_missed: Option<u64>,
+    resume_from: Option<u64>,
+    /// The lone twin got its overflow sentinel.
+    lone_overflowed: bool,
+}
+
+fn is_cancel(event: &WatchEvent) -> bool {
+    event.event_type == WatchEventType::Canceled
+}
+
+/// A Put or a Delete: what a resume replays.
+fn is_change(event: &WatchEvent) -> bool {
+    matches!(
+        event.event_type,
+        WatchEventType::Put | WatchEventType::Delete
+    )
+}
+
+/// Runs `case`; the first divergence from the rule, described.
+pub fn run(case: &Case) -> Result<(), String> {
+    let buffer = usize::from(case.buffer.clamp(1, 4));
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(buffer, tx));
+    let mut dispatcher = InlineDispatcher::new(registry.clone(), rx);
+    let mut pairs: Vec<Pair> = Vec::new();
+    let mut revision = 0u64;
+    for (step, op) in case.ops.iter().enumerate() {
+        let at = |what: String| format!("step {step} ({op:?}): {what}");
+        match op {
+            Op::Register {
+                target,
+                prev_kv,
+                keys_only,
+            } => {
+                let spec = WatchSpec::new(target.target())
+                    .prev_kv(*prev_kv)
+                    .keys_only(*keys_only);
+                match (
+                    registry.watch(spec.clone().compact()),
+                    registry.watch(spec.grouped()),
+                ) {
+                    (Ok(lone), Ok(member)) => pairs.push(Pair {
+                        lone,
+                        member,
+                        member_last: None,
+                        member_ended: false,
+                        first_missed: None,
+                        resume_from: None,
+                        lone_overflowed: false,
+                    }),
+                    (Err(a), Err(b)) if a == b => {}
+                    (a, b) => {
+                        return Err(at(format!(
+                            "registrations disagree: lone {:?}, member {:?}",
+                            a.err(),
+                            b.err()
+                        )))
+                    }
+                }
+            }
+            Op::Event { key, delete } => {
+                revision += 1;
+                let key = KEYS[usize::from(*key) % KEYS.len()];
+                dispatcher.dispatch(&WatchResponse {
+                    key: bytes::Bytes::from_static(key),
+                    value: if *delete {
+                        bytes::Bytes::new()
+                    } else {
+                        bytes::Bytes::from(revision.to_string())
+                    },
+                    prev_value: bytes::Bytes::from_static(b"prev"),
+                    revision,
+                    event_type: i32::from(*delete),
+                    ..Default::default()
+                });
+            }
+            Op::Read { pair, max } => {
+                if pairs.is_empty() {
+                    continue;
+                }
+                let i = usize::from(*pair) % pairs.len();
+                for _ in 0..*max {
+                    read_both(&mut pairs[i]).map_err(at)?;
+                }
+            }
+            Op::Drop { pair } => {
+                if !pairs.is_empty() {
+                    let i = usize::from(*pair) % pairs.len();
+                    let dropped = pairs.swap_remove(i);
+                    check_end(&dropped).map_err(at)?;
+                }
+            }
+            Op::Progress => {
+                dispatcher.broadcast_progress(revision);
+            }
+            Op::Sweep => {
+                dispatcher.sweep_closed_receivers(usize::MAX);
+            }
+        }
+        dispatcher.process_unregistrations();
+        registry.check_invariants();
+    }
+    // Read everything that is left: the rule holds to the end of every stream.
+    for pair in &mut pairs {
+        for _ in 0..2 * buffer + 4 {
+            read_both(pair)?;
+        }
+        check_end(pair)?;
+    }
+    Ok(())
+}
+
+/// One read from each side of `pair`, compared.
+fn read_both(pair: &mut Pair) -> Result<(), String> {
+    let lone = pair.lone.receiver_mut().try_recv();
+    if pair.member_ended {
+        // Only the lone twin goes on: it has its queue to read, then its sentinel.
+        if let Ok(event) = &lone {
+            if is_cancel(event) {
+                pair.lone_overflowed = true;
+            } else if pair.first_missed.is_none() && is_change(event) {
+                pair.first_missed = Some(event.revision);
+                let resume = pair.resume_from.unwrap_or(0);
+                if resume > event.revision {
+                    return Err(format!(
+                        "the member resumes from {resume}, past {} which it never got",
+                        event.revision
+                    ));
+                }
+            }
+        }
+        return match pair.member.receiver_mut().try_recv() {
+            Err(TryRecvError::Disconnected) => Ok(()),
+            other => Err(format!("a member read {other:?} after its cancel")),
+        };
+    }
+    let member = pair.member.receiver_mut().try_recv();
+    match (&lone, &member) {
+        (Ok(a), Ok(b)) if !is_cancel(b) => {
+            if a != b {
+                return Err(format!("lone read {a:?}, member read {b:?}"));
+            }
+            if is_cancel(a) {
+                return Err(format!("lone overflowed, member read on: {b:?}"));
+            }
+            if !is_cancel(b) {
+                pair.member_last = Some(b.revision);
+            }
+            Ok(())
+        }
+        (Ok(a), Ok(cancel)) => {
+            // The member lagged: its twin must have overflowed at the same event, and is
+            // still reading what its queue kept.
+            let Some(CancelReason::BufferOverflowAt { resume_from }) = cancel.cancel_reason()
+            else {
+                return Err(format!(
+                    "a member's cancel without a resume point: {cancel:?}"
+                ));
+            };
+            if pair.member_last.is_some_and(|last| resume_from != last + 1) {
+                return Err(format!(
+                    "resume from {resume_from}, not one past the last read {:?}",
+                    pair.member_last
+                ));
+            }
+            pair.member_ended = true;
+            pair.resume_from = Some(resume_from);
+            if is_cancel(a) {
+                return Err(format!(
+                    "the twin read its sentinel {a:?} where the member still had events to miss"
+                ));
+            }
+            // A Progress carries no change to replay: the bound is the first Put or Delete.
+            if is_change(a) {
+                pair.first_missed = Some(a.revision);
+                if resume_from > a.revision {
+                    return Err(format!(
+                        "the member resumes from {resume_from}, past {} which it never got",
+                        a.revision
+                    ));
+                }
+            }
+            Ok(())
+        }
+        (Err(TryRecvError::Empty), Err(TryRecvError::Empty)) => Ok(()),
+        (a, b) => Err(format!("lone {a:?}, member {b:?}")),
+    }
+}
+
+/// At a pair's end: the member lagged exactly when its twin overflowed (a twin's queued
+/// events may still be unread, so only "member lagged implies twin overflows" is checked
+/// once the twin's queue was drained).
+fn check_end(pair: &Pair) -> Result<(), String> {
+    if pair.lone_overflowed && !pair.member_ended {
+        return Err("the twin overflowed, the member never lagged".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_that_falls_behind_lags_with_its_twin() {
+        let target = TargetSpec::new(0, 4, 0); // exact /a/b
+        let mut ops = vec![Op::Register {
+            target,
+            prev_kv: false,
+            keys_only: false,
+        }];
+        ops.extend((0..4).map(|_| Op::Event {
+            key: 4,
+            delete: false,
+        }));
+        ops.push(Op::Read { pair: 0, max: 6 });
+        run(&Case { buffer: 2, ops }).unwrap();
+    }
+}
