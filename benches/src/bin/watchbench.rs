@@ -36,11 +36,13 @@ OPTIONS:
                     (100K events, 64 MiB) against watchtrie without, alternated, instead
                     of against the reference; then the history's heap bytes against the
                     bytes of the events it holds
-  --compact         mixed, miss, deep, fanout: watchtrie's compact watchers too, beside its
-                    drop-in ones and the reference (alternated runs), so that the floor
-                    each channel kind pays shows
+  --compact         mixed, miss, deep, fanout: watchtrie's compact and grouped watchers too,
+                    beside its drop-in ones and the reference (alternated runs), so that
+                    the floor each kind pays shows
   --svg FILE        mixed, miss, deep: also run at 1K, 10K, 100K watchers (up to --watchers)
                     and plot events/s against watcher count (log axis) to FILE;
+                    fanout: plot the dispatcher's µs per event against watchers per key
+                    (with --compact: compact and grouped watchers too);
                     scale: plot heap bytes per watcher against watcher count (10K, 100K,
                     1M, --watchers) for compact, drop-in and the reference
   -h, --help        this text
@@ -226,9 +228,15 @@ fn main() -> ExitCode {
     let watchers = opts
         .watchers
         .unwrap_or_else(|| default_watchers(&opts.scenario));
-    if opts.svg.is_some() && !matches!(opts.scenario.as_str(), "mixed" | "miss" | "deep" | "scale")
+    if opts.svg.is_some()
+        && !matches!(
+            opts.scenario.as_str(),
+            "mixed" | "miss" | "deep" | "scale" | "fanout"
+        )
     {
-        eprintln!("watchbench: --svg plots the dispatch scenarios (mixed, miss, deep) and scale");
+        eprintln!(
+            "watchbench: --svg plots the dispatch scenarios (mixed, miss, deep), fanout and scale"
+        );
         return ExitCode::from(2);
     }
     let need = if opts.scenario == "scale" {
@@ -385,9 +393,10 @@ fn history_report(rt: &tokio::runtime::Runtime, w: &Workload, dopts: &DispatchOp
     ExitCode::SUCCESS
 }
 
-/// `--compact`: the scenario with the reference, watchtrie's drop-in watchers and its
-/// compact watchers, in the order reference, drop-in, compact, compact, drop-in, reference
-/// after a warm-up; the best of two of each.
+/// `--compact`: the scenario with the reference, watchtrie's drop-in watchers, its compact
+/// watchers and its grouped ones (watchers of a repeated target share a group), in the
+/// order reference, drop-in, compact, grouped, grouped, compact, drop-in, reference after a
+/// warm-up; the best of two of each.
 fn compact_report(
     rt: &tokio::runtime::Runtime,
     opts: &Options,
@@ -409,9 +418,11 @@ fn compact_report(
     let r1 = run::<Reference>(rt, w, dopts, "run 1");
     let d1 = run::<Watchtrie>(rt, w, dopts, "run 2");
     let c1 = run::<WatchtrieCompact>(rt, w, dopts, "run 3");
-    let c2 = run::<WatchtrieCompact>(rt, w, dopts, "run 4");
-    let d2 = run::<Watchtrie>(rt, w, dopts, "run 5");
-    let r2 = run::<Reference>(rt, w, dopts, "run 6");
+    let g1 = run::<WatchtrieGrouped>(rt, w, dopts, "run 4");
+    let g2 = run::<WatchtrieGrouped>(rt, w, dopts, "run 5");
+    let c2 = run::<WatchtrieCompact>(rt, w, dopts, "run 6");
+    let d2 = run::<Watchtrie>(rt, w, dopts, "run 7");
+    let r2 = run::<Reference>(rt, w, dopts, "run 8");
     if r1.deliveries != d1.deliveries || r1.deliveries != c1.deliveries {
         eprintln!(
             "watchbench: engines disagree: reference delivered {}, drop-in {}, compact {}",
@@ -419,10 +430,13 @@ fn compact_report(
         );
         return ExitCode::FAILURE;
     }
+    // Grouped members see lag when they read, so after an overflow their queued counts
+    // differ: they are reported, not required to agree.
     let rows = [
         ("reference", best(r1, r2)),
         ("watchtrie drop-in", best(d1, d2)),
         ("watchtrie compact", best(c1, c2)),
+        ("watchtrie grouped", best(g1, g2)),
     ];
     let reference_ns = rows[0].1.dispatch_ns;
     if opts.json {
@@ -455,16 +469,17 @@ fn compact_report(
     println!("machine: {}", cpu_model());
     println!();
     println!(
-        "{:<20} {:>10} {:>14} {:>12} {:>16}",
-        "engine", "ns/event", "ref/engine", "ns/register", "heap B/watcher"
+        "{:<20} {:>10} {:>14} {:>12} {:>16} {:>12}",
+        "engine", "ns/event", "ref/engine", "ns/register", "heap B/watcher", "queued"
     );
     for (name, r) in &rows {
         println!(
-            "{name:<20} {:>10.0} {:>13.2}× {:>12.0} {:>16.0}",
+            "{name:<20} {:>10.0} {:>13.2}× {:>12.0} {:>16.0} {:>12}",
             r.dispatch_ns,
             reference_ns / r.dispatch_ns,
             r.register_ns,
-            r.bytes_per_watcher.unwrap_or(f64::NAN)
+            r.bytes_per_watcher.unwrap_or(f64::NAN),
+            r.deliveries
         );
     }
     ExitCode::SUCCESS
@@ -1452,6 +1467,13 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
             rows.push((prefix, k, r, t, c, g, floor));
         }
     }
+    if let Some(path) = &opts.svg {
+        if let Err(e) = fanout_svg(path, &rows) {
+            eprintln!("watchbench: cannot write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
+        eprintln!("watchbench: plot written to {path}");
+    }
     // With every receiver reading: the whole process's CPU per delivery, so that a saving
     // in the dispatcher is not just moved to the readers.
     let mut cpu_rows = Vec::new();
@@ -1564,6 +1586,38 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// One `fanout` row: on a prefix, K, then ns per delivery of the reference, drop-in,
+/// compact and grouped watchers (NaN if not run), and the floor.
+type FanoutRow = (bool, usize, f64, f64, f64, f64, f64);
+
+/// `fanout --svg`: the dispatcher's µs per event against watchers on one key, one line per
+/// engine (compact and grouped only if they ran).
+fn fanout_svg(path: &str, rows: &[FanoutRow]) -> std::io::Result<()> {
+    let line = |pick: fn(&FanoutRow) -> f64| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter(|row| !row.0 && !pick(row).is_nan())
+            .map(|row| (row.1 as f64, pick(row) * row.1 as f64 / 1000.0))
+            .collect()
+    };
+    let mut series: Vec<watchbench::svg::Series<'_>> = vec![
+        ("reference", "#d62728", line(|r| r.2)),
+        ("watchtrie drop-in", "#1f77b4", line(|r| r.3)),
+    ];
+    for (name, colour, points) in [
+        ("watchtrie compact", "#2ca02c", line(|r| r.4)),
+        ("watchtrie grouped", "#9467bd", line(|r| r.5)),
+    ] {
+        if !points.is_empty() {
+            series.push((name, colour, points));
+        }
+    }
+    let title = "fanout: the dispatcher's cost per event, K watchers on one key";
+    std::fs::write(
+        path,
+        watchbench::svg::log_x_plot(title, "watchers on the key (K)", "µs per event", &series),
+    )
 }
 
 /// The scenarios of watchtrie alone (`watchbench::extended`); `None` for the others.
