@@ -487,7 +487,11 @@ impl<K: ChannelKind> WatchSpec<K> {
     /// - it cannot start from a revision ([`RegisterError::GroupedFromRevision`]);
     /// - `WatchRegistry::watcher_count` and friends count the group's one watcher in the
     ///   index, not its members; `active_watcher_count` counts members;
-    /// - a Progress requested for one member reaches every member of its group.
+    /// - a member has no `progress_request` of its own: Progress reaches it with its group's
+    ///   (heartbeats, `broadcast_progress`, a request for every watcher);
+    /// - `watch_many` creates one group per spec of a key that has no published group yet
+    ///   (a member joins only a group already published), so a batch's members of one new
+    ///   key do not share.
     pub fn grouped(self) -> WatchSpec<Grouped> {
         self.into_kind()
     }
