@@ -38,7 +38,7 @@
 //! | operation | cost |
 //! |---|---|
 //! | push (dispatcher, per event per group) | O(1) + O(members waiting) wake-ups |
-//! | join, leave | O(1) amortised (slab), a map probe |
+//! | join, leave | a map probe + O(1) amortised (slab); a leave also drops its waker, O(members waiting) |
 //! | receive | O(1): a lock and a clone of the event |
 //! | closed-receiver sweep of a group | O(members) |
 
