@@ -32,6 +32,11 @@
 //! policy, or the registry's teardown), which releases every member still holding units.
 //! The last member leaving takes the group out of the map and unregisters its watcher.
 //!
+//! **The sweep's scan** holds the ring's lock, which the dispatcher's push waits for, so one
+//! visit looks at no more than [`LAG_SCAN_STEP`] member slots and the next visit goes on from
+//! there: a group of N members is scanned once every ⌈N / step⌉ sweeps. A visit costs O(1)
+//! when no member still holding its units can be behind the oldest event (`held_low`).
+//!
 //! Lock order: the registry's writer lock, then the group map, then a ring. A member's drop
 //! takes the map and its ring, lets go of both, then unregisters.
 //!
@@ -40,7 +45,7 @@
 //! | push (dispatcher, per event per group) | O(1) + O(members waiting) wake-ups |
 //! | join, leave | a map probe + O(1) amortised (slab); a leave also drops its waker, O(members waiting) |
 //! | receive | O(1): a lock and a clone of the event |
-//! | closed-receiver sweep of a group | O(members) |
+//! | closed-receiver sweep of a group | O(1) while no member holding units can be lagged; else at most [`LAG_SCAN_STEP`] slots |
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -57,6 +62,10 @@ use crate::meta::{Flags, TargetKind};
 use crate::publish::Shared;
 use crate::spec::Target;
 use crate::sync::{AtomicU32, ChannelArc as Arc, Mutex, MutexGuard, Ordering};
+
+/// Member slots one visit of the closed-receiver sweep looks at in a ring (32 bytes each,
+/// 128 KiB in all): it holds the ring's lock, which the dispatcher's push waits for.
+pub(crate) const LAG_SCAN_STEP: usize = 4096;
 
 /// What makes two watches share a group: the same stored target and the same delivery
 /// options. (The buffer size is the registry's, the same for all.)
@@ -132,7 +141,8 @@ impl Member {
 /// Invariants (checked by [`Ring::check_invariants`]): `events.len() <= capacity`; event
 /// `i` has sequence number `base + i`; every live member's cursor is at most the head
 /// (`base + events.len()`); `live` counts the live slots; `free` lists the others; a member
-/// flagged `WAITING` has an entry in `waiters`.
+/// flagged `WAITING` has an entry in `waiters`; every live member holding its units has a
+/// cursor of at least `held_low`, and those at slots below `scan_at` of at least `scan_low`.
 struct RingState {
     events: VecDeque<WatchEvent>,
     base: u64,
@@ -145,6 +155,14 @@ struct RingState {
     waiters: Vec<(u32, Waker)>,
     /// Every sender is gone: the group's watcher left the index.
     closed: bool,
+    /// A lower bound on the cursors of live members still holding their units (`u64::MAX`
+    /// with none): while `base` is at most this, nobody the sweep would release is lagged.
+    held_low: u64,
+    /// The slot the sweep's next scan starts at.
+    scan_at: usize,
+    /// The lowest cursor of a member holding its units that this round of scans has seen
+    /// (or that joined during it): `held_low` once the round reaches the last slot.
+    scan_low: u64,
 }
 
 impl RingState {
@@ -208,6 +226,9 @@ impl Ring {
                 live: 0,
                 waiters: Vec::new(),
                 closed: false,
+                held_low: u64::MAX,
+                scan_at: 0,
+                scan_low: u64::MAX,
             }),
             capacity: capacity.max(1),
             key,
@@ -240,6 +261,9 @@ impl Ring {
             state: Member::LIVE | Member::HELD | if owned { Member::OWNED } else { 0 },
         };
         state.live += 1;
+        // Both bounds must cover it, wherever its slot is against the scan.
+        state.held_low = state.held_low.min(member.cursor);
+        state.scan_low = state.scan_low.min(member.cursor);
         let slot = match state.free.pop() {
             Some(slot) => {
                 state.members[slot as usize] = member;
@@ -276,17 +300,40 @@ impl Ring {
         (release, state.live == 0)
     }
 
-    /// Releases every member more than the buffer behind that still holds its units (for
-    /// the closed-receiver sweep).
+    /// Releases the members more than the buffer behind that still hold their units, among
+    /// the next [`LAG_SCAN_STEP`] slots of the closed-receiver sweep's round (see the module
+    /// docs); nothing is scanned while `held_low` says nobody can be lagged.
     pub(crate) fn release_lagged(&self) -> Vec<MemberRelease> {
         let mut state = self.lock();
         let base = state.base;
-        state
-            .members
-            .iter_mut()
-            .filter(|m| m.has(Member::LIVE) && m.cursor < base)
-            .filter_map(Member::release)
-            .collect()
+        if base <= state.held_low {
+            return Vec::new();
+        }
+        let start = state.scan_at.min(state.members.len());
+        let end = (start + LAG_SCAN_STEP).min(state.members.len());
+        let mut low = state.scan_low;
+        let mut released = Vec::new();
+        for member in &mut state.members[start..end] {
+            if !member.has(Member::LIVE) || !member.has(Member::HELD) {
+                continue;
+            }
+            if member.cursor < base {
+                released.extend(member.release());
+            } else {
+                low = low.min(member.cursor);
+            }
+        }
+        if end == state.members.len() {
+            // A round is over: every member holding units was seen (or joined, lowering
+            // `scan_low`), and cursors only move forward.
+            state.held_low = low;
+            state.scan_at = 0;
+            state.scan_low = u64::MAX;
+        } else {
+            state.scan_at = end;
+            state.scan_low = low;
+        }
+        released
     }
 
     /// Releases every member that still holds its units (the group's watcher is leaving).
@@ -323,9 +370,22 @@ impl Ring {
             state.members.len(),
             "every slot is live or free"
         );
+        assert!(state.scan_at <= state.members.len(), "scan past the slab");
         for (slot, member) in state.members.iter().enumerate() {
             if member.has(Member::LIVE) {
                 assert!(member.cursor <= head, "a cursor past the head");
+            }
+            if member.has(Member::LIVE) && member.has(Member::HELD) {
+                assert!(
+                    member.cursor >= state.held_low,
+                    "a held cursor below held_low"
+                );
+                if slot < state.scan_at {
+                    assert!(
+                        member.cursor >= state.scan_low,
+                        "a scanned cursor below scan_low"
+                    );
+                }
             }
             if member.has(Member::WAITING) {
                 assert!(
@@ -765,6 +825,58 @@ mod tests {
         assert_eq!(ring.leave(other.slot), (None, false));
         assert_eq!(ring.leave(lagged.slot), (None, true), "the last one out");
         ring.check_invariants();
+    }
+
+    #[test]
+    fn a_sweep_visit_scans_at_most_one_step_and_the_round_finds_every_lagged_member() {
+        let (ring, sender) = ring(1);
+        let members: Vec<_> = (0..2 * LAG_SCAN_STEP as u64 + 1)
+            .map(|id| member(&ring, id))
+            .collect();
+        sender.push(put(1));
+        sender.push(put(2));
+        let visits: Vec<usize> = (0..4).map(|_| ring.release_lagged().len()).collect();
+        ring.check_invariants();
+        assert_eq!(visits, vec![LAG_SCAN_STEP, LAG_SCAN_STEP, 1, 0]);
+        drop(members);
+    }
+
+    #[test]
+    fn a_member_joining_mid_round_is_still_found_when_it_lags() {
+        let (ring, sender) = ring(1);
+        let mut early: Vec<_> = (0..LAG_SCAN_STEP as u64 + 1)
+            .map(|id| member(&ring, id))
+            .collect();
+        sender.push(put(1));
+        sender.push(put(2));
+        assert_eq!(ring.release_lagged().len(), LAG_SCAN_STEP);
+        // Reuses slot 0, behind the scan: only `scan_low` and `held_low` cover it now.
+        drop(early.remove(0));
+        let late = member(&ring, 100);
+        ring.check_invariants();
+        assert_eq!(
+            ring.release_lagged().len(),
+            1,
+            "the rest of the first round"
+        );
+        sender.push(put(3));
+        sender.push(put(4));
+        let released = ring.release_lagged();
+        assert_eq!(released.iter().map(|r| r.id).collect::<Vec<_>>(), vec![100]);
+        ring.check_invariants();
+        drop(late);
+    }
+
+    #[test]
+    fn a_sweep_visit_releases_nobody_while_every_member_keeps_up() {
+        let (ring, sender) = ring(2);
+        let mut reader = member(&ring, 10);
+        for revision in 1..10 {
+            sender.push(put(revision));
+            assert_eq!(drain(&mut reader), vec![revision]);
+            assert!(ring.release_lagged().is_empty());
+            ring.check_invariants();
+        }
     }
 
     #[test]

@@ -212,6 +212,43 @@ fn the_closed_receiver_sweep_releases_members_that_lagged_and_stopped_reading() 
 }
 
 #[test]
+fn the_closed_receiver_sweep_finds_every_lagged_member_of_a_large_group_within_its_rounds() {
+    // 10,000 members: more than one sweep visit scans (4,096 slots), so the release takes
+    // ⌈10,000 / 4,096⌉ = 3 sweeps (the first visit's slots include the reader's) and the
+    // reader is never released.
+    const MEMBERS: usize = 10_000;
+    let mut bed = Bed::new(Mode::Inline, 1, usize::MAX);
+    let mut reader = bed
+        .registry
+        .watch(WatchSpec::exact("/k").grouped())
+        .unwrap();
+    let _idle: Vec<_> = (1..MEMBERS)
+        .map(|_| {
+            bed.registry
+                .watch(WatchSpec::exact("/k").grouped())
+                .unwrap()
+        })
+        .collect();
+    for revision in 1..=3 {
+        bed.send(put("/k", "v", revision));
+        let _ = take_all(reader.receiver_mut());
+    }
+    let mut released = Vec::new();
+    for _ in 0..4 {
+        bed.inline().sweep_closed_receivers(usize::MAX);
+        released.push(bed.registry.metrics().read().lagged_members_released);
+        bed.registry.check_invariants();
+    }
+    assert_eq!(
+        released,
+        vec![4_095, 8_191, MEMBERS as u64 - 1, MEMBERS as u64 - 1]
+    );
+    assert_eq!(bed.registry.active_watcher_count(), 1, "the reader stays");
+    bed.send(put("/k", "v", 4));
+    assert_eq!(take_all(reader.receiver_mut()).len(), 1);
+}
+
+#[test]
 fn a_lag_cancel_of_the_group_ends_every_member_and_releases_them() {
     let options = DispatchOptions::default().with_lag_policy(LagPolicy::CancelWatchers);
     let mut bed = Bed::with_options(Mode::Inline, 4, usize::MAX, 0, options);
