@@ -67,6 +67,10 @@ use crate::sync::{AtomicU32, ChannelArc as Arc, Mutex, MutexGuard, Ordering};
 /// 128 KiB in all): it holds the ring's lock, which the dispatcher's push waits for.
 pub(crate) const LAG_SCAN_STEP: usize = 4096;
 
+/// Groups by what their members share: the registry's map of published groups, and a
+/// `watch_many` batch's groups not yet published.
+pub(crate) type GroupMap = hashbrown::HashMap<GroupKey, Arc<Ring>, ahash::RandomState>;
+
 /// What makes two watches share a group: the same stored target and the same delivery
 /// options. (The buffer size is the registry's, the same for all.)
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

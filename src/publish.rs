@@ -302,8 +302,7 @@ pub(crate) struct Shared {
     /// Shared fan-out groups with members, by what they watch (`group`): a group enters
     /// once its watcher is published and leaves with its last member or its watcher.
     /// Taken after `writer`, before a ring's lock.
-    pub(crate) groups:
-        Mutex<hashbrown::HashMap<GroupKey, crate::sync::ChannelArc<Ring>, ahash::RandomState>>,
+    pub(crate) groups: Mutex<crate::group::GroupMap>,
     /// Group watchers in the index (they hold no unit of the limit), and group members
     /// holding their units: for `check_invariants`' count of the limit.
     groups_in_index: AtomicUsize,
@@ -454,12 +453,7 @@ impl Shared {
         }
     }
 
-    fn lock_groups(
-        &self,
-    ) -> crate::sync::MutexGuard<
-        '_,
-        hashbrown::HashMap<GroupKey, crate::sync::ChannelArc<Ring>, ahash::RandomState>,
-    > {
+    fn lock_groups(&self) -> crate::sync::MutexGuard<'_, crate::group::GroupMap> {
         self.groups.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -10,6 +10,7 @@ use tracing::{trace, warn};
 
 use crate::channel;
 use crate::error::WatchError;
+use crate::group::GroupMap;
 use crate::handle::{CompactWatcherHandle, WatcherHandle};
 use crate::index::Snapshot;
 use crate::meta::{Flags, Meta, TargetKind};
@@ -107,7 +108,7 @@ impl WatchRegistry {
     /// # drop(handle);
     /// ```
     pub fn watch<K: ChannelKind>(&self, spec: WatchSpec<K>) -> Result<K::Handle, RegisterError> {
-        let (handle, entry) = self.prepare(spec)?;
+        let (handle, entry) = self.prepare(spec, None)?;
         match entry {
             Entry::Live(add) => self.shared.publish_additions([add]),
             Entry::NewGroup(add, ring) => {
@@ -148,18 +149,18 @@ impl WatchRegistry {
         // no slot is left taken by a watcher that would never be published.
         let specs: Vec<WatchSpec<K>> = specs.into_iter().collect();
         let mut adds = Vec::with_capacity(specs.len());
-        let mut groups = Vec::new();
+        // The groups this batch creates: its later specs of the same key and options join
+        // them before they are published (they are, with the batch, before this returns).
+        let mut new_groups = GroupMap::default();
         let results = specs
             .into_iter()
             .map(|spec| {
-                // A member of a group this batch creates joins it only once it is published:
-                // the batch's first spec of a key creates it, the others create their own.
-                let (handle, entry) = self.prepare(spec)?;
+                let (handle, entry) = self.prepare(spec, Some(&new_groups))?;
                 match entry {
                     Entry::Live(add) => adds.push(add),
                     Entry::NewGroup(add, ring) => {
                         adds.push(add);
-                        groups.push(ring);
+                        new_groups.insert(ring.key.clone(), ring);
                     }
                     Entry::Joined => {}
                     Entry::FromRevision(resume) => self.shared.resumes.push(resume),
@@ -170,7 +171,7 @@ impl WatchRegistry {
         if !adds.is_empty() {
             self.shared.publish_additions(adds);
         }
-        for ring in groups {
+        for ring in new_groups.into_values() {
             self.shared.add_group(ring);
         }
         results
@@ -178,10 +179,12 @@ impl WatchRegistry {
 
     /// Everything of a registration but making it visible: the checks, the reservations,
     /// the id, the channel and the handle. What remains is to publish the entry (or queue
-    /// it for the dispatcher).
+    /// it for the dispatcher). A grouped spec joins a published group, or one of
+    /// `unpublished` (a batch's own), or creates one.
     fn prepare<K: ChannelKind>(
         &self,
         spec: WatchSpec<K>,
+        unpublished: Option<&GroupMap>,
     ) -> Result<(K::Handle, Entry), RegisterError> {
         let WatchSpec {
             target,
@@ -225,7 +228,7 @@ impl WatchRegistry {
         let kind = target.kind();
         let key = target.stored();
         if K::GROUPED {
-            return self.join_or_create_group::<K>(id, kind, key, flags);
+            return self.join_or_create_group::<K>(id, kind, key, flags, unpublished);
         }
         let meta = Meta::new(id, kind, flags);
         let capacity = shared.watcher_buffer_size + 1;
@@ -258,13 +261,15 @@ impl WatchRegistry {
     }
 
     /// A member `id` (its units reserved) joins the published group of its target and
-    /// options, or creates one (its watcher published by the caller, then mapped).
+    /// options, or the batch's unpublished one, or creates one (its watcher published by
+    /// the caller, then mapped).
     fn join_or_create_group<K: ChannelKind>(
         &self,
         id: u64,
         kind: TargetKind,
         pattern: Bytes,
         flags: Flags,
+        unpublished: Option<&GroupMap>,
     ) -> Result<(K::Handle, Entry), RegisterError> {
         use crate::group::{GroupKey, GroupReceiver, GroupedWatcherHandle, Ring};
         let shared = &self.shared;
@@ -280,7 +285,14 @@ impl WatchRegistry {
             let receiver = GroupReceiver::new(ring, slot, id);
             K::from_any(AnyHandle::Grouped(GroupedWatcherHandle::new(receiver)))
         };
-        if let Some((ring, slot)) = shared.join_group(&key, id, owned) {
+        let joined = shared.join_group(&key, id, owned).or_else(|| {
+            // Only this batch holds it, so no lock beyond the ring's; it is published with
+            // the batch, before the member's handle is returned.
+            let ring = unpublished?.get(&key)?;
+            let slot = ring.join(id, owned)?;
+            Some((crate::sync::ChannelArc::clone(ring), slot))
+        });
+        if let Some((ring, slot)) = joined {
             trace!(
                 watcher_id = id,
                 group = ring.watcher_id,

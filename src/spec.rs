@@ -489,9 +489,9 @@ impl<K: ChannelKind> WatchSpec<K> {
     ///   index, not its members; `active_watcher_count` counts members;
     /// - a member has no `progress_request` of its own: Progress reaches it with its group's
     ///   (heartbeats, `broadcast_progress`, a request for every watcher);
-    /// - `watch_many` creates one group per spec of a key that has no published group yet
-    ///   (a member joins only a group already published), so a batch's members of one new
-    ///   key do not share.
+    /// - two first members of one new key registering at the same instant from two threads
+    ///   may create two groups (both correct; later members join the one mapped first).
+    ///   Within one `watch_many` batch they share one.
     pub fn grouped(self) -> WatchSpec<Grouped> {
         self.into_kind()
     }

@@ -45,6 +45,41 @@ in_both_modes! {
         bed.registry.check_invariants();
     }
 
+    async fn a_watch_many_batch_of_one_new_key_creates_one_group_in_one_publish(mode) {
+        let mut bed = Bed::new(mode, 8, usize::MAX);
+        let published = bed.registry.metrics().read().snapshots_published;
+        let specs = [
+            WatchSpec::exact("/new"),
+            WatchSpec::exact("/new"),
+            WatchSpec::exact("/new").prev_kv(true),
+            WatchSpec::exact("/new"),
+        ];
+        let mut members: Vec<_> = bed
+            .registry
+            .watch_many(specs.map(WatchSpec::grouped))
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let m = bed.registry.metrics().read();
+        assert_eq!(m.snapshots_published - published, 1, "one publish");
+        assert_eq!(m.group_joins, 2, "the later plain specs join the batch's group");
+        assert_eq!(
+            bed.registry.watcher_count(&b("/new")),
+            2,
+            "one group per options: plain and prev_kv"
+        );
+        assert_eq!(bed.registry.active_watcher_count(), 4);
+        let late = bed.registry.watch(WatchSpec::exact("/new").grouped()).unwrap();
+        assert_eq!(bed.registry.metrics().read().group_joins, 3, "the batch's group is mapped");
+        members.push(late);
+        bed.send(put("/new", "v", 1));
+        bed.settle().await;
+        for member in &mut members {
+            assert_eq!(take_all(member.receiver_mut()).len(), 1);
+        }
+        bed.registry.check_invariants();
+    }
+
     async fn members_of_one_spec_share_one_watcher_and_joining_publishes_nothing(mode) {
         let mut bed = Bed::new(mode, 8, usize::MAX);
         let first = bed.registry.watch(WatchSpec::exact("/cfg").grouped()).unwrap();
