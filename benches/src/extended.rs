@@ -383,3 +383,60 @@ pub fn key_cost_run(depths: &[usize]) -> Vec<KeyCostRow> {
         })
         .collect()
 }
+
+/// What `group-sweep` measured.
+pub struct GroupSweepRun {
+    /// Members of the one group.
+    pub members: usize,
+    /// One closed-receiver sweep call, µs: median, mean, the slowest.
+    pub median_us: f64,
+    pub mean_us: f64,
+    pub max_us: f64,
+    /// Members the sweeps released (0: every member keeps up).
+    pub released: u64,
+}
+
+/// `group-sweep`: one group of `members` members on one key (buffer 8), every member
+/// reading every fourth event so that none lags while the ring's oldest event moves on;
+/// after each 12 events, one closed-receiver sweep call of unbounded budget, timed. The
+/// sweep holds the ring's lock, which the dispatcher's push waits for, so its time is how
+/// long a write on that key can wait.
+pub fn group_sweep_run(members: usize) -> GroupSweepRun {
+    const CALLS: usize = 60;
+    const WARM_UP: usize = 10;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new_with_limits(8, usize::MAX, tx));
+    let mut dispatcher = InlineDispatcher::new(registry.clone(), rx);
+    let mut handles: Vec<_> = (0..members)
+        .map(|_| {
+            registry
+                .watch(WatchSpec::exact("/k").grouped())
+                .expect("no limit")
+        })
+        .collect();
+    let mut revision = 0;
+    let mut times = Vec::with_capacity(CALLS);
+    for _ in 0..CALLS {
+        for _ in 0..12 {
+            revision += 1;
+            dispatcher.dispatch(&event(Bytes::from_static(b"/k"), revision));
+            if revision % 4 == 0 {
+                for handle in &mut handles {
+                    while handle.receiver_mut().try_recv().is_ok() {}
+                }
+            }
+        }
+        let start = Instant::now();
+        dispatcher.sweep_closed_receivers(usize::MAX);
+        times.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    times.drain(..WARM_UP);
+    times.sort_by(f64::total_cmp);
+    GroupSweepRun {
+        members,
+        median_us: times[times.len() / 2],
+        mean_us: times.iter().sum::<f64>() / times.len() as f64,
+        max_us: times[times.len() - 1],
+        released: registry.metrics().read().lagged_members_released,
+    }
+}

@@ -21,7 +21,9 @@ USAGE: cargo run --release --bin watchbench -- [OPTIONS]
 OPTIONS:
   --scenario NAME   mixed (default) | miss | deep | register | fill | fanout | churn | memory |
                     heartbeat | scale; watchtrie alone: kinds | wildcards | owners | key-cost |
-                    resume-storm (--watchers resume at once, default 100000)
+                    resume-storm (--watchers resume at once, default 100000) | group-sweep
+                    (a closed-receiver sweep call against one group of 1K, 10K, 100K
+                    members, or --watchers)
   --watchers N      watchers to register (default: mixed 500000, memory 1100000; miss, register, fill,
                     heartbeat 1000000 (heartbeat: mixed keys); deep, fanout, churn 100000
                     (churn: mixed keys); scale 10000000 compact watchers, mixed keys
@@ -147,7 +149,7 @@ fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, Str
         "miss" => workload::miss(n, opts.events, opts.seed),
         "deep" => workload::deep(n, opts.events, opts.seed),
         "register" | "fanout" | "scale" | "kinds" | "wildcards" | "owners" | "key-cost"
-        | "resume-storm" => {
+        | "resume-storm" | "group-sweep" => {
             Workload::default()
         }
         other => {
@@ -1697,6 +1699,27 @@ fn extended_report(opts: &Options) -> Option<ExitCode> {
                 r.others_registered
             );
             println!("other owners refused            {:>12}", r.others_refused);
+            Some(ExitCode::SUCCESS)
+        }
+        "group-sweep" => {
+            println!("scenario group-sweep: one group of N members on one key (buffer 8), every member reading every 4th event; one closed-receiver sweep call after each 12 events, timed (50 calls after 10 discarded)");
+            println!("machine: {}", cpu_model());
+            println!();
+            println!(
+                "{:>9} {:>12} {:>12} {:>12} {:>10}",
+                "members", "median µs", "mean µs", "max µs", "released"
+            );
+            let sizes = match opts.watchers {
+                Some(n) => vec![n],
+                None => vec![1_000, 10_000, 100_000],
+            };
+            for members in sizes {
+                let r = extended::group_sweep_run(members);
+                println!(
+                    "{:>9} {:>12.1} {:>12.1} {:>12.1} {:>10}",
+                    r.members, r.median_us, r.mean_us, r.max_us, r.released
+                );
+            }
             Some(ExitCode::SUCCESS)
         }
         "key-cost" => {
