@@ -20,3 +20,12 @@ pub mod model;
 pub mod ops;
 
 pub use harness as engines;
+
+/// How many proptest cases a suite runs: the environment variable `var` if it holds a
+/// number (CI and longer local runs set it), else `default`.
+pub fn cases_from_env(var: &str, default: u32) -> u32 {
+    std::env::var(var)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(default)
+}

@@ -4,15 +4,8 @@
 //! cancel says where to resume. `GROUPS_CASES` raises the number of cases (default 1,000).
 use proptest::prelude::*;
 
-fn cases() -> u32 {
-    std::env::var("GROUPS_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(conformance::cases_from_env("GROUPS_CASES", 1000)))]
     #[test]
     fn a_member_reads_what_its_lone_twin_reads_until_it_lags(case in conformance::groups::case()) {
         if let Err(divergence) = conformance::groups::run(&case) {

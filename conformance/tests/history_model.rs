@@ -5,15 +5,8 @@
 //! long run (docs/BENCHMARKS.md).
 use proptest::prelude::*;
 
-fn cases() -> u32 {
-    std::env::var("HISTORY_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(2000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(conformance::cases_from_env("HISTORY_CASES", 2000)))]
     #[test]
     fn random_interleavings_keep_every_resume_exact(case in conformance::history::case()) {
         if let Err(broken) = conformance::history::run(&case) {

@@ -3,15 +3,8 @@
 //! operation sequences, each step compared (registration results, every event read, counts).
 use proptest::prelude::*;
 
-fn cases() -> u32 {
-    std::env::var("MODEL_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(1000)
-}
-
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(cases()))]
+    #![proptest_config(ProptestConfig::with_cases(conformance::cases_from_env("MODEL_CASES", 1000)))]
     #[test]
     fn random_sequences_match_the_model(case in conformance::model::case()) {
         if let Err(divergence) = conformance::model::run(&case) {
