@@ -32,7 +32,9 @@ OPTIONS:
   --seed N          workload seed (default 42)
   --latency N       paced events in the latency phase, 0 to skip (default 20000)
   --only ENGINE     run one engine alone, once, for profiling: reference | watchtrie |
-                    watchtrie-history (its dispatcher keeping a history)
+                    watchtrie-history (its dispatcher keeping a history) |
+                    watchtrie-compact | watchtrie-grouped; fanout: that engine's CPU
+                    per delivery with every receiver reading, K = --watchers, three runs
   --json            print the results as one JSON object instead of a table
   --history         mixed, miss, deep: watchtrie with its dispatcher keeping a history
                     (100K events, 64 MiB) against watchtrie without, alternated, instead
@@ -323,9 +325,18 @@ fn main() -> ExitCode {
             run::<WatchtrieHistory>(&rt, &w, &dopts, "alone");
             return ExitCode::SUCCESS;
         }
+        Some("watchtrie-compact") => {
+            run::<WatchtrieCompact>(&rt, &w, &dopts, "alone");
+            return ExitCode::SUCCESS;
+        }
+        Some("watchtrie-grouped") => {
+            run::<WatchtrieGrouped>(&rt, &w, &dopts, "alone");
+            return ExitCode::SUCCESS;
+        }
         Some(other) => {
             eprintln!(
-                "watchbench: unknown engine '{other}' (reference, watchtrie, watchtrie-history)"
+                "watchbench: unknown engine '{other}' (reference, watchtrie, watchtrie-history, \
+                 watchtrie-compact, watchtrie-grouped)"
             );
             return ExitCode::from(2);
         }
@@ -1435,10 +1446,41 @@ fn fill_report(rt: &tokio::runtime::Runtime, w: &Workload, opts: &Options) -> Ex
     ExitCode::SUCCESS
 }
 
+/// `fanout --only ENGINE`: one engine's CPU per delivery with every receiver reading, K =
+/// `--watchers` on one key, three runs in a row (for profiling).
+fn fanout_cpu_alone(rt: &tokio::runtime::Runtime, engine: &str, k: usize) -> ExitCode {
+    let run: fn(&tokio::runtime::Runtime, usize) -> Option<f64> = match engine {
+        "reference" => measure::fanout_cpu_run::<Reference>,
+        "watchtrie" => measure::fanout_cpu_run::<Watchtrie>,
+        "watchtrie-compact" => measure::fanout_cpu_run::<WatchtrieCompact>,
+        "watchtrie-grouped" => measure::fanout_cpu_run::<WatchtrieGrouped>,
+        other => {
+            eprintln!(
+                "watchbench: unknown engine '{other}' (reference, watchtrie, watchtrie-compact, \
+                 watchtrie-grouped)"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    for i in 1..=3 {
+        match run(rt, k) {
+            Some(ns) => println!("{engine}, k = {k}, run {i}: {ns:.0} ns CPU per delivery"),
+            None => {
+                eprintln!("watchbench: no process CPU time on this system (/proc/self/stat)");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// `fanout`: ns per delivered event with K watchers on one key and on one prefix, next to the
 /// floor (a bare capacity + clone + try_send loop over K plain channels), best of two runs.
 fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
     let top = opts.watchers.unwrap_or(100_000);
+    if let Some(engine) = opts.only.as_deref() {
+        return fanout_cpu_alone(rt, engine, top);
+    }
     let sizes = sizes_up_to(&[1, 100, 10_000], top);
     let mut rows = Vec::new();
     for prefix in [false, true] {
