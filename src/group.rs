@@ -18,12 +18,16 @@
 //!   like any registration, and the group enters the map only once that publish returned,
 //!   so a member that joins (and returns) is always behind a published watcher: every event
 //!   dispatched after its registration returned reaches the ring, after its cursor.
-//! - **Lag** is seen on the receiving side: the ring keeps the newest `capacity` events (the
-//!   registry's buffer size), so a member whose cursor fell below the oldest one missed an
-//!   event. It then gets one Canceled sentinel ([`WatchEvent::overflow_sentinel_at`],
+//! - **Lag** is seen on the receiving side: the ring keeps at most the newest `capacity`
+//!   events (the registry's buffer size), so a member whose cursor fell below the oldest one
+//!   missed an event. It then gets one Canceled sentinel ([`WatchEvent::overflow_sentinel_at`],
 //!   `BufferOverflowAt`) carrying the revision to resume from, one past the last Put,
 //!   Delete or Progress it received (or, if none, the last the ring held when it joined):
 //!   no event after it has reached that member, and every earlier one matching has.
+//! - **What is held**: once every member still reading is at the head, the next push drops
+//!   the events held first (none of them will be read), so members that keep up cost one
+//!   held event, not a buffer's worth; the only member still reading moves each event out
+//!   instead of cloning it.
 //!
 //! **When a member's units are released** (the limit, the prev_kv count, its owner's
 //! count), exactly once, by whichever comes first (a flag in its slab entry, under the
@@ -44,7 +48,7 @@
 //! |---|---|
 //! | push (dispatcher, per event per group) | O(1) + O(members waiting) wake-ups |
 //! | join, leave | a map probe + O(1) amortised (slab); a leave also drops its waker, O(members waiting) |
-//! | receive | O(1): a lock and a clone of the event |
+//! | receive | O(1): a lock and a clone of the event (a move for the only reader) |
 //! | closed-receiver sweep of a group | O(1) while no member holding units can be lagged; else at most [`LAG_SCAN_STEP`] slots |
 
 use std::collections::VecDeque;
@@ -146,7 +150,9 @@ impl Member {
 /// `i` has sequence number `base + i`; every live member's cursor is at most the head
 /// (`base + events.len()`); `live` counts the live slots; `free` lists the others; a member
 /// flagged `WAITING` has an entry in `waiters`; every live member holding its units has a
-/// cursor of at least `held_low`, and those at slots below `scan_at` of at least `scan_low`.
+/// cursor of at least `held_low`, and those at slots below `scan_at` of at least `scan_low`;
+/// `readers` counts the live members without their lag sentinel, and `caught_up` those of
+/// them whose cursor is at the head.
 struct RingState {
     events: VecDeque<WatchEvent>,
     base: u64,
@@ -167,6 +173,12 @@ struct RingState {
     /// The lowest cursor of a member holding its units that this round of scans has seen
     /// (or that joined during it): `held_low` once the round reaches the last slot.
     scan_low: u64,
+    /// Live members that may still read (not `ENDED`).
+    readers: usize,
+    /// Readers with nothing left to read. When it equals `readers`, no one needs the events
+    /// held, and the next push drops them: a group whose members keep up holds one event
+    /// at a time, as a compact queue does, not its whole buffer.
+    caught_up: usize,
 }
 
 impl RingState {
@@ -174,9 +186,10 @@ impl RingState {
         self.base + self.events.len() as u64
     }
 
-    /// Takes the wakers of every waiting member.
-    fn take_waiters(&mut self) -> Vec<(u32, Waker)> {
-        let waiters = std::mem::take(&mut self.waiters);
+    /// Takes the wakers of every waiting member, to be woken once the lock is let go. The
+    /// list keeps its capacity for the next waits, and a few wakers need no allocation.
+    fn take_waiters(&mut self) -> Woken {
+        let waiters: Woken = self.waiters.drain(..).collect();
         for (slot, _) in &waiters {
             if let Some(member) = self.members.get_mut(*slot as usize) {
                 member.state &= !Member::WAITING;
@@ -185,6 +198,15 @@ impl RingState {
         waiters
     }
 }
+
+/// What a slot holds once its only reader took the event out: never read (see
+/// [`GroupReceiver::try_recv`]'s reads), and it allocates nothing.
+fn taken_slot() -> WatchEvent {
+    WatchEvent::cancel_sentinel(Bytes::new())
+}
+
+/// Wakers taken from a ring, woken outside its lock.
+type Woken = smallvec::SmallVec<[(u32, Waker); 4]>;
 
 /// A group's ring, shared by its senders (the index's copies of the group's watcher) and
 /// its members' receivers.
@@ -233,6 +255,8 @@ impl Ring {
                 held_low: u64::MAX,
                 scan_at: 0,
                 scan_low: u64::MAX,
+                readers: 0,
+                caught_up: 0,
             }),
             capacity: capacity.max(1),
             key,
@@ -265,6 +289,8 @@ impl Ring {
             state: Member::LIVE | Member::HELD | if owned { Member::OWNED } else { 0 },
         };
         state.live += 1;
+        state.readers += 1;
+        state.caught_up += 1;
         // Both bounds must cover it, wherever its slot is against the scan.
         state.held_low = state.held_low.min(member.cursor);
         state.scan_low = state.scan_low.min(member.cursor);
@@ -281,6 +307,12 @@ impl Ring {
         Some(slot)
     }
 
+    /// Events the ring holds now.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.lock().events.len()
+    }
+
     /// Members in the group.
     pub(crate) fn members(&self) -> usize {
         self.lock().live
@@ -290,6 +322,7 @@ impl Ring {
     /// was the last.
     fn leave(&self, slot: u32) -> (Option<MemberRelease>, bool) {
         let mut state = self.lock();
+        let head = state.head();
         let Some(member) = state.members.get_mut(slot as usize) else {
             return (None, false);
         };
@@ -297,9 +330,13 @@ impl Ring {
             return (None, false);
         }
         let release = member.release();
+        let reader = !member.has(Member::ENDED);
+        let caught_up = reader && member.cursor == head;
         member.state = 0;
         state.free.push(slot);
         state.live -= 1;
+        state.readers -= usize::from(reader);
+        state.caught_up -= usize::from(caught_up);
         state.waiters.retain(|(waiting, _)| *waiting != slot);
         (release, state.live == 0)
     }
@@ -375,6 +412,22 @@ impl Ring {
             "every slot is live or free"
         );
         assert!(state.scan_at <= state.members.len(), "scan past the slab");
+        let reading = |m: &&Member| m.has(Member::LIVE) && !m.has(Member::ENDED);
+        assert_eq!(
+            state.members.iter().filter(reading).count(),
+            state.readers,
+            "reader count"
+        );
+        assert_eq!(
+            state
+                .members
+                .iter()
+                .filter(reading)
+                .filter(|m| m.cursor == head)
+                .count(),
+            state.caught_up,
+            "caught-up count"
+        );
         for (slot, member) in state.members.iter().enumerate() {
             if member.has(Member::LIVE) {
                 assert!(member.cursor <= head, "a cursor past the head");
@@ -418,6 +471,14 @@ impl GroupSender {
             ) {
                 state.last_revision = state.last_revision.max(event.revision);
             }
+            if state.caught_up == state.readers {
+                // Nobody will read what is held: every reader is at the head, and a member
+                // that joins starts there. Moving `base` up lags no one.
+                state.base = state.head();
+                state.events.clear();
+            }
+            // The head moves past everyone who was at it.
+            state.caught_up = 0;
             state.events.push_back(event);
             if state.events.len() > self.ring.capacity {
                 state.events.pop_front();
@@ -528,6 +589,8 @@ impl GroupReceiver {
             events,
             members,
             waiters,
+            readers,
+            caught_up,
             ..
         } = &mut *state;
         let Some(member) = members.get_mut(slot as usize) else {
@@ -538,6 +601,7 @@ impl GroupReceiver {
         }
         if member.cursor < base {
             member.state |= Member::ENDED;
+            *readers -= 1;
             let sentinel = WatchEvent::overflow_sentinel_at(
                 self.ring.key.pattern.clone(),
                 member.last_revision + 1,
@@ -545,8 +609,16 @@ impl GroupReceiver {
             return (Ok(sentinel), member.release());
         }
         if member.cursor < head {
-            let event = events[(member.cursor - base) as usize].clone();
+            let held = &mut events[(member.cursor - base) as usize];
+            // The only reader left takes the event itself: no reference counts to touch,
+            // and nobody else will read that slot (a member joins at the head).
+            let event = if *readers == 1 {
+                std::mem::replace(held, taken_slot())
+            } else {
+                held.clone()
+            };
             member.cursor += 1;
+            *caught_up += usize::from(member.cursor == head);
             if matches!(
                 event.event_type,
                 WatchEventType::Put | WatchEventType::Delete | WatchEventType::Progress
@@ -574,7 +646,12 @@ impl GroupReceiver {
     }
 
     fn give_back(&self, release: Option<MemberRelease>) {
-        if let (Some(release), Some(shared)) = (release, self.ring.registry.upgrade()) {
+        // Upgrade only with something to give back: every member's read would otherwise
+        // touch the registry's reference count, one cache line for all readers.
+        let Some(release) = release else {
+            return;
+        };
+        if let Some(shared) = self.ring.registry.upgrade() {
             shared.release_member(release, self.ring.key.flags.contains(Flags::PREV_KV));
         }
     }
@@ -751,6 +828,62 @@ mod tests {
         assert_eq!(drain(&mut early), vec![1, 2]);
         assert_eq!(drain(&mut late), vec![2]);
         assert_eq!(late.try_recv().unwrap_err(), TryRecvError::Empty);
+    }
+
+    #[test]
+    fn a_group_whose_members_keep_up_holds_one_event_not_its_buffer() {
+        let (ring, sender) = ring(1_000);
+        let mut a = member(&ring, 10);
+        let mut b = member(&ring, 11);
+        for revision in 1..=100 {
+            sender.push(put(revision));
+            assert_eq!(ring.held(), 1, "what both read before is dropped");
+            assert_eq!(drain(&mut a), vec![revision]);
+            assert_eq!(drain(&mut b), vec![revision]);
+            ring.check_invariants();
+        }
+        // One member behind keeps what it has not read, and the other still reads on.
+        sender.push(put(101));
+        assert_eq!(drain(&mut a), vec![101]);
+        sender.push(put(102));
+        assert_eq!(ring.held(), 2, "b has read neither");
+        assert_eq!(drain(&mut a), vec![102]);
+        assert_eq!(drain(&mut b), vec![101, 102]);
+        // A member joining after the drop starts at the head: it never reads a dropped slot.
+        sender.push(put(103));
+        let mut late = member(&ring, 12);
+        sender.push(put(104));
+        ring.check_invariants();
+        assert_eq!(drain(&mut late), vec![104]);
+        assert_eq!(drain(&mut a), vec![103, 104]);
+        assert_eq!(drain(&mut b), vec![103, 104]);
+    }
+
+    #[test]
+    fn a_lone_reader_takes_its_events_and_lags_exactly_as_before() {
+        let (ring, sender) = ring(2);
+        let mut lone = member(&ring, 10);
+        for revision in 1..=2 {
+            sender.push(put(revision));
+        }
+        assert_eq!(drain(&mut lone), vec![1, 2]);
+        // A second member joins after the lone reader took events out: it reads from the
+        // head on, the moved-out slots are behind it.
+        let mut second = member(&ring, 11);
+        sender.push(put(3));
+        assert_eq!(drain(&mut second), vec![3]);
+        assert_eq!(drain(&mut lone), vec![3]);
+        drop(second);
+        for revision in 4..=6 {
+            sender.push(put(revision));
+        }
+        ring.check_invariants();
+        let sentinel = lone.try_recv().unwrap();
+        assert_eq!(
+            sentinel.cancel_reason(),
+            Some(crate::event::CancelReason::BufferOverflowAt { resume_from: 4 })
+        );
+        ring.check_invariants();
     }
 
     #[test]
