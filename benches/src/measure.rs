@@ -108,9 +108,16 @@ pub(crate) fn event(key: Bytes, revision: u64, value: Bytes) -> Event {
 }
 
 /// A multi-threaded runtime with two workers: one for the dispatcher, one spare.
+/// `WATCHBENCH_WORKERS` sets another count (at least 1), to see what a second core's
+/// contention costs.
 pub fn runtime() -> Runtime {
+    let workers = std::env::var("WATCHBENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(2)
+        .max(1);
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(workers)
         .enable_all()
         .build()
         .expect("tokio runtime")

@@ -51,6 +51,8 @@ OPTIONS:
                     1M, --watchers) for compact, drop-in and the reference
   -h, --help        this text
 
+WATCHBENCH_WORKERS=N sets the runtime's worker threads (default 2).
+
 Each engine is run twice after a discarded warm-up, in the order reference, watchtrie,
 watchtrie, reference; the best figure of each is kept. Ratios are reference / watchtrie
 costs: above 1 means watchtrie is faster or smaller.";
