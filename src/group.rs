@@ -28,6 +28,9 @@
 //!   the events held first (none of them will be read), so members that keep up cost one
 //!   held event, not a buffer's worth; the only member still reading moves each event out
 //!   instead of cloning it.
+//! - **Progress for one member** waits in a map by slot, each with the head when it was
+//!   asked; the member reads it when its cursor gets there (after the group's events up to
+//!   the request, before any later one). Its lag sentinel and its leaving drop it.
 //!
 //! **When a member's units are released** (the limit, the prev_kv count, its owner's
 //! count), exactly once, by whichever comes first (a flag in its slab entry, under the
@@ -48,7 +51,8 @@
 //! |---|---|
 //! | push (dispatcher, per event per group) | O(1) + O(members waiting) wake-ups |
 //! | join, leave | a map probe + O(1) amortised (slab); a leave also drops its waker, O(members waiting) |
-//! | receive | O(1): a lock and a clone of the event (a move for the only reader) |
+//! | receive | O(1): a lock and a clone of the event (a move for the only reader), and a probe of the requested Progress when some is pending |
+//! | Progress requested for one member | O(1) amortised under the ring's lock |
 //! | closed-receiver sweep of a group | O(1) while no member holding units can be lagged; else at most [`LAG_SCAN_STEP`] slots |
 
 use std::collections::VecDeque;
@@ -61,6 +65,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 
 use crate::channel::TryRecvError;
+use crate::dispatch::{MemberProgress, ProgressRequest};
 use crate::event::{WatchEvent, WatchEventType};
 use crate::meta::{Flags, TargetKind};
 use crate::publish::Shared;
@@ -152,7 +157,8 @@ impl Member {
 /// flagged `WAITING` has an entry in `waiters`; every live member holding its units has a
 /// cursor of at least `held_low`, and those at slots below `scan_at` of at least `scan_low`;
 /// `readers` counts the live members without their lag sentinel, and `caught_up` those of
-/// them whose cursor is at the head.
+/// them whose cursor is at the head; every requested Progress in `progress` is for such a
+/// reader, at a sequence number between its cursor and the head.
 struct RingState {
     events: VecDeque<WatchEvent>,
     base: u64,
@@ -179,7 +185,15 @@ struct RingState {
     /// held, and the next push drops them: a group whose members keep up holds one event
     /// at a time, as a compact queue does, not its whole buffer.
     caught_up: usize,
+    /// Progress requested for one member, by slot, in the order asked: a member reads each
+    /// once its cursor reaches the head of the ring at the time of the request.
+    progress: hashbrown::HashMap<u32, PendingProgress, ahash::RandomState>,
 }
+
+/// The Progress one member asked for and has not read yet (see [`Ring::request_progress`]):
+/// (the head when it was asked, the revision), oldest first. The member reads every event
+/// before that head first.
+type PendingProgress = smallvec::SmallVec<[(u64, u64); 1]>;
 
 impl RingState {
     fn head(&self) -> u64 {
@@ -203,6 +217,40 @@ impl RingState {
 /// [`GroupReceiver::try_recv`]'s reads), and it allocates nothing.
 fn taken_slot() -> WatchEvent {
     WatchEvent::cancel_sentinel(Bytes::new())
+}
+
+/// The revision of the Progress the member at `slot` reads now, its cursor being `cursor`,
+/// if one is due there (taken off the list). Free while nobody asked.
+fn take_progress(
+    progress: &mut hashbrown::HashMap<u32, PendingProgress, ahash::RandomState>,
+    slot: u32,
+    cursor: u64,
+) -> Option<u64> {
+    if progress.is_empty() {
+        return None;
+    }
+    let asked = progress.get_mut(&slot)?;
+    let (at, revision) = *asked.first()?;
+    if at != cursor {
+        return None;
+    }
+    asked.remove(0);
+    if asked.is_empty() {
+        progress.remove(&slot);
+    }
+    Some(revision)
+}
+
+/// The Progress a member asked for: what the dispatcher would send a lone watcher of the
+/// same spec (empty key and value; an empty previous value with prev_kv).
+fn progress_event(revision: u64, prev_kv: bool) -> WatchEvent {
+    WatchEvent {
+        event_type: WatchEventType::Progress,
+        key: Bytes::new(),
+        value: Bytes::new(),
+        prev_value: prev_kv.then(Bytes::new),
+        revision,
+    }
 }
 
 /// Wakers taken from a ring, woken outside its lock.
@@ -257,6 +305,7 @@ impl Ring {
                 scan_low: u64::MAX,
                 readers: 0,
                 caught_up: 0,
+                progress: Default::default(),
             }),
             capacity: capacity.max(1),
             key,
@@ -308,7 +357,7 @@ impl Ring {
     }
 
     /// Events the ring holds now.
-    #[cfg(test)]
+    #[cfg(all(test, not(watchtrie_loom)))]
     fn held(&self) -> usize {
         self.lock().events.len()
     }
@@ -337,8 +386,48 @@ impl Ring {
         state.live -= 1;
         state.readers -= usize::from(reader);
         state.caught_up -= usize::from(caught_up);
+        // The slot may be reused: its requests go with it.
+        state.progress.remove(&slot);
         state.waiters.retain(|(waiting, _)| *waiting != slot);
         (release, state.live == 0)
+    }
+
+    /// Queues a Progress carrying `revision` for the member `id` at `slot`, after every event
+    /// pushed so far, and wakes it if it waits. `None` if no such member can read any more
+    /// (gone, its lag sentinel read, or the group's watcher left the index); `Some(false)`
+    /// if the group's filter drops Progress.
+    pub(crate) fn request_progress(&self, slot: u32, id: u64, revision: u64) -> Option<bool> {
+        let waker = {
+            let mut state = self.lock();
+            let head = state.head();
+            let RingState {
+                members,
+                waiters,
+                progress,
+                closed,
+                ..
+            } = &mut *state;
+            let member = members.get_mut(slot as usize)?;
+            if *closed || !member.has(Member::LIVE) || member.has(Member::ENDED) || member.id != id
+            {
+                return None;
+            }
+            if self.key.flags.contains(Flags::NO_PROGRESS) {
+                return Some(false);
+            }
+            progress.entry(slot).or_default().push((head, revision));
+            if member.has(Member::WAITING) {
+                member.state &= !Member::WAITING;
+                let at = waiters.iter().position(|(waiting, _)| *waiting == slot);
+                at.map(|i| waiters.swap_remove(i).1)
+            } else {
+                None
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Some(true)
     }
 
     /// Releases the members more than the buffer behind that still hold their units, among
@@ -428,6 +517,20 @@ impl Ring {
             state.caught_up,
             "caught-up count"
         );
+        for (slot, asked) in &state.progress {
+            let member = state.members.get(*slot as usize);
+            assert!(!asked.is_empty(), "an empty list of requested Progress");
+            assert!(
+                asked.windows(2).all(|w| w[0].0 <= w[1].0),
+                "requested Progress out of order"
+            );
+            for (at, _) in asked {
+                assert!(
+                    member.is_some_and(|m| reading(&m) && m.cursor <= *at && *at <= head),
+                    "a requested Progress for a member that cannot read it"
+                );
+            }
+        }
         for (slot, member) in state.members.iter().enumerate() {
             if member.has(Member::LIVE) {
                 assert!(member.cursor <= head, "a cursor past the head");
@@ -591,6 +694,7 @@ impl GroupReceiver {
             waiters,
             readers,
             caught_up,
+            progress,
             ..
         } = &mut *state;
         let Some(member) = members.get_mut(slot as usize) else {
@@ -602,11 +706,17 @@ impl GroupReceiver {
         if member.cursor < base {
             member.state |= Member::ENDED;
             *readers -= 1;
+            progress.remove(&slot);
             let sentinel = WatchEvent::overflow_sentinel_at(
                 self.ring.key.pattern.clone(),
                 member.last_revision + 1,
             );
             return (Ok(sentinel), member.release());
+        }
+        if let Some(revision) = take_progress(progress, slot, member.cursor) {
+            member.last_revision = revision;
+            let prev_kv = self.ring.key.flags.contains(Flags::PREV_KV);
+            return (Ok(progress_event(revision, prev_kv)), None);
         }
         if member.cursor < head {
             let held = &mut events[(member.cursor - base) as usize];
@@ -656,13 +766,14 @@ impl GroupReceiver {
         }
     }
 
-    /// Events in the ring that this member has not read yet (at most the buffer size; a
-    /// lagged member has none left to read).
+    /// Events waiting for this member: those in the ring it has not read yet (at most the
+    /// buffer size), and the Progress requested for it; a lagged member has none left.
     pub fn len(&self) -> usize {
         let state = self.ring.lock();
         match state.members.get(self.slot as usize) {
             Some(m) if !m.has(Member::ENDED) && m.cursor >= state.base => {
-                (state.head() - m.cursor) as usize
+                let asked = state.progress.get(&self.slot).map_or(0, |a| a.len());
+                (state.head() - m.cursor) as usize + asked
             }
             _ => 0,
         }
@@ -682,6 +793,17 @@ impl GroupReceiver {
                 .members
                 .get(self.slot as usize)
                 .is_none_or(|m| m.has(Member::ENDED))
+    }
+
+    /// What to give [`InlineDispatcher::request_progress`](crate::InlineDispatcher::request_progress)
+    /// or a [`ProgressRequester`](crate::ProgressRequester) for a Progress to this member
+    /// alone, read after every event its group received before the request.
+    pub fn progress_request(&self) -> ProgressRequest {
+        ProgressRequest::Member(MemberProgress {
+            ring: Arc::clone(&self.ring),
+            slot: self.slot,
+            id: self.id,
+        })
     }
 
     /// Members of its group, itself included.
@@ -758,6 +880,11 @@ impl GroupedWatcherHandle {
     /// What the watcher watches.
     pub fn target(&self) -> Target {
         self.receiver.target()
+    }
+
+    /// A Progress to this member alone (see [`GroupReceiver::progress_request`]).
+    pub fn progress_request(&self) -> ProgressRequest {
+        self.receiver.progress_request()
     }
 
     /// The receiver of this member's events.

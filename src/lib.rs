@@ -109,8 +109,8 @@ mod sync;
 
 pub use channel::{CompactReceiver, TryRecvError};
 pub use dispatch::{
-    DispatcherStopped, GapReporter, InlineDispatcher, ProgressRequest, ProgressRequester,
-    WatchDispatcher,
+    DispatcherStopped, GapReporter, InlineDispatcher, MemberProgress, ProgressRequest,
+    ProgressRequester, WatchDispatcher,
 };
 pub use error::WatchError;
 pub use event::{

@@ -487,8 +487,10 @@ impl<K: ChannelKind> WatchSpec<K> {
     /// - it cannot start from a revision ([`RegisterError::GroupedFromRevision`]);
     /// - `WatchRegistry::watcher_count` and friends count the group's one watcher in the
     ///   index, not its members; `active_watcher_count` counts members;
-    /// - a member has no `progress_request` of its own: Progress reaches it with its group's
-    ///   (heartbeats, `broadcast_progress`, a request for every watcher);
+    /// - a Progress requested for one member
+    ///   ([`GroupedWatcherHandle::progress_request`](crate::GroupedWatcherHandle::progress_request))
+    ///   is read after every event its group received before the request, and takes no slot
+    ///   of the ring's buffer: unlike a lone watcher's, it cannot make the member lag;
     /// - two first members of one new key registering at the same instant from two threads
     ///   may create two groups (both correct; later members join the one mapped first).
     ///   Within one `watch_many` batch they share one.

@@ -37,6 +37,8 @@ fn public_types_have_the_auto_traits_callers_rely_on() {
     both::<CompactReceiver>();
     both::<GroupedWatcherHandle>();
     both::<GroupReceiver>();
+    both::<ProgressRequest>();
+    both::<MemberProgress>();
     both::<WatchSpec<Grouped>>();
     both::<TryRecvError>();
     both::<RegistryOptions>();

@@ -130,3 +130,95 @@ async fn the_async_dispatcher_answers_after_every_event_queued_before_the_reques
         "the dispatcher is gone"
     );
 }
+
+fn drain_member(rx: &mut watchtrie::GroupReceiver) -> Vec<(WatchEventType, u64)> {
+    std::iter::from_fn(|| rx.try_recv().ok())
+        .map(|e| (e.event_type, e.revision))
+        .collect()
+}
+
+#[test]
+fn a_group_member_reads_its_own_requested_progress_after_what_its_group_had_before() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(16, tx));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx);
+    let mut a = registry.watch(WatchSpec::exact("/a").grouped()).unwrap();
+    let mut b = registry.watch(WatchSpec::exact("/a").grouped()).unwrap();
+    let quiet_spec = WatchSpec::exact("/a").filter(EventFilter::default().no_progress());
+    let mut quiet = registry.watch(quiet_spec.grouped()).unwrap();
+    inline.dispatch(&put("/a", 5));
+    inline.dispatch(&put("/b", 9));
+    assert!(inline.request_progress(a.progress_request()));
+    assert!(
+        inline.request_progress(quiet.progress_request()),
+        "found, filtered"
+    );
+    inline.dispatch(&put("/a", 11));
+    registry.check_invariants();
+    assert_eq!(a.receiver_mut().len(), 3, "two events and its Progress");
+    assert_eq!(
+        drain_member(a.receiver_mut()),
+        [(Put, 5), (Progress, 9), (Put, 11)],
+        "after the group's events before it, before those after"
+    );
+    assert_eq!(
+        drain_member(b.receiver_mut()),
+        [(Put, 5), (Put, 11)],
+        "only the member asked for"
+    );
+    assert_eq!(drain_member(quiet.receiver_mut()), [(Put, 5), (Put, 11)]);
+    let metrics = registry.metrics().read();
+    assert_eq!((metrics.progress_requests, metrics.progress_sent), (2, 1));
+    // Asked for while caught up: read next.
+    assert!(inline.request_progress(b.progress_request()));
+    assert_eq!(drain_member(b.receiver_mut()), [(Progress, 11)]);
+    // A member that left is not found, and its slot's next owner gets nothing meant for it.
+    let gone = a.progress_request();
+    drop(a);
+    let mut next = registry.watch(WatchSpec::exact("/a").grouped()).unwrap();
+    assert!(!inline.request_progress(gone));
+    assert_eq!(drain_member(next.receiver_mut()), []);
+    registry.check_invariants();
+}
+
+#[test]
+fn a_requested_progress_for_a_member_that_lags_goes_with_its_stream() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(2, tx));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx);
+    let mut slow = registry.watch(WatchSpec::exact("/a").grouped()).unwrap();
+    inline.dispatch(&put("/a", 1));
+    assert!(inline.request_progress(slow.progress_request()));
+    for revision in 2..=4 {
+        inline.dispatch(&put("/a", revision));
+    }
+    registry.check_invariants();
+    let got: Vec<_> = std::iter::from_fn(|| slow.receiver_mut().try_recv().ok()).collect();
+    assert_eq!(got.len(), 1, "the lag sentinel alone: {got:?}");
+    assert_eq!(got[0].event_type, WatchEventType::Canceled);
+    assert!(
+        !inline.request_progress(slow.progress_request()),
+        "it reads nothing more"
+    );
+    registry.check_invariants();
+}
+
+#[tokio::test]
+async fn a_waiting_member_wakes_for_its_requested_progress() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(16, tx));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx);
+    let member = registry.watch(WatchSpec::exact("/a").grouped()).unwrap();
+    let request = member.progress_request();
+    let (_, _, mut receiver) = member.into_receiver();
+    let reader =
+        tokio::spawn(async move { receiver.recv().await.map(|e| (e.event_type, e.revision)) });
+    tokio::task::yield_now().await;
+    inline.dispatch(&put("/b", 4));
+    assert!(inline.request_progress(request));
+    let got = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("woken")
+        .unwrap();
+    assert_eq!(got, Some((Progress, 4)));
+}

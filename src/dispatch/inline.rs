@@ -552,6 +552,16 @@ impl InlineDispatcher {
                 }
                 true
             }
+            ProgressRequest::Member(member) => {
+                let Some(sent) = member
+                    .ring
+                    .request_progress(member.slot, member.id, revision)
+                else {
+                    return false;
+                };
+                Counters::add(&self.registry.counters().progress_sent, u64::from(sent));
+                true
+            }
             ProgressRequest::Watcher { id, target } => {
                 self.process_unregistrations();
                 let pattern = target.stored();

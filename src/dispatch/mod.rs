@@ -11,7 +11,9 @@ mod request;
 mod sweep;
 
 pub use inline::InlineDispatcher;
-pub use request::{DispatcherStopped, GapReporter, ProgressRequest, ProgressRequester};
+pub use request::{
+    DispatcherStopped, GapReporter, MemberProgress, ProgressRequest, ProgressRequester,
+};
 
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 use std::sync::Arc;

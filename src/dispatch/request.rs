@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::sync::{AtomicU64, Ordering};
 
+use crate::group::Ring;
 use crate::spec::Target;
 
 /// Who a requested Progress goes to.
@@ -31,7 +32,44 @@ pub enum ProgressRequest {
         /// What it watches.
         target: Target,
     },
+    /// One member of a shared fan-out group (from `GroupedWatcherHandle::progress_request`):
+    /// it reads the Progress after every event its group received before the request.
+    Member(MemberProgress),
 }
+
+/// Which member of a shared fan-out group a requested Progress is for (from
+/// [`GroupedWatcherHandle::progress_request`](crate::GroupedWatcherHandle::progress_request)).
+#[derive(Clone)]
+pub struct MemberProgress {
+    pub(crate) ring: crate::sync::ChannelArc<Ring>,
+    pub(crate) slot: u32,
+    pub(crate) id: u64,
+}
+
+impl MemberProgress {
+    /// The member's id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+impl fmt::Debug for MemberProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemberProgress")
+            .field("id", &self.id)
+            .field("group", &self.ring.watcher_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for MemberProgress {
+    fn eq(&self, other: &Self) -> bool {
+        // Watcher ids are never reused, and a member's id names it within its group.
+        (self.ring.watcher_id, self.id) == (other.ring.watcher_id, other.id)
+    }
+}
+
+impl Eq for MemberProgress {}
 
 /// Sends progress requests to a running [`WatchDispatcher`](super::WatchDispatcher). Get
 /// one from [`WatchDispatcher::progress_requester`](super::WatchDispatcher::progress_requester)
