@@ -1,10 +1,15 @@
 //! Shared fan-out groups against lone compact watchers (the reference has no groups): each
 //! step registers a pair (a compact watcher and a grouped member of the same spec), sends an
-//! event, reads pairs in lockstep, drops a pair, asks for Progress or sweeps. The rule
-//! checked, read by read: a member receives exactly what its lone twin receives until it
-//! lags; it lags exactly when its twin overflows (the same threshold), and its cancel says
-//! where to resume: one past the last event it read, and at most the first Put or Delete it
-//! missed, so a resume from there misses no change and repeats none.
+//! event, reads pairs in lockstep, drops a pair, asks for Progress (for everyone, or for one
+//! pair) or sweeps. The rule checked, read by read: a member receives exactly what its lone
+//! twin receives until it lags; it lags exactly when its twin overflows (the same
+//! threshold), and its cancel says where to resume: one past the last event it read, and at
+//! most the first Put or Delete it missed, so a resume from there misses no change and
+//! repeats none.
+//!
+//! A Progress asked for one pair takes a slot of the twin's queue and none of the ring's,
+//! so from then on the twin may overflow where the member goes on: once it does, the pair
+//! is compared no more, and the member's stream is only checked to stay in order.
 
 use std::sync::Arc;
 
@@ -35,6 +40,8 @@ pub enum Op {
     Drop { pair: u8 },
     /// A Progress to every watcher.
     Progress,
+    /// A Progress to both sides of one pair.
+    ProgressFor { pair: u8 },
     /// The closed-receiver sweep (it releases lagged members).
     Sweep,
 }
@@ -56,6 +63,7 @@ pub fn case() -> impl Strategy<Value = Case> {
         4 => (any::<u8>(), 0u8..6).prop_map(|(pair, max)| Op::Read { pair, max }),
         1 => any::<u8>().prop_map(|pair| Op::Drop { pair }),
         1 => Just(Op::Progress),
+        1 => any::<u8>().prop_map(|pair| Op::ProgressFor { pair }),
         1 => Just(Op::Sweep),
     ];
     (1u8..=4, proptest::collection::vec(op, 0..80)).prop_map(|(buffer, ops)| Case { buffer, ops })
@@ -75,6 +83,11 @@ struct Pair {
     resume_from: Option<u64>,
     /// The lone twin got its overflow sentinel.
     lone_overflowed: bool,
+    /// A Progress was asked for this pair (see the module docs).
+    asked_progress: bool,
+    /// The twin overflowed where the member did not, after `asked_progress`: the member's
+    /// reads are only checked to be in order from then on.
+    diverged: bool,
 }
 
 fn is_cancel(event: &WatchEvent) -> bool {
@@ -120,6 +133,8 @@ pub fn run(case: &Case) -> Result<(), String> {
                         first_missed: None,
                         resume_from: None,
                         lone_overflowed: false,
+                        asked_progress: false,
+                        diverged: false,
                     }),
                     (Err(a), Err(b)) if a == b => {}
                     (a, b) => {
@@ -166,6 +181,26 @@ pub fn run(case: &Case) -> Result<(), String> {
             Op::Progress => {
                 dispatcher.broadcast_progress(revision);
             }
+            Op::ProgressFor { pair } => {
+                if !pairs.is_empty() {
+                    let i = usize::from(*pair) % pairs.len();
+                    let pair = &mut pairs[i];
+                    pair.asked_progress = true;
+                    dispatcher.request_progress(pair.lone.progress_request());
+                    let found = dispatcher.request_progress(pair.member.progress_request());
+                    if found == pair.member_ended {
+                        return Err(at(format!(
+                            "a member that {} was {}found for its Progress",
+                            if pair.member_ended {
+                                "ended"
+                            } else {
+                                "reads on"
+                            },
+                            if found { "" } else { "not " }
+                        )));
+                    }
+                }
+            }
             Op::Sweep => {
                 dispatcher.sweep_closed_receivers(usize::MAX);
             }
@@ -185,6 +220,9 @@ pub fn run(case: &Case) -> Result<(), String> {
 
 /// One read from each side of `pair`, compared.
 fn read_both(pair: &mut Pair) -> Result<(), String> {
+    if pair.diverged {
+        return read_member_in_order(pair);
+    }
     let lone = pair.lone.receiver_mut().try_recv();
     if pair.member_ended {
         // Only the lone twin goes on: it has its queue to read, then its sentinel.
@@ -210,6 +248,11 @@ fn read_both(pair: &mut Pair) -> Result<(), String> {
     let member = pair.member.receiver_mut().try_recv();
     match (&lone, &member) {
         (Ok(a), Ok(b)) if !is_cancel(b) => {
+            if is_cancel(a) && pair.asked_progress {
+                pair.diverged = true;
+                pair.lone_overflowed = true;
+                return check_order(pair, b);
+            }
             if a != b {
                 return Err(format!("lone read {a:?}, member read {b:?}"));
             }
@@ -238,6 +281,11 @@ fn read_both(pair: &mut Pair) -> Result<(), String> {
             }
             pair.member_ended = true;
             pair.resume_from = Some(resume_from);
+            if is_cancel(a) && pair.asked_progress {
+                // The twin's Progress took the slot that made it overflow first.
+                pair.lone_overflowed = true;
+                return Ok(());
+            }
             if is_cancel(a) {
                 return Err(format!(
                     "the twin read its sentinel {a:?} where the member still had events to miss"
@@ -260,11 +308,49 @@ fn read_both(pair: &mut Pair) -> Result<(), String> {
     }
 }
 
+/// A diverged pair's member: its reads stay in order (never below a revision it read), and
+/// it may still lag once, saying where to resume.
+fn read_member_in_order(pair: &mut Pair) -> Result<(), String> {
+    match pair.member.receiver_mut().try_recv() {
+        Ok(event) => check_order(pair, &event),
+        Err(TryRecvError::Empty) => Ok(()),
+        Err(TryRecvError::Disconnected) => {
+            pair.member_ended = true;
+            Ok(())
+        }
+    }
+}
+
+/// One read of a diverged pair's member, checked against the last it read.
+fn check_order(pair: &mut Pair, event: &WatchEvent) -> Result<(), String> {
+    if pair.member_ended {
+        return Err(format!("a member read {event:?} after its cancel"));
+    }
+    if let Some(CancelReason::BufferOverflowAt { resume_from }) = event.cancel_reason() {
+        if pair.member_last.is_some_and(|last| resume_from != last + 1) {
+            return Err(format!(
+                "resume from {resume_from}, not one past the last read {:?}",
+                pair.member_last
+            ));
+        }
+        pair.member_ended = true;
+        return Ok(());
+    }
+    if pair.member_last.is_some_and(|last| event.revision < last) {
+        return Err(format!(
+            "{event:?} after revision {:?}: out of order",
+            pair.member_last
+        ));
+    }
+    pair.member_last = Some(event.revision);
+    Ok(())
+}
+
 /// At a pair's end: the member lagged exactly when its twin overflowed (a twin's queued
 /// events may still be unread, so only "member lagged implies twin overflows" is checked
 /// once the twin's queue was drained).
 fn check_end(pair: &Pair) -> Result<(), String> {
-    if pair.lone_overflowed && !pair.member_ended {
+    if pair.lone_overflowed && !pair.member_ended && !pair.diverged {
         return Err("the twin overflowed, the member never lagged".into());
     }
     Ok(())
