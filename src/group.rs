@@ -50,7 +50,7 @@
 //! | operation | cost |
 //! |---|---|
 //! | push (dispatcher, per event per group) | O(1) + O(members waiting) wake-ups |
-//! | join, leave | a map probe + O(1) amortised (slab); a leave also drops its waker, O(members waiting) |
+//! | join, leave | a map probe + O(1) amortised (slab); a leave of a waiting member takes its waker by its place, O(1) |
 //! | receive | O(1): a lock and a clone of the event (a move for the only reader), and a probe of the requested Progress when some is pending |
 //! | Progress requested for one member | O(1) amortised under the ring's lock |
 //! | closed-receiver sweep of a group | O(1) while no member holding units can be lagged; else at most [`LAG_SCAN_STEP`] slots |
@@ -114,11 +114,17 @@ struct Member {
     id: u64,
     /// The sequence number of the next event it reads.
     cursor: u64,
+    /// Its place in `waiters` while it is flagged `WAITING`: a leave or a wake-up of one
+    /// member finds its waker in O(1), not by a scan of everyone waiting.
+    waiting_at: u32,
     /// The revision of the last Put, Delete or Progress it read (or the ring's when it
     /// joined): it resumes from one past it.
     last_revision: u64,
     state: u8,
 }
+
+// The padding after `state` holds `waiting_at`: a member slot stays 32 bytes.
+const _: () = assert!(std::mem::size_of::<Member>() == 32);
 
 impl Member {
     /// It still holds its units of the limits.
@@ -253,6 +259,24 @@ fn progress_event(revision: u64, prev_kv: bool) -> WatchEvent {
     }
 }
 
+/// Takes the waker of the member at `slot` out of `waiters` if it is waiting: O(1), the
+/// entry moved into its place is told its new position.
+fn unwait(members: &mut [Member], waiters: &mut Vec<(u32, Waker)>, slot: u32) -> Option<Waker> {
+    let member = members.get_mut(slot as usize)?;
+    if !member.has(Member::WAITING) {
+        return None;
+    }
+    member.state &= !Member::WAITING;
+    let at = member.waiting_at as usize;
+    let (_, waker) = waiters.swap_remove(at);
+    if let Some((moved, _)) = waiters.get(at) {
+        if let Some(moved) = members.get_mut(*moved as usize) {
+            moved.waiting_at = at as u32;
+        }
+    }
+    Some(waker)
+}
+
 /// Wakers taken from a ring, woken outside its lock.
 type Woken = smallvec::SmallVec<[(u32, Waker); 4]>;
 
@@ -334,6 +358,7 @@ impl Ring {
         let member = Member {
             id,
             cursor: state.head(),
+            waiting_at: 0,
             last_revision: state.last_revision,
             state: Member::LIVE | Member::HELD | if owned { Member::OWNED } else { 0 },
         };
@@ -381,14 +406,17 @@ impl Ring {
         let release = member.release();
         let reader = !member.has(Member::ENDED);
         let caught_up = reader && member.cursor == head;
-        member.state = 0;
+        let RingState {
+            members, waiters, ..
+        } = &mut *state;
+        drop(unwait(members, waiters, slot));
+        members[slot as usize].state = 0;
         state.free.push(slot);
         state.live -= 1;
         state.readers -= usize::from(reader);
         state.caught_up -= usize::from(caught_up);
         // The slot may be reused: its requests go with it.
         state.progress.remove(&slot);
-        state.waiters.retain(|(waiting, _)| *waiting != slot);
         (release, state.live == 0)
     }
 
@@ -416,13 +444,7 @@ impl Ring {
                 return Some(false);
             }
             progress.entry(slot).or_default().push((head, revision));
-            if member.has(Member::WAITING) {
-                member.state &= !Member::WAITING;
-                let at = waiters.iter().position(|(waiting, _)| *waiting == slot);
-                at.map(|i| waiters.swap_remove(i).1)
-            } else {
-                None
-            }
+            unwait(members, waiters, slot)
         };
         if let Some(waker) = waker {
             waker.wake();
@@ -517,6 +539,15 @@ impl Ring {
             state.caught_up,
             "caught-up count"
         );
+        for (at, (slot, _)) in state.waiters.iter().enumerate() {
+            assert!(
+                state
+                    .members
+                    .get(*slot as usize)
+                    .is_some_and(|m| m.has(Member::WAITING) && m.waiting_at as usize == at),
+                "a waker whose member does not know its place"
+            );
+        }
         for (slot, asked) in &state.progress {
             let member = state.members.get(*slot as usize);
             assert!(!asked.is_empty(), "an empty list of requested Progress");
@@ -549,8 +580,11 @@ impl Ring {
             }
             if member.has(Member::WAITING) {
                 assert!(
-                    state.waiters.iter().any(|(s, _)| *s as usize == slot),
-                    "a waiting member without its waker"
+                    state
+                        .waiters
+                        .get(member.waiting_at as usize)
+                        .is_some_and(|(s, _)| *s as usize == slot),
+                    "a waiting member without its waker at its place"
                 );
             }
         }
@@ -742,13 +776,14 @@ impl GroupReceiver {
         }
         if let Some(waker) = waker {
             if member.has(Member::WAITING) {
-                if let Some(entry) = waiters.iter_mut().find(|(s, _)| *s == slot) {
+                if let Some(entry) = waiters.get_mut(member.waiting_at as usize) {
                     if !entry.1.will_wake(waker) {
                         entry.1 = waker.clone();
                     }
                 }
             } else {
                 member.state |= Member::WAITING;
+                member.waiting_at = waiters.len() as u32;
                 waiters.push((slot, waker.clone()));
             }
         }
@@ -1169,5 +1204,39 @@ mod tests {
         sender.push(put(2));
         assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert!(matches!(waiting.poll_recv(&mut cx), Poll::Ready(Some(_))));
+    }
+
+    #[test]
+    fn members_leaving_while_they_wait_take_only_their_own_wakers() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, Relaxed);
+            }
+        }
+        let (ring, sender) = ring(8);
+        let counts: Vec<_> = (0..64)
+            .map(|_| std::sync::Arc::new(Count(AtomicUsize::new(0))))
+            .collect();
+        let mut members: Vec<Option<GroupReceiver>> =
+            (0..64).map(|id| Some(member(&ring, id))).collect();
+        for (m, count) in members.iter_mut().zip(&counts) {
+            let waker = Waker::from(count.clone());
+            let rx = m.as_mut().unwrap();
+            assert!(rx.poll_recv(&mut Context::from_waker(&waker)).is_pending());
+        }
+        // Leave in a scattered order: each swap-remove moves another member's waker.
+        for i in (0..64).filter(|i| i % 3 != 1).map(|i| (i * 37) % 64) {
+            members[i] = None;
+            ring.check_invariants();
+        }
+        sender.push(put(1));
+        for (i, (m, count)) in members.iter().zip(&counts).enumerate() {
+            let woken = count.0.load(Relaxed);
+            assert_eq!(woken, usize::from(m.is_some()), "member {i}");
+        }
+        ring.check_invariants();
     }
 }
