@@ -384,6 +384,28 @@ pub fn key_cost_run(depths: &[usize]) -> Vec<KeyCostRow> {
         .collect()
 }
 
+/// `group-leave`: `members` members of one group on one key, each polled once so that it
+/// waits (its waker in the ring's list), then every handle dropped; milliseconds for the
+/// drops. Each leave takes the ring's lock, which the dispatcher's push waits for.
+pub fn group_leave_run(members: usize) -> f64 {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new_with_limits(8, usize::MAX, tx));
+    let mut handles: Vec<_> = (0..members)
+        .map(|_| {
+            registry
+                .watch(WatchSpec::exact("/k").grouped())
+                .expect("no limit")
+        })
+        .collect();
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for handle in &mut handles {
+        assert!(handle.receiver_mut().poll_recv(&mut cx).is_pending());
+    }
+    let start = Instant::now();
+    drop(handles);
+    start.elapsed().as_secs_f64() * 1e3
+}
+
 /// What `group-sweep` measured.
 pub struct GroupSweepRun {
     /// Members of the one group.

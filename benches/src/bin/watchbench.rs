@@ -23,7 +23,8 @@ OPTIONS:
                     heartbeat | scale; watchtrie alone: kinds | wildcards | owners | key-cost |
                     resume-storm (--watchers resume at once, default 100000) | group-sweep
                     (a closed-receiver sweep call against one group of 1K, 10K, 100K
-                    members, or --watchers)
+                    members, or --watchers) | group-leave (N waiting members of one
+                    group dropped: 10K, 50K, or --watchers)
   --watchers N      watchers to register (default: mixed 500000, memory 1100000; miss, register, fill,
                     heartbeat 1000000 (heartbeat: mixed keys); deep, fanout, churn 100000
                     (churn: mixed keys); scale 10000000 compact watchers, mixed keys
@@ -153,7 +154,7 @@ fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, Str
         "miss" => workload::miss(n, opts.events, opts.seed),
         "deep" => workload::deep(n, opts.events, opts.seed),
         "register" | "fanout" | "scale" | "kinds" | "wildcards" | "owners" | "key-cost"
-        | "resume-storm" | "group-sweep" => {
+        | "resume-storm" | "group-sweep" | "group-leave" => {
             Workload::default()
         }
         other => {
@@ -1763,6 +1764,23 @@ fn extended_report(opts: &Options) -> Option<ExitCode> {
                     "{:>9} {:>12.1} {:>12.1} {:>12.1} {:>10}",
                     r.members, r.median_us, r.mean_us, r.max_us, r.released
                 );
+            }
+            Some(ExitCode::SUCCESS)
+        }
+        "group-leave" => {
+            println!("scenario group-leave: one group of N members on one key, every member waiting (polled once), then every handle dropped, timed; best of three");
+            println!("machine: {}", cpu_model());
+            println!();
+            println!("{:>9} {:>12}", "members", "drop ms");
+            let sizes = match opts.watchers {
+                Some(n) => vec![n],
+                None => vec![10_000, 50_000],
+            };
+            for members in sizes {
+                let best = (0..3)
+                    .map(|_| extended::group_leave_run(members))
+                    .fold(f64::MAX, f64::min);
+                println!("{members:>9} {best:>12.1}");
             }
             Some(ExitCode::SUCCESS)
         }
