@@ -28,6 +28,12 @@
 //!   the events held first (none of them will be read), so members that keep up cost one
 //!   held event, not a buffer's worth; the only member still reading moves each event out
 //!   instead of cloning it.
+//! - **Batches**: a member that finds several events waiting takes up to [`BATCH_MAX`]
+//!   under one lock and reads them without it (readers on two cores otherwise take the
+//!   ring's lock in turn for every event). Its lag test while reading them is the ring's,
+//!   made on the head the last push stored (`head_seen`): the event it would read now is
+//!   one the ring would have dropped. The closed-receiver sweep sees the cursor past the
+//!   batch, so it finds such a member lagged up to a batch later.
 //! - **Progress for one member** waits in a map by slot, each with the head when it was
 //!   asked; the member reads it when its cursor gets there (after the group's events up to
 //!   the request, before any later one). Its lag sentinel and its leaving drop it.
@@ -51,7 +57,7 @@
 //! |---|---|
 //! | push (dispatcher, per event per group) | O(1) + O(members waiting) wake-ups |
 //! | join, leave | a map probe + O(1) amortised (slab); a leave of a waiting member takes its waker by its place, O(1) |
-//! | receive | O(1): a lock and a clone of the event (a move for the only reader), and a probe of the requested Progress when some is pending |
+//! | receive | O(1): from a batch, an atomic load; else a lock and a clone of each event taken (up to [`BATCH_MAX`]; a move for the only reader), and a probe of the requested Progress when some is pending |
 //! | Progress requested for one member | O(1) amortised under the ring's lock |
 //! | closed-receiver sweep of a group | O(1) while no member holding units can be lagged; else at most [`LAG_SCAN_STEP`] slots |
 
@@ -70,7 +76,7 @@ use crate::event::{WatchEvent, WatchEventType};
 use crate::meta::{Flags, TargetKind};
 use crate::publish::Shared;
 use crate::spec::Target;
-use crate::sync::{AtomicU32, ChannelArc as Arc, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, ChannelArc as Arc, Mutex, MutexGuard, Ordering};
 
 /// Member slots one visit of the closed-receiver sweep looks at in a ring (32 bytes each,
 /// 128 KiB in all): it holds the ring's lock, which the dispatcher's push waits for.
@@ -294,6 +300,10 @@ pub(crate) struct Ring {
     registry: Weak<Shared>,
     /// Live senders.
     senders: AtomicU32,
+    /// The head (the sequence number of the next event pushed), stored under the lock
+    /// after each push: a member reading a batch it took sees from it whether it lagged,
+    /// without the lock.
+    head_seen: AtomicU64,
 }
 
 impl fmt::Debug for Ring {
@@ -336,6 +346,7 @@ impl Ring {
             watcher_id,
             registry,
             senders: AtomicU32::new(1),
+            head_seen: AtomicU64::new(0),
         });
         let sender = GroupSender {
             ring: Arc::clone(&ring),
@@ -617,6 +628,9 @@ impl GroupSender {
             // The head moves past everyone who was at it.
             state.caught_up = 0;
             state.events.push_back(event);
+            // Release: a member that reads a newer head also sees the lock's writes before it
+            // (it takes the lock anyway before reading anything the push stored).
+            self.ring.head_seen.store(state.head(), Ordering::Release);
             if state.events.len() > self.ring.capacity {
                 state.events.pop_front();
                 state.base += 1;
@@ -670,17 +684,74 @@ impl Drop for GroupSender {
 pub struct GroupReceiver {
     ring: Arc<Ring>,
     slot: u32,
-    id: u64,
+    /// Events taken from the ring under one lock and not read yet: a member that finds
+    /// several waiting takes up to [`BATCH_MAX`] at once and reads them without the lock,
+    /// which readers on other cores would otherwise take in turn for every event.
+    batch: Option<Box<Batch>>,
+}
+
+// A member's handle stays at 24 bytes: the 64-byte-per-watcher budget counts it.
+#[cfg(not(watchtrie_loom))]
+const _: () = assert!(std::mem::size_of::<GroupReceiver>() == 24);
+
+/// The most events a member takes from its ring under one lock.
+const BATCH_MAX: usize = 16;
+
+/// What a member took from its ring and has not read yet (never empty).
+struct Batch {
+    events: VecDeque<WatchEvent>,
+    /// The sequence number of the first of `events`.
+    next: u64,
+    /// The revision of the last Put, Delete or Progress the member read (its slab entry
+    /// holds the last it took): where a lag sentinel resumes from, plus one.
+    last_read: u64,
+}
+
+/// Takes the event at `member`'s cursor (moved out if it is the only reader, else cloned)
+/// and moves the cursor past it.
+fn take_one(
+    events: &mut VecDeque<WatchEvent>,
+    base: u64,
+    member: &mut Member,
+    lone: bool,
+) -> WatchEvent {
+    let held = &mut events[(member.cursor - base) as usize];
+    // The only reader left takes the event itself: no reference counts to touch, and
+    // nobody else will read that slot (a member joins at the head).
+    let event = if lone {
+        std::mem::replace(held, taken_slot())
+    } else {
+        held.clone()
+    };
+    member.cursor += 1;
+    if stamps_revision(event.event_type) {
+        member.last_revision = event.revision;
+    }
+    event
+}
+
+/// The event types a resume point follows.
+fn stamps_revision(event_type: WatchEventType) -> bool {
+    matches!(
+        event_type,
+        WatchEventType::Put | WatchEventType::Delete | WatchEventType::Progress
+    )
 }
 
 impl GroupReceiver {
-    pub(crate) fn new(ring: Arc<Ring>, slot: u32, id: u64) -> Self {
-        Self { ring, slot, id }
+    pub(crate) fn new(ring: Arc<Ring>, slot: u32, _id: u64) -> Self {
+        Self {
+            ring,
+            slot,
+            batch: None,
+        }
     }
 
     /// The member's id (one sequence with every other watcher's).
     pub fn id(&self) -> u64 {
-        self.id
+        // Kept in its slab entry, not here: a member is then 24 bytes.
+        let state = self.ring.lock();
+        state.members.get(self.slot as usize).map_or(0, |m| m.id)
     }
 
     /// The next event, waiting for one if none is there; `None` once the group's watcher
@@ -712,11 +783,66 @@ impl GroupReceiver {
         self.take_or_wait(None)
     }
 
-    /// One read under the ring's lock; with `waker`, registers it if nothing is there.
+    /// The member lagged while reading a batch: its sentinel, resuming after `last_read`,
+    /// and its end, as the ring's own lag test gives them.
+    fn end_lagged(
+        &mut self,
+        last_read: u64,
+    ) -> (Result<WatchEvent, TryRecvError>, Option<MemberRelease>) {
+        let mut state = self.ring.lock();
+        let head = state.head();
+        let RingState {
+            members,
+            readers,
+            caught_up,
+            progress,
+            ..
+        } = &mut *state;
+        let Some(member) = members.get_mut(self.slot as usize) else {
+            return (Err(TryRecvError::Disconnected), None);
+        };
+        if member.has(Member::ENDED) {
+            return (Err(TryRecvError::Disconnected), None);
+        }
+        member.state |= Member::ENDED;
+        *readers -= 1;
+        *caught_up -= usize::from(member.cursor == head);
+        progress.remove(&self.slot);
+        let sentinel =
+            WatchEvent::overflow_sentinel_at(self.ring.key.pattern.clone(), last_read + 1);
+        (Ok(sentinel), member.release())
+    }
+
+    /// One read: from the batch taken if there is one, else under the ring's lock; with
+    /// `waker`, registers it if nothing is there.
     fn take_or_wait(
         &mut self,
         waker: Option<&Waker>,
     ) -> (Result<WatchEvent, TryRecvError>, Option<MemberRelease>) {
+        if let Some(batch) = self.batch.as_deref_mut() {
+            // Acquire: pairs with the push's Release. The same test as the ring's below
+            // (`cursor < base`), for the event it would read now: the ring would have
+            // dropped it.
+            let head = self.ring.head_seen.load(Ordering::Acquire);
+            if batch.next < head.saturating_sub(self.ring.capacity as u64) {
+                let last_read = batch.last_read;
+                self.batch = None;
+                return self.end_lagged(last_read);
+            }
+            let event = batch.events.pop_front();
+            batch.next += 1;
+            if let Some(event) = &event {
+                if stamps_revision(event.event_type) {
+                    batch.last_read = event.revision;
+                }
+            }
+            if batch.events.is_empty() {
+                self.batch = None;
+            }
+            if let Some(event) = event {
+                return (Ok(event), None);
+            }
+        }
         let mut state = self.ring.lock();
         let base = state.base;
         let head = state.head();
@@ -747,29 +873,33 @@ impl GroupReceiver {
             );
             return (Ok(sentinel), member.release());
         }
+        // No batch crosses a requested Progress: the member reads it where it was asked.
+        let limit = progress
+            .get(&slot)
+            .and_then(|asked| asked.first())
+            .map_or(head, |(at, _)| (*at).min(head));
         if let Some(revision) = take_progress(progress, slot, member.cursor) {
             member.last_revision = revision;
             let prev_kv = self.ring.key.flags.contains(Flags::PREV_KV);
             return (Ok(progress_event(revision, prev_kv)), None);
         }
-        if member.cursor < head {
-            let held = &mut events[(member.cursor - base) as usize];
-            // The only reader left takes the event itself: no reference counts to touch,
-            // and nobody else will read that slot (a member joins at the head).
-            let event = if *readers == 1 {
-                std::mem::replace(held, taken_slot())
-            } else {
-                held.clone()
-            };
-            member.cursor += 1;
-            *caught_up += usize::from(member.cursor == head);
-            if matches!(
-                event.event_type,
-                WatchEventType::Put | WatchEventType::Delete | WatchEventType::Progress
-            ) {
-                member.last_revision = event.revision;
+        if member.cursor < limit {
+            let lone = *readers == 1;
+            let first = take_one(events, base, member, lone);
+            let more = ((limit - member.cursor) as usize).min(BATCH_MAX - 1);
+            if more > 0 {
+                let mut batch = Box::new(Batch {
+                    events: VecDeque::with_capacity(more),
+                    next: member.cursor,
+                    last_read: member.last_revision,
+                });
+                for _ in 0..more {
+                    batch.events.push_back(take_one(events, base, member, lone));
+                }
+                self.batch = Some(batch);
             }
-            return (Ok(event), None);
+            *caught_up += usize::from(member.cursor == head);
+            return (Ok(first), None);
         }
         if closed {
             return (Err(TryRecvError::Disconnected), None);
@@ -805,10 +935,17 @@ impl GroupReceiver {
     /// buffer size), and the Progress requested for it; a lagged member has none left.
     pub fn len(&self) -> usize {
         let state = self.ring.lock();
+        let head = state.head();
+        let taken = match self.batch.as_deref() {
+            // Its next read is its lag sentinel.
+            Some(b) if b.next < head.saturating_sub(self.ring.capacity as u64) => return 0,
+            Some(b) => b.events.len(),
+            None => 0,
+        };
         match state.members.get(self.slot as usize) {
             Some(m) if !m.has(Member::ENDED) && m.cursor >= state.base => {
                 let asked = state.progress.get(&self.slot).map_or(0, |a| a.len());
-                (state.head() - m.cursor) as usize + asked
+                taken + (head - m.cursor) as usize + asked
             }
             _ => 0,
         }
@@ -837,7 +974,7 @@ impl GroupReceiver {
         ProgressRequest::Member(MemberProgress {
             ring: Arc::clone(&self.ring),
             slot: self.slot,
-            id: self.id,
+            id: self.id(),
         })
     }
 
@@ -877,7 +1014,7 @@ impl futures_core::Stream for GroupReceiver {
 impl fmt::Debug for GroupReceiver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GroupReceiver")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("group", &self.ring.watcher_id)
             .field("queued", &self.len())
             .finish_non_exhaustive()
@@ -899,7 +1036,7 @@ impl GroupedWatcherHandle {
 
     /// The member's id.
     pub fn id(&self) -> u64 {
-        self.receiver.id
+        self.receiver.id()
     }
 
     /// The watched key, or the stored target (see [`WatcherHandle::key`](crate::WatcherHandle::key)).
@@ -931,7 +1068,7 @@ impl GroupedWatcherHandle {
     /// the receiver is dropped.
     pub fn into_receiver(self) -> (u64, Bytes, GroupReceiver) {
         let key = self.receiver.ring.key.pattern.clone();
-        (self.receiver.id, key, self.receiver)
+        (self.receiver.id(), key, self.receiver)
     }
 }
 
@@ -1019,6 +1156,38 @@ mod tests {
         assert_eq!(drain(&mut late), vec![104]);
         assert_eq!(drain(&mut a), vec![103, 104]);
         assert_eq!(drain(&mut b), vec![103, 104]);
+    }
+
+    #[test]
+    fn a_batch_taken_under_one_lock_lags_exactly_where_the_ring_would() {
+        for (more, lags) in [(1, false), (2, false), (3, true)] {
+            let (ring, sender) = ring(4);
+            let mut m = member(&ring, 10);
+            let _other = member(&ring, 11); // two readers: events are cloned, not moved
+            for revision in 1..=3 {
+                sender.push(put(revision));
+            }
+            assert_eq!(m.try_recv().unwrap().revision, 1, "and 2, 3 taken with it");
+            assert_eq!(m.len(), 2);
+            for revision in 4..4 + more {
+                sender.push(put(revision));
+            }
+            ring.check_invariants();
+            let got: Vec<_> = std::iter::from_fn(|| m.try_recv().ok()).collect();
+            if lags {
+                // Six events pushed, four kept: event 2 is gone.
+                assert_eq!(got.len(), 1, "{got:?}");
+                assert_eq!(
+                    got[0].cancel_reason(),
+                    Some(crate::event::CancelReason::BufferOverflowAt { resume_from: 2 })
+                );
+                assert_eq!(m.try_recv().unwrap_err(), TryRecvError::Disconnected);
+            } else {
+                let revisions: Vec<_> = got.iter().map(|e| e.revision).collect();
+                assert_eq!(revisions, (2..4 + more).collect::<Vec<_>>());
+            }
+            ring.check_invariants();
+        }
     }
 
     #[test]
