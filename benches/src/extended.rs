@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use watchtrie::{
-    InlineDispatcher, OwnerId, RegistryOptions, Target, WatchRegistry, WatchSpec, WatcherHandle,
+    GroupedWatcherHandle, InlineDispatcher, OwnerId, RegistryOptions, Target, WatchRegistry,
+    WatchSpec, WatcherHandle,
 };
 
 use crate::engines::Event;
@@ -384,19 +385,24 @@ pub fn key_cost_run(depths: &[usize]) -> Vec<KeyCostRow> {
         .collect()
 }
 
+/// `members` members of one group on `/k`.
+fn one_group(registry: &WatchRegistry, members: usize) -> Vec<GroupedWatcherHandle> {
+    (0..members)
+        .map(|_| {
+            registry
+                .watch(WatchSpec::exact("/k").grouped())
+                .expect("no limit")
+        })
+        .collect()
+}
+
 /// `group-leave`: `members` members of one group on one key, each polled once so that it
 /// waits (its waker in the ring's list), then every handle dropped; milliseconds for the
 /// drops. Each leave takes the ring's lock, which the dispatcher's push waits for.
 pub fn group_leave_run(members: usize) -> f64 {
     let (tx, _rx) = mpsc::unbounded_channel();
     let registry = Arc::new(WatchRegistry::new_with_limits(8, usize::MAX, tx));
-    let mut handles: Vec<_> = (0..members)
-        .map(|_| {
-            registry
-                .watch(WatchSpec::exact("/k").grouped())
-                .expect("no limit")
-        })
-        .collect();
+    let mut handles = one_group(&registry, members);
     let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
     for handle in &mut handles {
         assert!(handle.receiver_mut().poll_recv(&mut cx).is_pending());
@@ -429,13 +435,7 @@ pub fn group_sweep_run(members: usize) -> GroupSweepRun {
     let (tx, rx) = mpsc::unbounded_channel();
     let registry = Arc::new(WatchRegistry::new_with_limits(8, usize::MAX, tx));
     let mut dispatcher = InlineDispatcher::new(registry.clone(), rx);
-    let mut handles: Vec<_> = (0..members)
-        .map(|_| {
-            registry
-                .watch(WatchSpec::exact("/k").grouped())
-                .expect("no limit")
-        })
-        .collect();
+    let mut handles = one_group(&registry, members);
     let mut revision = 0;
     let mut times = Vec::with_capacity(CALLS);
     for _ in 0..CALLS {
