@@ -739,7 +739,7 @@ fn stamps_revision(event_type: WatchEventType) -> bool {
 }
 
 impl GroupReceiver {
-    pub(crate) fn new(ring: Arc<Ring>, slot: u32, _id: u64) -> Self {
+    pub(crate) fn new(ring: Arc<Ring>, slot: u32) -> Self {
         Self {
             ring,
             slot,
@@ -829,19 +829,19 @@ impl GroupReceiver {
                 self.batch = None;
                 return self.end_lagged(last_read);
             }
-            let event = batch.events.pop_front();
+            // A batch is dropped as soon as it is empty, so one that is there holds one.
+            let event = batch
+                .events
+                .pop_front()
+                .expect("a batch is dropped once empty");
             batch.next += 1;
-            if let Some(event) = &event {
-                if stamps_revision(event.event_type) {
-                    batch.last_read = event.revision;
-                }
+            if stamps_revision(event.event_type) {
+                batch.last_read = event.revision;
             }
             if batch.events.is_empty() {
                 self.batch = None;
             }
-            if let Some(event) = event {
-                return (Ok(event), None);
-            }
+            return (Ok(event), None);
         }
         let mut state = self.ring.lock();
         let base = state.base;
@@ -1107,7 +1107,7 @@ mod tests {
 
     fn member(ring: &Arc<Ring>, id: u64) -> GroupReceiver {
         let slot = ring.join(id, false).expect("open ring");
-        GroupReceiver::new(Arc::clone(ring), slot, id)
+        GroupReceiver::new(Arc::clone(ring), slot)
     }
 
     fn drain(receiver: &mut GroupReceiver) -> Vec<u64> {

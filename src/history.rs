@@ -15,9 +15,9 @@
 //! ## Layout
 //!
 //! Memory is what bounds a history, so an entry costs its payload plus about 19 bytes:
-//! - a 16-byte header (revision, segment number, offset) in fixed blocks of up to
-//!   [`BLOCK`] headers, so that growing never doubles a buffer and the slack is at most a
-//!   block at each end;
+//! - a 16-byte header (revision, segment number, offset, payload length up to 64 KiB) in
+//!   fixed blocks of up to [`BLOCK`] headers, so that growing never doubles a buffer and the
+//!   slack is at most a block at each end;
 //! - in a chunk of at most [`MAX_CHUNK`] bytes, its type and three lengths as LEB128
 //!   varints (3 bytes for fields under 64 and 128 bytes), then key, value and previous value.
 //!
@@ -25,8 +25,10 @@
 //! shared *segment* when the chunk is full and when a catch-up is about to read
 //! ([`History::seal`]), so that replayed events are slices of the history, not copies.
 //! Recording touches no reference count: one allocation and one freeze per chunk, not per
-//! event (per-event `malloc`, `free` and `Bytes` splits were what recording cost). A chunk
-//! is freed when its last entry is evicted and the events delivered from it are dropped.
+//! event (per-event `malloc`, `free` and `Bytes` splits were what recording cost). Evicting
+//! reads only the header (the payload length in it), not the chunk, except for an entry of
+//! 64 KiB or more. A chunk is freed when its last entry is evicted and the events delivered
+//! from it are dropped.
 //!
 //! | operation | cost |
 //! |---|---|
@@ -37,14 +39,17 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::event::WatchEventType;
 use crate::options::HistoryOptions;
 
 /// The largest chunk payloads are copied into (an event larger than that gets a chunk of
-/// its own size).
+/// its own size, at offset 0).
 pub(crate) const MAX_CHUNK: usize = 64 << 10;
+
+// An entry's offset in a chunk is a `u16`.
+const _: () = assert!(MAX_CHUNK <= u16::MAX as usize + 1);
 
 /// The smallest chunk: a history bounded to fewer bytes still allocates this much at once.
 const MIN_CHUNK: usize = 4 << 10;
@@ -52,8 +57,8 @@ const MIN_CHUNK: usize = 4 << 10;
 /// Headers per block (fewer when the history holds fewer events).
 const BLOCK: usize = 1024;
 
-/// The largest payload an entry can have: offsets within a chunk are `u32`. A larger event
-/// is treated like one above the byte bound.
+/// The largest payload an entry can have (a chunk's size, payload and varints, then fits a
+/// `u32`). A larger event is treated like one above the byte bound.
 const MAX_PAYLOAD: usize = u32::MAX as usize - 3 * MAX_VARINT;
 
 /// The longest LEB128 encoding of a `u64`.
@@ -66,9 +71,16 @@ struct Entry {
     /// The number of the segment it is in (wrapping); the next segment's number while it is
     /// in the part of the open chunk not sealed yet.
     segment: u32,
-    /// Where its varint prefix starts in that segment (or in the open chunk's unsealed part).
-    offset: u32,
+    /// Where its varint prefix starts in that segment (or in the open chunk's unsealed part):
+    /// below [`MAX_CHUNK`], or 0 in a chunk of its own.
+    offset: u16,
+    /// Its payload's length, or [`LONG_PAYLOAD`] for one that long or longer (then read from
+    /// its varints): eviction needs the length and should not touch the cold chunk.
+    payload: u16,
 }
+
+/// [`Entry::payload`] for a payload whose length is in its varints only.
+const LONG_PAYLOAD: u16 = u16::MAX;
 
 const _: () = assert!(std::mem::size_of::<Entry>() == 16);
 
@@ -117,19 +129,26 @@ impl Headers {
         self.len
     }
 
+    #[inline]
     fn push(&mut self, entry: Entry) {
         if self.tail.len() == self.block_len() {
-            let block_len = self.block_len();
-            let mut next = self
-                .spare
-                .take()
-                .unwrap_or_else(|| Vec::with_capacity(block_len));
-            next.clear();
-            let full = std::mem::replace(&mut self.tail, next);
-            self.full.push_back(full);
+            self.next_block();
         }
         self.tail.push(entry);
         self.len += 1;
+    }
+
+    /// Moves the full tail block to `full` and starts an empty one (once per block).
+    #[cold]
+    fn next_block(&mut self) {
+        let block_len = self.block_len();
+        let mut next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(block_len));
+        next.clear();
+        let full = std::mem::replace(&mut self.tail, next);
+        self.full.push_back(full);
     }
 
     fn get(&self, index: usize) -> Option<&Entry> {
@@ -148,8 +167,13 @@ impl Headers {
         self.get(0)
     }
 
+    #[inline]
     fn pop_front(&mut self) -> Option<Entry> {
-        let entry = *self.front()?;
+        if self.len == 0 {
+            return None;
+        }
+        let first = self.full.front().unwrap_or(&self.tail);
+        let entry = *first.get(self.skip)?;
         self.skip += 1;
         self.len -= 1;
         if self.skip == self.block_len() {
@@ -254,6 +278,8 @@ pub(crate) struct History {
     bytes: usize,
     max_events: usize,
     max_bytes: usize,
+    /// One above the largest payload recorded (0 when nothing is: no entry allowed).
+    payload_cap: usize,
     /// The lowest revision a watch may start from; `None` after a lag until the next event.
     floor: Option<u64>,
     /// The revision of the last event recorded (0 before the first).
@@ -261,6 +287,9 @@ pub(crate) struct History {
     /// The unsealed part of the chunk being filled; its spare capacity is where the next
     /// entry goes.
     open: BytesMut,
+    /// What is left of the open chunk's size to fill (its capacity may be larger: an offset
+    /// must stay below [`MAX_CHUNK`]).
+    open_room: usize,
     /// Sealed segments some held entry lives in, oldest first.
     segments: VecDeque<Segment>,
     /// The number of `segments[0]` (numbers wrap: fewer segments than entries are held).
@@ -274,6 +303,8 @@ pub(crate) struct History {
     chunk_size: usize,
     /// The sizes in `chunks` and `open_chunk`, summed.
     chunk_bytes: usize,
+    /// [`Self::next_release`], kept: evicting up to it releases no chunk and no segment.
+    release_at: u64,
 }
 
 impl History {
@@ -286,15 +317,21 @@ impl History {
             bytes: 0,
             max_events,
             max_bytes: options.max_bytes(),
+            payload_cap: match max_events {
+                0 => 0,
+                _ => options.max_bytes().min(MAX_PAYLOAD) + 1,
+            },
             floor: Some(options.first_revision()),
             last_revision: 0,
             open: BytesMut::new(),
+            open_room: 0,
             segments: VecDeque::new(),
             first_segment: 0,
             chunks: VecDeque::new(),
             open_chunk: 0,
             chunk_size: (options.max_bytes() / 16).clamp(MIN_CHUNK, MAX_CHUNK),
             chunk_bytes: 0,
+            release_at: u64::MAX,
         }
     }
 
@@ -312,32 +349,55 @@ impl History {
         let bytes = self.open.split().freeze();
         let last_seq = self.next_seq() - 1;
         self.segments.push_back(Segment { bytes, last_seq });
+        self.release_at = self.release_at.min(last_seq);
     }
 
-    /// Copies one entry into the open chunk (a new one if it does not fit) and returns
-    /// where it starts.
-    fn copy_in(&mut self, prefix: &[u8], parts: [&[u8]; 3], payload: usize) -> u32 {
-        let size = prefix.len() + payload;
-        // Before the first chunk `open` has no capacity, so this opens it too.
-        if self.open.capacity() - self.open.len() < size {
-            self.seal();
-            if self.open_chunk > 0 {
-                let last = self.next_seq() - 1;
-                self.chunks.push_back((last, self.open_chunk));
-            }
-            self.open_chunk = self.chunk_size.max(size);
-            self.open = BytesMut::with_capacity(self.open_chunk);
-            self.chunk_bytes += self.open_chunk;
+    /// Writes one entry's varints and fields into the open chunk (a new one if it does not
+    /// fit) and returns where it starts in the unsealed part.
+    #[inline]
+    fn copy_in(&mut self, lengths: [u64; 3], parts: [&[u8]; 3], payload: usize) -> usize {
+        let short = (lengths[0] | lengths[1] | lengths[2]) < 0x80;
+        let size = match short {
+            true => 3 + payload,
+            false => lengths.iter().map(|&n| varint_len(n)).sum::<usize>() + payload,
+        };
+        // Before the first chunk there is no room, so this opens it too.
+        if self.open_room < size {
+            self.open_chunk_for(size);
         }
-        let offset = self.open.len() as u32;
-        self.open.extend_from_slice(prefix);
+        let offset = self.open.len();
+        if short {
+            // One byte each, written as one 3-byte copy.
+            self.open
+                .extend_from_slice(&[lengths[0] as u8, lengths[1] as u8, lengths[2] as u8]);
+        } else {
+            for n in lengths {
+                put_varint(&mut self.open, n);
+            }
+        }
         for part in parts {
             // Empty fields (a Put's previous value, a Delete's value) are common.
             if !part.is_empty() {
                 self.open.extend_from_slice(part);
             }
         }
+        self.open_room -= size;
         offset
+    }
+
+    /// Seals the open chunk and opens one with room for `size` bytes (once per chunk).
+    #[cold]
+    fn open_chunk_for(&mut self, size: usize) {
+        self.seal();
+        if self.open_chunk > 0 {
+            let last = self.next_seq() - 1;
+            self.chunks.push_back((last, self.open_chunk));
+            self.release_at = self.release_at.min(last);
+        }
+        self.open_chunk = self.chunk_size.max(size);
+        self.open = BytesMut::with_capacity(self.open_chunk);
+        self.open_room = self.open_chunk;
+        self.chunk_bytes += self.open_chunk;
     }
 
     /// Raises the floor to `revision` (what was applied before the dispatcher existed).
@@ -377,28 +437,26 @@ impl History {
             .len()
             .saturating_add(value.len())
             .saturating_add(prev_value.len());
-        if payload > self.max_bytes || payload > MAX_PAYLOAD || self.max_events == 0 {
+        if payload >= self.payload_cap {
             self.clear_through(revision.saturating_add(1));
             // The sequence still moves, so that a cursor at the old head sees the drop.
             self.first_seq += 1;
             return false;
         }
-        let mut prefix = [0; 3 * MAX_VARINT];
-        let mut written = 0;
-        for length in [
+        let lengths = [
             (key.len() as u64) << 1 | deleted,
             value.len() as u64,
             prev_value.len() as u64,
-        ] {
-            put_varint(&mut prefix, &mut written, length);
-        }
-        let offset = self.copy_in(&prefix[..written], [key, value, prev_value], payload);
+        ];
+        let offset = self.copy_in(lengths, [key, value, prev_value], payload);
         // After the copy: a new chunk seals the old one, which moves the open number.
         let segment = self.open_segment();
         self.entries.push(Entry {
             revision,
             segment,
-            offset,
+            // Below `MAX_CHUNK` in a shared chunk; 0 in a chunk of its own.
+            offset: offset as u16,
+            payload: u16::try_from(payload).unwrap_or(LONG_PAYLOAD),
         });
         self.bytes += payload;
         while self.entries.len() > self.max_events || self.bytes > self.max_bytes {
@@ -407,28 +465,44 @@ impl History {
         true
     }
 
+    #[inline]
     fn evict_front(&mut self) {
-        let payload = self.get(self.first_seq).map(|e| e.fields.len());
         if let Some(entry) = self.entries.pop_front() {
-            self.bytes -= payload.unwrap_or(0);
+            // Before its segment is dropped below, while a long payload can still be read.
+            let payload = match entry.payload {
+                LONG_PAYLOAD => self.decode(&entry).map_or(0, |e| e.fields.len()),
+                short => usize::from(short),
+            };
+            self.bytes -= payload;
             self.floor = Some(entry.revision.saturating_add(1));
-            // Chunks and segments whose last entry this was are no longer held (the open
-            // chunk stays).
-            while self.chunks.front().is_some_and(|c| c.0 <= self.first_seq) {
-                if let Some((_, size)) = self.chunks.pop_front() {
-                    self.chunk_bytes -= size;
-                }
-            }
-            while self
-                .segments
-                .front()
-                .is_some_and(|s| s.last_seq <= self.first_seq)
-            {
-                self.segments.pop_front();
-                self.first_segment = self.first_segment.wrapping_add(1);
+            if self.first_seq >= self.release_at {
+                self.release_through(self.first_seq);
             }
             self.first_seq += 1;
         }
+    }
+
+    /// Drops the chunks and segments whose last entry is at or before `seq`, just evicted
+    /// (the open chunk stays), and sets [`Self::release_at`] to the next one's.
+    #[cold]
+    fn release_through(&mut self, seq: u64) {
+        while self.chunks.front().is_some_and(|c| c.0 <= seq) {
+            if let Some((_, size)) = self.chunks.pop_front() {
+                self.chunk_bytes -= size;
+            }
+        }
+        while self.segments.front().is_some_and(|s| s.last_seq <= seq) {
+            self.segments.pop_front();
+            self.first_segment = self.first_segment.wrapping_add(1);
+        }
+        self.release_at = self.next_release();
+    }
+
+    /// The lowest last entry of the oldest chunk and segment (`u64::MAX` with neither).
+    fn next_release(&self) -> u64 {
+        let chunk = self.chunks.front().map_or(u64::MAX, |c| c.0);
+        let segment = self.segments.front().map_or(u64::MAX, |s| s.last_seq);
+        chunk.min(segment)
     }
 
     /// Drops every entry; a watch may start at `floor` or later.
@@ -440,9 +514,11 @@ impl History {
         self.first_segment = self.open_segment();
         self.segments.clear();
         self.chunks.clear();
+        self.release_at = u64::MAX;
         self.open_chunk = 0;
         self.chunk_bytes = 0;
         self.open = BytesMut::new();
+        self.open_room = 0;
     }
 
     /// No event up to `through` will come (a gap in the stream, above everything recorded):
@@ -474,7 +550,11 @@ impl History {
     /// The entry with sequence number `seq`, if still held.
     pub(crate) fn get(&self, seq: u64) -> Option<Retained<'_>> {
         let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
-        let entry = self.entries.get(index)?;
+        self.decode(self.entries.get(index)?)
+    }
+
+    /// The entry `entry` is the header of, read from its segment or the open chunk.
+    fn decode(&self, entry: &Entry) -> Option<Retained<'_>> {
         let (data, sealed) = if entry.segment == self.open_segment() {
             (&self.open[..], None)
         } else {
@@ -547,6 +627,13 @@ impl History {
             );
             previous = Some(entry.revision);
             bytes += entry.fields.len();
+            let index = (seq - self.first_seq) as usize;
+            let header = self.entries.get(index).expect("a header per entry");
+            assert_eq!(
+                header.payload,
+                u16::try_from(entry.fields.len()).unwrap_or(LONG_PAYLOAD),
+                "the header's payload length"
+            );
         }
         assert_eq!(bytes, self.bytes, "history byte count");
         let chunked = self.open_chunk + self.chunks.iter().map(|&(_, size)| size).sum::<usize>();
@@ -566,6 +653,11 @@ impl History {
                 "the oldest segment holds a held entry"
             );
         }
+        assert_eq!(
+            self.release_at,
+            self.next_release(),
+            "the kept release point"
+        );
         let ends: Vec<u64> = self.segments.iter().map(|s| s.last_seq).collect();
         assert!(
             ends.windows(2).all(|w| w[0] < w[1]),
@@ -578,15 +670,24 @@ impl History {
     }
 }
 
-/// Appends `n` as a LEB128 varint to `out` at `*at` (room for [`MAX_VARINT`] bytes).
-fn put_varint(out: &mut [u8], at: &mut usize, mut n: u64) {
+/// The length of `n`'s LEB128 encoding.
+#[inline]
+fn varint_len(n: u64) -> usize {
+    if n < 0x80 {
+        return 1; // most lengths
+    }
+    // 7 bits a byte.
+    (64 - n.leading_zeros() as usize).div_ceil(7)
+}
+
+/// Appends `n` as a LEB128 varint ([`varint_len`] bytes) to `out`.
+#[inline]
+fn put_varint(out: &mut BytesMut, mut n: u64) {
     while n >= 0x80 {
-        out[*at] = n as u8 | 0x80;
-        *at += 1;
+        out.put_u8(n as u8 | 0x80);
         n >>= 7;
     }
-    out[*at] = n as u8;
-    *at += 1;
+    out.put_u8(n as u8);
 }
 
 /// Reads a varint the history wrote at `*at`, moving past it (a truncated one reads as
@@ -782,6 +883,20 @@ mod tests {
             steady,
             h.heap_bytes()
         );
+    }
+
+    #[test]
+    fn eviction_subtracts_each_payload_short_or_long() {
+        // A payload of 64 KiB or more has no length in its header: eviction reads it.
+        let mut h = history(3, 1 << 20);
+        let lengths = [1, 70_000, 65_534, 65_535, 65_536, 0, 200_000, 3];
+        for (revision, length) in lengths.into_iter().enumerate() {
+            let value = vec![b'v'; length];
+            assert!(h.record(WatchEventType::Put, b"/k", &value, b"", revision as u64 + 1));
+            h.check_invariants();
+        }
+        let held: usize = lengths[lengths.len() - 3..].iter().map(|l| l + 2).sum();
+        assert_eq!((h.len(), h.bytes()), (3, held));
     }
 
     #[test]

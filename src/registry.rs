@@ -282,7 +282,7 @@ impl WatchRegistry {
             flags: GroupKey::delivery_flags(flags),
         };
         let handle = |ring, slot| {
-            let receiver = GroupReceiver::new(ring, slot, id);
+            let receiver = GroupReceiver::new(ring, slot);
             K::from_any(AnyHandle::Grouped(GroupedWatcherHandle::new(receiver)))
         };
         let joined = shared.join_group(&key, id, owned).or_else(|| {
