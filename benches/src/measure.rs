@@ -1121,3 +1121,71 @@ pub fn history_memory(keys: &[Bytes], value_len: usize) -> (usize, usize, isize)
     let m = registry.metrics().read();
     (m.history_bytes, m.history_heap_bytes, counted)
 }
+
+/// History on against off, paired so that the machine's noise falls on both alike: two
+/// registries with the same watchers (registered alternately, so that their memory is
+/// alike), each with an inline dispatcher on this thread, one keeping a history
+/// ([`crate::engines::BENCH_HISTORY`]); `workload`'s events in blocks of `block`, each
+/// block dispatched to both, the one going first alternating. Returns ns/event off and on
+/// (summed over the blocks), the median of the blocks' on/off ratios, and whether both
+/// delivered the same number of events.
+pub fn history_paired(workload: &Workload, buffer: usize, block: usize) -> (f64, f64, f64, bool) {
+    use crate::engines::Watchtrie;
+    let (off_registry, off_rx) = Watchtrie::registry(buffer, usize::MAX);
+    let (on_registry, on_rx) = Watchtrie::registry(buffer, usize::MAX);
+    let mut off_handles = Vec::with_capacity(workload.watcher_count());
+    let mut on_handles = Vec::with_capacity(workload.watcher_count());
+    for key in &workload.exact {
+        off_handles.push(Watchtrie::watch(&off_registry, key.clone()));
+        on_handles.push(Watchtrie::watch(&on_registry, key.clone()));
+    }
+    for prefix in &workload.prefixes {
+        off_handles.push(Watchtrie::watch_prefix(&off_registry, prefix.clone()));
+        on_handles.push(Watchtrie::watch_prefix(&on_registry, prefix.clone()));
+    }
+    let history = watchtrie::DispatchOptions::default().with_history(crate::engines::BENCH_HISTORY);
+    let mut off = watchtrie::InlineDispatcher::new(off_registry, off_rx);
+    let mut on = watchtrie::InlineDispatcher::new(on_registry, on_rx).with_options(history);
+    let events: Vec<Event> = workload
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, key)| event(key.clone(), i as u64 + 1, Bytes::from_static(b"v")))
+        .collect();
+    let time = |dispatcher: &mut watchtrie::InlineDispatcher, events: &[Event]| {
+        let started = Instant::now();
+        for e in events {
+            dispatcher.dispatch(e);
+        }
+        started.elapsed()
+    };
+    let (mut off_time, mut on_time) = (Duration::ZERO, Duration::ZERO);
+    let mut ratios = Vec::new();
+    for (i, events) in events.chunks(block.max(1)).enumerate() {
+        let (off_block, on_block) = if i % 2 == 0 {
+            let off_block = time(&mut off, events);
+            (off_block, time(&mut on, events))
+        } else {
+            let on_block = time(&mut on, events);
+            (time(&mut off, events), on_block)
+        };
+        off_time += off_block;
+        on_time += on_block;
+        ratios.push(on_block.as_secs_f64() / off_block.as_secs_f64().max(1e-12));
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+    let delivered = |handles: &mut Vec<watchtrie::WatcherHandle>| -> usize {
+        handles
+            .iter_mut()
+            .map(|h| Watchtrie::queued(Watchtrie::receiver(h)))
+            .sum()
+    };
+    let same = delivered(&mut off_handles) == delivered(&mut on_handles);
+    (
+        per(off_time, events.len()),
+        per(on_time, events.len()),
+        median,
+        same,
+    )
+}
