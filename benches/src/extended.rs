@@ -225,6 +225,36 @@ pub fn kinds_run(n: usize, events: usize, seed: u64) -> Vec<KindsRow> {
     rows
 }
 
+/// `kinds`' target row against plain `mixed`, paired: both registries of `n` watchers live
+/// at once (registered alternately), their inline dispatchers given the same events in
+/// blocks of `block` ([`crate::measure::paired_passes`]).
+pub fn kinds_paired(n: usize, events: usize, seed: u64, block: usize) -> crate::measure::Paired {
+    let plain = workload::mixed(n - n / 11, n / 11, events, seed);
+    let kinds = KindsTargets::new(&plain, n, seed);
+    let evs: Vec<Event> = plain
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, k)| event(k.clone(), i as u64 + 1))
+        .collect();
+    let (plain_registry, mut plain_inline) = registry();
+    let (kinds_registry, mut kinds_inline) = registry();
+    let (plain_targets, kinds_targets) = (
+        kinds.mix(n, false, false, false),
+        kinds.mix(n, true, true, true),
+    );
+    let mut handles = Vec::with_capacity(2 * n);
+    for (a, b) in plain_targets.iter().zip(&kinds_targets) {
+        handles.extend(register_targets(&plain_registry, std::slice::from_ref(a)));
+        handles.extend(register_targets(&kinds_registry, std::slice::from_ref(b)));
+    }
+    let paired = crate::measure::paired_passes(&mut plain_inline, &mut kinds_inline, &evs, block);
+    drop(handles);
+    plain_inline.process_unregistrations();
+    kinds_inline.process_unregistrations();
+    paired
+}
+
 /// One row of `wildcards`: every pattern of `depth` pieces, each `a` or `*`, with at most
 /// `wildcards` stars, all matching the one event key `/a/a/…/a`.
 #[derive(Clone, Copy, Debug)]

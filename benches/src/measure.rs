@@ -1152,29 +1152,7 @@ pub fn history_paired(workload: &Workload, buffer: usize, block: usize) -> (f64,
         .enumerate()
         .map(|(i, key)| event(key.clone(), i as u64 + 1, Bytes::from_static(b"v")))
         .collect();
-    let time = |dispatcher: &mut watchtrie::InlineDispatcher, events: &[Event]| {
-        let started = Instant::now();
-        for e in events {
-            dispatcher.dispatch(e);
-        }
-        started.elapsed()
-    };
-    let (mut off_time, mut on_time) = (Duration::ZERO, Duration::ZERO);
-    let mut ratios = Vec::new();
-    for (i, events) in events.chunks(block.max(1)).enumerate() {
-        let (off_block, on_block) = if i % 2 == 0 {
-            let off_block = time(&mut off, events);
-            (off_block, time(&mut on, events))
-        } else {
-            let on_block = time(&mut on, events);
-            (time(&mut off, events), on_block)
-        };
-        off_time += off_block;
-        on_time += on_block;
-        ratios.push(on_block.as_secs_f64() / off_block.as_secs_f64().max(1e-12));
-    }
-    ratios.sort_by(f64::total_cmp);
-    let median = ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN);
+    let paired = paired_passes(&mut off, &mut on, &events, block);
     let delivered = |handles: &mut Vec<watchtrie::WatcherHandle>| -> usize {
         handles
             .iter_mut()
@@ -1182,10 +1160,54 @@ pub fn history_paired(workload: &Workload, buffer: usize, block: usize) -> (f64,
             .sum()
     };
     let same = delivered(&mut off_handles) == delivered(&mut on_handles);
-    (
-        per(off_time, events.len()),
-        per(on_time, events.len()),
-        median,
-        same,
-    )
+    (paired.first_ns, paired.second_ns, paired.median_ratio, same)
+}
+
+/// Two inline dispatchers timed over the same events, paired ([`paired_passes`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Paired {
+    /// ns/event of the first, summed over the blocks.
+    pub first_ns: f64,
+    /// ns/event of the second.
+    pub second_ns: f64,
+    /// The median of the blocks' second/first ratios.
+    pub median_ratio: f64,
+}
+
+/// Dispatches `events` in blocks of `block` to both `first` and `second`, the one going
+/// first alternating from block to block, so that the machine's noise (which moves whole
+/// runs by 20% here) falls on both alike.
+pub fn paired_passes(
+    first: &mut watchtrie::InlineDispatcher,
+    second: &mut watchtrie::InlineDispatcher,
+    events: &[Event],
+    block: usize,
+) -> Paired {
+    let time = |dispatcher: &mut watchtrie::InlineDispatcher, events: &[Event]| {
+        let started = Instant::now();
+        for e in events {
+            dispatcher.dispatch(e);
+        }
+        started.elapsed()
+    };
+    let (mut first_time, mut second_time) = (Duration::ZERO, Duration::ZERO);
+    let mut ratios = Vec::new();
+    for (i, events) in events.chunks(block.max(1)).enumerate() {
+        let (a, b) = if i % 2 == 0 {
+            let a = time(first, events);
+            (a, time(second, events))
+        } else {
+            let b = time(second, events);
+            (time(first, events), b)
+        };
+        first_time += a;
+        second_time += b;
+        ratios.push(b.as_secs_f64() / a.as_secs_f64().max(1e-12));
+    }
+    ratios.sort_by(f64::total_cmp);
+    Paired {
+        first_ns: per(first_time, events.len()),
+        second_ns: per(second_time, events.len()),
+        median_ratio: ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN),
+    }
 }

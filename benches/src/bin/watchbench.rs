@@ -1716,6 +1716,18 @@ fn extended_report(opts: &Options) -> Option<ExitCode> {
                 "all kinds / mixed: {:.2}x ns per event (target: at most 1.5x)",
                 rows[1].ns / plain_ns
             );
+            drop(rows);
+            // The same two mixes side by side, block by block (noise on both alike).
+            const BLOCK: usize = 1_000;
+            let paired = extended::kinds_paired(n, opts.events, opts.seed, BLOCK);
+            println!(
+                "all kinds / mixed, paired (both registered, blocks of {BLOCK} alternated): \
+                 {:.0} / {:.0} ns = {:.2}x (median of the blocks' ratios {:.2}x)",
+                paired.second_ns,
+                paired.first_ns,
+                paired.second_ns / paired.first_ns,
+                paired.median_ratio
+            );
             Some(ExitCode::SUCCESS)
         }
         "wildcards" => {
