@@ -14,27 +14,34 @@
 //!
 //! ## Layout
 //!
-//! Memory is what bounds a history, so an entry costs its payload plus about 19 bytes:
-//! - a 16-byte header (revision, segment number, offset, payload length up to 64 KiB) in
-//!   fixed blocks of up to [`BLOCK`] headers, so that growing never doubles a buffer and the
-//!   slack is at most a block at each end;
-//! - in a chunk of at most [`MAX_CHUNK`] bytes, its type and three lengths as LEB128
-//!   varints (3 bytes for fields under 64 and 128 bytes), then key, value and previous value.
+//! Memory is what bounds a history, so an entry costs its payload plus about 5 bytes:
+//! - in a chunk of at most [`MAX_CHUNK`] bytes, four LEB128 varints (its revision less the
+//!   previous entry's, its type with the key's length, the value's and the previous
+//!   value's lengths: 4 bytes for fields under 64 and 128 bytes), then key, value and
+//!   previous value, back to back with the next entry;
+//! - one entry in [`GROUP`] (sequence numbers that are multiples of it) also has a 16-byte
+//!   *mark*, its revision and position, in fixed blocks of up to [`BLOCK`] marks, so that
+//!   growing never doubles a buffer.
+//!
+//! An entry is found from the mark of its group, or from the oldest entry's position
+//! (`front`, kept), by decoding at most `GROUP - 1` entries forward; a reader that goes on
+//! keeps a [`Hint`] (the position after what it read) and decodes one. Evicting decodes the
+//! oldest entry (its payload length and the next one's revision): the chunk is read in
+//! order, which the caches prefetch.
 //!
 //! A chunk is filled through a `BytesMut`; what has been written of it is frozen into a
 //! shared *segment* when the chunk is full and when a catch-up is about to read
 //! ([`History::seal`]), so that replayed events are slices of the history, not copies.
 //! Recording touches no reference count: one allocation and one freeze per chunk, not per
-//! event (per-event `malloc`, `free` and `Bytes` splits were what recording cost). Evicting
-//! reads only the header (the payload length in it), not the chunk, except for an entry of
-//! 64 KiB or more. A chunk is freed when its last entry is evicted and the events delivered
-//! from it are dropped.
+//! event (per-event `malloc`, `free` and `Bytes` splits were what recording cost). A chunk
+//! is freed when its last entry is evicted and the events delivered from it are dropped.
 //!
 //! | operation | cost |
 //! |---|---|
 //! | `record` | O(payload) copy, amortised O(1) eviction and chunk allocation |
-//! | `start_of` (first entry at or after a revision) | O(log n) |
-//! | `get` | O(1) |
+//! | `start_of` (first entry at or after a revision) | O(log n + `GROUP`) |
+//! | `read` with a hint from the previous read | O(1) |
+//! | `get` (no hint) | O(`GROUP`) |
 //! | `seal` | O(1) |
 
 use std::collections::VecDeque;
@@ -45,44 +52,42 @@ use crate::event::WatchEventType;
 use crate::options::HistoryOptions;
 
 /// The largest chunk payloads are copied into (an event larger than that gets a chunk of
-/// its own size, at offset 0).
+/// its own size).
 pub(crate) const MAX_CHUNK: usize = 64 << 10;
-
-// An entry's offset in a chunk is a `u16`.
-const _: () = assert!(MAX_CHUNK <= u16::MAX as usize + 1);
 
 /// The smallest chunk: a history bounded to fewer bytes still allocates this much at once.
 const MIN_CHUNK: usize = 4 << 10;
 
-/// Headers per block (fewer when the history holds fewer events).
+/// Marks per block (fewer when the history holds fewer events).
 const BLOCK: usize = 1024;
 
-/// The largest payload an entry can have (a chunk's size, payload and varints, then fits a
-/// `u32`). A larger event is treated like one above the byte bound.
-const MAX_PAYLOAD: usize = u32::MAX as usize - 3 * MAX_VARINT;
+/// Entries per mark (a power of two).
+const GROUP: u64 = 16;
+
+/// The largest payload an entry can have: offsets within a chunk are `u32`. A larger event
+/// is treated like one above the byte bound.
+const MAX_PAYLOAD: usize = u32::MAX as usize - 4 * MAX_VARINT;
 
 /// The longest LEB128 encoding of a `u64`.
 const MAX_VARINT: usize = 10;
 
-/// One retained event's header; its type and fields are in a chunk.
-#[derive(Clone, Copy)]
-struct Entry {
-    revision: u64,
-    /// The number of the segment it is in (wrapping); the next segment's number while it is
-    /// in the part of the open chunk not sealed yet.
+/// Where an entry starts: the number of its segment (wrapping; the next segment's number
+/// while it is in the open chunk's unsealed part) and the offset in it. The position of a
+/// held entry never changes (sealing keeps both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Pos {
     segment: u32,
-    /// Where its varint prefix starts in that segment (or in the open chunk's unsealed part):
-    /// below [`MAX_CHUNK`], or 0 in a chunk of its own.
-    offset: u16,
-    /// Its payload's length, or [`LONG_PAYLOAD`] for one that long or longer (then read from
-    /// its varints): eviction needs the length and should not touch the cold chunk.
-    payload: u16,
+    offset: u32,
 }
 
-/// [`Entry::payload`] for a payload whose length is in its varints only.
-const LONG_PAYLOAD: u16 = u16::MAX;
+/// The revision and position of the first entry of a group.
+#[derive(Clone, Copy)]
+struct Mark {
+    revision: u64,
+    pos: Pos,
+}
 
-const _: () = assert!(std::mem::size_of::<Entry>() == 16);
+const _: () = assert!(std::mem::size_of::<Mark>() == 16);
 
 /// A sealed stretch of a chunk: the entries in it are read as slices of `bytes`.
 struct Segment {
@@ -91,24 +96,24 @@ struct Segment {
     last_seq: u64,
 }
 
-/// Entry headers in fixed-size blocks: a deque that never doubles.
+/// Marks in fixed-size blocks: a deque that never doubles.
 ///
-/// Invariants: every block in `full` holds exactly `block_len` headers and `tail` at most
-/// that (its capacity is `block_len`); `skip`, the headers already popped from the first
+/// Invariants: every block in `full` holds exactly `block_len` marks and `tail` at most
+/// that (its capacity is `block_len`); `skip`, the marks already popped from the first
 /// block (`full[0]`, or `tail` while `full` is empty), is below `block_len`; `len` counts
-/// the rest. `block_len` is a power of two, so finding a header is a shift and a mask.
-struct Headers {
-    full: VecDeque<Vec<Entry>>,
-    tail: Vec<Entry>,
+/// the rest. `block_len` is a power of two, so finding a mark is a shift and a mask.
+struct Marks {
+    full: VecDeque<Vec<Mark>>,
+    tail: Vec<Mark>,
     skip: usize,
     len: usize,
     shift: u32,
     /// The last block emptied, kept for the next one needed (no allocation churn at the
     /// bounds, where a block empties at one end as one fills at the other).
-    spare: Option<Vec<Entry>>,
+    spare: Option<Vec<Mark>>,
 }
 
-impl Headers {
+impl Marks {
     fn new(at_most: usize) -> Self {
         let block_len = at_most.clamp(1, BLOCK).next_power_of_two();
         Self {
@@ -130,7 +135,7 @@ impl Headers {
     }
 
     #[inline]
-    fn push(&mut self, entry: Entry) {
+    fn push(&mut self, entry: Mark) {
         if self.tail.len() == self.block_len() {
             self.next_block();
         }
@@ -151,7 +156,7 @@ impl Headers {
         self.full.push_back(full);
     }
 
-    fn get(&self, index: usize) -> Option<&Entry> {
+    fn get(&self, index: usize) -> Option<&Mark> {
         if index >= self.len {
             return None;
         }
@@ -163,12 +168,8 @@ impl Headers {
         }
     }
 
-    fn front(&self) -> Option<&Entry> {
-        self.get(0)
-    }
-
     #[inline]
-    fn pop_front(&mut self) -> Option<Entry> {
+    fn pop_front(&mut self) -> Option<Mark> {
         if self.len == 0 {
             return None;
         }
@@ -193,8 +194,8 @@ impl Headers {
         self.len = 0;
     }
 
-    /// The number of leading headers for which `below` holds (it must hold for a prefix).
-    fn partition_point(&self, below: impl Fn(&Entry) -> bool) -> usize {
+    /// The number of leading marks for which `below` holds (it must hold for a prefix).
+    fn partition_point(&self, below: impl Fn(&Mark) -> bool) -> usize {
         let (mut low, mut high) = (0, self.len);
         while low < high {
             let mid = low + (high - low) / 2;
@@ -209,8 +210,8 @@ impl Headers {
 
     fn heap_bytes(&self) -> usize {
         let blocks = self.full.len() + 1 + usize::from(self.spare.is_some());
-        blocks * self.block_len() * std::mem::size_of::<Entry>()
-            + self.full.capacity() * std::mem::size_of::<Vec<Entry>>()
+        blocks * self.block_len() * std::mem::size_of::<Mark>()
+            + self.full.capacity() * std::mem::size_of::<Vec<Mark>>()
     }
 
     fn check_invariants(&self) {
@@ -221,7 +222,7 @@ impl Headers {
         }
         assert!(self.tail.len() <= block_len && self.tail.capacity() == block_len);
         let stored = self.full.len() * block_len + self.tail.len();
-        assert_eq!(stored - self.skip, self.len, "header count");
+        assert_eq!(stored - self.skip, self.len, "mark count");
     }
 }
 
@@ -271,10 +272,63 @@ pub(crate) enum Start {
     Unknown,
 }
 
+/// Where a reader left off: the position just past the entry it read last and that entry's
+/// revision, for the history it was read from (`clears` tells a history emptied since).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Hint {
+    pos: Pos,
+    revision: u64,
+    clears: u64,
+}
+
+/// An entry decoded at a position.
+struct Decoded<'a> {
+    /// Its revision less the previous entry's (0 for the first after an empty history).
+    delta: u64,
+    event_type: WatchEventType,
+    fields: &'a [u8],
+    sealed: Option<(&'a Bytes, usize)>,
+    key_len: usize,
+    value_len: usize,
+    /// Where the next entry starts.
+    next: Pos,
+}
+
+/// Where a position's bytes are ([`History::place`]).
+struct Place<'a> {
+    data: &'a [u8],
+    sealed: Option<&'a Bytes>,
+    segment: u32,
+    offset: usize,
+}
+
+/// An entry's varints, read at a position ([`History::skip`]).
+struct Skipped {
+    delta: u64,
+    payload: usize,
+    key_field: u64,
+    value_len: usize,
+    /// Where its fields start in its segment.
+    fields_at: usize,
+    next: Pos,
+}
+
 /// The bounded history (see the module docs).
 pub(crate) struct History {
-    entries: Headers,
+    /// One per group that holds an entry, the oldest's first (its entry may be evicted:
+    /// that group is read from `front`).
+    marks: Marks,
+    /// The group of `marks[0]`: `first_seq / GROUP` while any entry is held.
+    first_group: u64,
     first_seq: u64,
+    /// Entries held.
+    len: usize,
+    /// Where the oldest entry starts (while `len > 0`).
+    front: Pos,
+    /// What the oldest entry's delta is added to: the last evicted entry's revision, or the
+    /// oldest's own when it came into an empty history (its delta is then 0). Eviction so
+    /// reads each entry's varints once.
+    before_front: u64,
     bytes: usize,
     max_events: usize,
     max_bytes: usize,
@@ -284,11 +338,12 @@ pub(crate) struct History {
     floor: Option<u64>,
     /// The revision of the last event recorded (0 before the first).
     last_revision: u64,
+    /// Times the history was emptied at once (hints from before are not followed).
+    clears: u64,
     /// The unsealed part of the chunk being filled; its spare capacity is where the next
     /// entry goes.
     open: BytesMut,
-    /// What is left of the open chunk's size to fill (its capacity may be larger: an offset
-    /// must stay below [`MAX_CHUNK`]).
+    /// What is left of the open chunk's size to fill (its capacity may be larger).
     open_room: usize,
     /// Sealed segments some held entry lives in, oldest first.
     segments: VecDeque<Segment>,
@@ -312,8 +367,15 @@ impl History {
         // Segment numbers are `u32`: never more entries than they can tell apart.
         let max_events = options.max_events().min(u32::MAX as usize);
         Self {
-            entries: Headers::new(max_events),
+            marks: Marks::new(max_events.div_ceil(GROUP as usize)),
+            first_group: 0,
             first_seq: 0,
+            len: 0,
+            front: Pos {
+                segment: 0,
+                offset: 0,
+            },
+            before_front: 0,
             bytes: 0,
             max_events,
             max_bytes: options.max_bytes(),
@@ -323,6 +385,7 @@ impl History {
             },
             floor: Some(options.first_revision()),
             last_revision: 0,
+            clears: 0,
             open: BytesMut::new(),
             open_room: 0,
             segments: VecDeque::new(),
@@ -355,10 +418,10 @@ impl History {
     /// Writes one entry's varints and fields into the open chunk (a new one if it does not
     /// fit) and returns where it starts in the unsealed part.
     #[inline]
-    fn copy_in(&mut self, lengths: [u64; 3], parts: [&[u8]; 3], payload: usize) -> usize {
-        let short = (lengths[0] | lengths[1] | lengths[2]) < 0x80;
+    fn copy_in(&mut self, lengths: [u64; 4], parts: [&[u8]; 3], payload: usize) -> usize {
+        let short = (lengths[0] | lengths[1] | lengths[2] | lengths[3]) < 0x80;
         let size = match short {
-            true => 3 + payload,
+            true => 4 + payload,
             false => lengths.iter().map(|&n| varint_len(n)).sum::<usize>() + payload,
         };
         // Before the first chunk there is no room, so this opens it too.
@@ -367,9 +430,8 @@ impl History {
         }
         let offset = self.open.len();
         if short {
-            // One byte each, written as one 3-byte copy.
-            self.open
-                .extend_from_slice(&[lengths[0] as u8, lengths[1] as u8, lengths[2] as u8]);
+            // One byte each, written as one 4-byte copy.
+            self.open.extend_from_slice(&lengths.map(|n| n as u8));
         } else {
             for n in lengths {
                 put_varint(&mut self.open, n);
@@ -428,6 +490,11 @@ impl History {
         if revision <= self.last_revision && self.floor.is_some() {
             return false;
         }
+        // While entries are held, the newest was recorded last: revisions increase.
+        let delta = match self.len {
+            0 => 0,
+            _ => revision - self.last_revision,
+        };
         self.last_revision = revision;
         if self.floor.is_none() {
             // The first event after a lag: everything before it may be lost.
@@ -444,22 +511,30 @@ impl History {
             return false;
         }
         let lengths = [
+            delta,
             (key.len() as u64) << 1 | deleted,
             value.len() as u64,
             prev_value.len() as u64,
         ];
         let offset = self.copy_in(lengths, [key, value, prev_value], payload);
         // After the copy: a new chunk seals the old one, which moves the open number.
-        let segment = self.open_segment();
-        self.entries.push(Entry {
-            revision,
-            segment,
-            // Below `MAX_CHUNK` in a shared chunk; 0 in a chunk of its own.
-            offset: offset as u16,
-            payload: u16::try_from(payload).unwrap_or(LONG_PAYLOAD),
-        });
+        let pos = Pos {
+            segment: self.open_segment(),
+            offset: offset as u32,
+        };
+        let seq = self.next_seq();
+        if self.len == 0 {
+            self.front = pos;
+            self.before_front = revision;
+            self.marks.clear();
+            self.first_group = seq / GROUP;
+            self.marks.push(Mark { revision, pos });
+        } else if seq % GROUP == 0 {
+            self.marks.push(Mark { revision, pos });
+        }
+        self.len += 1;
         self.bytes += payload;
-        while self.entries.len() > self.max_events || self.bytes > self.max_bytes {
+        while self.len > self.max_events || self.bytes > self.max_bytes {
             self.evict_front();
         }
         true
@@ -467,18 +542,26 @@ impl History {
 
     #[inline]
     fn evict_front(&mut self) {
-        if let Some(entry) = self.entries.pop_front() {
-            // Before its segment is dropped below, while a long payload can still be read.
-            let payload = match entry.payload {
-                LONG_PAYLOAD => self.decode(&entry).map_or(0, |e| e.fields.len()),
-                short => usize::from(short),
-            };
-            self.bytes -= payload;
-            self.floor = Some(entry.revision.saturating_add(1));
-            if self.first_seq >= self.release_at {
-                self.release_through(self.first_seq);
-            }
-            self.first_seq += 1;
+        if self.len == 0 {
+            return;
+        }
+        let Some(oldest) = self.skip(self.front) else {
+            unreachable!("the oldest entry is held")
+        };
+        self.bytes -= oldest.payload;
+        let evicted = self.before_front + oldest.delta;
+        self.before_front = evicted;
+        self.floor = Some(evicted.saturating_add(1));
+        self.len -= 1;
+        // Never the end of a sealed segment (`skip` moves that on), which may go below.
+        self.front = oldest.next;
+        if self.first_seq >= self.release_at {
+            self.release_through(self.first_seq);
+        }
+        self.first_seq += 1;
+        if self.first_seq / GROUP > self.first_group && self.len > 0 {
+            self.marks.pop_front();
+            self.first_group += 1;
         }
     }
 
@@ -507,8 +590,11 @@ impl History {
 
     /// Drops every entry; a watch may start at `floor` or later.
     fn clear_through(&mut self, floor: u64) {
-        self.first_seq += self.entries.len() as u64;
-        self.entries.clear();
+        self.first_seq += self.len as u64;
+        self.len = 0;
+        self.marks.clear();
+        self.first_group = self.first_seq / GROUP;
+        self.clears += 1;
         self.bytes = 0;
         self.floor = Some(floor);
         self.first_segment = self.open_segment();
@@ -541,42 +627,205 @@ impl History {
             None => Start::Unknown,
             Some(floor) if revision < floor => Start::Compacted { oldest: floor },
             Some(_) => {
-                let skipped = self.entries.partition_point(|e| e.revision < revision);
-                Start::At(self.first_seq + skipped as u64)
+                if self.len == 0 || revision <= self.front_revision() {
+                    return Start::At(self.first_seq);
+                }
+                // The last group whose first entry is below `revision` (not the oldest
+                // group's mark, whose entry may be gone: that group starts at `front`).
+                let below = self.marks.partition_point(|m| m.revision < revision);
+                let (mut seq, mut pos, mut at) = match below {
+                    0 | 1 => (self.first_seq, self.front, self.front_revision()),
+                    g => {
+                        let mark = self.marks.get(g - 1).expect("below the mark count");
+                        let seq = (self.first_group + g as u64 - 1) * GROUP;
+                        (seq, mark.pos, mark.revision)
+                    }
+                };
+                // Forward to the first entry at or after it (within the group).
+                while at < revision {
+                    seq += 1;
+                    if seq == self.next_seq() {
+                        break;
+                    }
+                    let Some(current) = self.skip(pos) else {
+                        break;
+                    };
+                    pos = current.next;
+                    at += self.skip(pos).map_or(0, |next| next.delta);
+                }
+                Start::At(seq)
             }
         }
     }
 
     /// The entry with sequence number `seq`, if still held.
     pub(crate) fn get(&self, seq: u64) -> Option<Retained<'_>> {
-        let index = usize::try_from(seq.checked_sub(self.first_seq)?).ok()?;
-        self.decode(self.entries.get(index)?)
+        self.read(seq, None).map(|(entry, _)| entry)
     }
 
-    /// The entry `entry` is the header of, read from its segment or the open chunk.
-    fn decode(&self, entry: &Entry) -> Option<Retained<'_>> {
-        let (data, sealed) = if entry.segment == self.open_segment() {
-            (&self.open[..], None)
-        } else {
-            let at = entry.segment.wrapping_sub(self.first_segment) as usize;
-            let bytes = &self.segments.get(at)?.bytes;
-            (&bytes[..], Some(bytes))
+    /// The entry with sequence number `seq`, if still held, and the hint that reads the one
+    /// after it in O(1). `hint` is what the read of `seq - 1` returned (or `None`).
+    pub(crate) fn read(&self, seq: u64, hint: Option<Hint>) -> Option<(Retained<'_>, Hint)> {
+        if seq < self.first_seq || seq >= self.next_seq() {
+            return None;
+        }
+        let (entry, revision) = match hint {
+            // The oldest entry's position is kept: no hint needed, and a hint for it
+            // may be stale (from before a clear).
+            Some(hint) if hint.clears == self.clears && seq > self.first_seq => {
+                match self.decode(hint.pos) {
+                    Some(entry) => {
+                        let revision = hint.revision + entry.delta;
+                        (entry, revision)
+                    }
+                    // Its segment went (it pointed at the end of one since released).
+                    None => self.locate(seq)?,
+                }
+            }
+            _ => self.locate(seq)?,
         };
-        let mut at = entry.offset as usize;
-        let [key_field, value_len, prev_len] = [(); 3].map(|()| read_varint(data, &mut at));
-        let key_len = (key_field >> 1) as usize;
-        let end = at + key_len + value_len as usize + prev_len as usize;
-        Some(Retained {
-            revision: entry.revision,
-            event_type: if key_field & 1 == 1 {
+        let hint = Hint {
+            pos: entry.next,
+            revision,
+            clears: self.clears,
+        };
+        let retained = Retained {
+            revision,
+            event_type: entry.event_type,
+            fields: entry.fields,
+            sealed: entry.sealed,
+            key_len: entry.key_len,
+            value_len: entry.value_len,
+        };
+        Some((retained, hint))
+    }
+
+    /// The held entry `seq` and its revision, decoded forward from its group's mark (or
+    /// from `front` in the oldest group).
+    fn locate(&self, seq: u64) -> Option<(Decoded<'_>, u64)> {
+        let group = seq / GROUP;
+        let (mut at, mut pos, mut revision) = if group == self.first_group {
+            (self.first_seq, self.front, self.front_revision())
+        } else {
+            let mark = self.marks.get((group - self.first_group) as usize)?;
+            (group * GROUP, mark.pos, mark.revision)
+        };
+        let mut entry = self.decode(pos)?;
+        while at < seq {
+            pos = entry.next;
+            entry = self.decode(pos)?;
+            revision += entry.delta;
+            at += 1;
+        }
+        Some((entry, revision))
+    }
+
+    /// The revision of the oldest entry (while one is held).
+    fn front_revision(&self) -> u64 {
+        self.before_front + self.skip(self.front).map_or(0, |oldest| oldest.delta)
+    }
+
+    /// The bytes a position is in: the segment's (or the open part's), the segment that
+    /// holds it and the offset. A position at the very end of a sealed segment is the
+    /// start of the next one (the entry after it went into a new chunk, or was written
+    /// after a seal).
+    #[inline]
+    fn place(&self, pos: Pos) -> Option<Place<'_>> {
+        let (mut segment, mut offset) = (pos.segment, pos.offset as usize);
+        loop {
+            if segment == self.open_segment() {
+                let data = &self.open[..];
+                return Some(Place {
+                    data,
+                    sealed: None,
+                    segment,
+                    offset,
+                });
+            }
+            let at = segment.wrapping_sub(self.first_segment) as usize;
+            let bytes = &self.segments.get(at)?.bytes;
+            if offset < bytes.len() {
+                let data = &bytes[..];
+                return Some(Place {
+                    data,
+                    sealed: Some(bytes),
+                    segment,
+                    offset,
+                });
+            }
+            // At its end: the next segment, from its start (never empty, so this moves on).
+            segment = segment.wrapping_add(1);
+            offset = 0;
+        }
+    }
+
+    /// The varints of the entry at `pos` and where the next one starts, without its fields.
+    #[inline]
+    fn skip(&self, pos: Pos) -> Option<Skipped> {
+        Self::skip_at(&self.place(pos)?)
+    }
+
+    #[inline]
+    fn skip_at(place: &Place<'_>) -> Option<Skipped> {
+        let mut at = place.offset;
+        let window = place
+            .data
+            .get(at..at + 4)
+            .and_then(|w| <[u8; 4]>::try_from(w).ok());
+        let [delta, key_field, value_len, prev_len] = match window {
+            // Four one-byte varints: most entries.
+            Some(bytes) if u32::from_le_bytes(bytes) & 0x8080_8080 == 0 => {
+                at += 4;
+                bytes.map(u64::from)
+            }
+            _ => [(); 4].map(|()| read_varint(place.data, &mut at)),
+        };
+        let payload = (key_field >> 1)
+            .saturating_add(value_len)
+            .saturating_add(prev_len) as usize;
+        let end = at
+            .checked_add(payload)
+            .filter(|&end| end <= place.data.len())?;
+        // The end of a sealed segment is the next one's start: a position that stays good
+        // when this segment goes.
+        let next = match place.sealed {
+            Some(bytes) if end == bytes.len() => Pos {
+                segment: place.segment.wrapping_add(1),
+                offset: 0,
+            },
+            _ => Pos {
+                segment: place.segment,
+                offset: end as u32,
+            },
+        };
+        Some(Skipped {
+            delta,
+            payload,
+            key_field,
+            value_len: value_len as usize,
+            fields_at: at,
+            next,
+        })
+    }
+
+    /// The entry at `pos`.
+    #[inline]
+    fn decode(&self, pos: Pos) -> Option<Decoded<'_>> {
+        let place = self.place(pos)?;
+        let entry = Self::skip_at(&place)?;
+        let fields = &place.data[entry.fields_at..entry.fields_at + entry.payload];
+        Some(Decoded {
+            delta: entry.delta,
+            event_type: if entry.key_field & 1 == 1 {
                 WatchEventType::Delete
             } else {
                 WatchEventType::Put
             },
-            fields: data.get(at..end)?,
-            sealed: sealed.map(|bytes| (bytes, at)),
-            key_len,
-            value_len: value_len as usize,
+            fields,
+            sealed: place.sealed.map(|bytes| (bytes, entry.fields_at)),
+            key_len: (entry.key_field >> 1) as usize,
+            value_len: entry.value_len,
+            next: entry.next,
         })
     }
 
@@ -587,7 +836,7 @@ impl History {
 
     /// The sequence number the next recorded event will get.
     pub(crate) fn next_seq(&self) -> u64 {
-        self.first_seq + self.entries.len() as u64
+        self.first_seq + self.len as u64
     }
 
     /// The lowest revision a watch may start from (`None` while unknown after a lag).
@@ -597,7 +846,7 @@ impl History {
 
     /// Entries held.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     /// Payload bytes held.
@@ -605,44 +854,66 @@ impl History {
         self.bytes
     }
 
-    /// Heap bytes held: the chunks entries live in (the open one whole), the header blocks
+    /// Heap bytes held: the chunks entries live in (the open one whole), the mark blocks
     /// and the deques of segments and chunks (allocator overhead not included).
     pub(crate) fn heap_bytes(&self) -> usize {
         self.chunk_bytes
-            + self.entries.heap_bytes()
+            + self.marks.heap_bytes()
             + self.segments.capacity() * std::mem::size_of::<Segment>()
             + self.chunks.capacity() * std::mem::size_of::<(u64, usize)>()
     }
 
     /// Checks the module's invariants; panics with a description otherwise.
     pub(crate) fn check_invariants(&self) {
-        self.entries.check_invariants();
+        self.marks.check_invariants();
         let mut bytes = 0;
         let mut previous = None;
+        let mut hint = None;
         for seq in self.first_seq..self.next_seq() {
-            let entry = self.get(seq).expect("every header's entry is readable");
+            let (entry, next) = self.read(seq, hint).expect("every entry is readable");
+            let (located, revision) = self.locate(seq).expect("every entry is located");
+            assert_eq!(
+                (revision, located.fields),
+                (entry.revision, entry.fields),
+                "a hint and a mark find entry {seq} alike"
+            );
             assert!(
                 previous.is_none_or(|p| p < entry.revision),
                 "history revisions must strictly increase"
             );
+            assert_eq!(
+                self.start_of(entry.revision),
+                Start::At(seq),
+                "the start of its revision"
+            );
             previous = Some(entry.revision);
             bytes += entry.fields.len();
-            let index = (seq - self.first_seq) as usize;
-            let header = self.entries.get(index).expect("a header per entry");
-            assert_eq!(
-                header.payload,
-                u16::try_from(entry.fields.len()).unwrap_or(LONG_PAYLOAD),
-                "the header's payload length"
-            );
+            hint = Some(next);
         }
         assert_eq!(bytes, self.bytes, "history byte count");
+        if self.len > 0 {
+            assert_eq!(self.first_group, self.first_seq / GROUP, "the oldest group");
+            let groups = (self.next_seq() - 1) / GROUP - self.first_group + 1;
+            assert_eq!(self.marks.len() as u64, groups, "a mark per group");
+            for g in 1..groups {
+                let mark = self.marks.get(g as usize).expect("counted");
+                let seq = (self.first_group + g) * GROUP;
+                let (entry, revision) = self.locate(seq).expect("held");
+                assert_eq!(
+                    (mark.revision, self.decode(mark.pos).map(|d| d.fields)),
+                    (revision, Some(entry.fields)),
+                    "the mark of group {}",
+                    self.first_group + g
+                );
+            }
+        }
         let chunked = self.open_chunk + self.chunks.iter().map(|&(_, size)| size).sum::<usize>();
         assert_eq!(chunked, self.chunk_bytes, "chunk byte count");
         assert!(
             chunked >= self.bytes,
             "every held byte is in a counted chunk"
         );
-        if self.entries.len() != 0 {
+        if self.len != 0 {
             let oldest = |last: Option<u64>| last.is_none_or(|last| last >= self.first_seq);
             assert!(
                 oldest(self.chunks.front().map(|c| c.0)),
@@ -663,9 +934,9 @@ impl History {
             ends.windows(2).all(|w| w[0] < w[1]),
             "segments out of order"
         );
-        assert!(self.entries.len() <= self.max_events && self.bytes <= self.max_bytes);
-        if let (Some(floor), Some(first)) = (self.floor, self.entries.front()) {
-            assert!(floor <= first.revision, "an entry below the floor");
+        assert!(self.len <= self.max_events && self.bytes <= self.max_bytes);
+        if let (Some(floor), true) = (self.floor, self.len > 0) {
+            assert!(floor <= self.front_revision(), "an entry below the floor");
         }
     }
 }
@@ -691,8 +962,16 @@ fn put_varint(out: &mut BytesMut, mut n: u64) {
 }
 
 /// Reads a varint the history wrote at `*at`, moving past it (a truncated one reads as
-/// what it holds; `get` then finds the fields out of range).
+/// what it holds; `decode` then finds the fields out of range).
+#[inline]
 fn read_varint(data: &[u8], at: &mut usize) -> u64 {
+    // Most are one byte.
+    if let Some(&byte) = data.get(*at) {
+        if byte < 0x80 {
+            *at += 1;
+            return u64::from(byte);
+        }
+    }
     let mut n = 0;
     let mut shift = 0;
     while let Some(&byte) = data.get(*at) {
@@ -857,7 +1136,7 @@ mod tests {
     }
 
     #[test]
-    fn the_history_costs_its_payload_and_a_header_per_entry() {
+    fn the_history_costs_its_payload_and_about_five_bytes_per_entry() {
         // 31-byte keys and 100-byte values, as in watchbench's history memory run.
         let (events, key, value) = (20_000, [b'k'; 31], [b'v'; 100]);
         let mut h = history(events, 64 << 20);
@@ -869,7 +1148,8 @@ mod tests {
             }
         }
         h.check_invariants();
-        let per_entry = 16 + 3;
+        // Four 1-byte varints, and a 16-byte mark every `GROUP` entries.
+        let per_entry = 4 + 16 / GROUP as usize;
         let slack = 2 * BLOCK * 16 + 2 * MAX_CHUNK + 4096;
         assert!(
             h.heap_bytes() <= h.bytes() + per_entry * h.len() + slack,
@@ -887,7 +1167,7 @@ mod tests {
 
     #[test]
     fn eviction_subtracts_each_payload_short_or_long() {
-        // A payload of 64 KiB or more has no length in its header: eviction reads it.
+        // Lengths around the varints' byte boundaries and the 64 KiB chunk size.
         let mut h = history(3, 1 << 20);
         let lengths = [1, 70_000, 65_534, 65_535, 65_536, 0, 200_000, 3];
         for (revision, length) in lengths.into_iter().enumerate() {
@@ -897,6 +1177,44 @@ mod tests {
         }
         let held: usize = lengths[lengths.len() - 3..].iter().map(|l| l + 2).sum();
         assert_eq!((h.len(), h.bytes()), (3, held));
+    }
+
+    #[test]
+    fn a_reader_hint_reads_what_a_lookup_reads_across_seals_chunks_evictions_and_clears() {
+        // 4 KiB chunks (the smallest), entries of 100-odd bytes: a new chunk every ~35.
+        let mut h = history(40, 64 << 10);
+        let value = [b'v'; 100];
+        let (mut next, mut hint) = (0u64, None);
+        for revision in 1..=2_000u64 {
+            let key = format!("/k{revision}");
+            h.record(WatchEventType::Put, key.as_bytes(), &value, b"", revision);
+            match revision % 7 {
+                0 => h.seal(),
+                3 if revision % 500 == 3 => h.skip_through(revision + 5),
+                _ => {}
+            }
+            // The reader keeps up for a while, then falls behind and is compacted.
+            let reads = if revision % 300 < 200 { 2 } else { 0 };
+            for _ in 0..reads {
+                if next < h.first_seq() {
+                    (next, hint) = (h.first_seq(), None);
+                }
+                let Some((entry, after)) = h.read(next, hint) else {
+                    break;
+                };
+                let looked_up = h.get(next).expect("held");
+                assert_eq!(
+                    (entry.revision, entry.key_bytes()),
+                    (looked_up.revision, looked_up.key_bytes()),
+                    "entry {next} read with a hint"
+                );
+                (next, hint) = (next + 1, Some(after));
+            }
+            if revision % 97 == 0 {
+                h.check_invariants();
+            }
+        }
+        h.check_invariants();
     }
 
     #[test]

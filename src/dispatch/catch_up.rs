@@ -42,7 +42,7 @@ use bytes::Bytes;
 use super::delivery::{removal_of, Retirements};
 use super::sweep::SWEEP_SLICE;
 use crate::event::WatchEvent;
-use crate::history::{History, Start};
+use crate::history::{Hint, History, Start};
 use crate::index::{Location, WatcherEntry};
 use crate::meta::TargetKind;
 use crate::metrics::Counters;
@@ -73,6 +73,8 @@ struct Feeding {
     start: u64,
     /// The sequence number of the next history entry it must consider.
     next: u64,
+    /// Where that entry is, from the read of the one before it (`None` before the first).
+    hint: Option<Hint>,
 }
 
 /// Resumed watchers that live delivery must skip or filter. Free to ask while empty.
@@ -220,6 +222,7 @@ impl CatchUps {
                             target,
                             start,
                             next,
+                            hint: None,
                         },
                     );
                     self.order.push_front(id);
@@ -405,11 +408,12 @@ fn feed_one(feeding: &mut Feeding, history: &History) -> Fed {
         if feeding.next < history.first_seq() {
             return Fed::Compacted;
         }
-        let Some(entry) = history.get(feeding.next) else {
+        let Some((entry, after)) = history.read(feeding.next, feeding.hint) else {
             return Fed::CaughtUp;
         };
         if entry.revision < feeding.start || !feeding.target.matches(entry.key_bytes()) {
             feeding.next += 1;
+            feeding.hint = Some(after);
             continue;
         }
         let [key, value, prev_value] = entry.to_bytes();
@@ -422,7 +426,10 @@ fn feed_one(feeding: &mut Feeding, history: &History) -> Fed {
             resume_from: 0,
         };
         match feeding.watcher.replay(&view) {
-            Delivery::Sent | Delivery::Filtered => feeding.next += 1,
+            Delivery::Sent | Delivery::Filtered => {
+                feeding.next += 1;
+                feeding.hint = Some(after);
+            }
             Delivery::Full | Delivery::Overflowed => return Fed::Blocked,
             Delivery::Closed => return Fed::Closed,
         }
