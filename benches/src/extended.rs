@@ -183,19 +183,25 @@ fn one_pass(targets: &[Target], events: &[Event]) -> (f64, u64) {
     (ns, deliveries)
 }
 
-/// `kinds`: plain `mixed` at `n` watchers, the same count with 10% byte prefixes, 5% ranges
-/// and 5% patterns (the first row after plain, the target's), and each of those kinds alone
-/// beside plain watchers (where the cost comes from). Every mix is run twice, in the order
-/// given and then reversed, and keeps its best.
-pub fn kinds_run(n: usize, events: usize, seed: u64) -> Vec<KindsRow> {
+/// `kinds`' targets for `n` watchers and `events` events of `mixed` (revisions from 1).
+fn kinds_workload(n: usize, events: usize, seed: u64) -> (KindsTargets, Vec<Event>) {
     let plain = workload::mixed(n - n / 11, n / 11, events, seed);
     let kinds = KindsTargets::new(&plain, n, seed);
-    let evs: Vec<Event> = plain
+    let evs = plain
         .events
         .iter()
         .enumerate()
         .map(|(i, k)| event(k.clone(), i as u64 + 1))
         .collect();
+    (kinds, evs)
+}
+
+/// `kinds`: plain `mixed` at `n` watchers, the same count with 10% byte prefixes, 5% ranges
+/// and 5% patterns (the first row after plain, the target's), and each of those kinds alone
+/// beside plain watchers (where the cost comes from). Every mix is run twice, in the order
+/// given and then reversed, and keeps its best.
+pub fn kinds_run(n: usize, events: usize, seed: u64) -> Vec<KindsRow> {
+    let (kinds, evs) = kinds_workload(n, events, seed);
     let mixes: [(&'static str, [bool; 3]); 5] = [
         ("mixed (exact 10 : prefix 1)", [false; 3]),
         (
@@ -229,14 +235,7 @@ pub fn kinds_run(n: usize, events: usize, seed: u64) -> Vec<KindsRow> {
 /// at once (registered alternately), their inline dispatchers given the same events in
 /// blocks of `block` ([`crate::measure::paired_passes`]).
 pub fn kinds_paired(n: usize, events: usize, seed: u64, block: usize) -> crate::measure::Paired {
-    let plain = workload::mixed(n - n / 11, n / 11, events, seed);
-    let kinds = KindsTargets::new(&plain, n, seed);
-    let evs: Vec<Event> = plain
-        .events
-        .iter()
-        .enumerate()
-        .map(|(i, k)| event(k.clone(), i as u64 + 1))
-        .collect();
+    let (kinds, evs) = kinds_workload(n, events, seed);
     let (plain_registry, mut plain_inline) = registry();
     let (kinds_registry, mut kinds_inline) = registry();
     let (plain_targets, kinds_targets) = (
