@@ -153,13 +153,17 @@ pub fn storm_run(rt: &Runtime, workload: &Workload, opts: StormOptions) -> Storm
         )
         .with_options(DispatchOptions::default().with_history(opts.history));
         let dispatcher = if opts.own_thread {
-            Dispatcher::Thread(std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_time()
-                    .build()
-                    .expect("a current-thread runtime")
-                    .block_on(dispatcher.run());
-            }))
+            let thread = std::thread::Builder::new()
+                .name("dispatcher".into())
+                .spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_time()
+                        .build()
+                        .expect("a current-thread runtime")
+                        .block_on(dispatcher.run());
+                })
+                .expect("a thread for the dispatcher");
+            Dispatcher::Thread(thread)
         } else {
             Dispatcher::Task(tokio::spawn(dispatcher.run()))
         };
@@ -173,67 +177,73 @@ pub fn storm_run(rt: &Runtime, workload: &Workload, opts: StormOptions) -> Storm
             let (tx, head, stop) = (tx.clone(), Arc::clone(&head), Arc::clone(&stop));
             let keys = workload.events.clone();
             let (rate, warm_up) = (opts.rate.max(1), opts.warm_up);
-            std::thread::spawn(move || {
-                let mut revision = 0u64;
-                // The warm-up at full speed: it only fills the history.
-                while revision < warm_up {
-                    revision += 1;
-                    let key = keys[revision as usize % keys.len()].clone();
-                    tx.send(event(key, revision, Bytes::from_static(b"v")))
-                        .expect("dispatcher alive");
-                    head.store(revision, Ordering::Release);
-                    if revision.is_multiple_of(4096) {
-                        // Stay under the broadcast channel's capacity.
-                        while tx.len() > 1 << 14 {
-                            std::thread::sleep(Duration::from_micros(200));
+            std::thread::Builder::new()
+                .name("sender".into())
+                .spawn(move || {
+                    let mut revision = 0u64;
+                    // The warm-up at full speed: it only fills the history.
+                    while revision < warm_up {
+                        revision += 1;
+                        let key = keys[revision as usize % keys.len()].clone();
+                        tx.send(event(key, revision, Bytes::from_static(b"v")))
+                            .expect("dispatcher alive");
+                        head.store(revision, Ordering::Release);
+                        if revision.is_multiple_of(4096) {
+                            // Stay under the broadcast channel's capacity.
+                            while tx.len() > 1 << 14 {
+                                std::thread::sleep(Duration::from_micros(200));
+                            }
                         }
                     }
-                }
-                let paced_from = Instant::now();
-                let gap = Duration::from_nanos(1_000_000_000 / rate);
-                let mut sent = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let due = paced_from + gap * sent as u32;
-                    let now = Instant::now();
-                    if now < due {
-                        std::thread::sleep(due - now);
+                    let paced_from = Instant::now();
+                    let gap = Duration::from_nanos(1_000_000_000 / rate);
+                    let mut sent = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let due = paced_from + gap * sent as u32;
+                        let now = Instant::now();
+                        if now < due {
+                            std::thread::sleep(due - now);
+                        }
+                        revision += 1;
+                        sent += 1;
+                        let e = if sent.is_multiple_of(8) {
+                            let stamp = base.elapsed().as_nanos() as u64;
+                            event(
+                                Bytes::from_static(PROBE_KEY),
+                                revision,
+                                Bytes::copy_from_slice(&stamp.to_le_bytes()),
+                            )
+                        } else {
+                            let key = keys[revision as usize % keys.len()].clone();
+                            event(key, revision, Bytes::from_static(b"v"))
+                        };
+                        tx.send(e).expect("dispatcher alive");
+                        head.store(revision, Ordering::Release);
                     }
-                    revision += 1;
-                    sent += 1;
-                    let e = if sent.is_multiple_of(8) {
-                        let stamp = base.elapsed().as_nanos() as u64;
-                        event(
-                            Bytes::from_static(PROBE_KEY),
-                            revision,
-                            Bytes::copy_from_slice(&stamp.to_le_bytes()),
-                        )
-                    } else {
-                        let key = keys[revision as usize % keys.len()].clone();
-                        event(key, revision, Bytes::from_static(b"v"))
-                    };
-                    tx.send(e).expect("dispatcher alive");
-                    head.store(revision, Ordering::Release);
-                }
-                revision
-            })
+                    revision
+                })
+                .expect("a thread for the sender")
         };
 
         // The probe's reader: (send time, latency) of each probe, nanoseconds since `base`.
         // A thread of its own, blocked on the channel: what it measures is the dispatcher's
         // delay, not a reader task's wait behind the 100K client tasks the storm spawns.
-        let probes = std::thread::spawn(move || {
-            let mut samples = Vec::new();
-            while let Some(e) = probe.receiver_mut().blocking_recv() {
-                if e.value == END {
-                    break;
+        let probes = std::thread::Builder::new()
+            .name("probe".into())
+            .spawn(move || {
+                let mut samples = Vec::new();
+                while let Some(e) = probe.receiver_mut().blocking_recv() {
+                    if e.value == END {
+                        break;
+                    }
+                    if let Ok(stamp) = <[u8; 8]>::try_from(&e.value[..]) {
+                        let sent = u64::from_le_bytes(stamp);
+                        samples.push((sent, base.elapsed().as_nanos() as u64 - sent));
+                    }
                 }
-                if let Ok(stamp) = <[u8; 8]>::try_from(&e.value[..]) {
-                    let sent = u64::from_le_bytes(stamp);
-                    samples.push((sent, base.elapsed().as_nanos() as u64 - sent));
-                }
-            }
-            samples
-        });
+                samples
+            })
+            .expect("a thread for the probe reader");
         // Wait for the warm-up to be dispatched and a second of steady flow.
         while head.load(Ordering::Acquire) < opts.warm_up + opts.rate / 2 {
             tokio::time::sleep(Duration::from_millis(5)).await;
