@@ -2,7 +2,7 @@
 //! revision on, exactly once and in order, while live events keep being dispatched.
 //!
 //! ```text
-//!  registration ──► Resumes queue ──► dispatcher, at its next turn (admit, ≤ 1,024 a turn):
+//!  registration ──► Resumes queue ──► dispatcher, at its next turn (admit, ≤ 1,024 a slice):
 //!                                       start = history.start_of(revision)
 //!                                       add every taken watcher to the index (one publish)
 //!                                       compacted ─► Compacted sentinel, retired
@@ -21,8 +21,10 @@
 //! index then (the dispatcher published it at admission), so the next event reaches it live.
 //! A watcher is added to the index by the dispatcher, not by its registration, so that no
 //! event can reach it before its cursor is set. With a history, a storm of registrations is
-//! taken 1,024 a turn, between live events: one taken later than the events after its
-//! registration finds them in the history like any others (or is told it is compacted).
+//! taken 1,024 a slice, between live events, and while events keep coming a slice follows
+//! the last one only after a pause as long as it took (half the dispatcher's time at most
+//! goes to admitting): one taken later than the events after its registration finds them
+//! in the history like any others (or is told it is compacted).
 //! Without a history, every one is taken before the next event, since nothing could replay
 //! what it missed. A handle dropped meanwhile reaches the dispatcher through the
 //! unregistration channel; before an unregistration is applied, every queued registration
@@ -34,7 +36,7 @@
 //! cursor is exactly "an event it has not received yet was dropped": it is then cancelled as
 //! compacted. Live dispatch never waits for a feeding watcher.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -42,8 +44,8 @@ use bytes::Bytes;
 use super::delivery::{removal_of, Retirements};
 use super::sweep::SWEEP_SLICE;
 use crate::event::WatchEvent;
-use crate::history::{Hint, History, Start};
-use crate::index::{Location, WatcherEntry};
+use crate::history::{Hint, History, Retained, Start};
+use crate::index::{Location, Snapshot, WatcherEntry};
 use crate::meta::TargetKind;
 use crate::metrics::Counters;
 use crate::publish::{Change, Resume};
@@ -61,6 +63,15 @@ pub(super) enum FeedSize {
     Timed,
     /// At most this many watchers visited.
     Watchers(usize),
+}
+
+/// What one [`CatchUps::admit`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Admitted {
+    /// Registrations taken from the queue.
+    pub(super) taken: usize,
+    /// Of those, the ones behind the head, to be fed before the next event.
+    pub(super) to_feed: usize,
 }
 
 /// A watcher being fed from the history.
@@ -177,17 +188,16 @@ impl CatchUps {
     /// Takes up to `limit` registrations from a revision waiting in the registry, adds them
     /// to the index (one publish for all) and sets each one's cursor. Waits for the writer
     /// lock, for one writer transaction at most: a watcher taken must be in the index
-    /// before the next event. Returns how many of them are to be fed: they are first in
-    /// the feeding order, and must be fed before the next event (a fresh cursor may rest on
-    /// an entry that does not match).
-    pub(super) fn admit(&mut self, cx: Context<'_>, limit: usize) -> usize {
+    /// before the next event. Those to be fed are first in the feeding order, and must be
+    /// fed before the next event (a fresh cursor may rest on an entry that does not match).
+    pub(super) fn admit(&mut self, cx: Context<'_>, limit: usize) -> Admitted {
         // After a lag the floor is unknown until the next event: they wait in the queue.
         if cx.history.is_some_and(|h| h.floor().is_none()) {
-            return 0;
+            return Admitted::default();
         }
         let resumes = cx.registry.shared().resumes.take(limit);
         if resumes.is_empty() {
-            return 0;
+            return Admitted::default();
         }
         let admitted = resumes.len();
         let mut fed = 0;
@@ -264,7 +274,10 @@ impl CatchUps {
             );
             cx.retirements.retire_since(mark, cx.registry);
         }
-        fed
+        Admitted {
+            taken: admitted,
+            to_feed: fed,
+        }
     }
 
     /// Feeds watchers behind the head from the history, round robin, each as far as its
@@ -326,6 +339,110 @@ impl CatchUps {
             cx.retirements.retire_since(mark, cx.registry);
         }
         !self.order.is_empty()
+    }
+
+    /// Feeds the first `fresh` watchers of the feeding order (those [`Self::admit`] just
+    /// took) in one pass over the history from the lowest of their cursors, each entry
+    /// matched against an index of the group as live dispatch matches an event: O(entries
+    /// read + deliveries) for the group, where feeding each from its own cursor would step
+    /// over every entry once per watcher (a storm admitted late then cost more per slice
+    /// the later it was, and fell further behind). One whose buffer fills leaves the group
+    /// with its cursor on the entry it could not take and is fed on its own from then on
+    /// ([`Self::feed`]); the others, at the end of the history, are caught up.
+    pub(super) fn feed_fresh(&mut self, cx: Context<'_>, fresh: usize) {
+        let Some(history) = cx.history else {
+            return;
+        };
+        let fresh = fresh.min(self.order.len());
+        let mark = cx.retirements.mark();
+        let held = &mut cx.retirements.held;
+        let mut group: Snapshot<Watcher> = Snapshot::new();
+        let mut in_group: HashSet<u64, ahash::RandomState> = HashSet::default();
+        let mut from = u64::MAX;
+        for id in self.order.iter().take(fresh) {
+            if let Some(feeding) = held.feeding.get(id) {
+                if in_group.insert(*id) {
+                    group.insert(
+                        feeding.kind,
+                        feeding.pattern.clone(),
+                        feeding.watcher.clone(),
+                    );
+                    from = from.min(feeding.next);
+                }
+            }
+        }
+        let (mut seq, mut hint) = (from, None);
+        let mut leaving: Vec<(u64, bool)> = Vec::new();
+        let mut closed = Vec::new();
+        while !in_group.is_empty() {
+            if seq < history.first_seq() {
+                // Not while the dispatcher holds the history (cursors start at or above
+                // the first entry): the group's cursors are checked one by one below.
+                break;
+            }
+            let Some((entry, after)) = history.read(seq, hint) else {
+                break;
+            };
+            let key = entry.key_bytes();
+            group.for_each_match_given(key, group.exact_watchers(key), &mut |_, list| {
+                list.for_each(&mut |watcher| {
+                    let id = watcher.id();
+                    let Some(feeding) = held.feeding.get_mut(&id) else {
+                        return;
+                    };
+                    if seq < feeding.next || entry.revision < feeding.start {
+                        return;
+                    }
+                    match replay(&feeding.watcher, &entry) {
+                        Delivery::Sent | Delivery::Filtered => {}
+                        Delivery::Full | Delivery::Overflowed => {
+                            feeding.next = seq;
+                            feeding.hint = hint;
+                            leaving.push((id, false));
+                        }
+                        Delivery::Closed => leaving.push((id, true)),
+                    }
+                });
+            });
+            for (id, is_closed) in leaving.drain(..) {
+                in_group.remove(&id);
+                let feeding = &held.feeding[&id];
+                group.remove(feeding.kind, &feeding.pattern, id);
+                if is_closed {
+                    closed.push(held.feeding.remove(&id).expect("looked up above"));
+                }
+            }
+            seq += 1;
+            hint = Some(after);
+        }
+        // Those still in the group got every entry they match below `seq`.
+        let at_end = seq >= history.next_seq();
+        for _ in 0..fresh {
+            let Some(id) = self.order.pop_front() else {
+                break;
+            };
+            let Some(feeding) = held.feeding.get_mut(&id) else {
+                continue;
+            };
+            if in_group.contains(&id) && seq > feeding.next {
+                feeding.next = seq;
+                feeding.hint = hint;
+            }
+            if at_end && in_group.contains(&id) {
+                let feeding = held.feeding.remove(&id).expect("looked up above");
+                if feeding.start > cx.highest + 1 {
+                    held.wait(id, feeding.start);
+                }
+            } else {
+                self.order.push_back(id);
+            }
+        }
+        for feeding in closed {
+            cx.retirements.record(feeding.removal());
+        }
+        if cx.retirements.mark() > mark {
+            cx.retirements.retire_since(mark, cx.registry);
+        }
     }
 
     /// Every feeding watcher is in the order, once; a watcher is never both feeding and
@@ -416,16 +533,7 @@ fn feed_one(feeding: &mut Feeding, history: &History) -> Fed {
             feeding.hint = Some(after);
             continue;
         }
-        let [key, value, prev_value] = entry.to_bytes();
-        let view = EventView {
-            event_type: entry.event_type,
-            key: &key,
-            value: &value,
-            prev_value: &prev_value,
-            revision: entry.revision,
-            resume_from: 0,
-        };
-        match feeding.watcher.replay(&view) {
+        match replay(&feeding.watcher, &entry) {
             Delivery::Sent | Delivery::Filtered => {
                 feeding.next += 1;
                 feeding.hint = Some(after);
@@ -434,4 +542,18 @@ fn feed_one(feeding: &mut Feeding, history: &History) -> Fed {
             Delivery::Closed => return Fed::Closed,
         }
     }
+}
+
+/// Hands the history's `entry` to `watcher`.
+fn replay(watcher: &Watcher, entry: &Retained<'_>) -> Delivery {
+    let [key, value, prev_value] = entry.to_bytes();
+    let view = EventView {
+        event_type: entry.event_type,
+        key: &key,
+        value: &value,
+        prev_value: &prev_value,
+        revision: entry.revision,
+        resume_from: 0,
+    };
+    watcher.replay(&view)
 }

@@ -2,6 +2,7 @@
 //! (`WatchDispatcher`) is a loop around it.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -68,16 +69,32 @@ pub struct InlineDispatcher {
     gap: Arc<AtomicU64>,
     /// The highest gap acted on.
     gap_closed: u64,
+    /// After a full slice of admissions, none is taken between events before this instant
+    /// (see [`Admission::Paced`]).
+    admission_paused_until: Option<Instant>,
+}
+
+/// How many registrations from a revision one call may take (when nothing needs them all).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Every one queued: an unregistration is about to be applied.
+    All,
+    /// At most [`ADMIT_PER_TURN`]: the dispatcher has nothing else to do.
+    Slice,
+    /// A slice, unless the last full slice ended less than its own length ago. Between
+    /// events of a storm, admissions then take at most about half the dispatcher's time,
+    /// and an event waits behind one slice at most, not behind one per batch.
+    Paced,
 }
 
 /// Feeding watchers visited after each event (the async dispatcher feeds more between
 /// turns, [`InlineDispatcher::continue_catch_up`]).
 const FEED_PER_EVENT: usize = 16;
 
-/// Registrations from a revision admitted per turn when nothing needs them all. Each costs
-/// its publish and its first feed (about 3.5 µs in `watchbench --scenario resume-storm`), so
-/// a storm is admitted in slices of a few milliseconds between live events instead of one
-/// stall of the whole storm's length.
+/// Registrations from a revision admitted per slice when nothing needs them all. Each costs
+/// its share of one publish and of its slice's one pass over the history, so a storm is
+/// admitted in slices of a few milliseconds between live events instead of one stall of
+/// the whole storm's length; [`Admission::Paced`] spaces the slices out.
 const ADMIT_PER_TURN: usize = 1024;
 
 impl std::fmt::Debug for InlineDispatcher {
@@ -111,6 +128,7 @@ impl InlineDispatcher {
             catch_ups: CatchUps::default(),
             gap: Arc::new(AtomicU64::new(0)),
             gap_closed: 0,
+            admission_paused_until: None,
         }
     }
 
@@ -210,32 +228,64 @@ impl InlineDispatcher {
         (&mut self.catch_ups, cx)
     }
 
-    /// Takes registrations from a revision and feeds the new ones: at most
-    /// [`ADMIT_PER_TURN`] of them, unless `all` is set, no history is kept (a start above
-    /// the head now may be below it at the next turn, and nothing could replay it), or an
-    /// unregistration is pending (it may be for a watcher still queued: it must find it
-    /// added).
-    fn admit_resumes(&mut self, all: bool) {
-        let limit = if all || self.history.is_none() || self.retirements.has_pending() {
+    /// Takes registrations from a revision and feeds the new ones: as many as `how` allows,
+    /// but every one queued if no history is kept (a start above the head now may be below
+    /// it at the next turn, and nothing could replay it) or an unregistration is pending (it
+    /// may be for a watcher still queued: it must find it added). A watcher taken later
+    /// than the events after its registration finds them in the history, so a slice only
+    /// moves the seam, never loses an event.
+    pub(super) fn admit_resumes(&mut self, how: Admission) {
+        let must_take_all =
+            how == Admission::All || self.history.is_none() || self.retirements.has_pending();
+        let limit = if must_take_all {
             usize::MAX
         } else {
+            // One load while nothing is queued: no clock read per event.
+            if !self.registry.shared().resumes.is_waiting() {
+                return;
+            }
+            if how == Admission::Paced
+                && self
+                    .admission_paused_until
+                    .is_some_and(|until| Instant::now() < until)
+            {
+                return;
+            }
             ADMIT_PER_TURN
         };
+        // The clock only for a slice: taking all is the per-event path without a history.
+        let began = (limit == ADMIT_PER_TURN).then(Instant::now);
         let (catch_ups, cx) = self.catch_up_context();
-        let fresh = catch_ups.admit(cx, limit);
-        if fresh > 0 {
+        let admitted = catch_ups.admit(cx, limit);
+        if admitted.to_feed > 0 {
             let (catch_ups, cx) = self.catch_up_context();
-            catch_ups.feed(cx, FeedSize::Watchers(fresh));
+            catch_ups.feed_fresh(cx, admitted.to_feed);
         }
-        if fresh > 0 || self.retirements.held.len() > 0 {
+        // Only a full slice pauses: fewer means the queue was emptied (short of a race
+        // with a registration, which then waits one pause at most).
+        self.admission_paused_until =
+            began
+                .filter(|_| admitted.taken == ADMIT_PER_TURN)
+                .map(|began| {
+                    let ended = Instant::now();
+                    ended + (ended - began)
+                });
+        if admitted.taken > 0 || self.retirements.held.len() > 0 {
             self.store_history_gauges();
         }
     }
 
     /// Feeds watchers catching up from the history for about half a millisecond, each as
-    /// far as its receiver has drained. Returns true while some are still behind. Call it
-    /// when idle: [`Self::dispatch`] feeds only a few per event.
+    /// far as its receiver has drained, after taking a slice of the registrations from a
+    /// revision still queued. Returns true while some are still behind. Call it when idle:
+    /// [`Self::dispatch`] feeds only a few per event.
     pub fn continue_catch_up(&mut self) -> bool {
+        self.catch_up_turn(Admission::Slice)
+    }
+
+    /// [`Self::continue_catch_up`], its admission as `how` says.
+    pub(super) fn catch_up_turn(&mut self, how: Admission) -> bool {
+        self.admit_resumes(how);
         self.process_unregistrations();
         if !self.retirements.held.is_feeding() {
             return false;
@@ -299,16 +349,18 @@ impl InlineDispatcher {
     }
 
     /// Applies the unregistrations received so far (up to a few thousand per call) and any
-    /// removal left pending. Returns how many unregistration messages were taken.
+    /// removal left pending, after taking a slice of the registrations from a revision
+    /// queued (paced, see [`Admission::Paced`]). Returns how many unregistration messages
+    /// were taken.
     pub fn process_unregistrations(&mut self) -> usize {
-        self.admit_resumes(false);
+        self.admit_resumes(Admission::Paced);
         let mut taken = 0;
         while taken < UNREGISTRATIONS_PER_EVENT {
             match self.unregister_rx.try_recv() {
                 Ok(message) => {
                     // Its watcher may still wait in the queue: every queued one goes in
                     // first (one load when none is queued).
-                    self.admit_resumes(true);
+                    self.admit_resumes(Admission::All);
                     let removal = Removal::from_message(message);
                     if self.offload_deep && removal.is_deep() {
                         self.remove_deep(removal);

@@ -10,6 +10,7 @@ mod inline;
 mod request;
 mod sweep;
 
+use inline::Admission;
 pub use inline::InlineDispatcher;
 pub use request::{
     DispatcherStopped, GapReporter, MemberProgress, ProgressRequest, ProgressRequester,
@@ -173,8 +174,9 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 // unstealable LIFO slot.
                 tokio::task::yield_now().await;
             }
-            // A slice of catch-up (watchers from a revision fed from the history).
-            let feeding = self.inline.continue_catch_up();
+            // A slice of catch-up (watchers from a revision fed from the history), after a
+            // paced slice of admissions: events may be queued behind this turn.
+            let feeding = self.inline.catch_up_turn(Admission::Paced);
             // Registrations from a revision left for the next turn (a storm is admitted
             // in slices): back to the runtime first, as after a heartbeat slice (without
             // it the resume storm's live p99 was worse: docs/BENCHMARKS.md).
@@ -203,9 +205,10 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 budget = next_closed_sweep(&mut closed_sweep) => {
                     self.inline.sweep_closed_receivers(budget);
                 }
-                // A registration from a revision: add it and start its replay now.
+                // A registration from a revision: add it and start its replay now (no
+                // event is ready, so not paced).
                 () = registry.shared().resumes.notify.notified() => {
-                    self.inline.process_unregistrations();
+                    self.inline.admit_resumes(Admission::Slice);
                 }
                 // Watchers catching up wait for their receivers to drain: look again soon.
                 () = tokio::time::sleep(CATCH_UP_RETRY), if feeding => {}
@@ -213,8 +216,12 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 () = tokio::time::sleep(REMOVAL_RETRY), if retry_removals => {}
                 // A sweep or an admission is under way: nothing else is ready, so go on
                 // with it (without this, a quiet system would leave it unfinished until the
-                // next event).
-                () = std::future::ready(()), if sweeping || admitting => {}
+                // next event; admissions not paced, as no event waits).
+                () = std::future::ready(()), if sweeping || admitting => {
+                    if admitting {
+                        self.inline.admit_resumes(Admission::Slice);
+                    }
+                }
             }
         }
     }
