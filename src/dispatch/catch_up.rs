@@ -2,7 +2,7 @@
 //! revision on, exactly once and in order, while live events keep being dispatched.
 //!
 //! ```text
-//!  registration ──► Resumes queue ──► dispatcher, at its next turn (admit, ≤ 1,024 a slice):
+//!  registration ──► Resumes queue ──► dispatcher, at its next turn (admit, ≤ 256 a slice):
 //!                                       start = history.start_of(revision)
 //!                                       add every taken watcher to the index (one publish)
 //!                                       compacted ─► Compacted sentinel, retired
@@ -21,7 +21,7 @@
 //! index then (the dispatcher published it at admission), so the next event reaches it live.
 //! A watcher is added to the index by the dispatcher, not by its registration, so that no
 //! event can reach it before its cursor is set. With a history, a storm of registrations is
-//! taken 1,024 a slice, between live events, and while events keep coming a slice follows
+//! taken 256 a slice, between live events, and while events keep coming a slice follows
 //! the last one only after a pause as long as it took (half the dispatcher's time at most
 //! goes to admitting): one taken later than the events after its registration finds them
 //! in the history like any others (or is told it is compacted).

@@ -93,9 +93,10 @@ const FEED_PER_EVENT: usize = 16;
 
 /// Registrations from a revision admitted per slice when nothing needs them all. Each costs
 /// its share of one publish and of its slice's one pass over the history, so a storm is
-/// admitted in slices of a few milliseconds between live events instead of one stall of
-/// the whole storm's length; [`Admission::Paced`] spaces the slices out.
-const ADMIT_PER_TURN: usize = 1024;
+/// admitted between live events in slices a quarter the size of the 1,024 that took 2–6 ms,
+/// instead of one stall of the whole storm's length; [`Admission::Paced`] spaces them out.
+/// 256 met the storm's 10 ms p99 in 16 runs of 16, 1,024 in 10 of 12 (docs/BENCHMARKS.md).
+const ADMIT_PER_TURN: usize = 256;
 
 impl std::fmt::Debug for InlineDispatcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
