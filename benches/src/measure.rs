@@ -420,12 +420,7 @@ pub fn fill_run<E: Engine>(rt: &Runtime, workload: &Workload, threads: usize) ->
         let mut probe = E::into_receiver(E::watch(&registry, Bytes::from_static(PROBE_KEY)));
         let (tx, rx) = broadcast::channel(16);
         let task = tokio::spawn(E::run_quiet(registry.clone(), rx, unregister_rx));
-        let targets: Vec<(&Bytes, bool)> = workload
-            .exact
-            .iter()
-            .map(|k| (k, false))
-            .chain(workload.prefixes.iter().map(|p| (p, true)))
-            .collect();
+        let targets = fill_targets(workload);
         let started = Instant::now();
         let handles = on_threads(threads, targets.len(), |i| match targets[i] {
             (key, false) => E::watch(&registry, key.clone()),
@@ -444,6 +439,93 @@ pub fn fill_run<E: Engine>(rt: &Runtime, workload: &Workload, threads: usize) ->
             drop_ns: per(drop_time, targets.len()),
         }
     })
+}
+
+/// `fill` paired: the watchers of `workload` registered from one thread into an empty
+/// registry of each engine at once, both dispatchers running idle, in blocks of `block`
+/// watchers, the engine going first alternating from block to block (as [`paired_passes`]
+/// does for dispatch), so that the machine's noise falls on both alike. Registration only:
+/// `first_ns` and `second_ns` are nanoseconds per watcher, `median_ratio` the median of
+/// the blocks' second/first ratios.
+pub fn fill_paired<A: Engine, B: Engine>(
+    rt: &Runtime,
+    workload: &Workload,
+    block: usize,
+) -> Paired {
+    rt.block_on(async {
+        let (registry_a, unregister_a) = A::registry(4, usize::MAX);
+        let (registry_b, unregister_b) = B::registry(4, usize::MAX);
+        let mut probe_a = A::into_receiver(A::watch(&registry_a, Bytes::from_static(PROBE_KEY)));
+        let mut probe_b = B::into_receiver(B::watch(&registry_b, Bytes::from_static(PROBE_KEY)));
+        let (tx_a, rx_a) = broadcast::channel(16);
+        let (tx_b, rx_b) = broadcast::channel(16);
+        let task_a = tokio::spawn(A::run_quiet(registry_a.clone(), rx_a, unregister_a));
+        let task_b = tokio::spawn(B::run_quiet(registry_b.clone(), rx_b, unregister_b));
+        let targets = fill_targets(workload);
+        let (handles, paired) = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let mut handles_a = Vec::with_capacity(targets.len());
+                    let mut handles_b = Vec::with_capacity(targets.len());
+                    let (mut time_a, mut time_b) = (Duration::ZERO, Duration::ZERO);
+                    let mut ratios = Vec::new();
+                    for (i, chunk) in targets.chunks(block.max(1)).enumerate() {
+                        let (a, b) = if i % 2 == 0 {
+                            let a = fill_block::<A>(&registry_a, chunk, &mut handles_a);
+                            (a, fill_block::<B>(&registry_b, chunk, &mut handles_b))
+                        } else {
+                            let b = fill_block::<B>(&registry_b, chunk, &mut handles_b);
+                            (fill_block::<A>(&registry_a, chunk, &mut handles_a), b)
+                        };
+                        time_a += a;
+                        time_b += b;
+                        ratios.push(b.as_secs_f64() / a.as_secs_f64().max(1e-12));
+                    }
+                    ratios.sort_by(f64::total_cmp);
+                    let paired = Paired {
+                        first_ns: per(time_a, targets.len()),
+                        second_ns: per(time_b, targets.len()),
+                        median_ratio: ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN),
+                    };
+                    ((handles_a, handles_b), paired)
+                })
+                .join()
+                .expect("registering thread")
+        });
+        drop(handles);
+        send_end_mark(&tx_a);
+        send_end_mark(&tx_b);
+        await_end_mark::<A>(&mut probe_a).await;
+        await_end_mark::<B>(&mut probe_b).await;
+        drop((tx_a, tx_b));
+        task_a.await.expect("dispatcher task");
+        task_b.await.expect("dispatcher task");
+        paired
+    })
+}
+
+/// Registers `targets` into `registry`, appending the handles; how long it took.
+fn fill_block<E: Engine>(
+    registry: &E::Registry,
+    targets: &[(&Bytes, bool)],
+    handles: &mut Vec<E::Handle>,
+) -> Duration {
+    let started = Instant::now();
+    handles.extend(targets.iter().map(|&(target, prefix)| match prefix {
+        false => E::watch(registry, target.clone()),
+        true => E::watch_prefix(registry, target.clone()),
+    }));
+    started.elapsed()
+}
+
+/// Every target of `workload`, exact keys first, each with whether it is a prefix.
+fn fill_targets(workload: &Workload) -> Vec<(&Bytes, bool)> {
+    workload
+        .exact
+        .iter()
+        .map(|k| (k, false))
+        .chain(workload.prefixes.iter().map(|p| (p, true)))
+        .collect()
 }
 
 /// Makes items `0..n` on `threads` OS threads at once, item `i` on thread `i % threads`;

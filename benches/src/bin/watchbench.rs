@@ -1337,11 +1337,16 @@ fn register_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
 /// Specs per `watch_many` call in `fill`.
 const FILL_BATCH: usize = 1024;
 
+/// Watchers per block in `fill`'s paired run.
+const FILL_PAIRED_BLOCK: usize = 1000;
+
 /// `fill`: a million watchers (mixed keys) registered into an empty registry by one thread
 /// and by four at once, then dropped. After a discarded warm-up, each engine runs twice in
 /// the order reference, watchtrie, watchtrie, reference (then compact watchtrie and the
 /// floor, plain channels alone, twice each; then watchtrie through `watch_many`, twice); the
-/// best of each is kept. `--only ENGINE` runs one alone (`FILL_THREADS` threads, default 1).
+/// best of each is kept. Last, one thread fills a registry of each engine at once, in blocks
+/// alternated (`measure::fill_paired`): the noise that moves whole runs falls on both.
+/// `--only ENGINE` runs one alone (`FILL_THREADS` threads, default 1).
 fn fill_report(rt: &tokio::runtime::Runtime, w: &Workload, opts: &Options) -> ExitCode {
     use measure::FillRun;
     let n = w.watcher_count();
@@ -1394,6 +1399,17 @@ fn fill_report(rt: &tokio::runtime::Runtime, w: &Workload, opts: &Options) -> Ex
     eprint!("  {n} watchers through watch_many, {FILL_BATCH} a call, 1 thread: ");
     let many = measure::fill_many(w, FILL_BATCH).min(measure::fill_many(w, FILL_BATCH));
     eprintln!("{many:.0} ns");
+    // Twice, the second kept: the first also pays for the memory of two registries at once,
+    // which this process has not touched before (docs/BENCHMARKS.md, "The allocator, held
+    // still").
+    let mut paired = None;
+    for pass in ["first", "second"] {
+        eprint!("  {n} watchers into both at once, 1 thread, blocks of {FILL_PAIRED_BLOCK} alternated ({pass}): ");
+        let run = measure::fill_paired::<Reference, Watchtrie>(rt, w, FILL_PAIRED_BLOCK);
+        eprintln!("{:.0} / {:.0} ns", run.first_ns, run.second_ns);
+        paired = Some(run);
+    }
+    let paired = paired.expect("two passes");
     if opts.json {
         let items: Vec<String> = rows
             .iter()
@@ -1413,7 +1429,10 @@ fn fill_report(rt: &tokio::runtime::Runtime, w: &Workload, opts: &Options) -> Ex
             })
             .collect();
         println!(
-            "{{\"scenario\":\"fill\",\"watchers\":{n},\"watch_many_ns\":{many:.1},\"results\":[{}]}}",
+            "{{\"scenario\":\"fill\",\"watchers\":{n},\"watch_many_ns\":{many:.1},\"paired\":{{\"reference_ns\":{:.1},\"watchtrie_ns\":{:.1},\"median_block_watchtrie_over_reference\":{:.3}}},\"results\":[{}]}}",
+            paired.first_ns,
+            paired.second_ns,
+            paired.median_ratio,
             items.join(",")
         );
         return ExitCode::SUCCESS;
@@ -1455,6 +1474,15 @@ fn fill_report(rt: &tokio::runtime::Runtime, w: &Workload, opts: &Options) -> Ex
         single,
         many,
         single / many
+    );
+    println!(
+        "{:<8} {:<9} {:>10.0} {:>10.0} {:>13.2}×   (paired: both registries filled at once, blocks of {FILL_PAIRED_BLOCK} alternated; median block {:.2}×)",
+        1,
+        "register",
+        paired.first_ns,
+        paired.second_ns,
+        paired.first_ns / paired.second_ns,
+        1.0 / paired.median_ratio
     );
     println!();
     println!("compact: watchtrie with compact channels (not a like-for-like comparison: its watcher is smaller); floor: plain tokio channels created and held, no index");
