@@ -445,10 +445,11 @@ impl<K: ChannelKind> WatchSpec<K> {
     /// revision it may start from. A start above the last dispatched revision waits for it.
     ///
     /// The watcher is added to the index by the dispatcher (not by this call): before its
-    /// next event without a history; with one, at its next turn, up to 1,024 registrations
-    /// a turn between live events, what came meanwhile being replayed. A replay longer than its buffer is fed as its receiver drains, and it
-    /// receives no Progress until it has caught up. Revision 0 is read as 1 (revisions
-    /// start there).
+    /// next event without a history; with one, at its next turn, in slices of up to 256
+    /// registrations between live events (paced while events keep coming), what came
+    /// meanwhile being replayed. A replay longer than its buffer is fed as its receiver
+    /// drains, and it receives no Progress until it has caught up. Revision 0 is read as 1
+    /// (revisions start there).
     #[must_use]
     pub fn from_revision(mut self, revision: u64) -> Self {
         self.start = Some(revision);

@@ -262,15 +262,18 @@ impl InlineDispatcher {
             let (catch_ups, cx) = self.catch_up_context();
             catch_ups.feed_fresh(cx, admitted.to_feed);
         }
-        // Only a full slice pauses: fewer means the queue was emptied (short of a race
-        // with a registration, which then waits one pause at most).
-        self.admission_paused_until =
-            began
-                .filter(|_| admitted.taken == ADMIT_PER_TURN)
-                .map(|began| {
-                    let ended = Instant::now();
-                    ended + (ended - began)
-                });
+        // Only a full slice pauses: fewer means the queue was emptied (a full slice that
+        // happened to empty it makes the next registration wait one pause at most). A
+        // call that took nothing leaves the pause as it was.
+        if admitted.taken > 0 {
+            self.admission_paused_until =
+                began
+                    .filter(|_| admitted.taken == ADMIT_PER_TURN)
+                    .map(|began| {
+                        let ended = Instant::now();
+                        ended + (ended - began)
+                    });
+        }
         if admitted.taken > 0 || self.retirements.held.len() > 0 {
             self.store_history_gauges();
         }
