@@ -1876,7 +1876,14 @@ fn extended_report(opts: &Options) -> Option<ExitCode> {
 fn storm_report(opts: &Options) -> ExitCode {
     use watchbench::storm::{storm_run, StormOptions};
     let n = opts.watchers.unwrap_or(100_000);
-    let storm = StormOptions::default();
+    let defaults = StormOptions::default();
+    // `STORM_BACK` moves every resume further back (the warm-up bounds it): one slice's
+    // pass over the history grows with it (docs/BENCHMARKS.md, "Resume storm").
+    let back = std::env::var("STORM_BACK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(defaults.back, |back: u64| back.min(defaults.warm_up));
+    let storm = StormOptions { back, ..defaults };
     let w = workload::mixed(n - n / 11, n / 11, opts.events, opts.seed);
     eprintln!(
         "watchbench: resume-storm, {n} watchers resuming ~{} events back at {} events/s…",
