@@ -354,8 +354,8 @@ impl InlineDispatcher {
 
     /// Applies the unregistrations received so far (up to a few thousand per call) and any
     /// removal left pending, after taking a slice of the registrations from a revision
-    /// queued (paced, see [`Admission::Paced`]). Returns how many unregistration messages
-    /// were taken.
+    /// queued (paced: after a full slice, none for as long as it took). Returns how many
+    /// unregistration messages were taken.
     pub fn process_unregistrations(&mut self) -> usize {
         self.admit_resumes(Admission::Paced);
         let mut taken = 0;
