@@ -377,7 +377,8 @@ impl CatchUps {
         while !in_group.is_empty() {
             if seq < history.first_seq() {
                 // Not while the dispatcher holds the history (cursors start at or above
-                // the first entry): the group's cursors are checked one by one below.
+                // the first entry); were it so, those left in the group go back to the
+                // order, where `feed` finds them compacted.
                 break;
             }
             let Some((entry, after)) = history.read(seq, hint) else {
