@@ -1,13 +1,19 @@
 //! A compact watcher channel: bounded, single receiver, with a buffer allocated only while
-//! events wait in it.
+//! a backlog waits in it.
 //!
 //! A tokio `mpsc` channel allocates a block of 32 slots up front (about 4.3 KB for
 //! [`WatchEvent`]s): a million idle watchers hold 4.3 GB of empty slots. Here an idle watcher
-//! costs its [`ChannelState`] alone (one 56-byte allocation): the queue allocates on the first event
-//! and is given back whenever the receiver drains it. Semantics are the drop-in channel's:
+//! costs its [`ChannelState`] alone (one 56-byte allocation), and so does a watcher with one
+//! event waiting (a receiver that keeps up): a queue is allocated with the second waiting
+//! event and given back whenever the receiver drains it. Semantics are the drop-in channel's:
 //! the same bound (the registry reserves the last slot for the cancel sentinel), the receiver
 //! sees the end of the stream once every sender is gone (the watcher left both snapshots),
 //! and senders see a dropped receiver as closed.
+//!
+//! A slot is one pointer: every compact watcher that takes an event shares one
+//! [`Queued`] copy of its fields, and each receiver cuts it to its watcher's options
+//! ([`Shape`]) as it takes it. So a delivery costs the dispatcher one reference count, not a
+//! copy of the event and a count per field, and a backlog costs 8 bytes a slot, not 112.
 //!
 //! One mutex guards the queue. Only the dispatcher sends, and the receiver locks it once
 //! per event taken, so it is uncontended in the common case; both sides hold it for a few
@@ -21,6 +27,7 @@ use std::sync::PoisonError;
 use std::task::{Context, Poll, Waker};
 
 use crate::event::WatchEvent;
+use crate::sink::{EventFields, Shape};
 // From the shim, so that the loom models explore the wake-up and close protocol too.
 use crate::sync::{AtomicU32, ChannelArc as Arc, Mutex, MutexGuard, Ordering};
 
@@ -49,8 +56,9 @@ impl std::error::Error for TryRecvError {}
 /// one 56-byte request (a 64-byte block for malloc).
 pub(crate) struct ChannelState {
     queue: Mutex<Queue>,
-    /// Slots, the sentinel's included.
-    capacity: u32,
+    /// Slots, the sentinel's included (the low bits, up to [`MAX_CAPACITY`]), and the
+    /// watcher's [`Shape`] in [`KEYS_ONLY`] and [`PREV_KV`]: one word, for the 40 bytes.
+    config: u32,
     /// Live senders (the index holds one per snapshot) in the low bits, and
     /// [`RECEIVER_GONE`] once the receiver is dropped: one word, so that the state fits in
     /// 40 bytes. The count changes outside the lock; the receiver reads it under the lock,
@@ -62,21 +70,46 @@ pub(crate) struct ChannelState {
 /// The bit of [`ChannelState::ends`] that says the receiver is gone.
 const RECEIVER_GONE: u32 = 1 << 31;
 
-struct Queue {
-    /// Allocated with the first waiting event, freed when the receiver takes the last.
-    /// Boxed on purpose: an idle watcher then holds 8 bytes here instead of a `VecDeque`'s
-    /// 32, and idle watchers are what there are millions of.
-    events: Option<Box<Waiting>>,
-    /// The receiver's waker while it waits.
-    waker: Option<Waker>,
+/// The bits of [`ChannelState::config`] that hold the receiver's [`Shape`].
+const KEYS_ONLY: u32 = 1 << 31;
+const PREV_KV: u32 = 1 << 30;
+
+/// One queued event, shared by every compact watcher it was delivered to.
+pub(crate) enum Queued {
+    /// An event's fields, for watchers of any [`Shape`].
+    Fields(EventFields),
+    /// An event for one watcher alone (a sentinel), received as it is.
+    Verbatim(WatchEvent),
 }
 
-/// The events waiting for the receiver. A receiver that keeps up has one at a time, so the
-/// first is stored alone (one allocation, the box) and a `VecDeque` (a second allocation,
-/// its buffer) comes only with a second event waiting beside it.
-enum Waiting {
-    One(WatchEvent),
-    Many(VecDeque<WatchEvent>),
+impl Queued {
+    /// What a receiver of `shape` gets: the fields moved out if it holds the last
+    /// reference, cloned otherwise.
+    fn into_event(this: Arc<Queued>, shape: Shape) -> WatchEvent {
+        match Arc::try_unwrap(this) {
+            Ok(Queued::Fields(fields)) => shape.event_from(fields),
+            Ok(Queued::Verbatim(event)) => event,
+            Err(shared) => match &*shared {
+                Queued::Fields(fields) => shape.event_from_shared(fields),
+                Queued::Verbatim(event) => event.clone(),
+            },
+        }
+    }
+}
+
+/// What a channel holds. The receiver parks only on an empty queue and every push wakes it,
+/// so a waker and waiting events never coexist: one enum for both, 24 bytes.
+enum Queue {
+    Empty,
+    /// The receiver waits for an event.
+    Parked(Waker),
+    /// One event: a receiver that keeps up has one at a time, and it costs no allocation
+    /// of its own.
+    One(Arc<Queued>),
+    /// A backlog. Boxed so that the idle state stays small: its buffer is allocated with
+    /// the second waiting event and freed when the receiver takes the last.
+    #[allow(clippy::box_collection)] // the box keeps the idle state at 24 bytes, not 32
+    Many(Box<VecDeque<Arc<Queued>>>),
 }
 
 /// Slots a queue starts with once two events wait: a burst usually brings a few.
@@ -84,40 +117,65 @@ const FIRST_QUEUE_CAPACITY: usize = 4;
 
 impl Queue {
     fn len(&self) -> usize {
-        match self.events.as_deref() {
-            None => 0,
-            Some(Waiting::One(_)) => 1,
-            Some(Waiting::Many(events)) => events.len(),
+        match self {
+            Queue::Empty | Queue::Parked(_) => 0,
+            Queue::One(_) => 1,
+            Queue::Many(events) => events.len(),
         }
     }
 
-    fn push(&mut self, event: WatchEvent) {
-        match self.events.as_deref_mut() {
-            None => self.events = Some(Box::new(Waiting::One(event))),
-            Some(Waiting::Many(events)) => events.push_back(event),
-            Some(waiting @ Waiting::One(_)) => {
+    /// Queues `event`; returns the waker of a receiver waiting for it.
+    fn push(&mut self, event: Arc<Queued>) -> Option<Waker> {
+        match std::mem::replace(self, Queue::Empty) {
+            Queue::Empty => *self = Queue::One(event),
+            Queue::Parked(waker) => {
+                *self = Queue::One(event);
+                return Some(waker);
+            }
+            Queue::One(first) => {
                 let mut events = VecDeque::with_capacity(FIRST_QUEUE_CAPACITY);
-                if let Waiting::One(first) =
-                    std::mem::replace(waiting, Waiting::Many(VecDeque::new()))
-                {
-                    events.push_back(first);
-                }
+                events.push_back(first);
                 events.push_back(event);
-                *waiting = Waiting::Many(events);
+                *self = Queue::Many(Box::new(events));
+            }
+            Queue::Many(mut events) => {
+                events.push_back(event);
+                *self = Queue::Many(events);
             }
         }
+        None
     }
 
     /// Takes the oldest event, giving the memory back with the last one.
-    fn pop(&mut self) -> Option<WatchEvent> {
-        if let Waiting::Many(events) = self.events.as_deref_mut()? {
-            if events.len() > 1 {
-                return events.pop_front();
-            }
+    fn pop(&mut self) -> Option<Arc<Queued>> {
+        match self {
+            Queue::Empty | Queue::Parked(_) => None,
+            Queue::Many(events) if events.len() > 1 => events.pop_front(),
+            _ => match std::mem::replace(self, Queue::Empty) {
+                Queue::One(event) => Some(event),
+                Queue::Many(mut events) => events.pop_front(),
+                Queue::Empty | Queue::Parked(_) => unreachable!("matched above"),
+            },
         }
-        match *self.events.take()? {
-            Waiting::One(event) => Some(event),
-            Waiting::Many(mut events) => events.pop_front(),
+    }
+
+    /// Parks the receiver of an empty queue (keeping the waker it holds if that one wakes
+    /// the same task).
+    fn park(&mut self, waker: &Waker) {
+        debug_assert_eq!(self.len(), 0, "a receiver parks only on an empty queue");
+        if !matches!(self, Queue::Parked(parked) if parked.will_wake(waker)) {
+            *self = Queue::Parked(waker.clone());
+        }
+    }
+
+    /// The parked receiver's waker, unparking it.
+    fn unpark(&mut self) -> Option<Waker> {
+        match std::mem::replace(self, Queue::Empty) {
+            Queue::Parked(waker) => Some(waker),
+            other => {
+                *self = other;
+                None
+            }
         }
     }
 }
@@ -134,6 +192,17 @@ impl ChannelState {
         self.ends.load(Ordering::Acquire) & RECEIVER_GONE != 0
     }
 
+    fn capacity(&self) -> usize {
+        (self.config & MAX_CAPACITY as u32) as usize
+    }
+
+    fn shape(&self) -> Shape {
+        Shape {
+            keys_only: self.config & KEYS_ONLY != 0,
+            prev_kv: self.config & PREV_KV != 0,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Queue> {
         // A panic while holding the lock leaves the queue consistent (every operation on it
         // is a single push, pop or replace): carry on.
@@ -142,17 +211,17 @@ impl ChannelState {
 }
 
 /// The most slots a compact channel holds (a larger buffer size is clamped to it: it is
-/// 4 G events, far beyond any memory).
-pub(crate) const MAX_CAPACITY: usize = u32::MAX as usize;
+/// 1 G events, far beyond any memory).
+pub(crate) const MAX_CAPACITY: usize = (1 << 30) - 1;
 
-/// A channel of `capacity` slots (at least 1, at most [`MAX_CAPACITY`]).
-pub(crate) fn channel(capacity: usize) -> (CompactSender, CompactReceiver) {
+/// A channel of `capacity` slots (at least 1, at most [`MAX_CAPACITY`]) for a watcher of
+/// `shape`.
+pub(crate) fn channel(capacity: usize, shape: Shape) -> (CompactSender, CompactReceiver) {
     let state = Arc::new(ChannelState {
-        queue: Mutex::new(Queue {
-            events: None,
-            waker: None,
-        }),
-        capacity: capacity.clamp(1, MAX_CAPACITY) as u32,
+        queue: Mutex::new(Queue::Empty),
+        config: capacity.clamp(1, MAX_CAPACITY) as u32
+            | if shape.keys_only { KEYS_ONLY } else { 0 }
+            | if shape.prev_kv { PREV_KV } else { 0 },
         ends: AtomicU32::new(1),
     });
     (
@@ -187,7 +256,7 @@ impl CompactSender {
     pub(crate) fn offer(
         &self,
         reserve: usize,
-        event: impl FnOnce() -> WatchEvent,
+        event: impl FnOnce() -> Arc<Queued>,
         last_words: impl FnOnce() -> Option<WatchEvent>,
     ) -> Offer {
         // The cheap answer for a receiver long gone; not the final word (see below).
@@ -201,7 +270,7 @@ impl CompactSender {
     fn offer_locked(
         &self,
         reserve: usize,
-        event: impl FnOnce() -> WatchEvent,
+        event: impl FnOnce() -> Arc<Queued>,
         last_words: impl FnOnce() -> Option<WatchEvent>,
     ) -> Offer {
         let mut queue = self.state.lock();
@@ -211,18 +280,15 @@ impl CompactSender {
             return Offer::Closed;
         }
         let free = self.capacity() - queue.len();
-        let outcome = if free > reserve {
-            queue.push(event());
-            Offer::Sent
+        let (outcome, waker) = if free > reserve {
+            (Offer::Sent, queue.push(event()))
         } else {
-            if free > 0 {
-                if let Some(last) = last_words() {
-                    queue.push(last);
-                }
-            }
-            Offer::Full
+            let waker = match last_words() {
+                Some(last) if free > 0 => queue.push(Arc::new(Queued::Verbatim(last))),
+                _ => None,
+            };
+            (Offer::Full, waker)
         };
-        let waker = queue.waker.take();
         drop(queue);
         if let Some(waker) = waker {
             waker.wake();
@@ -238,7 +304,7 @@ impl CompactSender {
 
     /// Slots in all.
     pub(crate) fn capacity(&self) -> usize {
-        self.state.capacity as usize
+        self.state.capacity()
     }
 
     /// True once the receiver is dropped.
@@ -263,7 +329,7 @@ impl Drop for CompactSender {
         // AcqRel: the last sender's decrement must follow every other sender's pushes, and
         // the receiver, reading the count under the lock, then sees the end of the stream.
         if self.state.ends.fetch_sub(1, Ordering::AcqRel) & !RECEIVER_GONE == 1 {
-            let waker = self.state.lock().waker.take();
+            let waker = self.state.lock().unpark();
             if let Some(waker) = waker {
                 waker.wake();
             }
@@ -276,8 +342,8 @@ impl Drop for CompactSender {
 /// the same events as a drop-in watcher's `tokio::sync::mpsc::Receiver`: the stream ends
 /// (`None`) once the watcher is removed, after the cancel sentinel if it fell behind.
 ///
-/// Memory: one 56-byte allocation while no event waits; the queue is allocated on the first event
-/// and given back whenever the receiver takes the last one.
+/// Memory: one 56-byte allocation while at most one event waits; a queue is allocated for a
+/// backlog and given back whenever the receiver takes the last event.
 pub struct CompactReceiver {
     state: Arc<ChannelState>,
 }
@@ -294,7 +360,12 @@ impl CompactReceiver {
     pub fn try_recv(&mut self) -> Result<WatchEvent, TryRecvError> {
         let mut queue = self.state.lock();
         match queue.pop() {
-            Some(event) => Ok(event),
+            Some(queued) => {
+                // Cut to shape outside the lock: the dispatcher may be waiting for it.
+                drop(queue);
+                Ok(Queued::into_event(queued, self.state.shape()))
+            }
+            // Read under the lock: no push can come between the empty queue and the count.
             None if self.state.senders() == 0 => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
         }
@@ -304,18 +375,16 @@ impl CompactReceiver {
     /// implementation).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
         let mut queue = self.state.lock();
-        if let Some(event) = queue.pop() {
-            return Poll::Ready(Some(event));
+        if let Some(queued) = queue.pop() {
+            drop(queue);
+            return Poll::Ready(Some(Queued::into_event(queued, self.state.shape())));
         }
         // Read under the lock, and the last sender takes this lock after its decrement, so
         // a waker stored here is always woken.
         if self.state.senders() == 0 {
             return Poll::Ready(None);
         }
-        match &mut queue.waker {
-            Some(waker) if waker.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
+        queue.park(cx.waker());
         Poll::Pending
     }
 
@@ -331,7 +400,7 @@ impl CompactReceiver {
 
     /// Slots in all: the watcher buffer size plus the one reserved for the cancel sentinel.
     pub fn max_capacity(&self) -> usize {
-        self.state.capacity as usize
+        self.state.capacity()
     }
 
     /// True once no more events can come (the watcher was removed); queued ones may remain.
@@ -345,7 +414,8 @@ impl Drop for CompactReceiver {
         // Set before the lock below: a sender that takes the lock after it sees the bit (it
         // rechecks under the lock), so nothing is queued after this clear.
         self.state.ends.fetch_or(RECEIVER_GONE, Ordering::Release);
-        let events = self.state.lock().events.take();
+        // Dropped after the lock is released.
+        let events = std::mem::replace(&mut *self.state.lock(), Queue::Empty);
         drop(events);
     }
 }
@@ -374,33 +444,55 @@ mod tests {
     use crate::event::WatchEventType;
     use bytes::Bytes;
 
-    fn put(revision: u64) -> WatchEvent {
-        WatchEvent {
+    fn fields(revision: u64) -> EventFields {
+        EventFields {
             event_type: WatchEventType::Put,
             key: Bytes::from_static(b"/k"),
-            value: Bytes::new(),
-            prev_value: None,
+            value: Bytes::from_static(b"v"),
+            prev_value: Bytes::from_static(b"old"),
             revision,
         }
     }
 
+    fn put(revision: u64) -> Arc<Queued> {
+        Arc::new(Queued::Fields(fields(revision)))
+    }
+
+    fn sentinel() -> Option<WatchEvent> {
+        Some(WatchEvent::cancel_sentinel(Bytes::from_static(b"/k")))
+    }
+
+    fn revision(queued: &Queued) -> u64 {
+        match queued {
+            Queued::Fields(fields) => fields.revision,
+            Queued::Verbatim(event) => event.revision,
+        }
+    }
+
+    const PLAIN: Shape = Shape {
+        keys_only: false,
+        prev_kv: false,
+    };
+
     #[test]
     fn an_idle_channel_holds_no_queue_memory() {
-        let (tx, mut rx) = channel(16);
-        assert!(rx.state.lock().events.is_none());
+        let (tx, mut rx) = channel(16, PLAIN);
+        assert!(matches!(*rx.state.lock(), Queue::Empty));
         assert_eq!(tx.offer(1, || put(1), || None), Offer::Sent);
-        assert!(rx.state.lock().events.is_some());
+        assert_eq!(tx.offer(1, || put(2), || None), Offer::Sent);
+        assert!(matches!(*rx.state.lock(), Queue::Many(_)));
         assert_eq!(rx.try_recv().unwrap().revision, 1);
-        assert!(rx.state.lock().events.is_none(), "given back when drained");
+        assert_eq!(rx.try_recv().unwrap().revision, 2);
+        assert!(
+            matches!(*rx.state.lock(), Queue::Empty),
+            "given back when drained"
+        );
     }
 
     #[test]
     fn events_come_out_in_order_whether_one_or_many_wait() {
         // Every push / pop interleaving up to a depth of 5, against a VecDeque.
-        let mut queue = Queue {
-            events: None,
-            waker: None,
-        };
+        let mut queue = Queue::Empty;
         let mut model = VecDeque::new();
         let mut next = 0;
         for pattern in 0u32..1 << 12 {
@@ -410,12 +502,16 @@ mod tests {
                     queue.push(put(next));
                     model.push_back(next);
                 } else {
-                    assert_eq!(queue.pop().map(|e| e.revision), model.pop_front());
+                    assert_eq!(queue.pop().map(|e| revision(&e)), model.pop_front());
                 }
                 assert_eq!(queue.len(), model.len());
-                assert_eq!(queue.events.is_none(), model.is_empty(), "memory kept");
-                let one = matches!(queue.events.as_deref(), Some(Waiting::One(_)));
-                if one {
+                // A backlog's buffer stays until its last event is taken, never longer.
+                assert_eq!(
+                    matches!(queue, Queue::Empty),
+                    model.is_empty(),
+                    "memory kept"
+                );
+                if matches!(queue, Queue::One(_)) {
                     assert_eq!(model.len(), 1, "one event stored alone");
                 }
             }
@@ -426,27 +522,27 @@ mod tests {
     fn an_idle_channel_is_one_small_allocation() {
         // Two reference counts (16 bytes) and the state: 56 bytes, a 64-byte malloc block.
         assert_eq!(std::mem::size_of::<ChannelState>(), 40);
-        assert_eq!(channel(usize::MAX).1.max_capacity(), MAX_CAPACITY);
+        assert_eq!(channel(usize::MAX, PLAIN).1.max_capacity(), MAX_CAPACITY);
     }
 
     #[test]
     fn the_bound_keeps_the_reserved_slots_for_last_words() {
-        let (tx, mut rx) = channel(3);
+        let (tx, mut rx) = channel(3, PLAIN);
         assert_eq!(tx.offer(1, || put(1), || None), Offer::Sent);
         assert_eq!(tx.offer(1, || put(2), || None), Offer::Sent);
         assert_eq!(tx.free(), 1);
-        assert_eq!(tx.offer(1, || put(3), || Some(put(0))), Offer::Full);
+        assert_eq!(tx.offer(1, || put(3), sentinel), Offer::Full);
         assert_eq!(tx.free(), 0);
-        assert_eq!(tx.offer(1, || put(4), || Some(put(0))), Offer::Full);
+        assert_eq!(tx.offer(1, || put(4), sentinel), Offer::Full);
         let got: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
             .map(|e| e.revision)
             .collect();
-        assert_eq!(got, vec![1, 2, 0]);
+        assert_eq!(got, vec![1, 2, 0], "the sentinel (revision 0) last");
     }
 
     #[test]
     fn the_stream_ends_when_every_sender_is_gone_and_a_gone_receiver_closes_it() {
-        let (tx, mut rx) = channel(4);
+        let (tx, mut rx) = channel(4, PLAIN);
         let twin = tx.clone();
         tx.offer(0, || put(1), || None);
         drop(tx);
@@ -456,7 +552,7 @@ mod tests {
         assert_eq!(rx.try_recv(), Err(TryRecvError::Disconnected));
         assert!(rx.is_closed());
 
-        let (tx, rx) = channel(4);
+        let (tx, rx) = channel(4, PLAIN);
         assert!(!tx.is_closed());
         drop(rx);
         assert!(tx.is_closed());
@@ -467,17 +563,47 @@ mod tests {
     fn a_receiver_gone_after_the_unlocked_check_is_never_sent_to() {
         // The interleaving forced: `offer` finds the receiver alive, the receiver drops (and
         // clears the queue), then `offer` takes the lock.
-        let (tx, rx) = channel(4);
+        let (tx, rx) = channel(4, PLAIN);
         assert!(!tx.is_closed(), "the fast path lets the offer through");
         drop(rx);
-        let outcome = tx.offer_locked(1, || put(1), || Some(put(0)));
+        let outcome = tx.offer_locked(1, || put(1), sentinel);
         assert_eq!(outcome, Offer::Closed, "reported closed, not sent");
-        assert!(tx.state.lock().events.is_none(), "nothing queued behind it");
+        assert!(
+            matches!(*tx.state.lock(), Queue::Empty),
+            "nothing queued behind it"
+        );
+    }
+
+    #[test]
+    fn one_shared_event_is_cut_to_each_receivers_shape() {
+        let shapes = [(false, false), (false, true), (true, false), (true, true)];
+        let mut receivers = Vec::new();
+        let mut senders = Vec::new();
+        for (keys_only, prev_kv) in shapes {
+            let (tx, rx) = channel(4, Shape { keys_only, prev_kv });
+            senders.push(tx);
+            receivers.push(rx);
+        }
+        let shared = put(1);
+        for tx in &senders {
+            assert_eq!(tx.offer(1, || Arc::clone(&shared), || None), Offer::Sent);
+        }
+        drop(shared);
+        // The first three clone what they keep; the last holds the only reference and
+        // moves the fields out.
+        for (rx, (keys_only, prev_kv)) in receivers.iter_mut().zip(shapes) {
+            let got = rx.try_recv().unwrap();
+            let value = if keys_only { &b""[..] } else { &b"v"[..] };
+            let prev = if keys_only { &b""[..] } else { &b"old"[..] };
+            assert_eq!((&got.key[..], &got.value[..]), (&b"/k"[..], value));
+            assert_eq!(got.prev_value.as_deref(), prev_kv.then_some(prev));
+            assert_eq!(got.revision, 1);
+        }
     }
 
     #[tokio::test]
     async fn recv_wakes_on_an_event_and_on_the_last_sender_leaving() {
-        let (tx, mut rx) = channel(4);
+        let (tx, mut rx) = channel(4, PLAIN);
         let waiting = tokio::spawn(async move {
             let first = rx.recv().await.map(|e| e.revision);
             let end = rx.recv().await;

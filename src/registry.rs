@@ -18,7 +18,7 @@ use crate::metrics::{Counters, MetricsHandle};
 use crate::options::RegistryOptions;
 use crate::owners::OwnerId;
 use crate::publish::{Change, Removal, Resume, Shared};
-use crate::sink::{Sink, Watcher};
+use crate::sink::{Shape, Sink, Watcher};
 use crate::spec::{AnyHandle, ChannelKind, RegisterError, Target, WatchSpec};
 use crate::sync::{Ordering, SnapshotGuard};
 
@@ -233,7 +233,7 @@ impl WatchRegistry {
         let meta = Meta::new(id, kind, flags);
         let capacity = shared.watcher_buffer_size + 1;
         let (sink, handle) = if K::COMPACT {
-            let (sender, receiver) = channel::channel(capacity);
+            let (sender, receiver) = channel::channel(capacity, Shape::of(meta));
             let handle = CompactWatcherHandle::new(meta, key.clone(), receiver, shared);
             (Sink::Compact(sender), AnyHandle::Compact(handle))
         } else {

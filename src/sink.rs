@@ -4,14 +4,17 @@
 //! (drop-in watchers), a [`CompactSender`] (compact watchers) or a [`GroupSender`] (a shared
 //! fan-out group's ring). The index sees an opaque [`WatcherEntry`].
 
+use std::cell::OnceCell;
+
 use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use crate::channel::{CompactSender, Offer};
+use crate::channel::{CompactSender, Offer, Queued};
 use crate::event::{WatchEvent, WatchEventType};
 use crate::group::{GroupSender, Ring};
 use crate::index::WatcherEntry;
 use crate::meta::Meta;
+use crate::sync::ChannelArc;
 
 /// A watcher's channel.
 #[derive(Clone)]
@@ -79,6 +82,119 @@ pub(crate) struct EventView<'a> {
     /// Where a watcher this view overflows may resume (the overflow sentinel carries it);
     /// 0 for the reference's sentinel, which says nothing.
     pub(crate) resume_from: u64,
+    /// The event as compact watchers queue it, made by the first compact delivery and then
+    /// shared by every other one (see [`EventView::queued`]).
+    pub(crate) queued: OnceCell<ChannelArc<Queued>>,
+}
+
+impl<'a> EventView<'a> {
+    /// A view of one event's fields.
+    pub(crate) fn new(
+        event_type: WatchEventType,
+        key: &'a Bytes,
+        value: &'a Bytes,
+        prev_value: &'a Bytes,
+        revision: u64,
+        resume_from: u64,
+    ) -> Self {
+        Self {
+            event_type,
+            key,
+            value,
+            prev_value,
+            revision,
+            resume_from,
+            queued: OnceCell::new(),
+        }
+    }
+
+    /// The event for a compact watcher's queue: one allocation (and one copy of each field)
+    /// per event however many compact watchers take it, each of them then paying one
+    /// reference count; each receiver keeps what its watcher asked for ([`Shape`]).
+    fn queued(&self) -> ChannelArc<Queued> {
+        ChannelArc::clone(self.queued.get_or_init(|| {
+            ChannelArc::new(Queued::Fields(EventFields {
+                event_type: self.event_type,
+                key: self.key.clone(),
+                value: self.value.clone(),
+                prev_value: self.prev_value.clone(),
+                revision: self.revision,
+            }))
+        }))
+    }
+}
+
+/// An event's fields, owned: what a compact watcher's queue shares between watchers of any
+/// [`Shape`].
+pub(crate) struct EventFields {
+    pub(crate) event_type: WatchEventType,
+    pub(crate) key: Bytes,
+    pub(crate) value: Bytes,
+    /// Empty when the write had none.
+    pub(crate) prev_value: Bytes,
+    pub(crate) revision: u64,
+}
+
+/// What of an event a watcher receives: values or keys only, previous values or not. The
+/// one place an event is cut to a watcher's options, for every kind of channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    pub(crate) keys_only: bool,
+    pub(crate) prev_kv: bool,
+}
+
+impl Shape {
+    /// The shape of a watcher with the word `meta`.
+    pub(crate) fn of(meta: Meta) -> Self {
+        Self {
+            keys_only: meta.keys_only(),
+            prev_kv: meta.prev_kv(),
+        }
+    }
+
+    /// The event a watcher of this shape receives, from borrowed fields.
+    #[inline]
+    fn event(self, view: &EventView<'_>) -> WatchEvent {
+        let value_of = |value: &Bytes| {
+            if self.keys_only {
+                Bytes::new()
+            } else {
+                value.clone()
+            }
+        };
+        WatchEvent {
+            event_type: view.event_type,
+            key: view.key.clone(),
+            value: value_of(view.value),
+            prev_value: self.prev_kv.then(|| value_of(view.prev_value)),
+            revision: view.revision,
+        }
+    }
+
+    /// The same, from owned fields (a compact receiver holding the last reference to them:
+    /// nothing is cloned).
+    pub(crate) fn event_from(self, fields: EventFields) -> WatchEvent {
+        let keep = |value: Bytes| if self.keys_only { Bytes::new() } else { value };
+        WatchEvent {
+            event_type: fields.event_type,
+            key: fields.key,
+            value: keep(fields.value),
+            prev_value: self.prev_kv.then(|| keep(fields.prev_value)),
+            revision: fields.revision,
+        }
+    }
+
+    /// The same, from shared fields.
+    pub(crate) fn event_from_shared(self, fields: &EventFields) -> WatchEvent {
+        self.event(&EventView::new(
+            fields.event_type,
+            &fields.key,
+            &fields.value,
+            &fields.prev_value,
+            fields.revision,
+            0,
+        ))
+    }
 }
 
 /// What became of one delivery attempt.
@@ -109,7 +225,7 @@ impl Watcher {
             Sink::Compact(sender) => {
                 let outcome = sender.offer(
                     1,
-                    || self.event_for(event),
+                    || event.queued(),
                     || {
                         self.warn_overflow(event, is_prefix, sender.capacity());
                         Some(Self::overflow_sentinel(event))
@@ -140,21 +256,7 @@ impl Watcher {
     /// The event this watcher receives.
     #[inline]
     fn event_for(&self, event: &EventView<'_>) -> WatchEvent {
-        let keys_only = self.meta.keys_only();
-        let value_of = |value: &Bytes| {
-            if keys_only {
-                Bytes::new()
-            } else {
-                value.clone()
-            }
-        };
-        WatchEvent {
-            event_type: event.event_type,
-            key: event.key.clone(),
-            value: value_of(event.value),
-            prev_value: self.prev_kv().then(|| value_of(event.prev_value)),
-            revision: event.revision,
-        }
+        Shape::of(self.meta).event(event)
     }
 
     /// The sentinel a watcher gets when `event` does not fit.
@@ -185,7 +287,7 @@ impl Watcher {
                     Err(TrySendError::Full(_)) => Delivery::Full,
                 }
             }
-            Sink::Compact(sender) => match sender.offer(1, || self.event_for(event), || None) {
+            Sink::Compact(sender) => match sender.offer(1, || event.queued(), || None) {
                 Offer::Sent => Delivery::Sent,
                 Offer::Full => Delivery::Full,
                 Offer::Closed => Delivery::Closed,
@@ -261,7 +363,7 @@ impl Watcher {
                 let _ = sender.try_send(sentinel);
             }
             Sink::Compact(sender) => {
-                sender.offer(0, || sentinel, || None);
+                sender.offer(0, || ChannelArc::new(Queued::Verbatim(sentinel)), || None);
             }
             Sink::Group(sender) => sender.push(sentinel),
         }

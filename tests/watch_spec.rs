@@ -168,6 +168,55 @@ fn keys_only_events_carry_the_key_and_no_value() {
 }
 
 #[test]
+fn compact_watchers_of_every_shape_sharing_an_event_each_get_what_a_drop_in_one_gets() {
+    // A compact delivery queues one copy of the event shared by every compact watcher;
+    // each receiver cuts it to its own options. Some receivers read while others still
+    // hold the event (they clone what they keep), the last one alone (it moves it out).
+    let (registry, mut inline) = setup(8);
+    let shapes = [(false, false), (false, true), (true, false), (true, true)];
+    let spec = |keys_only: bool, prev_kv: bool| {
+        WatchSpec::prefix("/s/")
+            .keys_only(keys_only)
+            .prev_kv(prev_kv)
+    };
+    let mut drop_in: Vec<_> = shapes
+        .iter()
+        .map(|&(k, p)| registry.watch(spec(k, p)).unwrap())
+        .collect();
+    let mut compact: Vec<_> = shapes
+        .iter()
+        .map(|&(k, p)| registry.watch(spec(k, p).compact()).unwrap())
+        .collect();
+    // Values of their own (a static one is never unique), to see every copy go.
+    let events =
+        [(PUT, "/s/a", 1), (DELETE, "/s/b", 2), (PUT, "/s/c", 3)].map(|(t, k, r)| WatchResponse {
+            value: Bytes::from(format!("value {r}")),
+            prev_value: Bytes::from(format!("prev {r}")),
+            ..event(t, k, r)
+        });
+    inline.dispatch(&events[0]);
+    let first: Vec<_> = compact
+        .iter_mut()
+        .map(|h| h.receiver_mut().try_recv().unwrap())
+        .collect();
+    inline.dispatch(&events[1]);
+    inline.dispatch(&events[2]);
+    for (i, (mine, theirs)) in compact.iter_mut().zip(&mut drop_in).enumerate() {
+        let mut got = vec![first[i].clone()];
+        got.extend(std::iter::from_fn(|| mine.receiver_mut().try_recv().ok()));
+        assert_eq!(got, drain(theirs.receiver_mut()), "shape {:?}", shapes[i]);
+        assert_eq!(got.len(), 3);
+    }
+    drop(first);
+    for e in events {
+        assert!(
+            e.value.is_unique() && e.prev_value.is_unique(),
+            "a copy outlived the takes"
+        );
+    }
+}
+
+#[test]
 fn a_filtered_out_event_touches_no_channel_and_allocates_nothing() {
     // Buffer 0: any delivery at all would cancel the watcher (only the sentinel's slot).
     let (registry, mut inline) = setup(0);

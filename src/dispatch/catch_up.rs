@@ -548,13 +548,13 @@ fn feed_one(feeding: &mut Feeding, history: &History) -> Fed {
 /// Hands the history's `entry` to `watcher`.
 fn replay(watcher: &Watcher, entry: &Retained<'_>) -> Delivery {
     let [key, value, prev_value] = entry.to_bytes();
-    let view = EventView {
-        event_type: entry.event_type,
-        key: &key,
-        value: &value,
-        prev_value: &prev_value,
-        revision: entry.revision,
-        resume_from: 0,
-    };
+    let view = EventView::new(
+        entry.event_type,
+        &key,
+        &value,
+        &prev_value,
+        entry.revision,
+        0,
+    );
     watcher.replay(&view)
 }

@@ -464,14 +464,14 @@ impl InlineDispatcher {
     ) -> Option<usize> {
         let key = event.key();
         let revision = event.revision();
-        let view = EventView {
-            event_type: WatchEventType::from_code(event.event_type()),
+        let view = EventView::new(
+            WatchEventType::from_code(event.event_type()),
             key,
-            value: event.value(),
-            prev_value: event.prev_value(),
+            event.value(),
+            event.prev_value(),
             revision,
-            resume_from: if self.history.is_some() { revision } else { 0 },
-        };
+            if self.history.is_some() { revision } else { 0 },
+        );
         if self.is_replay(&view) {
             let counters = self.registry.counters();
             Counters::add(&counters.events_dispatched, 1);
@@ -626,14 +626,14 @@ impl InlineDispatcher {
                     pattern: &pattern,
                 };
                 let empty = Bytes::new();
-                let view = EventView {
-                    event_type: WatchEventType::Progress,
-                    key: &empty,
-                    value: &empty,
-                    prev_value: &empty,
+                let view = EventView::new(
+                    WatchEventType::Progress,
+                    &empty,
+                    &empty,
+                    &empty,
                     revision,
-                    resume_from: self.progress_resume_point(),
-                };
+                    self.progress_resume_point(),
+                );
                 let snapshot = self.registry.snapshot();
                 let Some(watcher) = snapshot.list(at.kind, at.pattern).and_then(|l| l.get(id))
                 else {

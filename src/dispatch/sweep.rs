@@ -69,14 +69,14 @@ pub(super) fn run_slice(
         } => (revision, resume_from),
         _ => (0, 0),
     };
-    let progress = EventView {
-        event_type: WatchEventType::Progress,
-        key: &empty,
-        value: &empty,
-        prev_value: &empty,
+    let progress = EventView::new(
+        WatchEventType::Progress,
+        &empty,
+        &empty,
+        &empty,
         revision,
         resume_from,
-    };
+    );
     let snapshot = registry.snapshot();
     let mark = retirements.mark();
     let mut tally = Tally::default();
