@@ -3,17 +3,18 @@
 //!
 //! A tokio `mpsc` channel allocates a block of 32 slots up front (about 4.3 KB for
 //! [`WatchEvent`]s): a million idle watchers hold 4.3 GB of empty slots. Here an idle watcher
-//! costs its [`ChannelState`] alone (one 56-byte allocation), and so does a watcher with one
-//! event waiting (a receiver that keeps up): a queue is allocated with the second waiting
-//! event and given back whenever the receiver drains it. Semantics are the drop-in channel's:
+//! costs its [`ChannelState`] alone (one 56-byte allocation), and one with an event waiting
+//! (a receiver that keeps up) holds a pointer to it there: a queue is allocated with the
+//! second waiting event and given back whenever the receiver drains it. Semantics are the drop-in channel's:
 //! the same bound (the registry reserves the last slot for the cancel sentinel), the receiver
 //! sees the end of the stream once every sender is gone (the watcher left both snapshots),
 //! and senders see a dropped receiver as closed.
 //!
-//! A slot is one pointer: every compact watcher that takes an event shares one
-//! [`Queued`] copy of its fields, and each receiver cuts it to its watcher's options
-//! ([`Shape`]) as it takes it. So a delivery costs the dispatcher one reference count, not a
-//! copy of the event and a count per field, and a backlog costs 8 bytes a slot, not 112.
+//! An event is copied once per event, not once per watcher: the first compact watcher to
+//! take it gets a copy of its own ([`Slot::Own`], which a backlog stores without an
+//! allocation of its own), every other one a share of a second copy ([`Slot::Shared`]: one
+//! reference count each), which each receiver cuts to its watcher's options ([`Shape`]) as
+//! it takes it.
 //!
 //! One mutex guards the queue. Only the dispatcher sends, and the receiver locks it once
 //! per event taken, so it is uncontended in the common case; both sides hold it for a few
@@ -97,19 +98,45 @@ impl Queued {
     }
 }
 
+/// One waiting event: a copy of its own, or a share of one.
+pub(crate) enum Slot {
+    /// Cut to the watcher's shape already: the first compact delivery of an event, and
+    /// sentinels.
+    Own(WatchEvent),
+    /// Shared with the other compact watchers the event went to.
+    Shared(Arc<Queued>),
+}
+
+impl Slot {
+    fn into_event(self, shape: Shape) -> WatchEvent {
+        match self {
+            Slot::Own(event) => event,
+            Slot::Shared(queued) => Queued::into_event(queued, shape),
+        }
+    }
+
+    /// The slot as one pointer, for a queue holding it alone.
+    fn into_shared(self) -> Arc<Queued> {
+        match self {
+            Slot::Own(event) => Arc::new(Queued::Verbatim(event)),
+            Slot::Shared(queued) => queued,
+        }
+    }
+}
+
 /// What a channel holds. The receiver parks only on an empty queue and every push wakes it,
 /// so a waker and waiting events never coexist: one enum for both, 24 bytes.
 enum Queue {
     Empty,
     /// The receiver waits for an event.
     Parked(Waker),
-    /// One event: a receiver that keeps up has one at a time, and it costs no allocation
-    /// of its own.
+    /// One event: a receiver that keeps up has one at a time, and it costs one pointer.
     One(Arc<Queued>),
     /// A backlog. Boxed so that the idle state stays small: its buffer is allocated with
-    /// the second waiting event and freed when the receiver takes the last.
+    /// the second waiting event and freed when the receiver takes the last. An owned
+    /// event in it costs no allocation of its own.
     #[allow(clippy::box_collection)] // the box keeps the idle state at 24 bytes, not 32
-    Many(Box<VecDeque<Arc<Queued>>>),
+    Many(Box<VecDeque<Slot>>),
 }
 
 /// Slots a queue starts with once two events wait: a burst usually brings a few.
@@ -125,16 +152,16 @@ impl Queue {
     }
 
     /// Queues `event`; returns the waker of a receiver waiting for it.
-    fn push(&mut self, event: Arc<Queued>) -> Option<Waker> {
+    fn push(&mut self, event: Slot) -> Option<Waker> {
         match std::mem::replace(self, Queue::Empty) {
-            Queue::Empty => *self = Queue::One(event),
+            Queue::Empty => *self = Queue::One(event.into_shared()),
             Queue::Parked(waker) => {
-                *self = Queue::One(event);
+                *self = Queue::One(event.into_shared());
                 return Some(waker);
             }
             Queue::One(first) => {
                 let mut events = VecDeque::with_capacity(FIRST_QUEUE_CAPACITY);
-                events.push_back(first);
+                events.push_back(Slot::Shared(first));
                 events.push_back(event);
                 *self = Queue::Many(Box::new(events));
             }
@@ -146,14 +173,21 @@ impl Queue {
         None
     }
 
-    /// Takes the oldest event, giving the memory back with the last one.
-    fn pop(&mut self) -> Option<Arc<Queued>> {
+    /// Takes the oldest event. With the last one of a backlog comes the emptied backlog, for
+    /// the caller to drop once it has released the lock: a long backlog's buffer is a
+    /// large free, which the dispatcher must not wait behind.
+    fn pop(&mut self) -> Option<(Slot, Queue)> {
         match self {
             Queue::Empty | Queue::Parked(_) => None,
-            Queue::Many(events) if events.len() > 1 => events.pop_front(),
+            Queue::Many(events) if events.len() > 1 => {
+                events.pop_front().map(|event| (event, Queue::Empty))
+            }
             _ => match std::mem::replace(self, Queue::Empty) {
-                Queue::One(event) => Some(event),
-                Queue::Many(mut events) => events.pop_front(),
+                Queue::One(event) => Some((Slot::Shared(event), Queue::Empty)),
+                Queue::Many(mut events) => {
+                    let event = events.pop_front().expect("a backlog holds an event");
+                    Some((event, Queue::Many(events)))
+                }
                 Queue::Empty | Queue::Parked(_) => unreachable!("matched above"),
             },
         }
@@ -256,7 +290,7 @@ impl CompactSender {
     pub(crate) fn offer(
         &self,
         reserve: usize,
-        event: impl FnOnce() -> Arc<Queued>,
+        event: impl FnOnce() -> Slot,
         last_words: impl FnOnce() -> Option<WatchEvent>,
     ) -> Offer {
         // The cheap answer for a receiver long gone; not the final word (see below).
@@ -270,9 +304,13 @@ impl CompactSender {
     fn offer_locked(
         &self,
         reserve: usize,
-        event: impl FnOnce() -> Arc<Queued>,
+        event: impl FnOnce() -> Slot,
         last_words: impl FnOnce() -> Option<WatchEvent>,
     ) -> Offer {
+        // Made before the lock (the first compact delivery of an event allocates its shared
+        // copy): a receiver must not wait behind the allocator. Dropped unused if the
+        // watcher overflows, which ends it.
+        let event = event();
         let mut queue = self.state.lock();
         // The receiver's drop sets its bit before it takes this lock to clear the queue, so
         // a push after that clear would sit here until the last sender goes: recheck under it.
@@ -281,10 +319,10 @@ impl CompactSender {
         }
         let free = self.capacity() - queue.len();
         let (outcome, waker) = if free > reserve {
-            (Offer::Sent, queue.push(event()))
+            (Offer::Sent, queue.push(event))
         } else {
             let waker = match last_words() {
-                Some(last) if free > 0 => queue.push(Arc::new(Queued::Verbatim(last))),
+                Some(last) if free > 0 => queue.push(Slot::Own(last)),
                 _ => None,
             };
             (Offer::Full, waker)
@@ -342,8 +380,8 @@ impl Drop for CompactSender {
 /// the same events as a drop-in watcher's `tokio::sync::mpsc::Receiver`: the stream ends
 /// (`None`) once the watcher is removed, after the cancel sentinel if it fell behind.
 ///
-/// Memory: one 56-byte allocation while at most one event waits; a queue is allocated for a
-/// backlog and given back whenever the receiver takes the last event.
+/// Memory: one 56-byte allocation while idle, and the events waiting; a queue is allocated
+/// for a backlog and given back whenever the receiver takes the last event.
 pub struct CompactReceiver {
     state: Arc<ChannelState>,
 }
@@ -360,10 +398,11 @@ impl CompactReceiver {
     pub fn try_recv(&mut self) -> Result<WatchEvent, TryRecvError> {
         let mut queue = self.state.lock();
         match queue.pop() {
-            Some(queued) => {
-                // Cut to shape outside the lock: the dispatcher may be waiting for it.
+            Some((queued, spent)) => {
+                // Freed and cut to shape outside the lock: the dispatcher may be waiting.
                 drop(queue);
-                Ok(Queued::into_event(queued, self.state.shape()))
+                drop(spent);
+                Ok(queued.into_event(self.state.shape()))
             }
             // Read under the lock: no push can come between the empty queue and the count.
             None if self.state.senders() == 0 => Err(TryRecvError::Disconnected),
@@ -375,9 +414,10 @@ impl CompactReceiver {
     /// implementation).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
         let mut queue = self.state.lock();
-        if let Some(queued) = queue.pop() {
+        if let Some((queued, spent)) = queue.pop() {
             drop(queue);
-            return Poll::Ready(Some(Queued::into_event(queued, self.state.shape())));
+            drop(spent);
+            return Poll::Ready(Some(queued.into_event(self.state.shape())));
         }
         // Read under the lock, and the last sender takes this lock after its decrement, so
         // a waker stored here is always woken.
@@ -454,18 +494,25 @@ mod tests {
         }
     }
 
-    fn put(revision: u64) -> Arc<Queued> {
-        Arc::new(Queued::Fields(fields(revision)))
+    fn put(revision: u64) -> Slot {
+        Slot::Shared(Arc::new(Queued::Fields(fields(revision))))
+    }
+
+    fn own(revision: u64) -> Slot {
+        Slot::Own(PLAIN.event_from(fields(revision)))
     }
 
     fn sentinel() -> Option<WatchEvent> {
         Some(WatchEvent::cancel_sentinel(Bytes::from_static(b"/k")))
     }
 
-    fn revision(queued: &Queued) -> u64 {
-        match queued {
-            Queued::Fields(fields) => fields.revision,
-            Queued::Verbatim(event) => event.revision,
+    fn revision(slot: &Slot) -> u64 {
+        match slot {
+            Slot::Own(event) => event.revision,
+            Slot::Shared(queued) => match &**queued {
+                Queued::Fields(fields) => fields.revision,
+                Queued::Verbatim(event) => event.revision,
+            },
         }
     }
 
@@ -499,10 +546,11 @@ mod tests {
             for bit in 0..12 {
                 if pattern >> bit & 1 == 1 && model.len() < 5 {
                     next += 1;
-                    queue.push(put(next));
+                    // Owned and shared slots alternate.
+                    queue.push(if next % 2 == 0 { own(next) } else { put(next) });
                     model.push_back(next);
                 } else {
-                    assert_eq!(queue.pop().map(|e| revision(&e)), model.pop_front());
+                    assert_eq!(queue.pop().map(|(e, _)| revision(&e)), model.pop_front());
                 }
                 assert_eq!(queue.len(), model.len());
                 // A backlog's buffer stays until its last event is taken, never longer.
@@ -584,9 +632,10 @@ mod tests {
             senders.push(tx);
             receivers.push(rx);
         }
-        let shared = put(1);
+        let shared = Arc::new(Queued::Fields(fields(1)));
         for tx in &senders {
-            assert_eq!(tx.offer(1, || Arc::clone(&shared), || None), Offer::Sent);
+            let slot = || Slot::Shared(Arc::clone(&shared));
+            assert_eq!(tx.offer(1, slot, || None), Offer::Sent);
         }
         drop(shared);
         // The first three clone what they keep; the last holds the only reference and

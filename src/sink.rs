@@ -4,12 +4,12 @@
 //! (drop-in watchers), a [`CompactSender`] (compact watchers) or a [`GroupSender`] (a shared
 //! fan-out group's ring). The index sees an opaque [`WatcherEntry`].
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 
 use bytes::Bytes;
 use tokio::sync::mpsc::{self, error::TrySendError};
 
-use crate::channel::{CompactSender, Offer, Queued};
+use crate::channel::{CompactSender, Offer, Queued, Slot};
 use crate::event::{WatchEvent, WatchEventType};
 use crate::group::{GroupSender, Ring};
 use crate::index::WatcherEntry;
@@ -82,9 +82,11 @@ pub(crate) struct EventView<'a> {
     /// Where a watcher this view overflows may resume (the overflow sentinel carries it);
     /// 0 for the reference's sentinel, which says nothing.
     pub(crate) resume_from: u64,
-    /// The event as compact watchers queue it, made by the first compact delivery and then
-    /// shared by every other one (see [`EventView::queued`]).
-    pub(crate) queued: OnceCell<ChannelArc<Queued>>,
+    /// Whether a compact watcher took its own copy of the event already.
+    owned_taken: Cell<bool>,
+    /// The copy the second and later compact deliveries share (see
+    /// [`EventView::compact_slot`]).
+    queued: OnceCell<ChannelArc<Queued>>,
 }
 
 impl<'a> EventView<'a> {
@@ -104,13 +106,24 @@ impl<'a> EventView<'a> {
             prev_value,
             revision,
             resume_from,
+            owned_taken: Cell::new(false),
             queued: OnceCell::new(),
         }
     }
 
-    /// The event for a compact watcher's queue: one allocation (and one copy of each field)
-    /// per event however many compact watchers take it, each of them then paying one
-    /// reference count; each receiver keeps what its watcher asked for ([`Shape`]).
+    /// The event for a compact watcher of `shape`. The first takes a copy of its own: into
+    /// a backlog that costs no allocation (a lone watcher whose receiver lags allocates
+    /// nothing per event), into an empty queue one. The others share one more copy: one
+    /// allocation however many take it, then one reference count each, and each receiver
+    /// keeps what its watcher asked for ([`Shape`]).
+    fn compact_slot(&self, shape: Shape) -> Slot {
+        if self.owned_taken.replace(true) {
+            Slot::Shared(self.queued())
+        } else {
+            Slot::Own(shape.event(self))
+        }
+    }
+
     fn queued(&self) -> ChannelArc<Queued> {
         ChannelArc::clone(self.queued.get_or_init(|| {
             ChannelArc::new(Queued::Fields(EventFields {
@@ -225,7 +238,7 @@ impl Watcher {
             Sink::Compact(sender) => {
                 let outcome = sender.offer(
                     1,
-                    || event.queued(),
+                    || event.compact_slot(Shape::of(self.meta)),
                     || {
                         self.warn_overflow(event, is_prefix, sender.capacity());
                         Some(Self::overflow_sentinel(event))
@@ -287,11 +300,13 @@ impl Watcher {
                     Err(TrySendError::Full(_)) => Delivery::Full,
                 }
             }
-            Sink::Compact(sender) => match sender.offer(1, || event.queued(), || None) {
-                Offer::Sent => Delivery::Sent,
-                Offer::Full => Delivery::Full,
-                Offer::Closed => Delivery::Closed,
-            },
+            Sink::Compact(sender) => {
+                match sender.offer(1, || event.compact_slot(Shape::of(self.meta)), || None) {
+                    Offer::Sent => Delivery::Sent,
+                    Offer::Full => Delivery::Full,
+                    Offer::Closed => Delivery::Closed,
+                }
+            }
             // Groups are never registered from a revision; pushed like a live event.
             Sink::Group(sender) => {
                 sender.push(self.event_for(event));
@@ -363,7 +378,7 @@ impl Watcher {
                 let _ = sender.try_send(sentinel);
             }
             Sink::Compact(sender) => {
-                sender.offer(0, || ChannelArc::new(Queued::Verbatim(sentinel)), || None);
+                sender.offer(0, || Slot::Own(sentinel), || None);
             }
             Sink::Group(sender) => sender.push(sentinel),
         }
