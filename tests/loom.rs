@@ -1,7 +1,8 @@
 //! Loom models of the publish protocol, the cleanup paths, the compact channel and the
 //! group ring: every interleaving (up to a preemption bound) of writers serialising, the
 //! snapshot swap, readers loading and letting go, a writer waiting for the last reader of a
-//! snapshot before it changes it, a compact channel's senders, receiver and wake-ups, and a
+//! snapshot before it changes it, a compact channel's senders, receiver, wake-ups and shared
+//! events, and a
 //! group ring's push, reads, lag, close and wake-ups.
 //!
 //! Built only under the model's cfg, in a target directory of its own (the flag changes
@@ -322,6 +323,46 @@ fn an_offer_racing_a_draining_receiver_is_received_exactly_once() {
         assert!(receiver.is_empty());
         assert_eq!(registry.metrics().read().deliveries, 3);
         registry.check_invariants();
+    });
+}
+
+#[test]
+fn receivers_racing_for_one_shared_event_each_get_it_whole_and_it_is_freed_once() {
+    model(|| {
+        let (registry, mut inline) = setup(4);
+        // Three compact watchers of one key: the first delivery takes its own copy, the
+        // other two share one, which their receivers race to take (each may find the other
+        // still holding it, or be the last and move it out).
+        let mut first = compact(&registry);
+        let shared: Vec<CompactReceiver> = (0..2).map(|_| compact(&registry)).collect();
+        let put = WatchResponse {
+            key: Bytes::from_static(b"/k"),
+            value: Bytes::from(vec![7; 8]),
+            revision: 1,
+            ..Default::default()
+        };
+        inline.dispatch(&put);
+        let readers: Vec<_> = shared
+            .into_iter()
+            .map(|mut receiver| {
+                thread::spawn(move || {
+                    let event = receiver.try_recv().unwrap();
+                    (event.revision, event.value)
+                })
+            })
+            .collect();
+        let own = first.try_recv().unwrap();
+        assert_eq!((own.revision, &own.value[..]), (1, &[7u8; 8][..]));
+        drop(own);
+        for reader in readers {
+            let (revision, value) = reader.join().unwrap();
+            assert_eq!((revision, &value[..]), (1, &[7u8; 8][..]));
+        }
+        // Every copy and share is gone: the value has one owner again.
+        assert!(
+            put.value.is_unique(),
+            "a copy of the event outlived its receivers"
+        );
     });
 }
 
