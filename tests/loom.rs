@@ -2,8 +2,7 @@
 //! group ring: every interleaving (up to a preemption bound) of writers serialising, the
 //! snapshot swap, readers loading and letting go, a writer waiting for the last reader of a
 //! snapshot before it changes it, a compact channel's senders, receiver, wake-ups and shared
-//! events, and a
-//! group ring's push, reads, lag, close and wake-ups.
+//! events, and a group ring's push, reads, lag, close and wake-ups.
 //!
 //! Built only under the model's cfg, in a target directory of its own (the flag changes
 //! every crate's fingerprint):
