@@ -87,7 +87,15 @@ impl Queued {
     /// What a receiver of `shape` gets: the fields moved out if it holds the last
     /// reference, cloned otherwise.
     fn into_event(this: Arc<Queued>, shape: Shape) -> WatchEvent {
-        match Arc::try_unwrap(this) {
+        // A load first: with many receivers sharing the copy, a failed unwrap would be one
+        // more write to a line they all contend for. A count read as 1 cannot rise again
+        // (no one else holds a reference to clone), so the unwrap then only confirms it.
+        let unwrapped = if Arc::strong_count(&this) == 1 {
+            Arc::try_unwrap(this)
+        } else {
+            Err(this)
+        };
+        match unwrapped {
             Ok(Queued::Fields(fields)) => shape.event_from(fields),
             Ok(Queued::Verbatim(event)) => event,
             Err(shared) => match &*shared {
