@@ -237,6 +237,17 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
+/// A Put of `/k` at revision 1 whose value has a buffer of its own (a static one is never
+/// unique), so that a copy of the event still held anywhere shows.
+fn put_with_own_value() -> WatchResponse {
+    WatchResponse {
+        key: Bytes::from_static(b"/k"),
+        value: Bytes::from(vec![7; 8]),
+        revision: 1,
+        ..Default::default()
+    }
+}
+
 /// A compact watcher of `/k` whose receiver outlives its handle (so that dropping it does
 /// not unregister: only a delivery or the registry's end removes the watcher).
 fn compact(registry: &WatchRegistry) -> CompactReceiver {
@@ -252,13 +263,7 @@ fn an_offer_racing_the_receivers_drop_is_never_queued_behind_it() {
         let (registry, mut inline) = setup(4);
         let receiver = compact(&registry);
         let dropper = thread::spawn(move || drop(receiver));
-        // A value of its own, so that an event still holding it anywhere shows.
-        let put = WatchResponse {
-            key: Bytes::from_static(b"/k"),
-            value: Bytes::from(vec![7; 8]),
-            revision: 1,
-            ..Default::default()
-        };
+        let put = put_with_own_value();
         inline.dispatch(&put);
         dropper.join().unwrap();
         // Delivered and cleared by the drop, or refused as closed: no copy left queued.
@@ -334,12 +339,7 @@ fn receivers_racing_for_one_shared_event_each_get_it_whole_and_it_is_freed_once(
         // still holding it, or be the last and move it out).
         let mut first = compact(&registry);
         let shared: Vec<CompactReceiver> = (0..2).map(|_| compact(&registry)).collect();
-        let put = WatchResponse {
-            key: Bytes::from_static(b"/k"),
-            value: Bytes::from(vec![7; 8]),
-            revision: 1,
-            ..Default::default()
-        };
+        let put = put_with_own_value();
         inline.dispatch(&put);
         let readers: Vec<_> = shared
             .into_iter()
