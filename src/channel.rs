@@ -5,8 +5,8 @@
 //! [`WatchEvent`]s): a million idle watchers hold 4.3 GB of empty slots. Here an idle watcher
 //! costs its [`ChannelState`] alone (one 56-byte allocation), and one with an event waiting
 //! (a receiver that keeps up) holds a pointer to it there: a queue is allocated with the
-//! second waiting event and given back whenever the receiver drains it. Semantics are the drop-in channel's:
-//! the same bound (the registry reserves the last slot for the cancel sentinel), the receiver
+//! second waiting event and given back whenever the receiver drains it. Semantics are the
+//! drop-in channel's: the same bound (the registry reserves the last slot for the cancel sentinel), the receiver
 //! sees the end of the stream once every sender is gone (the watcher left both snapshots),
 //! and senders see a dropped receiver as closed.
 //!
@@ -75,11 +75,12 @@ const RECEIVER_GONE: u32 = 1 << 31;
 const KEYS_ONLY: u32 = 1 << 31;
 const PREV_KV: u32 = 1 << 30;
 
-/// One queued event, shared by every compact watcher it was delivered to.
+/// One queued event behind a pointer.
 pub(crate) enum Queued {
-    /// An event's fields, for watchers of any [`Shape`].
+    /// An event's fields, shared by the compact watchers it went to, of any [`Shape`].
     Fields(EventFields),
-    /// An event for one watcher alone (a sentinel), received as it is.
+    /// An event cut for one watcher already (its own copy, or a sentinel), received as it
+    /// is.
     Verbatim(WatchEvent),
 }
 
@@ -348,9 +349,9 @@ impl CompactSender {
         event: impl FnOnce() -> Slot,
         last_words: impl FnOnce() -> Option<WatchEvent>,
     ) -> Offer {
-        // Made before the lock (the first compact delivery of an event allocates its shared
-        // copy): a receiver must not wait behind the allocator. Dropped unused if the
-        // watcher overflows, which ends it.
+        // Made before the lock (it clones the event's fields, and the second compact delivery
+        // of an event allocates the shared copy): a receiver must not wait behind that.
+        // Dropped unused if the watcher overflows, which ends it, or its receiver is gone.
         let event = event();
         let mut queue = self.state.lock();
         // The receiver's drop sets its bit before it takes this lock to clear the queue, so
@@ -439,12 +440,7 @@ impl CompactReceiver {
     pub fn try_recv(&mut self) -> Result<WatchEvent, TryRecvError> {
         let mut queue = self.state.lock();
         match queue.pop() {
-            Some((queued, spent)) => {
-                // Freed and cut to shape outside the lock: the dispatcher may be waiting.
-                drop(queue);
-                drop(spent);
-                Ok(queued.into_event(self.state.shape()))
-            }
+            Some(taken) => Ok(self.finish_take(queue, taken)),
             // Read under the lock: no push can come between the empty queue and the count.
             None if self.state.senders() == 0 => Err(TryRecvError::Disconnected),
             None => Err(TryRecvError::Empty),
@@ -455,10 +451,8 @@ impl CompactReceiver {
     /// implementation).
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<WatchEvent>> {
         let mut queue = self.state.lock();
-        if let Some((queued, spent)) = queue.pop() {
-            drop(queue);
-            drop(spent);
-            return Poll::Ready(Some(queued.into_event(self.state.shape())));
+        if let Some(taken) = queue.pop() {
+            return Poll::Ready(Some(self.finish_take(queue, taken)));
         }
         // Read under the lock, and the last sender takes this lock after its decrement, so
         // a waker stored here is always woken.
@@ -467,6 +461,18 @@ impl CompactReceiver {
         }
         queue.park(cx.waker());
         Poll::Pending
+    }
+
+    /// The event [`Queue::pop`] took, cut to the watcher's shape, and the backlog it
+    /// emptied freed, both once the lock is released: the dispatcher may be waiting for it.
+    fn finish_take(
+        &self,
+        queue: MutexGuard<'_, Queue>,
+        (slot, spent): (Slot, Queue),
+    ) -> WatchEvent {
+        drop(queue);
+        drop(spent);
+        slot.into_event(self.state.shape())
     }
 
     /// Events waiting.
