@@ -1,7 +1,7 @@
 //! The private index behind a small API, for the fuzz target and property tests that check
 //! it against a naive model. Not part of the stable API: enabled by the `internals` feature.
 
-use crate::index::{Snapshot, SweepCursor, WatcherEntry};
+use crate::index::{Placement, Snapshot, SweepCursor, WatcherEntry};
 use crate::meta::TargetKind;
 
 /// What a watcher watches, as the index files it.
@@ -88,12 +88,10 @@ impl TestIndex {
     /// Adds watcher `id` on `pattern`; a prefix must be empty or end with `/` (the index
     /// matches byte prefixes that end at a separator), or this panics.
     pub fn insert(&mut self, kind: Kind, pattern: &[u8], id: u64) {
+        let pattern = bytes::Bytes::copy_from_slice(pattern);
+        let mut placement = Placement::default();
         for s in [&mut self.current, &mut self.twin] {
-            s.insert(
-                kind.target(),
-                bytes::Bytes::copy_from_slice(pattern),
-                Id(id),
-            );
+            s.insert(kind.target(), &pattern, Id(id), &mut placement);
         }
     }
 

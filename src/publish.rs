@@ -17,8 +17,9 @@
 //! snapshot for one event, a batch of eight, or one sweep slice, and wait for nothing while
 //! they do, so a writer's waits are short and cannot deadlock.
 //!
-//! Registrations do not publish one by one: each queues its addition and whoever gets the
-//! writer lock publishes every queued one (see [`Combining`]).
+//! Registrations that arrive together do not publish one by one: each queues its addition
+//! and whoever gets the writer lock publishes every queued one (see [`Combining`]); one
+//! that arrives alone publishes its own at once.
 //!
 //! The limit counter and the prev_kv counter have one release point: [`Shared::publish`],
 //! when a removal first takes a watcher out of the back snapshot (or, for a watcher from a
@@ -34,8 +35,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::group::{GroupKey, MemberRelease, Ring};
-use crate::index::Snapshot;
-use crate::index::WatcherEntry;
+use crate::index::{Placement, Snapshot, WatcherEntry};
 use crate::meta::TargetKind;
 use crate::metrics::Counters;
 use crate::options::RegistryOptions;
@@ -103,20 +103,33 @@ pub(crate) enum Change {
         kind: TargetKind,
         pattern: Bytes,
         watcher: Watcher,
+        /// What the first application learnt for the second (the key's hash).
+        placement: Placement,
     },
     Remove(Removal),
 }
 
 impl Change {
+    /// Adds `watcher` on `pattern`, filed as `kind`.
+    pub(crate) fn add(kind: TargetKind, pattern: Bytes, watcher: Watcher) -> Self {
+        Change::Add {
+            kind,
+            pattern,
+            watcher,
+            placement: Placement::default(),
+        }
+    }
+
     /// Applies the change; returns the watcher a removal took out.
-    fn apply(&self, index: &mut Snapshot<Watcher>) -> Option<Watcher> {
+    fn apply(&mut self, index: &mut Snapshot<Watcher>) -> Option<Watcher> {
         match self {
             Change::Add {
                 kind,
                 pattern,
                 watcher,
+                placement,
             } => {
-                index.insert(*kind, pattern.clone(), watcher.clone());
+                index.insert(*kind, pattern, watcher.clone(), placement);
                 None
             }
             Change::Remove(removal) => removal.apply(index),
@@ -131,7 +144,8 @@ impl Change {
                 kind,
                 pattern,
                 watcher,
-            } => index.insert(kind, pattern, watcher),
+                mut placement,
+            } => index.insert(kind, &pattern, watcher, &mut placement),
             Change::Remove(removal) => {
                 removal.apply(index);
             }
@@ -250,7 +264,8 @@ pub(crate) struct Writer {
 
 /// Registrations waiting for a writer to publish them: the combining queue.
 ///
-/// A registration queues its addition and takes a ticket, then polls: either the published
+/// A registration that finds the writer lock free and the queue empty publishes alone,
+/// without it. Otherwise it queues its addition and takes a ticket, then polls: either the published
 /// ticket covers its own (another writer published it), or it gets the writer lock and
 /// publishes everything queued by then in one transaction (one wait for readers per
 /// snapshot, one swap), then stores the last ticket it took. A registration that finds its
@@ -299,6 +314,9 @@ pub(crate) struct Shared {
     /// Every registration with a ticket up to this one is published (see [`Combining`]);
     /// written under the writer lock.
     published_ticket: AtomicU64,
+    /// The combining queue's `last_ticket`, stored under its lock, for the look of a
+    /// registration that may publish alone (equal to `published_ticket`: nothing queued).
+    queued_ticket: AtomicU64,
     /// Shared fan-out groups with members, by what they watch (`group`): a group enters
     /// once its watcher is published and leaves with its last member or its watcher.
     /// Taken after `writer`, before a ring's lock.
@@ -344,6 +362,7 @@ impl Shared {
                 last_ticket: 0,
             }),
             published_ticket: AtomicU64::new(0),
+            queued_ticket: AtomicU64::new(0),
             groups: Mutex::new(hashbrown::HashMap::default()),
             groups_in_index: AtomicUsize::new(0),
             members_held: AtomicUsize::new(0),
@@ -546,6 +565,25 @@ impl Shared {
     /// whatever other registrations queued meanwhile (see [`Combining`]); returns once each
     /// of them is in the published snapshot.
     pub(crate) fn publish_additions(&self, adds: impl IntoIterator<Item = Change>) {
+        // Alone (the writer lock free, nothing queued): publish these at once, without the
+        // queue's lock and tickets. A registration that queues meanwhile polls the lock and
+        // publishes itself after us; a stale read of the queue's ticket costs no more than
+        // that, so Relaxed.
+        let alone = match self.writer.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+        .filter(|_| {
+            self.queued_ticket.load(Ordering::Relaxed)
+                == self.published_ticket.load(Ordering::Relaxed)
+        });
+        if let Some(mut writer) = alone {
+            let mut batch = std::mem::take(&mut writer.spare);
+            batch.extend(adds);
+            writer.spare = self.publish_locked(&mut writer, batch);
+            return;
+        }
         let ticket = {
             let mut queue = self
                 .combining
@@ -553,6 +591,8 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner);
             queue.adds.extend(adds);
             queue.last_ticket += 1;
+            self.queued_ticket
+                .store(queue.last_ticket, Ordering::Relaxed);
             queue.last_ticket
         };
         // Wait for a writer to publish our additions, or take the lock and publish them (with
@@ -600,7 +640,7 @@ impl Shared {
     /// Publishes `changes`; returns their emptied buffer, for reuse.
     fn publish_locked(&self, writer: &mut Writer, mut changes: Vec<Change>) -> Vec<Change> {
         let back = exclusive(&mut writer.back);
-        for change in &changes {
+        for change in &mut changes {
             if let Change::Add { watcher, .. } = change {
                 if watcher.group().is_some() {
                     self.groups_in_index.fetch_add(1, Ordering::Relaxed);

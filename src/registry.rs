@@ -251,11 +251,7 @@ impl WatchRegistry {
                 watcher,
                 start,
             }),
-            None => Entry::Live(Change::Add {
-                kind,
-                pattern: key,
-                watcher,
-            }),
+            None => Entry::Live(Change::add(kind, key, watcher)),
         };
         Ok((K::from_any(handle), entry))
     }
@@ -318,11 +314,11 @@ impl WatchRegistry {
         );
         let slot = ring.join(id, owned).expect("a new ring is open");
         let meta = Meta::new(group_id, kind, key.flags.with(Flags::GROUP));
-        let add = Change::Add {
+        let add = Change::add(
             kind,
-            pattern: key.pattern.clone(),
-            watcher: Watcher::new(meta, Sink::Group(sender)),
-        };
+            key.pattern.clone(),
+            Watcher::new(meta, Sink::Group(sender)),
+        );
         trace!(watcher_id = id, group = group_id, key = ?key.pattern, "Created a watch group");
         Ok((
             handle(crate::sync::ChannelArc::clone(&ring), slot),

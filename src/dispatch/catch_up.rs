@@ -45,7 +45,7 @@ use super::delivery::{removal_of, Retirements};
 use super::sweep::SWEEP_SLICE;
 use crate::event::WatchEvent;
 use crate::history::{Hint, History, Retained, Start};
-use crate::index::{Location, Snapshot, WatcherEntry};
+use crate::index::{Location, Placement, Snapshot, WatcherEntry};
 use crate::meta::TargetKind;
 use crate::metrics::Counters;
 use crate::publish::{Change, Resume};
@@ -249,11 +249,7 @@ impl CatchUps {
                     unreachable!("an unknown floor returned early, leaving the queue as it was")
                 }
             }
-            changes.push(Change::Add {
-                kind,
-                pattern,
-                watcher,
-            });
+            changes.push(Change::add(kind, pattern, watcher));
         }
         cx.registry.shared().publish(changes);
         let counters = cx.registry.counters();
@@ -364,8 +360,9 @@ impl CatchUps {
                 if in_group.insert(*id) {
                     group.insert(
                         feeding.kind,
-                        feeding.pattern.clone(),
+                        &feeding.pattern,
                         feeding.watcher.clone(),
+                        &mut Placement::default(),
                     );
                     from = from.min(feeding.next);
                 }

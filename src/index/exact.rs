@@ -55,9 +55,10 @@ struct Entry<W> {
     watchers: WatcherList<W>,
 }
 
-/// 32 bits of a key's hash, kept in its slot.
+/// 32 bits of a key's hash, kept in its slot. Twins hash with the same seeds, so a tag
+/// computed for one snapshot is the key's tag in the other (see `Snapshot::insert`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Tag(u32);
+pub(crate) struct Tag(u32);
 
 /// Where a key's entry is, and its hash tag.
 #[derive(Clone, Copy, Debug)]
@@ -112,7 +113,7 @@ impl<W: WatcherEntry> ExactIndex<W> {
     }
 
     #[inline]
-    fn hash(&self, key: &[u8]) -> Tag {
+    pub(crate) fn hash(&self, key: &[u8]) -> Tag {
         // The high half: ahash mixes every input bit into all of its output.
         Tag((self.hasher.hash_one(key) >> 32) as u32)
     }
@@ -152,9 +153,17 @@ impl<W: WatcherEntry> ExactIndex<W> {
     }
 
     /// Adds a watcher on `key`.
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, key: Bytes, watcher: W) {
-        // One probe: the entry API searches once for the key or its free slot.
         let tag = self.hash(&key);
+        self.insert_hashed(&key, tag, watcher);
+    }
+
+    /// Adds a watcher on `key`, whose [`Self::hash`] is `tag`. The key's buffer is shared
+    /// only if the key is too long to sit inline.
+    pub(crate) fn insert_hashed(&mut self, key: &Bytes, tag: Tag, watcher: W) {
+        debug_assert_eq!(tag, self.hash(key), "a tag of this index's seeds");
+        // One probe: the entry API searches once for the key or its free slot.
         let entries = &mut self.entries;
         let slot = self.slots.entry(
             spread(tag),

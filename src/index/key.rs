@@ -19,17 +19,18 @@ pub(crate) enum KeyBytes {
 }
 
 impl KeyBytes {
-    /// Stores `key`, inline if it is short.
-    pub(crate) fn new(key: Bytes) -> Self {
+    /// Stores `key`, inline if it is short (then its buffer is not shared: no reference
+    /// count is touched).
+    pub(crate) fn new(key: &Bytes) -> Self {
         if key.len() <= INLINE_KEY {
             let mut bytes = [0; INLINE_KEY];
-            bytes[..key.len()].copy_from_slice(&key);
+            bytes[..key.len()].copy_from_slice(key);
             KeyBytes::Inline {
                 len: key.len() as u8,
                 bytes,
             }
         } else {
-            KeyBytes::Shared(key)
+            KeyBytes::Shared(key.clone())
         }
     }
 

@@ -31,6 +31,13 @@ use segment::PathHasher;
 use table::Layout;
 use trie::{Found, PrefixTrie};
 
+/// What an insertion into one snapshot learnt that the same insertion into its twin can
+/// reuse: the twins hash with the same seeds (see [`Snapshot::empty_twin`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Placement {
+    exact_tag: Option<exact::Tag>,
+}
+
 /// What the index stores per watcher: anything cloneable that carries a unique id.
 pub(crate) trait WatcherEntry: Clone {
     /// The watcher's id.
@@ -407,14 +414,26 @@ impl<W: WatcherEntry> Snapshot<W> {
     }
 
     /// Adds `watcher` on `pattern`, filed as `kind` (a prefix must be empty or end with the
-    /// separator: the registry checks).
-    pub(crate) fn insert(&mut self, kind: TargetKind, pattern: bytes::Bytes, watcher: W) {
+    /// separator: the registry checks). `placement` carries what one twin computed for the
+    /// other: the same change applied to both hashes its key once.
+    pub(crate) fn insert(
+        &mut self,
+        kind: TargetKind,
+        pattern: &bytes::Bytes,
+        watcher: W,
+        placement: &mut Placement,
+    ) {
         match kind {
-            TargetKind::Exact => self.exact.insert(pattern, watcher),
+            TargetKind::Exact => {
+                let tag = *placement
+                    .exact_tag
+                    .get_or_insert_with(|| self.exact.hash(pattern));
+                self.exact.insert_hashed(pattern, tag, watcher)
+            }
             TargetKind::Prefix => self.prefixes.insert(pattern, watcher),
-            TargetKind::BytePrefix => self.prefixes.insert_byte_prefix(pattern, watcher),
-            TargetKind::Range => self.ranges.insert(pattern, watcher),
-            TargetKind::Pattern => self.patterns.insert(pattern, watcher),
+            TargetKind::BytePrefix => self.prefixes.insert_byte_prefix(pattern.clone(), watcher),
+            TargetKind::Range => self.ranges.insert(pattern.clone(), watcher),
+            TargetKind::Pattern => self.patterns.insert(pattern.clone(), watcher),
         }
     }
 

@@ -533,7 +533,7 @@ impl<W: WatcherEntry> PatternIndex<W> {
                         let entry = Last {
                             hash,
                             node,
-                            piece: KeyBytes::new(pattern.slice_ref(piece)),
+                            piece: KeyBytes::new(&pattern.slice_ref(piece)),
                             wildcard,
                             pattern: pattern.clone(),
                             watchers,

@@ -304,8 +304,8 @@ impl<W: WatcherEntry> RangeIndex<W> {
         watchers.insert(watcher);
         // Inline when short: a descent compares bounds without following a pointer.
         let at = self.entries.insert(Entry {
-            start: KeyBytes::new(start),
-            end: end.map(KeyBytes::new),
+            start: KeyBytes::new(&start),
+            end: end.as_ref().map(KeyBytes::new),
             pattern,
             hash,
             watchers,

@@ -508,18 +508,19 @@ impl<W: WatcherEntry> PrefixTrie<W> {
 
     /// Adds a watcher on `prefix`, which must be empty or end with the separator (the
     /// registry's rule; anything else is a bug in the caller).
-    pub(crate) fn insert(&mut self, prefix: Bytes, watcher: W) {
+    /// The prefix's buffer is shared only when the prefix is new.
+    pub(crate) fn insert(&mut self, prefix: &Bytes, watcher: W) {
         assert!(
             prefix.last().is_none_or(|&b| b == SEPARATOR),
             "a stored prefix ends with the separator"
         );
-        let list = match self.ensure_path(&prefix) {
+        let list = match self.ensure_path(prefix) {
             None => &mut self.root_watchers,
             Some(step) => {
                 let node = node_mut(&mut self.nodes, step);
                 node.watched = true;
                 if node.extra == NO_EXTRA {
-                    node.extra = push_extra(&mut self.extras, prefix, step.hash, step.id);
+                    node.extra = push_extra(&mut self.extras, prefix.clone(), step.hash, step.id);
                 }
                 &mut self.extras.get_mut(node.extra as usize).watchers
             }
@@ -919,7 +920,7 @@ mod tests {
             .iter()
             .enumerate()
         {
-            trie.insert(Bytes::from_static(p.as_bytes()), W(id as u64));
+            trie.insert(&Bytes::from_static(p.as_bytes()), W(id as u64));
             trie.check_invariants();
         }
         assert_eq!(matches(&trie, b"/a/b/c"), vec![(1, 0), (3, 1), (5, 2)]);
@@ -936,7 +937,7 @@ mod tests {
         let mut trie = PrefixTrie::new();
         let prefixes = ["/a/b/c/", "/a/b/", "/a/x/", "/a/", "/", "/a/b/d/", ""];
         for (id, p) in prefixes.iter().enumerate() {
-            trie.insert(Bytes::from_static(p.as_bytes()), W(id as u64));
+            trie.insert(&Bytes::from_static(p.as_bytes()), W(id as u64));
         }
         trie.check_invariants();
         assert_eq!(trie.nodes.len(), 6, "one node per distinct non-empty path");
@@ -959,9 +960,9 @@ mod tests {
         let key = Bytes::from(b"/".repeat(depth));
         let mut trie = PrefixTrie::new();
         for (id, len) in (1..=depth).step_by(10_000).enumerate() {
-            trie.insert(key.slice(..len), W(id as u64));
+            trie.insert(&key.slice(..len), W(id as u64));
         }
-        trie.insert(key.clone(), W(u64::MAX));
+        trie.insert(&key, W(u64::MAX));
         let mut n = 0;
         trie.for_each_match(&key, &mut |_, l| n += l.len());
         assert_eq!(n, 11);
@@ -973,7 +974,7 @@ mod tests {
         // One watcher at the bottom of a 100,000-segment chain: removing it removes every
         // ancestor, in a loop.
         let mut bottom = PrefixTrie::new();
-        bottom.insert(key.clone(), W(1));
+        bottom.insert(&key, W(1));
         assert_eq!(bottom.nodes.len(), depth);
         assert!(bottom.remove(&key, 1).is_some());
         assert_eq!((bottom.nodes.len(), bottom.root_children), (0, 0));
@@ -982,9 +983,9 @@ mod tests {
     #[test]
     fn older_clones_are_unchanged_by_writes() {
         let mut trie = PrefixTrie::new();
-        trie.insert(Bytes::from_static(b"/a/"), W(1));
+        trie.insert(&Bytes::from_static(b"/a/"), W(1));
         let before = trie.clone();
-        trie.insert(Bytes::from_static(b"/a/b/"), W(2));
+        trie.insert(&Bytes::from_static(b"/a/b/"), W(2));
         trie.remove(b"/a/", 1);
         assert_eq!(matches(&before, b"/a/b/c"), vec![(3, 1)]);
         assert_eq!(matches(&trie, b"/a/b/c"), vec![(5, 2)]);
@@ -1042,7 +1043,7 @@ mod tests {
             trie.insert_byte_prefix(Bytes::from_static(p), W(id as u64));
             trie.check_invariants();
         }
-        trie.insert(Bytes::from_static(b"/svc/"), W(100));
+        trie.insert(&Bytes::from_static(b"/svc/"), W(100));
         use Found::{BytePrefix as B, Prefix as P};
         // (key, every match in walk order)
         type Case<'a> = (&'a [u8], Vec<(Found, u64)>);
@@ -1122,7 +1123,7 @@ mod tests {
                     ids.push(id);
                     match bytewise {
                         true => trie.insert_byte_prefix(Bytes::from(path.clone()), W(id)),
-                        false => trie.insert(Bytes::from(path.clone()), W(id)),
+                        false => trie.insert(&Bytes::from(path.clone()), W(id)),
                     }
                 } else if !insert {
                     let had = ids.iter().position(|&x| x == id).map(|i| ids.remove(i));

@@ -1355,13 +1355,24 @@ fn fill_report(rt: &tokio::runtime::Runtime, w: &Workload, opts: &Options) -> Ex
         .and_then(|v| v.parse().ok());
     if let Some(engine) = opts.only.as_deref() {
         let threads = threads_env.unwrap_or(1);
+        if engine == "paired" {
+            // The paired passes alone (for a profile of the steady figure).
+            for pass in ["first", "second"] {
+                let run = measure::fill_paired::<Reference, Watchtrie>(rt, w, FILL_PAIRED_BLOCK);
+                println!(
+                    "paired ({pass} pass): reference {:.0} ns, watchtrie {:.0} ns per watcher; median block {:.2}×",
+                    run.first_ns, run.second_ns, run.median_ratio
+                );
+            }
+            return ExitCode::SUCCESS;
+        }
         let run = match engine {
             "reference" => measure::fill_run::<Reference>(rt, w, threads),
             "watchtrie" => measure::fill_run::<Watchtrie>(rt, w, threads),
             "watchtrie-compact" => measure::fill_run::<WatchtrieCompact>(rt, w, threads),
             "floor" => measure::fill_floor(n, threads),
             other => {
-                eprintln!("watchbench: fill: --only reference | watchtrie | watchtrie-compact | floor, not '{other}'");
+                eprintln!("watchbench: fill: --only reference | watchtrie | watchtrie-compact | floor | paired, not '{other}'");
                 return ExitCode::from(2);
             }
         };
