@@ -123,3 +123,42 @@ fn an_idle_compact_watcher_costs_a_fraction_of_a_drop_in_one() {
     assert!(compact < 400.0, "compact watcher costs {compact:.0} B");
     assert!(compact * 10.0 < drop_in);
 }
+
+#[test]
+fn a_delivery_to_a_lagging_compact_watcher_never_copies_its_backlog() {
+    // A backlog grown by doubling would copy every waiting event in the delivery that
+    // crosses a power of two, under the channel's lock: a dispatcher stall as long as the
+    // lag. Kept in bounded chunks, a delivery allocates one chunk, or grows the list of
+    // chunks (32 bytes for every 36 events): never a block near the backlog's own size.
+    const N: u64 = 60_000;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let registry = std::sync::Arc::new(WatchRegistry::new(N as usize, tx));
+    let mut inline = watchtrie::InlineDispatcher::new(registry.clone(), rx);
+    // Two on one key: the first delivery of an event is a copy of its own, the second a
+    // shared one, so both kinds of backlog grow.
+    let mut first = registry.register_compact(b("/lag/k"), false).unwrap();
+    let mut second = registry.register_prefix_compact(b("/lag/"), false).unwrap();
+    let events: Vec<_> = (1..=N).map(|r| put("/lag/k", "v", r)).collect();
+    inline.dispatch(&events[0]);
+    counting_alloc::reset_thread_largest();
+    for e in &events[1..] {
+        inline.dispatch(e);
+    }
+    let largest = counting_alloc::thread_largest();
+    let backlog_bytes = N as usize * std::mem::size_of::<WatchEvent>();
+    assert!(
+        largest * 64 <= backlog_bytes,
+        "a delivery allocated {largest} bytes at once for a backlog of {backlog_bytes}"
+    );
+    for rx in [first.receiver_mut(), second.receiver_mut()] {
+        let got = take_all(rx);
+        assert_eq!(got.len() as u64, N, "every event waited");
+        assert!(
+            got.iter()
+                .zip(1..)
+                .all(|(e, r)| e.revision == r && e.key == b("/lag/k")),
+            "in order, whole"
+        );
+    }
+    registry.check_invariants();
+}

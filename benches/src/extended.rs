@@ -414,6 +414,62 @@ pub fn key_cost_run(depths: &[usize]) -> Vec<KeyCostRow> {
         .collect()
 }
 
+/// One row of `lag-stall`: the time of each single dispatch while two watchers lag.
+#[derive(Clone, Copy, Debug)]
+pub struct LagStallRow {
+    pub mean_ns: f64,
+    pub p9999: Duration,
+    pub worst: Duration,
+}
+
+/// `lag-stall`: `events` events on `/k`, each dispatched alone and timed, to an exact and a
+/// prefix watcher (compact or drop-in) whose reader takes one event of each every second
+/// dispatch: their backlogs grow by half the events, and a ring buffer wraps as it grows.
+pub fn lag_stall_run(events: u64, compact: bool) -> LagStallRow {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(events as usize + 1, tx));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx);
+    let (exact, prefix) = (WatchSpec::exact("/k"), WatchSpec::prefix("/"));
+    let mut took = 0u64;
+    let mut times = Vec::with_capacity(events as usize);
+    let key = Bytes::from_static(b"/k");
+    if compact {
+        let mut a = registry.watch(exact.compact()).expect("no limit");
+        let mut b = registry.watch(prefix.compact()).expect("no limit");
+        for r in 1..=events {
+            let e = event(key.clone(), r);
+            let start = Instant::now();
+            inline.dispatch(&e);
+            times.push(start.elapsed());
+            if r % 2 == 0 {
+                took += u64::from(a.receiver_mut().try_recv().is_ok());
+                took += u64::from(b.receiver_mut().try_recv().is_ok());
+            }
+        }
+    } else {
+        let mut a = registry.watch(exact).expect("no limit");
+        let mut b = registry.watch(prefix).expect("no limit");
+        for r in 1..=events {
+            let e = event(key.clone(), r);
+            let start = Instant::now();
+            inline.dispatch(&e);
+            times.push(start.elapsed());
+            if r % 2 == 0 {
+                took += u64::from(a.receiver_mut().try_recv().is_ok());
+                took += u64::from(b.receiver_mut().try_recv().is_ok());
+            }
+        }
+    }
+    assert_eq!(took, events, "every second dispatch, one event of each");
+    let mean_ns = times.iter().map(Duration::as_nanos).sum::<u128>() as f64 / events as f64;
+    times.sort_unstable();
+    LagStallRow {
+        mean_ns,
+        p9999: times[(times.len() - 1) * 9999 / 10000],
+        worst: *times.last().expect("some events"),
+    }
+}
+
 /// `members` members of one group on `/k`.
 fn one_group(registry: &WatchRegistry, members: usize) -> Vec<GroupedWatcherHandle> {
     (0..members)

@@ -236,12 +236,16 @@ impl InlineDispatcher {
     /// than the events after its registration finds them in the history, so a slice only
     /// moves the seam, never loses an event.
     pub(super) fn admit_resumes(&mut self, how: Admission) {
+        // The per-event path, history kept or not: one load while nothing is queued or held.
+        if !self.registry.shared().resumes.is_waiting() && self.retirements.held.len() == 0 {
+            return;
+        }
         let must_take_all =
             how == Admission::All || self.history.is_none() || self.retirements.has_pending();
         let limit = if must_take_all {
             usize::MAX
         } else {
-            // One load while nothing is queued: no clock read per event.
+            // Nothing queued: no clock read per event.
             if !self.registry.shared().resumes.is_waiting() {
                 return;
             }

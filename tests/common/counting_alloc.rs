@@ -18,6 +18,8 @@ thread_local! {
     static THREAD_NET: Cell<isize> = const { Cell::new(0) };
     /// Allocations this thread made.
     static THREAD_ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    /// The largest allocation this thread made since `reset_thread_largest`.
+    static THREAD_LARGEST: Cell<usize> = const { Cell::new(0) };
 }
 
 fn count(delta: isize) {
@@ -26,6 +28,7 @@ fn count(delta: isize) {
     let _ = THREAD_NET.try_with(|net| net.set(net.get() + delta));
     if delta > 0 {
         let _ = THREAD_ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        let _ = THREAD_LARGEST.try_with(|n| n.set(n.get().max(delta as usize)));
     }
 }
 
@@ -60,4 +63,15 @@ pub fn thread_net() -> isize {
 /// Allocations this thread made since it started (whatever was freed since).
 pub fn thread_allocations() -> usize {
     THREAD_ALLOCATIONS.with(Cell::get)
+}
+
+/// Forgets the largest allocation this thread made so far.
+pub fn reset_thread_largest() {
+    THREAD_LARGEST.with(|n| n.set(0));
+}
+
+/// The largest single allocation this thread made since [`reset_thread_largest`] (a
+/// reallocation counts as an allocation of its new size).
+pub fn thread_largest() -> usize {
+    THREAD_LARGEST.with(Cell::get)
 }

@@ -24,7 +24,9 @@ OPTIONS:
                     resume-storm (--watchers resume at once, default 100000) | group-sweep
                     (a closed-receiver sweep call against one group of 1K, 10K, 100K
                     members, or --watchers) | group-leave (N waiting members of one
-                    group dropped: 10K, 50K, or --watchers)
+                    group dropped: 10K, 50K, or --watchers) | lag-stall (two
+                    lagging watchers, each dispatch timed; --watchers events,
+                    default 2000000)
   --watchers N      watchers to register (default: mixed 500000, memory 1100000; miss, register, fill,
                     heartbeat 1000000 (heartbeat: mixed keys); deep, fanout, churn 100000
                     (churn: mixed keys); scale 10000000 compact watchers, mixed keys
@@ -154,12 +156,12 @@ fn workload_of(scenario: &str, n: usize, opts: &Options) -> Result<Workload, Str
         "miss" => workload::miss(n, opts.events, opts.seed),
         "deep" => workload::deep(n, opts.events, opts.seed),
         "register" | "fanout" | "scale" | "kinds" | "wildcards" | "owners" | "key-cost"
-        | "resume-storm" | "group-sweep" | "group-leave" => {
+        | "lag-stall" | "resume-storm" | "group-sweep" | "group-leave" => {
             Workload::default()
         }
         other => {
             return Err(format!(
-                "unknown scenario '{other}' (mixed, miss, deep, register, fill, fanout, churn, memory, heartbeat, scale, kinds, wildcards, owners, key-cost, resume-storm)"
+                "unknown scenario '{other}' (mixed, miss, deep, register, fill, fanout, churn, memory, heartbeat, scale, kinds, wildcards, owners, key-cost, lag-stall, resume-storm)"
             ))
         }
     };
@@ -1874,6 +1876,27 @@ fn extended_report(opts: &Options) -> Option<ExitCode> {
                     per(r.register),
                     per(r.event),
                     per(r.unregister)
+                );
+            }
+            Some(ExitCode::SUCCESS)
+        }
+        "lag-stall" => {
+            let events = opts.watchers.unwrap_or(2_000_000) as u64;
+            println!("scenario lag-stall: {events} events on /k, each dispatched alone and timed, to an exact and a prefix watcher whose reader takes one event of each every second dispatch (backlogs grow to half the events)");
+            println!("machine: {}", cpu_model());
+            println!();
+            println!(
+                "{:>9} {:>10} {:>12} {:>10}",
+                "watchers", "mean ns", "p99.99 us", "worst us"
+            );
+            for (name, compact) in [("drop-in", false), ("compact", true)] {
+                let r = extended::lag_stall_run(events, compact);
+                let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+                println!(
+                    "{name:>9} {:>10.0} {:>12.1} {:>10.1}",
+                    r.mean_ns,
+                    us(r.p9999),
+                    us(r.worst)
                 );
             }
             Some(ExitCode::SUCCESS)
