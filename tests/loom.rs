@@ -124,8 +124,9 @@ fn two_writers_and_a_reader_leave_both_snapshots_equal() {
 
 #[test]
 fn racing_registrations_are_each_published_when_they_return() {
-    // Combining: either writer may publish the other's watcher with its own; each must find
-    // its own in the published snapshot the moment its call returns.
+    // Two registrations alone: the first to take the writer lock publishes its own at once
+    // (nothing queued yet), the other after it, or with it if it queued meanwhile; each must
+    // find its own in the published snapshot the moment its call returns.
     model(|| {
         let (registry, mut inline) = setup(4);
         let spawn = |key: &'static [u8]| {
@@ -144,6 +145,42 @@ fn racing_registrations_are_each_published_when_they_return() {
         assert_eq!(registry.active_watcher_count(), 2);
         drop((other, main));
         settle(&mut inline);
+        registry.check_invariants();
+    });
+}
+
+#[test]
+fn registrations_queued_behind_a_writer_are_published_by_one_of_them() {
+    // A drop that removes its watcher itself holds the writer lock while two registrations
+    // arrive: both queue, and whichever gets the lock next publishes the other's with its
+    // own (the combining path), or each its own. Either way each is published when it
+    // returns, and none is lost or counted twice.
+    model(|| {
+        let (registry, mut inline) = setup(4);
+        registry.set_options(watchtrie::RegistryOptions::default().with_release_at_drop(true));
+        let leaving = registry
+            .register(Bytes::from_static(b"/gone"), false)
+            .unwrap();
+        let dropper = thread::spawn(move || drop(leaving));
+        let spawn = |key: &'static [u8]| {
+            let registry = registry.clone();
+            thread::spawn(move || {
+                let handle = registry.register(Bytes::from_static(key), false).unwrap();
+                assert_eq!(registry.watcher_count(&Bytes::from_static(key)), 1);
+                handle
+            })
+        };
+        let other = spawn(b"/a");
+        let main = registry.register(Bytes::from_static(b"/b"), false).unwrap();
+        assert_eq!(registry.watcher_count(&Bytes::from_static(b"/b")), 1);
+        let other = other.join().unwrap();
+        dropper.join().unwrap();
+        settle(&mut inline);
+        registry.check_invariants();
+        assert_eq!(registry.active_watcher_count(), 2);
+        drop((other, main));
+        settle(&mut inline);
+        assert_eq!(registry.active_watcher_count(), 0);
         registry.check_invariants();
     });
 }
