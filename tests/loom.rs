@@ -122,6 +122,14 @@ fn two_writers_and_a_reader_leave_both_snapshots_equal() {
     });
 }
 
+/// Registers an exact watcher on `key` and checks that it is published when the call
+/// returns.
+fn register_and_see(registry: &WatchRegistry, key: &'static [u8]) -> watchtrie::WatcherHandle {
+    let handle = registry.register(Bytes::from_static(key), false).unwrap();
+    assert_eq!(registry.watcher_count(&Bytes::from_static(key)), 1);
+    handle
+}
+
 #[test]
 fn racing_registrations_are_each_published_when_they_return() {
     // Two registrations alone: the first to take the writer lock publishes its own at once
@@ -129,17 +137,11 @@ fn racing_registrations_are_each_published_when_they_return() {
     // find its own in the published snapshot the moment its call returns.
     model(|| {
         let (registry, mut inline) = setup(4);
-        let spawn = |key: &'static [u8]| {
+        let other = {
             let registry = registry.clone();
-            thread::spawn(move || {
-                let handle = registry.register(Bytes::from_static(key), false).unwrap();
-                assert_eq!(registry.watcher_count(&Bytes::from_static(key)), 1);
-                handle
-            })
+            thread::spawn(move || register_and_see(&registry, b"/a"))
         };
-        let other = spawn(b"/a");
-        let main = registry.register(Bytes::from_static(b"/b"), false).unwrap();
-        assert_eq!(registry.watcher_count(&Bytes::from_static(b"/b")), 1);
+        let main = register_and_see(&registry, b"/b");
         let other = other.join().unwrap();
         registry.check_invariants();
         assert_eq!(registry.active_watcher_count(), 2);
@@ -162,17 +164,11 @@ fn registrations_queued_behind_a_writer_are_published_by_one_of_them() {
             .register(Bytes::from_static(b"/gone"), false)
             .unwrap();
         let dropper = thread::spawn(move || drop(leaving));
-        let spawn = |key: &'static [u8]| {
+        let other = {
             let registry = registry.clone();
-            thread::spawn(move || {
-                let handle = registry.register(Bytes::from_static(key), false).unwrap();
-                assert_eq!(registry.watcher_count(&Bytes::from_static(key)), 1);
-                handle
-            })
+            thread::spawn(move || register_and_see(&registry, b"/a"))
         };
-        let other = spawn(b"/a");
-        let main = registry.register(Bytes::from_static(b"/b"), false).unwrap();
-        assert_eq!(registry.watcher_count(&Bytes::from_static(b"/b")), 1);
+        let main = register_and_see(&registry, b"/b");
         let other = other.join().unwrap();
         dropper.join().unwrap();
         settle(&mut inline);

@@ -433,32 +433,32 @@ pub fn lag_stall_run(events: u64, compact: bool) -> LagStallRow {
     let mut took = 0u64;
     let mut times = Vec::with_capacity(events as usize);
     let key = Bytes::from_static(b"/k");
+    // `take` reads one event of each watcher and says how many it got.
+    let mut timed = |take: &mut dyn FnMut() -> u64| {
+        for r in 1..=events {
+            let e = event(key.clone(), r);
+            let start = Instant::now();
+            inline.dispatch(&e);
+            times.push(start.elapsed());
+            if r % 2 == 0 {
+                took += take();
+            }
+        }
+    };
     if compact {
         let mut a = registry.watch(exact.compact()).expect("no limit");
         let mut b = registry.watch(prefix.compact()).expect("no limit");
-        for r in 1..=events {
-            let e = event(key.clone(), r);
-            let start = Instant::now();
-            inline.dispatch(&e);
-            times.push(start.elapsed());
-            if r % 2 == 0 {
-                took += u64::from(a.receiver_mut().try_recv().is_ok());
-                took += u64::from(b.receiver_mut().try_recv().is_ok());
-            }
-        }
+        timed(&mut || {
+            u64::from(a.receiver_mut().try_recv().is_ok())
+                + u64::from(b.receiver_mut().try_recv().is_ok())
+        });
     } else {
         let mut a = registry.watch(exact).expect("no limit");
         let mut b = registry.watch(prefix).expect("no limit");
-        for r in 1..=events {
-            let e = event(key.clone(), r);
-            let start = Instant::now();
-            inline.dispatch(&e);
-            times.push(start.elapsed());
-            if r % 2 == 0 {
-                took += u64::from(a.receiver_mut().try_recv().is_ok());
-                took += u64::from(b.receiver_mut().try_recv().is_ok());
-            }
-        }
+        timed(&mut || {
+            u64::from(a.receiver_mut().try_recv().is_ok())
+                + u64::from(b.receiver_mut().try_recv().is_ok())
+        });
     }
     assert_eq!(took, events, "every second dispatch, one event of each");
     let mean_ns = times.iter().map(Duration::as_nanos).sum::<u128>() as f64 / events as f64;
