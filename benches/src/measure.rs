@@ -797,7 +797,7 @@ pub fn churn_run<E: Engine>(rt: &Runtime, workload: &Workload, opts: &DispatchOp
             std::thread::spawn(move || {
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if n % 256 == 0 && E::prev_kv_count(&registry) >= CHURN_BACKLOG {
+                    if n.is_multiple_of(256) && E::prev_kv_count(&registry) >= CHURN_BACKLOG {
                         while E::prev_kv_count(&registry) > 0 && !stop.load(Ordering::Relaxed) {
                             std::thread::sleep(Duration::from_millis(1));
                         }
