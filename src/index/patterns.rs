@@ -32,7 +32,9 @@
 //! registry limit, 4 by default: `RegistryOptions::with_max_wildcards`). So the frontier
 //! at depth d holds at most min(nodes at depth d, Σ_{j ≤ w} C(d, j)) nodes, and an event
 //! costs at most two probes per frontier node per segment, plus two per final node. The
-//! frontier ends at the deepest pattern. `docs/BENCHMARKS.md` measures an adversarial set.
+//! frontier ends at the deepest pattern. A walk keeps every level's frontier one after
+//! the other: O(Σ F) entries of 24 bytes, on the stack up to 32. `docs/BENCHMARKS.md`
+//! measures an adversarial set.
 //!
 //! # Invariants (checked by [`PatternIndex::check_invariants`])
 //! - Every node's parent exists (or is the root) and counts it among its children; a node
@@ -66,8 +68,9 @@ const ROOT: u64 = 0;
 /// The wildcard piece.
 pub(crate) const WILDCARD: &[u8] = b"*";
 
-/// Frontier nodes kept on the stack before a frontier spills to the heap.
-const INLINE_FRONTIER: usize = 16;
+/// Frontier nodes, over all of a key's levels, kept on the stack before a walk spills to
+/// the heap.
+const INLINE_FRONTIER: usize = 32;
 
 /// A trie node: one segment (literal, or the wildcard) under its parent. What a match
 /// reads (the probe's comparison, the id, both fan-outs, the watched flag) is the first
@@ -192,10 +195,18 @@ impl Fanout {
     /// literal one, `true` for `*`.
     #[inline]
     fn probes(self, piece_hash: u64) -> impl Iterator<Item = bool> {
-        let literal = self.filter & filter_bit(piece_hash) != 0;
-        [(literal, false), (self.wildcard(), true)]
-            .into_iter()
-            .filter_map(|(possible, wildcard)| possible.then_some(wildcard))
+        // Bit 0: the literal probe; bit 1: the wildcard's (its count bit, moved down). A
+        // mask, not an iterator over an array: this runs per frontier node per segment.
+        let literal = u32::from(self.filter & filter_bit(piece_hash) != 0);
+        let mut left = literal | (self.count & WILDCARD_BIT) >> 30;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            let wildcard = left & 1 == 0;
+            left &= left - 1;
+            Some(wildcard)
+        })
     }
 
     /// Whether `self` (kept incrementally) agrees with `exact` (recounted): same counts,
@@ -622,9 +633,12 @@ impl<W: WatcherEntry> PatternIndex<W> {
     pub(crate) fn for_each_match<F: FnMut(&[u8], &WatcherList<W>)>(&self, key: &[u8], f: &mut F) {
         // (node id, its children, its last pieces)
         type Step = (u64, Fanout, Fanout);
-        let mut frontier: SmallVec<[Step; INLINE_FRONTIER]> = SmallVec::new();
-        let mut next: SmallVec<[Step; INLINE_FRONTIER]> = SmallVec::new();
-        frontier.push((ROOT, self.root_children, self.root_lasts));
+        // Every level's frontier, one after the other: the current one is `steps[level..]`
+        // and the next is pushed after it (two vectors swapped per level cost more than the
+        // probes: each swap moved both inline buffers).
+        let mut steps: SmallVec<[Step; INLINE_FRONTIER]> = SmallVec::new();
+        steps.push((ROOT, self.root_children, self.root_lasts));
+        let mut level = 0;
         let mut has_children = !self.root_children.is_empty();
         let mut start = 0;
         for end in SegmentEnds::new(key) {
@@ -636,8 +650,9 @@ impl<W: WatcherEntry> PatternIndex<W> {
             start = end;
             let piece = self.piece(segment);
             has_children = false;
-            next.clear();
-            for &(node, children, _) in &frontier {
+            let next = steps.len();
+            for at in level..next {
+                let (node, children, _) = steps[at];
                 for wildcard in children.probes(piece.hash) {
                     if let Some(child) = self.child_of(node, &piece, wildcard) {
                         if child.watched {
@@ -645,20 +660,20 @@ impl<W: WatcherEntry> PatternIndex<W> {
                         }
                         if !child.children.is_empty() || !child.lasts.is_empty() {
                             has_children |= !child.children.is_empty();
-                            next.push((child.id, child.children, child.lasts));
+                            steps.push((child.id, child.children, child.lasts));
                         }
                     }
                 }
             }
-            if next.is_empty() {
+            if steps.len() == next {
                 return;
             }
-            std::mem::swap(&mut frontier, &mut next);
+            level = next;
         }
         // The key's last piece, after its last separator (possibly empty).
         let piece = &key[start..];
         let piece_hash = self.piece_hash(piece);
-        for &(node, _, lasts) in &frontier {
+        for &(node, _, lasts) in &steps[level..] {
             for wildcard in lasts.probes(piece_hash) {
                 if let Some(last) = self.last_hashed(node, piece, piece_hash, wildcard) {
                     f(&last.pattern, &last.watchers);
