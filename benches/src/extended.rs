@@ -196,11 +196,15 @@ fn kinds_workload(n: usize, events: usize, seed: u64) -> (KindsTargets, Vec<Even
     (kinds, evs)
 }
 
+/// The names `kinds`' rows answer to in `--only`, in their order.
+pub const KINDS_MIXES: [&str; 5] = ["plain", "all", "byte-prefixes", "ranges", "patterns"];
+
 /// `kinds`: plain `mixed` at `n` watchers, the same count with 10% byte prefixes, 5% ranges
 /// and 5% patterns (the first row after plain, the target's), and each of those kinds alone
 /// beside plain watchers (where the cost comes from). Every mix is run twice, in the order
-/// given and then reversed, and keeps its best.
-pub fn kinds_run(n: usize, events: usize, seed: u64) -> Vec<KindsRow> {
+/// given and then reversed, and keeps its best. With `only` (an index into
+/// [`KINDS_MIXES`]), that mix alone, for a profiler.
+pub fn kinds_run(n: usize, events: usize, seed: u64, only: Option<usize>) -> Vec<KindsRow> {
     let (kinds, evs) = kinds_workload(n, events, seed);
     let mixes: [(&'static str, [bool; 3]); 5] = [
         ("mixed (exact 10 : prefix 1)", [false; 3]),
@@ -213,7 +217,10 @@ pub fn kinds_run(n: usize, events: usize, seed: u64) -> Vec<KindsRow> {
         ("95% mixed, 5% patterns", [false, false, true]),
     ];
     let mut rows: Vec<KindsRow> = Vec::with_capacity(mixes.len());
-    let order: Vec<usize> = (0..mixes.len()).chain((0..mixes.len()).rev()).collect();
+    let order: Vec<usize> = (0..mixes.len())
+        .chain((0..mixes.len()).rev())
+        .filter(|&i| only.is_none_or(|only| only == i))
+        .collect();
     for i in order {
         let (label, [b, r, p]) = mixes[i];
         let targets = kinds.mix(n, b, r, p);

@@ -37,7 +37,9 @@ OPTIONS:
   --only ENGINE     run one engine alone, once, for profiling: reference | watchtrie |
                     watchtrie-history (its dispatcher keeping a history) |
                     watchtrie-compact | watchtrie-grouped; fanout: that engine's CPU
-                    per delivery with every receiver reading, K = --watchers, three runs
+                    per delivery with every receiver reading, K = --watchers, three runs;
+                    kinds: one mix alone, twice (plain | all | byte-prefixes | ranges |
+                    patterns)
   --json            print the results as one JSON object instead of a table
   --history         mixed, miss, deep: watchtrie with its dispatcher keeping a history
                     (100K events, 64 MiB) against watchtrie without, alternated, instead
@@ -1726,11 +1728,24 @@ fn extended_report(opts: &Options) -> Option<ExitCode> {
     match opts.scenario.as_str() {
         "kinds" => {
             let n = opts.watchers.unwrap_or(1_000_000);
+            let only = match opts.only.as_deref() {
+                None => None,
+                Some(name) => match extended::KINDS_MIXES.iter().position(|&m| m == name) {
+                    Some(i) => Some(i),
+                    None => {
+                        eprintln!(
+                            "watchbench: kinds: --only {}, not '{name}'",
+                            extended::KINDS_MIXES.join(" | ")
+                        );
+                        return Some(ExitCode::from(2));
+                    }
+                },
+            };
             eprintln!(
                 "watchbench: kinds, {n} watchers, {} events (plain, kinds, kinds, plain)…",
                 opts.events
             );
-            let rows = extended::kinds_run(n, opts.events, opts.seed);
+            let rows = extended::kinds_run(n, opts.events, opts.seed, only);
             println!(
                 "scenario kinds: {n} watchers; inline dispatch over {} events, best of two passes (order given, then reversed)",
                 opts.events
@@ -1741,6 +1756,20 @@ fn extended_report(opts: &Options) -> Option<ExitCode> {
                 "{:<54} {:>10} {:>10} {:>12} {:>10}",
                 "watchers", "ns/event", "vs mixed", "deliveries", "per event"
             );
+            if only.is_some() {
+                // One mix, for a profiler: its row, no ratio and no paired run.
+                for row in &rows {
+                    println!(
+                        "{:<54} {:>10.0} {:>10} {:>12} {:>10.2}",
+                        row.label,
+                        row.ns,
+                        "-",
+                        row.deliveries,
+                        row.deliveries as f64 / opts.events as f64
+                    );
+                }
+                return Some(ExitCode::SUCCESS);
+            }
             let plain_ns = rows[0].ns;
             for row in &rows {
                 println!(
