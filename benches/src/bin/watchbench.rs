@@ -1742,8 +1742,11 @@ fn extended_report(opts: &Options) -> Option<ExitCode> {
                 },
             };
             eprintln!(
-                "watchbench: kinds, {n} watchers, {} events (plain, kinds, kinds, plain)…",
-                opts.events
+                "watchbench: kinds, {n} watchers, {} events ({}, twice)…",
+                opts.events,
+                only.map_or("each mix in order, then reversed", |i| {
+                    extended::KINDS_MIXES[i]
+                })
             );
             let rows = extended::kinds_run(n, opts.events, opts.seed, only);
             println!(
