@@ -873,6 +873,29 @@ mod tests {
     }
 
     #[test]
+    fn a_frontier_past_its_inline_room_still_finds_every_match() {
+        // Every pattern of six pieces, each `a` or `*`: the key /a/a/a/a/a/a reaches
+        // 2 + 4 + … + 64 frontier nodes over its levels, far past the 32 kept inline.
+        let mut index = PatternIndex::with_hasher(ahash::RandomState::new());
+        let mut all = Vec::new();
+        for mask in 0u64..64 {
+            let pattern: Vec<u8> = (0..6)
+                .flat_map(|i| if mask >> i & 1 == 1 { *b"/*" } else { *b"/a" })
+                .collect();
+            index.insert(Bytes::from(pattern), W(mask));
+            all.push(mask);
+        }
+        index.check_invariants();
+        assert_eq!(matches(&index, b"/a/a/a/a/a/a"), all);
+        // Bit i stars piece i: the first piece must be `*` for a key that starts with `b`.
+        assert_eq!(
+            matches(&index, b"/b/a/a/a/a/a"),
+            (1..64).step_by(2).collect::<Vec<_>>()
+        );
+        assert!(matches(&index, b"/a/a/a/a/a").is_empty());
+    }
+
+    #[test]
     fn a_wildcard_is_one_piece_and_a_trailing_slash_makes_a_prefix_pattern() {
         let patterns: [&[u8]; 8] = [
             b"/svc/*/health",
