@@ -29,6 +29,7 @@ pub(crate) struct Counters {
     pub(crate) heartbeat_sweeps: AtomicU64,
     pub(crate) snapshots_published: AtomicU64,
     pub(crate) registrations_combined: AtomicU64,
+    pub(crate) publishes_interrupted: AtomicU64,
     pub(crate) gaps: AtomicU64,
     pub(crate) resumes: AtomicU64,
     pub(crate) compacted_cancels: AtomicU64,
@@ -120,6 +121,7 @@ impl MetricsHandle {
             heartbeat_sweeps: get(&c.heartbeat_sweeps),
             snapshots_published: get(&c.snapshots_published),
             registrations_combined: get(&c.registrations_combined),
+            publishes_interrupted: get(&c.publishes_interrupted),
             gaps: get(&c.gaps),
             resumes: get(&c.resumes),
             compacted_cancels: get(&c.compacted_cancels),
@@ -178,6 +180,12 @@ pub struct Metrics {
     /// Registration calls whose watchers another writer published along with its own, in
     /// one snapshot (combining: registrations arriving together share a publish).
     pub registrations_combined: u64,
+    /// Publishes a panic interrupted (a bug in an index, reported by the thread that hit
+    /// it): the next writer rebuilt the back snapshot, the additions never published gave
+    /// back their units, and the registrations they carried for other threads were refused
+    /// with [`RegisterError::PublishInterrupted`](crate::RegisterError::PublishInterrupted).
+    /// Zero unless watchtrie has a bug.
+    pub publishes_interrupted: u64,
     /// Gaps in the event stream acted on ([`GapReporter`](crate::GapReporter)): reported,
     /// and above what had been dispatched.
     pub gaps: u64,

@@ -22,10 +22,17 @@
 //! that arrives alone publishes its own at once.
 //!
 //! The limit counter and the prev_kv counter have one release point: [`Shared::publish`],
-//! when a removal first takes a watcher out of the back snapshot (or, for a watcher from a
-//! revision the dispatcher has not added yet, out of the resume queue). Whatever removed it
-//! (a dropped handle, an overflow, a closed receiver, a sweep), that is where it stops
-//! counting.
+//! at the swap that takes a watcher out of the published snapshot (or, for a watcher from
+//! a revision the dispatcher has not added yet, when it leaves the resume queue). Whatever
+//! removed it (a dropped handle, an overflow, a closed receiver, a sweep), that is where it
+//! stops counting.
+//!
+//! A panic inside a publish (a bug in an index: no input reaches one) must not leave
+//! half a change behind. The published snapshot is whole at every moment (untouched
+//! before the swap, complete after it), so the next writer rebuilds the back from it
+//! ([`Shared::mend`]); the additions the published snapshot never got give back their units,
+//! and the registrations they carried for other threads are refused
+//! ([`RegisterError::PublishInterrupted`]), never reported published (see [`Unwinding`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::AtomicUsize as StdAtomicUsize;
@@ -130,6 +137,8 @@ impl Change {
                 placement,
             } => {
                 index.insert(*kind, pattern, watcher.clone(), placement);
+                #[cfg(test)]
+                tests::fault(pattern, tests::PANIC_FIRST);
                 None
             }
             Change::Remove(removal) => removal.apply(index),
@@ -145,7 +154,11 @@ impl Change {
                 pattern,
                 watcher,
                 mut placement,
-            } => index.insert(kind, &pattern, watcher, &mut placement),
+            } => {
+                index.insert(kind, &pattern, watcher, &mut placement);
+                #[cfg(test)]
+                tests::fault(&pattern, tests::PANIC_SECOND);
+            }
             Change::Remove(removal) => {
                 removal.apply(index);
             }
@@ -260,6 +273,76 @@ pub(crate) struct Writer {
     /// The emptied buffer of the last combined batch, handed back to the queue next time so
     /// that combining allocates nothing once warm.
     spare: Vec<Change>,
+    /// The watchers a publish took out of the back, released after its swap (until then
+    /// the published snapshot holds them); empty between publishes.
+    released: Vec<Watcher>,
+}
+
+/// The tickets of the registrations one combined publish carries: `(after, through]`.
+#[derive(Clone, Copy)]
+struct Tickets {
+    after: u64,
+    through: u64,
+}
+
+/// A publish in progress, holding its batch. Dropped without [`Self::finish`] (the index
+/// panicked), it leaves the writers' state for [`Shared::mend`]: before the swap, no
+/// addition of the batch is published, so each gives back its units and the registrations
+/// it carried for other threads are marked lost; after it, the published snapshot has the
+/// whole batch, and only the back is torn.
+struct Unwinding<'a> {
+    shared: &'a Shared,
+    changes: Vec<Change>,
+    /// The change being applied to the back, before the swap.
+    applying: usize,
+    swapped: bool,
+    tickets: Option<Tickets>,
+    finished: bool,
+}
+
+impl Unwinding<'_> {
+    /// The publish is complete: the emptied batch, for reuse.
+    fn finish(mut self) -> Vec<Change> {
+        self.finished = true;
+        std::mem::take(&mut self.changes)
+    }
+}
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let shared = self.shared;
+        // Relaxed: set and read under the writer lock, which orders them.
+        shared.torn.store(true, Ordering::Relaxed);
+        Counters::add(&shared.counters.publishes_interrupted, 1);
+        if !self.swapped {
+            for (at, change) in self.changes.iter().enumerate() {
+                if let Change::Add { watcher, .. } = change {
+                    // Counted just before its application began (see `publish_locked`).
+                    if watcher.group().is_some() && at <= self.applying {
+                        shared.groups_in_index.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    shared.release_units(watcher);
+                }
+            }
+            if let Some(tickets) = self.tickets {
+                shared
+                    .lost_tickets
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push(tickets);
+                shared.tickets_lost.store(true, Ordering::Relaxed);
+            }
+        }
+        if let Some(tickets) = self.tickets {
+            // Release: the waiters that read it covered (Acquire) see the lost list too.
+            shared
+                .published_ticket
+                .store(tickets.through, Ordering::Release);
+        }
+    }
 }
 
 /// Registrations waiting for a writer to publish them: the combining queue.
@@ -317,6 +400,13 @@ pub(crate) struct Shared {
     /// The combining queue's `last_ticket`, stored under its lock, for the look of a
     /// registration that may publish alone (equal to `published_ticket`: nothing queued).
     queued_ticket: AtomicU64,
+    /// Tickets whose publish panicked before its swap (see [`Unwinding`]), and whether there
+    /// are any, so that a covered ticket looks them up only after such a panic.
+    lost_tickets: Mutex<Vec<Tickets>>,
+    tickets_lost: AtomicBool,
+    /// A publish unwound: the back snapshot may hold half a change (see [`Self::mend`]).
+    /// Written and read under the writer lock.
+    torn: AtomicBool,
     /// Shared fan-out groups with members, by what they watch (`group`): a group enters
     /// once its watcher is published and leaves with its last member or its watcher.
     /// Taken after `writer`, before a ring's lock.
@@ -342,6 +432,7 @@ impl Shared {
             writer: Mutex::new(Writer {
                 back: SnapshotArc::new(back),
                 spare: Vec::new(),
+                released: Vec::new(),
             }),
             next_id: AtomicU64::new(1),
             active: AtomicUsize::new(0),
@@ -363,6 +454,9 @@ impl Shared {
             }),
             published_ticket: AtomicU64::new(0),
             queued_ticket: AtomicU64::new(0),
+            lost_tickets: Mutex::new(Vec::new()),
+            tickets_lost: AtomicBool::new(false),
+            torn: AtomicBool::new(false),
             groups: Mutex::new(hashbrown::HashMap::default()),
             groups_in_index: AtomicUsize::new(0),
             members_held: AtomicUsize::new(0),
@@ -444,18 +538,25 @@ impl Shared {
         if let Some(ring) = removed.group() {
             self.groups_in_index.fetch_sub(1, Ordering::Relaxed);
             self.forget_group(ring);
-            let prev_kv = removed.prev_kv();
+        }
+        self.release_units(removed);
+    }
+
+    /// The units part of [`Self::release`], also for an addition that was never published.
+    fn release_units(&self, watcher: &Watcher) {
+        if let Some(ring) = watcher.group() {
+            let prev_kv = watcher.prev_kv();
             for member in ring.release_all() {
                 self.release_member(member, prev_kv);
             }
             return;
         }
         self.active.fetch_sub(1, Ordering::Relaxed);
-        if removed.prev_kv() {
+        if watcher.prev_kv() {
             self.prev_kv_watchers.fetch_sub(1, Ordering::Relaxed);
         }
-        if removed.meta().owned() {
-            self.with_owners(|book, _| book.released(removed.id()));
+        if watcher.meta().owned() {
+            self.with_owners(|book, _| book.released(watcher.id()));
         }
     }
 
@@ -558,13 +659,17 @@ impl Shared {
     /// through [`Self::publish_additions`] instead.
     pub(crate) fn publish(&self, changes: Vec<Change>) {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        self.publish_locked(&mut writer, changes);
+        self.publish_locked(&mut writer, changes, None);
     }
 
     /// Publishes the additions of `adds` (every one a [`Change::Add`]), together with
     /// whatever other registrations queued meanwhile (see [`Combining`]); returns once each
-    /// of them is in the published snapshot.
-    pub(crate) fn publish_additions(&self, adds: impl IntoIterator<Item = Change>) {
+    /// of them is in the published snapshot, or refuses them all if the publish that
+    /// carried them for this thread panicked (the panic itself is the publisher's).
+    pub(crate) fn publish_additions(
+        &self,
+        adds: impl IntoIterator<Item = Change>,
+    ) -> Result<(), RegisterError> {
         // Alone (the writer lock free, nothing queued): publish these at once, without the
         // queue's lock and tickets. A registration that queues meanwhile polls the lock and
         // publishes itself after us; a stale read of the queue's ticket costs no more than
@@ -581,8 +686,8 @@ impl Shared {
         if let Some(mut writer) = alone {
             let mut batch = std::mem::take(&mut writer.spare);
             batch.extend(adds);
-            writer.spare = self.publish_locked(&mut writer, batch);
-            return;
+            writer.spare = self.publish_locked(&mut writer, batch, None);
+            return Ok(());
         }
         let ticket = {
             let mut queue = self
@@ -603,8 +708,7 @@ impl Shared {
         let mut writer = loop {
             if self.published_ticket.load(Ordering::Acquire) >= ticket {
                 // A writer before us published our additions with its own.
-                Counters::add(&self.counters.registrations_combined, 1);
-                return;
+                return self.combined(ticket);
             }
             match self.writer.try_lock() {
                 Ok(guard) => break guard,
@@ -618,10 +722,11 @@ impl Shared {
                 }
             }
         };
-        if self.published_ticket.load(Ordering::Relaxed) >= ticket {
-            // Published while we took the lock. (Relaxed: the lock orders it.)
-            Counters::add(&self.counters.registrations_combined, 1);
-            return;
+        // Relaxed: the lock orders it.
+        let after = self.published_ticket.load(Ordering::Relaxed);
+        if after >= ticket {
+            // Published while we took the lock.
+            return self.combined(ticket);
         }
         let spare = std::mem::take(&mut writer.spare);
         let (batch, through) = {
@@ -631,26 +736,66 @@ impl Shared {
                 .unwrap_or_else(PoisonError::into_inner);
             (std::mem::replace(&mut queue.adds, spare), queue.last_ticket)
         };
-        writer.spare = self.publish_locked(&mut writer, batch);
+        let tickets = Tickets { after, through };
+        writer.spare = self.publish_locked(&mut writer, batch, Some(tickets));
         // Release, after the swap: a registration that reads its ticket covered (Acquire)
         // returns with the snapshot holding its watcher published.
         self.published_ticket.store(through, Ordering::Release);
+        Ok(())
     }
 
-    /// Publishes `changes`; returns their emptied buffer, for reuse.
-    fn publish_locked(&self, writer: &mut Writer, mut changes: Vec<Change>) -> Vec<Change> {
+    /// The outcome of a registration whose `ticket` another writer's publish covered.
+    fn combined(&self, ticket: u64) -> Result<(), RegisterError> {
+        Counters::add(&self.counters.registrations_combined, 1);
+        // Relaxed: set before the covering ticket's Release store, read after its Acquire.
+        if self.tickets_lost.load(Ordering::Relaxed)
+            && self
+                .lost_tickets
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .any(|lost| lost.after < ticket && ticket <= lost.through)
+        {
+            return Err(RegisterError::PublishInterrupted);
+        }
+        Ok(())
+    }
+
+    /// Publishes `changes` (carrying the registrations of `tickets`, if another thread's);
+    /// returns their emptied buffer, for reuse.
+    fn publish_locked(
+        &self,
+        writer: &mut Writer,
+        changes: Vec<Change>,
+        tickets: Option<Tickets>,
+    ) -> Vec<Change> {
+        if self.torn.load(Ordering::Relaxed) {
+            self.mend(writer);
+        }
+        let mut publish = Unwinding {
+            shared: self,
+            changes,
+            applying: 0,
+            swapped: false,
+            tickets,
+            finished: false,
+        };
         let back = exclusive(&mut writer.back);
-        for change in &mut changes {
+        for at in 0..publish.changes.len() {
+            publish.applying = at;
+            let change = &mut publish.changes[at];
             if let Change::Add { watcher, .. } = change {
                 if watcher.group().is_some() {
                     self.groups_in_index.fetch_add(1, Ordering::Relaxed);
                 }
             }
             match change.apply(back) {
-                Some(removed) => self.release(&removed),
+                // Released after the swap: until then the published snapshot holds it, and
+                // a panic before the swap leaves it there.
+                Some(removed) => writer.released.push(removed),
                 // A watcher from a revision that the dispatcher could not add yet (after a
                 // lag its history's floor is unknown until the next event) is still in the
-                // queue: it leaves from there, released here all the same.
+                // queue: it leaves from there, released at once (no snapshot holds it).
                 None => {
                     if let Change::Remove(removal) = change {
                         if let Some(queued) = self.resumes.remove(removal.id) {
@@ -661,14 +806,34 @@ impl Shared {
             }
         }
         writer.back = self.published.swap(SnapshotArc::clone(&writer.back));
+        publish.swapped = true;
         Counters::add(&self.counters.snapshots_published, 1);
+        for removed in writer.released.drain(..) {
+            self.release(&removed);
+        }
         // Bring the old front up to date now rather than at the next write: it must not keep
         // removed watchers' channels open.
         let back = exclusive(&mut writer.back);
-        for change in changes.drain(..) {
+        for change in publish.changes.drain(..) {
             change.apply_last(back);
         }
-        changes
+        publish.finish()
+    }
+
+    /// Rebuilds the back snapshot from the published one, after a publish that unwound:
+    /// the published snapshot is whole (the one the panic left untouched before the swap,
+    /// or the one the swap published complete) and a clone keeps its layout; the back may
+    /// hold half a change. The watchers a removal took out of the back only stay counted,
+    /// since the published snapshot still holds them.
+    fn mend(&self, writer: &mut Writer) {
+        let front = self.published.load();
+        writer.back = SnapshotArc::new(Snapshot::clone(&front));
+        drop(front);
+        writer.released.clear();
+        self.torn.store(false, Ordering::Relaxed);
+        tracing::warn!(
+            "watchtrie: rebuilt the index's back snapshot after a publish that panicked"
+        );
     }
 
     /// Applies `removals` in transactions of at most [`REMOVAL_BATCH`], never waiting for
@@ -683,7 +848,7 @@ impl Shared {
             };
             let start = removals.len().saturating_sub(REMOVAL_BATCH);
             let batch: Vec<Change> = removals.drain(start..).map(Change::Remove).collect();
-            self.publish_locked(&mut writer, batch);
+            self.publish_locked(&mut writer, batch, None);
         }
         true
     }
@@ -764,5 +929,156 @@ impl Shared {
     #[cfg(test)]
     pub(crate) fn lock_writer_for_test(&self) -> impl Drop + '_ {
         self.writer.lock().unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use tokio::sync::mpsc;
+
+    use crate::dispatch::InlineDispatcher;
+    use crate::event::WatchResponse;
+    use crate::{RegisterError, WatchRegistry, WatchSpec};
+
+    /// A key whose addition panics inside its first application (to the back snapshot),
+    /// after its insert: the back then holds half a batch.
+    pub(super) const PANIC_FIRST: &[u8] = b"/test/panic-in-first-apply";
+    /// A key whose addition panics inside its second application, after the swap.
+    pub(super) const PANIC_SECOND: &[u8] = b"/test/panic-in-second-apply";
+
+    /// The fault these tests inject: a bug in an index, which no input can reach.
+    pub(super) fn fault(pattern: &[u8], trigger: &[u8]) {
+        if pattern == trigger {
+            panic!("injected index fault");
+        }
+    }
+
+    fn put(key: &[u8], revision: u64) -> WatchResponse {
+        WatchResponse {
+            key: Bytes::copy_from_slice(key),
+            revision,
+            ..Default::default()
+        }
+    }
+
+    fn setup() -> (Arc<WatchRegistry>, InlineDispatcher) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(8, tx));
+        let inline = InlineDispatcher::new(registry.clone(), rx);
+        (registry, inline)
+    }
+
+    #[test]
+    fn a_panic_before_the_swap_publishes_nothing_of_its_batch_and_the_next_writer_mends_the_index()
+    {
+        let (registry, mut inline) = setup();
+        let mut before = registry.register(Bytes::from_static(b"/a"), true).unwrap();
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            registry.register(Bytes::from_static(PANIC_FIRST), true)
+        }));
+        assert!(panicked.is_err(), "the publishing thread reports the panic");
+        assert_eq!(registry.active_watcher_count(), 1, "its unit came back");
+        assert_eq!(registry.prev_kv_watcher_count(), 1);
+        assert_eq!(registry.metrics().read().publishes_interrupted, 1);
+
+        let mut after = registry.register(Bytes::from_static(b"/b"), false).unwrap();
+        registry.check_invariants();
+        for (revision, key) in [b"/a".as_slice(), PANIC_FIRST, b"/b"]
+            .into_iter()
+            .enumerate()
+        {
+            inline.dispatch(&put(key, revision as u64 + 1));
+        }
+        assert_eq!(before.receiver_mut().try_recv().unwrap().revision, 1);
+        assert_eq!(after.receiver_mut().try_recv().unwrap().revision, 3);
+        assert!(before.receiver_mut().try_recv().is_err());
+        registry.check_invariants();
+    }
+
+    #[test]
+    fn a_panic_after_the_swap_keeps_the_published_batch_and_the_next_writer_mends_the_back() {
+        let (registry, mut inline) = setup();
+        let panicked = catch_unwind(AssertUnwindSafe(|| {
+            registry.register(Bytes::from_static(PANIC_SECOND), false)
+        }));
+        assert!(panicked.is_err());
+        // Published whole, then its handle went with the unwinding: it counts until the
+        // dispatcher applies that unregistration, as any dropped handle's watcher does.
+        assert_eq!(registry.active_watcher_count(), 1);
+        let mut next = registry.register(Bytes::from_static(b"/n"), false).unwrap();
+        registry.check_invariants();
+        inline.dispatch(&put(b"/n", 1));
+        assert_eq!(next.receiver_mut().try_recv().unwrap().revision, 1);
+        assert_eq!(
+            registry.active_watcher_count(),
+            1,
+            "the dropped one is gone"
+        );
+        registry.check_invariants();
+    }
+
+    #[test]
+    fn registrations_combined_into_a_publish_that_panicked_are_refused_not_reported_published() {
+        let (registry, mut inline) = setup();
+        let writer = registry.lock_writer_for_test();
+        let fails = {
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                catch_unwind(AssertUnwindSafe(|| {
+                    registry
+                        .register(Bytes::from_static(PANIC_FIRST), false)
+                        .map(drop)
+                }))
+            })
+        };
+        let shared = registry.shared();
+        while shared.queued_ticket.load(crate::sync::Ordering::Relaxed) < 1 {
+            std::thread::yield_now();
+        }
+        let carried = {
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                catch_unwind(AssertUnwindSafe(|| {
+                    // A watcher, a new group and a member joining it: all ride the batch.
+                    registry
+                        .watch_many([
+                            WatchSpec::exact("/c").grouped(),
+                            WatchSpec::exact("/c").grouped(),
+                        ])
+                        .into_iter()
+                        .map(|result| result.map(drop))
+                        .collect::<Vec<_>>()
+                }))
+            })
+        };
+        while shared.queued_ticket.load(crate::sync::Ordering::Relaxed) < 2 {
+            std::thread::yield_now();
+        }
+        drop(writer);
+        let (fails, carried) = (fails.join().unwrap(), carried.join().unwrap());
+        // Whichever thread published the batch reports the panic; the other is refused.
+        match (fails, carried) {
+            (Err(_), Ok(results)) => assert_eq!(
+                results,
+                vec![Err(RegisterError::PublishInterrupted); 2],
+                "the grouped batch rode the publish that panicked"
+            ),
+            (Ok(refused), Err(_)) => {
+                assert_eq!(refused, Err(crate::WatchError::LimitExceeded(0)))
+            }
+            (fails, carried) => panic!("one panic and one refusal, got {fails:?} and {carried:?}"),
+        }
+        assert_eq!(registry.metrics().read().publishes_interrupted, 1);
+        inline.dispatch(&put(b"/c", 1)); // applies the handles' unregistrations
+        assert_eq!(registry.active_watcher_count(), 0, "every unit came back");
+        let mut handle = registry.watch(WatchSpec::exact("/c").grouped()).unwrap();
+        registry.check_invariants();
+        inline.dispatch(&put(b"/c", 2));
+        assert_eq!(handle.receiver_mut().try_recv().unwrap().revision, 2);
+        registry.check_invariants();
     }
 }

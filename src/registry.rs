@@ -110,12 +110,12 @@ impl WatchRegistry {
     pub fn watch<K: ChannelKind>(&self, spec: WatchSpec<K>) -> Result<K::Handle, RegisterError> {
         let (handle, entry) = self.prepare(spec, None)?;
         match entry {
-            Entry::Live(add) => self.shared.publish_additions([add]),
+            Entry::Live(add) => self.shared.publish_additions([add])?,
             Entry::NewGroup(add, ring) => {
-                self.shared.publish_additions([add]);
+                self.shared.publish_additions([add])?;
                 self.shared.add_group(ring);
             }
-            Entry::Joined => {}
+            Entry::Joined { .. } => {}
             Entry::FromRevision(resume) => self.shared.resumes.push(resume),
         }
         Ok(handle)
@@ -152,29 +152,51 @@ impl WatchRegistry {
         // The groups this batch creates: its later specs of the same key and options join
         // them before they are published (they are, with the batch, before this returns).
         let mut new_groups = GroupMap::default();
-        let results = specs
+        // Each result, and whether it is published by this call's publish.
+        let results: Vec<(Result<K::Handle, RegisterError>, bool)> = specs
             .into_iter()
             .map(|spec| {
-                let (handle, entry) = self.prepare(spec, Some(&new_groups))?;
-                match entry {
-                    Entry::Live(add) => adds.push(add),
+                let (handle, entry) = match self.prepare(spec, Some(&new_groups)) {
+                    Ok(prepared) => prepared,
+                    Err(refused) => return (Err(refused), false),
+                };
+                let published_here = match entry {
+                    Entry::Live(add) => {
+                        adds.push(add);
+                        true
+                    }
                     Entry::NewGroup(add, ring) => {
                         adds.push(add);
                         new_groups.insert(ring.key.clone(), ring);
+                        true
                     }
-                    Entry::Joined => {}
-                    Entry::FromRevision(resume) => self.shared.resumes.push(resume),
-                }
-                Ok(handle)
+                    Entry::Joined { unpublished } => unpublished,
+                    Entry::FromRevision(resume) => {
+                        self.shared.resumes.push(resume);
+                        false
+                    }
+                };
+                (Ok(handle), published_here)
             })
             .collect();
-        if !adds.is_empty() {
-            self.shared.publish_additions(adds);
-        }
-        for ring in new_groups.into_values() {
-            self.shared.add_group(ring);
+        let published = if adds.is_empty() {
+            Ok(())
+        } else {
+            self.shared.publish_additions(adds)
+        };
+        if published.is_ok() {
+            for ring in new_groups.into_values() {
+                self.shared.add_group(ring);
+            }
         }
         results
+            .into_iter()
+            .map(|(result, published_here)| match (result, published) {
+                // Its handle goes: nothing of it was published.
+                (Ok(_), Err(lost)) if published_here => Err(lost),
+                (result, _) => result,
+            })
+            .collect()
     }
 
     /// Everything of a registration but making it visible: the checks, the reservations,
@@ -281,21 +303,29 @@ impl WatchRegistry {
             let receiver = GroupReceiver::new(ring, slot);
             K::from_any(AnyHandle::Grouped(GroupedWatcherHandle::new(receiver)))
         };
-        let joined = shared.join_group(&key, id, owned).or_else(|| {
-            // Only this batch holds it, so no lock beyond the ring's; it is published with
-            // the batch, before the member's handle is returned.
-            let ring = unpublished?.get(&key)?;
-            let slot = ring.join(id, owned)?;
-            Some((crate::sync::ChannelArc::clone(ring), slot))
-        });
-        if let Some((ring, slot)) = joined {
+        let joined = shared
+            .join_group(&key, id, owned)
+            .map(|(ring, slot)| (ring, slot, true))
+            .or_else(|| {
+                // Only this batch holds it, so no lock beyond the ring's; it is published
+                // with the batch, before the member's handle is returned.
+                let ring = unpublished?.get(&key)?;
+                let slot = ring.join(id, owned)?;
+                Some((crate::sync::ChannelArc::clone(ring), slot, false))
+            });
+        if let Some((ring, slot, published)) = joined {
             trace!(
                 watcher_id = id,
                 group = ring.watcher_id,
                 "Joined a watch group"
             );
             Counters::add(&shared.counters.group_joins, 1);
-            return Ok((handle(ring, slot), Entry::Joined));
+            return Ok((
+                handle(ring, slot),
+                Entry::Joined {
+                    unpublished: !published,
+                },
+            ));
         }
         // The group's own watcher takes an id of its own (it holds no unit of the limits).
         let group_id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -491,8 +521,9 @@ enum Entry {
     Live(Change),
     /// A new group's watcher: published like `Live`, then the group enters the map.
     NewGroup(Change, crate::sync::ChannelArc<crate::group::Ring>),
-    /// A member that joined a published group: nothing to publish.
-    Joined,
+    /// A member that joined a group: nothing to publish, unless the group is the batch's
+    /// own (`unpublished`), whose watcher the batch publishes.
+    Joined { unpublished: bool },
     /// Added by the dispatcher, once it knows where the watcher's history starts.
     FromRevision(Resume),
 }

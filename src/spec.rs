@@ -563,6 +563,10 @@ pub enum RegisterError {
     /// A grouped watch cannot start from a revision: its members share one ring of live
     /// events. Register it as a compact watch from the revision instead.
     GroupedFromRevision,
+    /// Another thread's publish carrying this registration panicked (a bug in an index:
+    /// the panic is reported there). Nothing of it stays: retrying is safe, the next
+    /// publish mends the index.
+    PublishInterrupted,
 }
 
 impl fmt::Display for RegisterError {
@@ -578,6 +582,9 @@ impl fmt::Display for RegisterError {
             RegisterError::IdsExhausted => f.write_str("every watcher id has been used"),
             RegisterError::GroupedFromRevision => {
                 f.write_str("a grouped watch cannot start from a revision")
+            }
+            RegisterError::PublishInterrupted => {
+                f.write_str("the publish carrying this registration panicked; retry")
             }
             RegisterError::EmptyRange => f.write_str("a range's end must come after its start"),
             RegisterError::InvalidPattern { reason } => write!(f, "invalid pattern: {reason}"),
@@ -619,6 +626,9 @@ impl From<RegisterError> for crate::WatchError {
             RegisterError::IdsExhausted => {
                 crate::WatchError::LimitExceeded(crate::meta::Meta::MAX_ID as usize)
             }
+            // Refused for now, as by a limit: a caller that backs off and retries does the
+            // right thing (the next publish mends the index).
+            RegisterError::PublishInterrupted => crate::WatchError::LimitExceeded(0),
         }
     }
 }
