@@ -490,6 +490,11 @@ impl History {
         if revision <= self.last_revision && self.floor.is_some() {
             return false;
         }
+        // Below a raised floor (events applied before the dispatcher started, still queued):
+        // no watch may start there, so holding it would only put an entry under the floor.
+        if self.floor.is_some_and(|floor| revision < floor) {
+            return false;
+        }
         // While entries are held, the newest was recorded last: revisions increase.
         let delta = match self.len {
             0 => 0,
@@ -551,7 +556,8 @@ impl History {
         self.bytes -= oldest.payload;
         let evicted = self.before_front + oldest.delta;
         self.before_front = evicted;
-        self.floor = Some(evicted.saturating_add(1));
+        // Never lowered: a floor raised above what is recorded (or set by a gap) stays.
+        self.floor = Some(self.floor.unwrap_or(0).max(evicted.saturating_add(1)));
         self.len -= 1;
         // Never the end of a sealed segment (`skip` moves that on), which may go below.
         self.front = oldest.next;
@@ -609,8 +615,14 @@ impl History {
 
     /// No event up to `through` will come (a gap in the stream, above everything recorded):
     /// nothing held can be resumed across it, and the floor is the revision after it.
+    /// A floor unknown since events were lost ([`Self::lost`]) stays unknown: what was lost
+    /// may lie above the gap.
     pub(crate) fn skip_through(&mut self, through: u64) {
+        let unknown = self.floor.is_none();
         self.clear_through(through.saturating_add(1));
+        if unknown {
+            self.floor = None;
+        }
         self.last_revision = self.last_revision.max(through);
     }
 
@@ -1028,6 +1040,33 @@ mod tests {
         }
         assert_eq!((h.len(), h.bytes()), (3, 9));
         assert_eq!(h.floor(), Some(2));
+    }
+
+    #[test]
+    fn the_floor_never_goes_down_and_nothing_is_held_below_it() {
+        let mut h = history(2, 1 << 20);
+        h.raise_floor(10);
+        for revision in [8, 9] {
+            assert!(!put(&mut h, "/k", revision), "below the raised floor");
+        }
+        for revision in 10..=13 {
+            assert!(put(&mut h, "/k", revision));
+        }
+        assert_eq!(h.floor(), Some(12));
+        assert_eq!(h.start_of(9), Start::Compacted { oldest: 12 });
+    }
+
+    #[test]
+    fn a_gap_after_lost_events_leaves_the_floor_unknown_until_the_next_event() {
+        let mut h = history(10, 1 << 20);
+        for revision in 1..=10 {
+            put(&mut h, "/k", revision);
+        }
+        h.lost(); // 11 and up may be lost
+        h.skip_through(12);
+        assert_eq!(h.floor(), None, "what was lost may lie above the gap");
+        put(&mut h, "/k", 21);
+        assert_eq!(h.start_of(15), Start::Compacted { oldest: 21 });
     }
 
     #[test]

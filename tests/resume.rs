@@ -343,6 +343,39 @@ fn a_lag_cancels_catching_up_watchers_with_the_first_revision_they_did_not_get()
 }
 
 #[test]
+fn a_lag_cancels_a_catching_up_watcher_whose_next_event_is_gone_as_compacted() {
+    // More catching-up watchers than one event's turn visits, so that the history drops
+    // the event under some cursors before those watchers are looked at again.
+    let (registry, mut inline) = bed(2, with_history(5));
+    for revision in 1..=5 {
+        inline.dispatch(&put("/k", revision));
+    }
+    let mut watches: Vec<_> = (0..100)
+        .map(|_| {
+            registry
+                .watch(WatchSpec::exact("/k").from_revision(1))
+                .unwrap()
+        })
+        .collect();
+    inline.process_unregistrations();
+    for revision in 6..=8 {
+        inline.dispatch(&put("/other", revision)); // 1..=3 leave the history
+    }
+    inline.report_lag(2);
+    for watch in &mut watches {
+        let got = drain(watch);
+        let (cancel, delivered) = got.split_last().unwrap();
+        assert_eq!(revisions(delivered), vec![1, 2]);
+        // Revision 3 is gone: "resume from 9" would skip it.
+        assert_eq!(
+            cancel.cancel_reason(),
+            Some(CancelReason::Compacted { oldest: 4 })
+        );
+    }
+    inline.check_invariants();
+}
+
+#[test]
 fn a_lag_cancels_watchers_waiting_for_their_start_with_that_start() {
     // Events lost to lag may be at or above a waiting watcher's start: it must not go on
     // as if it had missed nothing. Resuming from its own start is exact.

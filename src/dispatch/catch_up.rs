@@ -475,13 +475,19 @@ impl CatchUps {
         let mark = cx.retirements.mark();
         let mut cancelled = Vec::new();
         for (_, feeding) in cx.retirements.held.feeding.drain() {
-            let resume_from = cx
-                .history
-                .and_then(|h| h.get(feeding.next))
-                .map_or(cx.highest + 1, |entry| entry.revision);
-            feeding
-                .watcher
-                .cancel(WatchEvent::lag_sentinel(resume_from));
+            let sentinel = match cx.history {
+                // Its next event was evicted before it got it: no resume from there is
+                // exact any more, so it is compacted, with the oldest it could resume from.
+                Some(h) if feeding.next < h.first_seq() => {
+                    WatchEvent::compacted_sentinel(h.floor().unwrap_or(cx.highest + 1))
+                }
+                Some(h) => WatchEvent::lag_sentinel(
+                    h.get(feeding.next)
+                        .map_or(cx.highest + 1, |entry| entry.revision),
+                ),
+                None => WatchEvent::lag_sentinel(cx.highest + 1),
+            };
+            feeding.watcher.cancel(sentinel);
             cancelled.push(feeding.removal());
         }
         self.order.clear();
