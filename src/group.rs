@@ -510,6 +510,11 @@ impl Ring {
             .collect()
     }
 
+    /// Whether the ring is closed: its watcher left both snapshots.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
     fn close(&self) {
         let waiters = {
             let mut state = self.lock();
@@ -976,6 +981,12 @@ impl GroupReceiver {
             slot: self.slot,
             id: self.id(),
         })
+    }
+
+    /// Its group's ring.
+    #[cfg(test)]
+    pub(crate) fn ring_for_test(&self) -> &Arc<Ring> {
+        &self.ring
     }
 
     /// Members of its group, itself included.

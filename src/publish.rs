@@ -596,16 +596,35 @@ impl Shared {
         id: u64,
         owned: bool,
     ) -> Option<(crate::sync::ChannelArc<Ring>, u32)> {
-        let groups = self.lock_groups();
+        let mut groups = self.lock_groups();
         let ring = groups.get(key)?;
-        let slot = ring.join(id, owned)?;
-        Some((crate::sync::ChannelArc::clone(ring), slot))
+        match ring.join(id, owned) {
+            Some(slot) => Some((crate::sync::ChannelArc::clone(ring), slot)),
+            None => {
+                // Closed: its watcher left the index before the group entered the map (see
+                // `add_group`). It takes no member again, so it must not hold the key.
+                groups.remove(key);
+                None
+            }
+        }
     }
 
-    /// Enters a group whose watcher was just published, unless another one for the same key
-    /// got there first (its members then stay in their own group).
+    /// Enters a group whose watcher was just published, unless another open one for the
+    /// same key got there first (its members then stay in their own group). The watcher
+    /// may have left the index already (a lag cancel, between its publish and this): a
+    /// closed ring never enters, and one that closes after is evicted by `join_group`.
     pub(crate) fn add_group(&self, ring: crate::sync::ChannelArc<Ring>) {
-        self.lock_groups().entry(ring.key.clone()).or_insert(ring);
+        if ring.is_closed() {
+            return;
+        }
+        let mut groups = self.lock_groups();
+        match groups.get_mut(&ring.key) {
+            Some(mapped) if mapped.is_closed() => *mapped = ring,
+            Some(_) => {}
+            None => {
+                groups.insert(ring.key.clone(), ring);
+            }
+        }
     }
 
     /// A member leaves (`leave` takes it out of its ring, under the map's lock so that no
@@ -1018,6 +1037,35 @@ mod tests {
             1,
             "the dropped one is gone"
         );
+        registry.check_invariants();
+    }
+
+    #[test]
+    fn a_group_whose_watcher_left_before_it_entered_the_map_never_holds_its_key() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(8, tx));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(
+            crate::DispatchOptions::default().with_lag_policy(crate::LagPolicy::CancelWatchers),
+        );
+        let mut first = registry.watch(WatchSpec::exact("/g").grouped()).unwrap();
+        let ring = crate::sync::ChannelArc::clone(first.receiver_mut().ring_for_test());
+        // The lag cancel takes the group's watcher out of the index; the registering
+        // thread's `add_group` comes only after that.
+        inline.report_lag(1);
+        registry.shared().add_group(ring);
+        let mut members: Vec<_> = (0..2)
+            .map(|_| registry.watch(WatchSpec::exact("/g").grouped()).unwrap())
+            .collect();
+        assert_eq!(
+            members[0].receiver_mut().group_size(),
+            2,
+            "one group, not a ring each"
+        );
+        inline.dispatch(&put(b"/g", 2));
+        for member in &mut members {
+            assert_eq!(member.receiver_mut().try_recv().unwrap().revision, 2);
+        }
+        drop(first);
         registry.check_invariants();
     }
 
