@@ -379,9 +379,10 @@ impl History {
             bytes: 0,
             max_events,
             max_bytes: options.max_bytes(),
-            payload_cap: match max_events {
-                0 => 0,
-                _ => options.max_bytes().min(MAX_PAYLOAD) + 1,
+            payload_cap: match (max_events, options.max_bytes()) {
+                // Either bound 0 keeps nothing, not even an event whose fields are empty.
+                (0, _) | (_, 0) => 0,
+                (_, max_bytes) => max_bytes.min(MAX_PAYLOAD) + 1,
             },
             floor: Some(options.first_revision()),
             last_revision: 0,
@@ -1040,6 +1041,17 @@ mod tests {
         }
         assert_eq!((h.len(), h.bytes()), (3, 9));
         assert_eq!(h.floor(), Some(2));
+    }
+
+    #[test]
+    fn a_zero_bound_keeps_nothing_not_even_an_event_without_bytes() {
+        for (events, bytes) in [(0, 1 << 20), (10, 0)] {
+            let mut h = history(events, bytes);
+            assert!(!h.record(WatchEventType::Put, b"", b"", b"", 1));
+            assert_eq!(h.len(), 0, "{events} events, {bytes} bytes");
+            assert_eq!(h.start_of(1), Start::Compacted { oldest: 2 });
+            h.check_invariants();
+        }
     }
 
     #[test]

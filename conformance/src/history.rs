@@ -115,7 +115,8 @@ struct ModelHistory {
 
 impl ModelHistory {
     fn record(&mut self, revision: u64, payload: usize) {
-        if payload > self.max_bytes || self.max_events == 0 {
+        // Either bound 0 keeps nothing (`HistoryOptions::new`), even an event of no bytes.
+        if payload > self.max_bytes || self.max_events == 0 || self.max_bytes == 0 {
             self.held.clear();
             self.bytes = 0;
             self.floor = revision + 1;
