@@ -582,7 +582,8 @@ impl CompactReceiver {
         self.len() == 0
     }
 
-    /// Slots in all: the watcher buffer size plus the one reserved for the cancel sentinel.
+    /// Slots in all: the watcher buffer size plus the one reserved for the cancel sentinel,
+    /// at most 2³⁰ − 1 (a larger buffer size is clamped to that).
     pub fn max_capacity(&self) -> usize {
         self.state.capacity()
     }

@@ -193,9 +193,10 @@ struct RingState {
     scan_low: u64,
     /// Live members that may still read (not `ENDED`).
     readers: usize,
-    /// Readers with nothing left to read. When it equals `readers`, no one needs the events
-    /// held, and the next push drops them: a group whose members keep up holds one event
-    /// at a time, as a compact queue does, not its whole buffer.
+    /// Readers whose cursor is at the head (a Progress one asked for may still wait: it is
+    /// kept in `progress`, not in `events`). When it equals `readers`, no one needs the
+    /// events held, and the next push drops them: a group whose members keep up holds one
+    /// event at a time, as a compact queue does, not its whole buffer.
     caught_up: usize,
     /// Progress requested for one member, by slot, in the order asked: a member reads each
     /// once its cursor reaches the head of the ring at the time of the request.
