@@ -258,6 +258,16 @@ impl Watcher {
         }
     }
 
+    /// True if the buffer has no room for an event beside the slot reserved for the cancel
+    /// sentinel (a registry's buffer size 0): every event overflows it.
+    fn holds_no_event(&self) -> bool {
+        match &self.sink {
+            Sink::Tokio(sender) => sender.max_capacity() <= 1,
+            Sink::Compact(sender) => sender.capacity() <= 1,
+            Sink::Group(_) => false,
+        }
+    }
+
     /// The group's ring, for a shared fan-out group's watcher.
     pub(crate) fn group(&self) -> Option<&crate::sync::ChannelArc<Ring>> {
         match &self.sink {
@@ -281,10 +291,15 @@ impl Watcher {
     }
 
     /// Delivers a history entry to a watcher catching up, only if more than the reserved
-    /// slot is free: a replay never overflows, it waits for the receiver to drain.
-    pub(crate) fn replay(&self, event: &EventView<'_>) -> Delivery {
+    /// slot is free: a replay never overflows, it waits for the receiver to drain. The one
+    /// exception is a buffer that holds no event beside that slot (buffer size 0): waiting
+    /// would never end, so it overflows as a live event would.
+    pub(crate) fn replay(&self, event: &EventView<'_>, is_prefix: bool) -> Delivery {
         if !self.meta.wants(event.event_type) {
             return Delivery::Filtered;
+        }
+        if self.holds_no_event() {
+            return self.deliver(event, is_prefix);
         }
         match &self.sink {
             Sink::Tokio(sender) => {

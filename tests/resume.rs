@@ -180,6 +180,31 @@ fn a_start_above_the_head_waits_for_it_and_gets_no_progress_before_it() {
 }
 
 #[test]
+fn a_progress_at_or_above_a_waiting_watchers_start_does_not_let_earlier_events_reach_it() {
+    for history in [None, Some(100)] {
+        let options = history.map_or(DispatchOptions::default(), with_history);
+        let (registry, mut inline) = bed(16, options);
+        inline.dispatch(&put("/k", 1));
+        let mut watch = registry
+            .watch(WatchSpec::exact("/k").from_revision(4))
+            .unwrap();
+        inline.process_unregistrations();
+        // A heartbeat reads `last_applied`, which may be ahead of events still queued.
+        inline.broadcast_progress(10);
+        inline.dispatch(&put("/k", 2));
+        inline.dispatch(&put("/k", 3));
+        inline.dispatch(&put("/k", 4));
+        let got: Vec<_> = drain(&mut watch)
+            .iter()
+            .map(|e| (e.event_type, e.revision))
+            .collect();
+        use WatchEventType::{Progress, Put};
+        assert_eq!(got, vec![(Progress, 10), (Put, 4)], "{history:?}");
+        inline.check_invariants();
+    }
+}
+
+#[test]
 fn a_waiting_watcher_is_live_once_events_reach_its_start_even_events_it_does_not_match() {
     let (registry, mut inline) = bed(16, with_history(100));
     inline.dispatch(&put("/other", 1));
@@ -200,6 +225,22 @@ fn a_waiting_watcher_is_live_once_events_reach_its_start_even_events_it_does_not
     drop(watch);
     inline.process_unregistrations();
     assert_eq!(registry.active_watcher_count(), 0);
+    inline.check_invariants();
+}
+
+#[test]
+fn a_dropped_watcher_waiting_for_a_far_start_leaves_nothing_behind() {
+    let (registry, mut inline) = bed(16, with_history(100));
+    inline.dispatch(&put("/k", 1));
+    let watch = registry
+        .watch(WatchSpec::exact("/k").from_revision(1_000_000))
+        .unwrap();
+    inline.dispatch(&put("/k", 2));
+    assert_eq!(registry.metrics().read().catching_up, 1);
+    drop(watch);
+    inline.process_unregistrations();
+    assert_eq!(registry.active_watcher_count(), 0);
+    assert_eq!(registry.metrics().read().catching_up, 0, "still held");
     inline.check_invariants();
 }
 
@@ -228,6 +269,36 @@ fn a_replay_longer_than_the_buffer_is_fed_as_the_receiver_drains_and_never_overf
     assert!(!inline.catching_up());
     assert_eq!(revisions(&got), (1..=120).collect::<Vec<_>>());
     assert_eq!(registry.metrics().read().overflow_cancels, 0);
+}
+
+#[test]
+fn a_replay_to_a_buffer_that_holds_no_event_overflows_at_once_naming_where_to_resume() {
+    // Buffer size 0: every event overflows, live or replayed; waiting would never end.
+    let (registry, mut inline) = bed(0, with_history(100));
+    for revision in 1..=5 {
+        inline.dispatch(&put(&key_of(revision), revision));
+    }
+    // Both channel kinds: their specs and handles are different types.
+    macro_rules! overflows_at_once {
+        ($spec:expr) => {{
+            let mut watch = registry.watch($spec.from_revision(2)).unwrap();
+            inline.process_unregistrations();
+            let got: Vec<WatchEvent> =
+                std::iter::from_fn(|| watch.receiver_mut().try_recv().ok()).collect();
+            assert_eq!(got.len(), 1, "{got:?}");
+            assert_eq!(
+                got[0].cancel_reason(),
+                Some(CancelReason::BufferOverflowAt { resume_from: 3 })
+            );
+            assert!(!inline.catching_up());
+            inline.process_unregistrations();
+            assert_eq!(registry.active_watcher_count(), 0);
+            inline.check_invariants();
+        }};
+    }
+    overflows_at_once!(WatchSpec::prefix("/a/"));
+    overflows_at_once!(WatchSpec::prefix("/a/").compact());
+    assert_eq!(registry.metrics().read().overflow_cancels, 2);
 }
 
 #[test]

@@ -43,7 +43,7 @@ use bytes::Bytes;
 
 use super::delivery::{removal_of, Retirements};
 use super::sweep::SWEEP_SLICE;
-use crate::event::WatchEvent;
+use crate::event::{WatchEvent, WatchEventType};
 use crate::history::{Hint, History, Retained, Start};
 use crate::index::{Location, Placement, Snapshot, WatcherEntry};
 use crate::meta::TargetKind;
@@ -94,13 +94,15 @@ pub(super) struct Held {
     /// Being fed from the history: live delivery skips them.
     feeding: HashMap<u64, Feeding, ahash::RandomState>,
     /// Caught up, but their start is above every revision dispatched: events (and
-    /// Progress) below the start are skipped. One leaves at the first event at or above its
-    /// start that it matches, or, matched or not, once the highest revision dispatched is at
-    /// least its start minus one (`release_waiting`, after each event or batch).
+    /// Progress) below the start are skipped. One leaves at the first event (not Progress)
+    /// at or above its start that it matches, or, matched or not, once the highest revision
+    /// dispatched is at least its start minus one (`release_waiting`, after each event or
+    /// batch). A Progress at or above its start reaches it but does not release it: a
+    /// heartbeat reads `last_applied`, which may run ahead of events still queued.
     waiting: HashMap<u64, u64, ahash::RandomState>,
     /// `waiting` by start, so that each event releases those it made live (their start is
-    /// at most one above it) whether or not it matched them, and a removed watcher's
-    /// entry goes too. O(log n) per release, nothing while empty.
+    /// at most one above it) whether or not it matched them. An unregistration takes its
+    /// watcher out at once. O(log n) per release, nothing while empty.
     waiting_by_start: BTreeSet<(u64, u64)>,
 }
 
@@ -113,6 +115,7 @@ impl Held {
         }
         match self.waiting.get(&id) {
             Some(&start) if view.revision < start => true,
+            Some(_) if view.event_type == WatchEventType::Progress => false,
             Some(&start) => {
                 self.waiting.remove(&id);
                 self.waiting_by_start.remove(&(start, id));
@@ -285,6 +288,7 @@ impl CatchUps {
         let began = Instant::now();
         let mark = cx.retirements.mark();
         let mut compacted = 0;
+        let mut overflowed = 0;
         let rounds = match size {
             FeedSize::Timed => self.order.len(),
             FeedSize::Watchers(n) => n.min(self.order.len()),
@@ -323,6 +327,11 @@ impl CatchUps {
                     compacted += 1;
                     cx.retirements.record(feeding.removal());
                 }
+                Fed::Overflowed => {
+                    let feeding = held.feeding.remove(&id).expect("looked up above");
+                    overflowed += 1;
+                    cx.retirements.record(feeding.removal());
+                }
                 Fed::Closed => {
                     let feeding = held.feeding.remove(&id).expect("looked up above");
                     cx.retirements.record(feeding.removal());
@@ -331,6 +340,7 @@ impl CatchUps {
         }
         let counters = cx.registry.counters();
         Counters::add(&counters.compacted_cancels, compacted);
+        Counters::add(&counters.overflow_cancels, overflowed);
         if cx.retirements.mark() > mark {
             cx.retirements.retire_since(mark, cx.registry);
         }
@@ -369,8 +379,10 @@ impl CatchUps {
             }
         }
         let (mut seq, mut hint) = (from, None);
+        // (id, ended): an ended one is removed (overflowed, or its receiver is gone).
         let mut leaving: Vec<(u64, bool)> = Vec::new();
         let mut closed = Vec::new();
+        let mut overflowed = 0;
         while !in_group.is_empty() {
             if seq < history.first_seq() {
                 // Not while the dispatcher holds the history (cursors start at or above
@@ -391,22 +403,26 @@ impl CatchUps {
                     if seq < feeding.next || entry.revision < feeding.start {
                         return;
                     }
-                    match replay(&feeding.watcher, &entry) {
+                    match replay(feeding, &entry) {
                         Delivery::Sent | Delivery::Filtered => {}
-                        Delivery::Full | Delivery::Overflowed => {
+                        Delivery::Full => {
                             feeding.next = seq;
                             feeding.hint = hint;
                             leaving.push((id, false));
+                        }
+                        Delivery::Overflowed => {
+                            overflowed += 1;
+                            leaving.push((id, true));
                         }
                         Delivery::Closed => leaving.push((id, true)),
                     }
                 });
             });
-            for (id, is_closed) in leaving.drain(..) {
+            for (id, ended) in leaving.drain(..) {
                 in_group.remove(&id);
                 let feeding = &held.feeding[&id];
                 group.remove(feeding.kind, &feeding.pattern, id);
-                if is_closed {
+                if ended {
                     closed.push(held.feeding.remove(&id).expect("looked up above"));
                 }
             }
@@ -438,6 +454,7 @@ impl CatchUps {
         for feeding in closed {
             cx.retirements.record(feeding.removal());
         }
+        Counters::add(&cx.registry.counters().overflow_cancels, overflowed);
         if cx.retirements.mark() > mark {
             cx.retirements.retire_since(mark, cx.registry);
         }
@@ -520,6 +537,8 @@ enum Fed {
     CaughtUp,
     /// The entry under its cursor was dropped.
     Compacted,
+    /// Its buffer holds no event at all (buffer size 0): it got the overflow sentinel.
+    Overflowed,
     /// Its receiver is gone.
     Closed,
 }
@@ -537,19 +556,20 @@ fn feed_one(feeding: &mut Feeding, history: &History) -> Fed {
             feeding.hint = Some(after);
             continue;
         }
-        match replay(&feeding.watcher, &entry) {
+        match replay(feeding, &entry) {
             Delivery::Sent | Delivery::Filtered => {
                 feeding.next += 1;
                 feeding.hint = Some(after);
             }
-            Delivery::Full | Delivery::Overflowed => return Fed::Blocked,
+            Delivery::Full => return Fed::Blocked,
+            Delivery::Overflowed => return Fed::Overflowed,
             Delivery::Closed => return Fed::Closed,
         }
     }
 }
 
-/// Hands the history's `entry` to `watcher`.
-fn replay(watcher: &Watcher, entry: &Retained<'_>) -> Delivery {
+/// Hands the history's `entry` to the watcher `feeding` feeds.
+fn replay(feeding: &Feeding, entry: &Retained<'_>) -> Delivery {
     let [key, value, prev_value] = entry.to_bytes();
     let view = EventView::new(
         entry.event_type,
@@ -557,7 +577,9 @@ fn replay(watcher: &Watcher, entry: &Retained<'_>) -> Delivery {
         &value,
         &prev_value,
         entry.revision,
-        0,
+        // An overflow (buffer size 0 only) resumes from the entry it could not take.
+        entry.revision,
     );
-    watcher.replay(&view)
+    let is_prefix = feeding.kind != TargetKind::Exact;
+    feeding.watcher.replay(&view, is_prefix)
 }

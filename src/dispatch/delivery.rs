@@ -126,8 +126,10 @@ impl Retirements {
         !self.pending.is_empty()
     }
 
-    /// Queues an unregistration a handle sent (no retired mark: its receiver is gone).
+    /// Queues an unregistration a handle sent (no retired mark: its receiver is gone). A
+    /// watcher waiting for its start stops waiting, so that nothing of it stays behind.
     pub(super) fn unregistered(&mut self, removal: Removal) {
+        self.held.stop_waiting(removal.id, u64::MAX);
         self.pending.push(removal);
     }
 

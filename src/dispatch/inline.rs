@@ -291,6 +291,14 @@ impl InlineDispatcher {
         self.catch_up_turn(Admission::Slice)
     }
 
+    /// True if registrations from a revision are queued and an admission could take some
+    /// now. After a lag the floor is unknown until the next event and none can be taken, so
+    /// the async loop must wait for that event, not come straight back to admit.
+    pub(super) fn can_admit(&self) -> bool {
+        self.registry.shared().resumes.is_waiting()
+            && self.history.as_ref().is_none_or(|h| h.floor().is_some())
+    }
+
     /// [`Self::continue_catch_up`], its admission as `how` says.
     pub(super) fn catch_up_turn(&mut self, how: Admission) -> bool {
         self.admit_resumes(how);
@@ -381,6 +389,10 @@ impl InlineDispatcher {
             }
         }
         self.retirements.flush(&self.registry);
+        if taken > 0 {
+            // A waiting watcher may have gone: the catching-up gauge says so now.
+            self.store_history_gauges();
+        }
         taken
     }
 
@@ -389,6 +401,7 @@ impl InlineDispatcher {
     /// stops counting when that removal is applied. Without a runtime it is removed here,
     /// like any other.
     fn remove_deep(&mut self, removal: Removal) {
+        self.retirements.held.stop_waiting(removal.id, u64::MAX);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let registry = Arc::clone(&self.registry);
@@ -884,5 +897,32 @@ mod tests {
             "the case must include overflows"
         );
         assert_eq!(deliveries(true), one_by_one);
+    }
+
+    #[test]
+    fn after_a_lag_queued_resumes_wait_for_the_next_event_instead_of_asking_to_be_admitted() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(8, tx));
+        let options = crate::DispatchOptions::default()
+            .with_history(crate::HistoryOptions::new(100, 1 << 20));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(options);
+        inline.dispatch(&put("/k", 1));
+        inline.report_lag(3);
+        let mut watch = registry
+            .watch(crate::WatchSpec::exact("/k").from_revision(6))
+            .unwrap();
+        assert!(!inline.catch_up_turn(Admission::Slice));
+        // Still queued, but nothing can take it: the loop must not spin on it.
+        assert!(registry.shared().resumes.is_waiting());
+        assert!(!inline.can_admit());
+        inline.dispatch(&put("/k", 5));
+        inline.catch_up_turn(Admission::Slice);
+        assert!(!registry.shared().resumes.is_waiting());
+        inline.dispatch(&put("/k", 6));
+        let got: Vec<u64> = std::iter::from_fn(|| watch.receiver_mut().try_recv().ok())
+            .map(|e| e.revision)
+            .collect();
+        assert_eq!(got, [6]);
+        inline.check_invariants();
     }
 }

@@ -180,7 +180,7 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
             // Registrations from a revision left for the next turn (a storm is admitted
             // in slices): back to the runtime first, as after a heartbeat slice (without
             // it the resume storm's live p99 was worse: docs/BENCHMARKS.md).
-            let admitting = registry.shared().resumes.is_waiting();
+            let admitting = self.inline.can_admit();
             if admitting && !sweeping {
                 tokio::task::yield_now().await;
             }
