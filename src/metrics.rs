@@ -71,7 +71,8 @@ impl std::fmt::Debug for MetricsHandle {
 }
 
 impl MetricsHandle {
-    /// `owner`'s gauges (all zero, with the default cap, for an owner with no watcher).
+    /// `owner`'s gauges: for an owner with no entry (no watcher and no cap of its own),
+    /// zero watchers and refusals under the default cap.
     /// Takes the owner book's lock briefly.
     pub fn owner(&self, owner: OwnerId) -> OwnerMetrics {
         self.shared

@@ -8,8 +8,13 @@
 //!
 //! The book is one mutex, taken only by registrations and removals of owned watchers. A
 //! refusal finds the owner's entry (or its absence under a default cap of 0) and returns:
-//! it allocates nothing. An owned watcher's count is released where the global count is,
-//! when its removal is first applied (`publish::Shared::publish`), found by its id.
+//! it allocates nothing. An owned watcher's count is released wherever its unit of the
+//! global limit is (the swap that takes it out of the published snapshot, a publish that
+//! unwound before its swap, or a group member's release), found by its id.
+//!
+//! An owner's entry, with its `refused` count, lives while it has watchers or a cap of its
+//! own: an owner without either starts again from 0, and one refused under a default cap
+//! of 0 is counted only in the registry's `owner_refusals` (an entry would allocate).
 
 use std::collections::HashMap;
 

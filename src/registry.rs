@@ -91,8 +91,10 @@ impl WatchRegistry {
     /// Registers the watch `spec` describes; returns its handle (a [`WatcherHandle`], or a
     /// [`CompactWatcherHandle`] for a `.compact()` spec). The watcher is visible to every
     /// event broadcast after this returns (a watch [from a revision](WatchSpec::from_revision)
-    /// gets every matching event from that revision on instead). Checks come in a fixed order, each refusal
-    /// allocating nothing and taking no id: the target's form, then the limit.
+    /// gets every matching event from that revision on instead). Checks come in a fixed
+    /// order, each refusal allocating nothing and taking no id: the target's form, the
+    /// registry's key limits, a grouped watch from a revision, the owner's cap, then the
+    /// global limit (see [`RegisterError`]).
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -220,13 +222,19 @@ impl WatchRegistry {
             return Err(RegisterError::GroupedFromRevision);
         }
         let shared = &self.shared;
-        shared.reserve_slot()?;
+        // The owner's cap first: a registration its owner refuses never holds a unit of the
+        // global limit, not even for a moment, so it cannot refuse anyone else's.
         if let Some(owner) = owner {
             if let Err(refused) = shared.with_owners(|book, default| book.reserve(owner, default)) {
-                shared.release_slot();
                 Counters::add(&shared.counters.owner_refusals, 1);
                 return Err(refused);
             }
+        }
+        if let Err(refused) = shared.reserve_slot() {
+            if let Some(owner) = owner {
+                shared.with_owners(|book, _| book.unreserve(owner));
+            }
+            return Err(refused);
         }
         // Ids only order registrations; nothing is published through them.
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);

@@ -511,7 +511,9 @@ impl<K: ChannelKind> WatchSpec<K> {
 }
 
 /// Why [`WatchRegistry::watch`](crate::WatchRegistry::watch) refused a registration. A
-/// refusal allocates nothing and takes no id.
+/// refusal of the checks made before a registration is built (every variant but
+/// [`Self::IdsExhausted`], which used up the last id, and [`Self::PublishInterrupted`],
+/// which came after the channel and handle were made) allocates nothing and takes no id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RegisterError {

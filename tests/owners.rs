@@ -145,3 +145,34 @@ fn an_owner_s_refusals_allocate_nothing() {
     );
     assert_eq!(registry.metrics().owner(A).refused, 100_001);
 }
+
+#[test]
+fn a_registration_its_owner_refuses_never_holds_a_unit_of_the_global_limit() {
+    // Global limit 1 and no watcher: an unowned registration must always be accepted,
+    // however many registrations owner A (cap 0) has refused meanwhile on another thread.
+    let (registry, _inline) = setup(4, 1);
+    registry.set_options(RegistryOptions::default().with_release_at_drop(true));
+    registry.set_owner_limit(A, Some(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let refused = std::thread::spawn({
+        let (registry, stop) = (registry.clone(), stop.clone());
+        move || {
+            let mut refused = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let err = registry.watch(spec(A)).unwrap_err();
+                assert_eq!(err, RegisterError::OwnerLimitExceeded { owner: A, max: 0 });
+                refused += 1;
+            }
+            refused
+        }
+    });
+    for _ in 0..20_000 {
+        let watch = registry.watch(WatchSpec::exact("/unowned"));
+        // A drop with release_at_drop and no other writer releases its unit at once.
+        drop(watch.expect("refused although no watcher was active"));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(refused.join().unwrap() > 0);
+    assert_eq!(registry.active_watcher_count(), 0);
+    registry.check_invariants();
+}
