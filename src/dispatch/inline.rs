@@ -378,7 +378,14 @@ impl InlineDispatcher {
                     // first (one load when none is queued).
                     self.admit_resumes(Admission::All);
                     let removal = Removal::from_message(message);
-                    if self.offload_deep && removal.is_deep() {
+                    // Not off the thread while registrations from a revision wait (after a
+                    // lag): its watcher may be among them, and a removal on another thread
+                    // could run between this thread taking it from the queue and adding it
+                    // to the index, finding it in neither.
+                    if self.offload_deep
+                        && removal.is_deep()
+                        && !self.registry.shared().resumes.is_waiting()
+                    {
                         self.remove_deep(removal);
                     } else {
                         self.retirements.unregistered(removal);
@@ -923,6 +930,35 @@ mod tests {
             .map(|e| e.revision)
             .collect();
         assert_eq!(got, [6]);
+        inline.check_invariants();
+    }
+
+    #[test]
+    fn a_deep_removal_is_not_taken_off_the_thread_while_its_watcher_may_wait_in_the_queue() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _inside = runtime.enter();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(8, tx));
+        let options = crate::DispatchOptions::default()
+            .with_history(crate::HistoryOptions::new(100, 1 << 20));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(options);
+        inline.offload_deep = true;
+        inline.dispatch(&put("/k", 1));
+        inline.report_lag(3); // the floor is unknown: resumes wait in the queue
+        let deep = "/d".repeat(crate::publish::DEEP_REMOVAL + 1) + "/";
+        let watch = registry
+            .watch(crate::WatchSpec::prefix(deep).from_revision(5))
+            .unwrap();
+        drop(watch);
+        inline.process_unregistrations();
+        // Applied here, from the queue, not left to a blocking task: the unit is back by
+        // the time the call returns.
+        assert_eq!(registry.active_watcher_count(), 0);
+        assert!(!registry.shared().resumes.is_waiting());
+        inline.dispatch(&put("/k", 5));
+        assert_eq!(registry.active_watcher_count(), 0);
         inline.check_invariants();
     }
 }
