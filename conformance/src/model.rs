@@ -240,9 +240,8 @@ impl Model {
             }
             _ => {}
         }
-        if self.live().count() >= self.limit {
-            return Err(RegisterError::LimitExceeded { max: self.limit });
-        }
+        // The owner's cap before the global limit (docs/ARCHITECTURE.md, "One watch
+        // description"): an owner's refusal never holds a unit of the global limit.
         let owner = owner.map(|o| OwnerId(u64::from(o)));
         if let Some(owner) = owner {
             let max = self
@@ -253,6 +252,9 @@ impl Model {
             if self.owned(owner) >= max {
                 return Err(RegisterError::OwnerLimitExceeded { owner, max });
             }
+        }
+        if self.live().count() >= self.limit {
+            return Err(RegisterError::LimitExceeded { max: self.limit });
         }
         let id = self.next_id;
         self.next_id += 1;
