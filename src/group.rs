@@ -183,6 +183,9 @@ struct RingState {
     waiters: Vec<(u32, Waker)>,
     /// Every sender is gone: the group's watcher left the index.
     closed: bool,
+    /// Its members' units were given back ([`Ring::release_all`]: its watcher is leaving
+    /// the index, and a dispatcher may still hold a sender): no one joins it any more.
+    released: bool,
     /// A lower bound on the cursors of live members still holding their units (`u64::MAX`
     /// with none): while `base` is at most this, nobody the sweep would release is lagged.
     held_low: u64,
@@ -335,6 +338,7 @@ impl Ring {
                 live: 0,
                 waiters: Vec::new(),
                 closed: false,
+                released: false,
                 held_low: u64::MAX,
                 scan_at: 0,
                 scan_low: u64::MAX,
@@ -364,7 +368,7 @@ impl Ring {
     /// (`None`) once the ring is closed: its watcher left the index, so it would get nothing.
     pub(crate) fn join(&self, id: u64, owned: bool) -> Option<u32> {
         let mut state = self.lock();
-        if state.closed {
+        if state.closed || state.released {
             return None;
         }
         let member = Member {
@@ -503,6 +507,7 @@ impl Ring {
     /// Releases every member that still holds its units (the group's watcher is leaving).
     pub(crate) fn release_all(&self) -> Vec<MemberRelease> {
         let mut state = self.lock();
+        state.released = true;
         state
             .members
             .iter_mut()
@@ -512,8 +517,15 @@ impl Ring {
     }
 
     /// Whether the ring is closed: its watcher left both snapshots.
+    #[cfg(test)]
     pub(crate) fn is_closed(&self) -> bool {
         self.lock().closed
+    }
+
+    /// Whether a member may still join: neither closed nor released (its watcher leaving).
+    pub(crate) fn takes_members(&self) -> bool {
+        let state = self.lock();
+        !state.closed && !state.released
     }
 
     fn close(&self) {

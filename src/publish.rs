@@ -601,8 +601,9 @@ impl Shared {
         match ring.join(id, owned) {
             Some(slot) => Some((crate::sync::ChannelArc::clone(ring), slot)),
             None => {
-                // Closed: its watcher left the index before the group entered the map (see
-                // `add_group`). It takes no member again, so it must not hold the key.
+                // Closed or released: its watcher left (or is leaving) the index before the
+                // group entered the map (see `add_group`). It takes no member again, so it
+                // must not hold the key.
                 groups.remove(key);
                 None
             }
@@ -612,14 +613,16 @@ impl Shared {
     /// Enters a group whose watcher was just published, unless another open one for the
     /// same key got there first (its members then stay in their own group). The watcher
     /// may have left the index already (a lag cancel, between its publish and this): a
-    /// closed ring never enters, and one that closes after is evicted by `join_group`.
+    /// ring that takes no member (closed, or released while a dispatcher still holds a
+    /// sender) never enters, and one that stops taking members after is evicted by
+    /// `join_group`.
     pub(crate) fn add_group(&self, ring: crate::sync::ChannelArc<Ring>) {
-        if ring.is_closed() {
+        if !ring.takes_members() {
             return;
         }
         let mut groups = self.lock_groups();
         match groups.get_mut(&ring.key) {
-            Some(mapped) if mapped.is_closed() => *mapped = ring,
+            Some(mapped) if !mapped.takes_members() => *mapped = ring,
             Some(_) => {}
             None => {
                 groups.insert(ring.key.clone(), ring);
@@ -1066,6 +1069,40 @@ mod tests {
             assert_eq!(member.receiver_mut().try_recv().unwrap().revision, 2);
         }
         drop(first);
+        registry.check_invariants();
+    }
+
+    #[test]
+    fn a_group_released_while_a_dispatcher_still_holds_its_sender_takes_no_new_member() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(8, tx));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(
+            crate::DispatchOptions::default().with_lag_policy(crate::LagPolicy::CancelWatchers),
+        );
+        let mut first = registry.watch(WatchSpec::exact("/g").grouped()).unwrap();
+        let ring = crate::sync::ChannelArc::clone(first.receiver_mut().ring_for_test());
+        // A sender held as a dispatcher holds one for the event in flight: the ring stays
+        // open after its watcher leaves the index and its members are released.
+        let mut in_flight = Vec::new();
+        registry
+            .snapshot()
+            .exact_watchers(b"/g")
+            .expect("the group's watcher")
+            .for_each(&mut |w| in_flight.push(w.clone()));
+        inline.report_lag(1);
+        assert!(!ring.is_closed() && !ring.takes_members());
+        registry.shared().add_group(ring);
+        let mut late = registry.watch(WatchSpec::exact("/g").grouped()).unwrap();
+        drop(in_flight);
+        inline.dispatch(&put(b"/g", 2));
+        assert_eq!(
+            late.receiver_mut().try_recv().map(|e| e.revision),
+            Ok(2),
+            "joined a released ring that then closed"
+        );
+        drop((first, late));
+        inline.process_unregistrations();
+        assert_eq!(registry.active_watcher_count(), 0);
         registry.check_invariants();
     }
 
