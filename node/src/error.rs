@@ -16,6 +16,15 @@ pub enum NodeError {
         /// What the file system said.
         source: std::io::Error,
     },
+    /// A setting is beyond what the node can honour (checked before anything is created).
+    OutOfRange {
+        /// The setting, as its path in the configuration.
+        setting: &'static str,
+        /// The value given.
+        value: usize,
+        /// The largest accepted.
+        max: usize,
+    },
     /// Another socket already listens on the node's address.
     PortInUse {
         /// The node's `cluster.listen_address`.
@@ -70,6 +79,11 @@ impl fmt::Display for NodeError {
                     path.display()
                 )
             }
+            NodeError::OutOfRange {
+                setting,
+                value,
+                max,
+            } => write!(f, "{setting} is {value}, above the largest accepted, {max}"),
             NodeError::PortInUse { address } => {
                 write!(f, "address {address} is already in use by another socket")
             }

@@ -52,7 +52,9 @@
 //!   engine, unused, whose registry the node's gRPC `Watch` call would serve.
 //! - Progress events carry the node's last applied index, kept current by a small task woken
 //!   on each applied chunk (d-engine sets its copy once, at start).
-//! - Every directory the node writes goes under the one data directory given to [`start`].
+//! - Every directory set in the configuration goes under the one data directory given to
+//!   [`start`]. One exception is d-engine's own: a follower installing a snapshot unpacks it
+//!   in the system's temporary directory (`$TMPDIR`), which must be writable.
 //!
 //! Across a cluster every node applies the same log, so watchers on any node see the same
 //! events with the same revisions; a watcher can move to another node without renumbering.
@@ -85,7 +87,7 @@ pub use engine::{DispatchTask, EngineParts, Reference, WatchEngine, Watchtrie};
 pub use error::{ClientError, NodeError};
 pub use gaps::GapReporting;
 pub use log::read_log;
-pub use node::{start, start_with, FileNode, FileTypes, WatchNode};
+pub use node::{start, start_with, FileNode, FileTypes, WatchNode, MAX_EVENT_QUEUE_SIZE};
 
 /// The repository README's examples, compiled and run as doctests here: this crate sees
 /// both watchtrie and itself, and the README shows both.

@@ -38,6 +38,10 @@ const RPC_LISTEN_DEADLINE: Duration = Duration::from_secs(10);
 /// How long each part of a node has to stop before [`WatchNode::shutdown`] gives up on it.
 const STOP_DEADLINE: Duration = Duration::from_secs(15);
 
+/// The largest `raft.watch.event_queue_size` a node accepts: about 16M slots of tokio's
+/// broadcast channel, each allocated when the node starts (a few GB).
+pub const MAX_EVENT_QUEUE_SIZE: usize = 1 << 24;
+
 /// A running d-engine node whose watch events go to a watch engine (watchtrie unless
 /// [`start_with`] chose another).
 ///
@@ -71,8 +75,9 @@ impl<E: WatchEngine> std::fmt::Debug for WatchNode<E> {
 /// accepts connections; the node may not have a leader yet (see
 /// [`WatchNode::wait_for_leader`]).
 ///
-/// Errors, each before anything is left running: `data_dir` cannot be written
-/// ([`NodeError::DataDir`]), the listen address is taken ([`NodeError::PortInUse`]), d-engine
+/// Errors, each before anything is left running: `raft.watch.event_queue_size` above
+/// [`MAX_EVENT_QUEUE_SIZE`] ([`NodeError::OutOfRange`], before any directory is made),
+/// `data_dir` cannot be written ([`NodeError::DataDir`]), the listen address is taken ([`NodeError::PortInUse`]), d-engine
 /// refuses the configuration or cannot open its files ([`NodeError::DEngine`]), the gRPC
 /// server does not come up ([`NodeError::RpcNotListening`]).
 pub async fn start(
@@ -89,6 +94,16 @@ pub async fn start_with<E: WatchEngine>(
     data_dir: impl AsRef<Path>,
     engine: E,
 ) -> Result<WatchNode<E>, NodeError> {
+    // Before anything is created: tokio's broadcast channel allocates every slot up front
+    // (and panics above `usize::MAX / 2`); d-engine only warns above 100,000.
+    let event_queue_size = config.raft.watch.event_queue_size;
+    if event_queue_size > MAX_EVENT_QUEUE_SIZE {
+        return Err(NodeError::OutOfRange {
+            setting: "raft.watch.event_queue_size",
+            value: event_queue_size,
+            max: MAX_EVENT_QUEUE_SIZE,
+        });
+    }
     let layout = DataLayout::new(data_dir.as_ref());
     layout.prepare()?;
     layout.apply(&mut config);
@@ -352,8 +367,18 @@ impl<E: WatchEngine> WatchNode<E> {
                 })
             }
         }
-        let _ = tokio::time::timeout(STOP_DEADLINE, revision_tracker).await;
-        // d-engine's gRPC server and commit handler hold the node until they see the signal.
+        if tokio::time::timeout(STOP_DEADLINE, revision_tracker)
+            .await
+            .is_err()
+            && outcome.is_ok()
+        {
+            outcome = Err(NodeError::StopTimedOut {
+                part: "the revision tracker",
+                waited: STOP_DEADLINE,
+            });
+        }
+        // d-engine's gRPC server holds the node until it sees the signal (its commit
+        // handler holds the state-machine handler, and with it the broadcast sender).
         let until = Instant::now() + STOP_DEADLINE;
         while Arc::strong_count(&node) > 1 && Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -373,6 +398,13 @@ impl<E: WatchEngine> WatchNode<E> {
         if outcome.is_ok() && !released {
             outcome = Err(NodeError::StopTimedOut {
                 part: "d-engine's node tasks",
+                waited: STOP_DEADLINE,
+            });
+        }
+        if outcome.is_ok() && !drained {
+            // Stopped directly: events still queued behind the held sender were dropped.
+            outcome = Err(NodeError::StopTimedOut {
+                part: "the watch dispatcher (its queued events were dropped)",
                 waited: STOP_DEADLINE,
             });
         }
