@@ -118,10 +118,12 @@ impl KvClient {
             let last = match self.write_once(&request).await {
                 Ok(Answer::Done(succeeded)) => return Ok(succeeded),
                 Ok(Answer::Redirect(hint)) => {
-                    // Follow the hint at once; without one, rediscover after a pause.
+                    // Follow the hint at once (within the deadline: two nodes naming each
+                    // other must not loop for ever); without one, rediscover after a pause.
                     self.leader = None;
                     if let Some(address) = hint {
-                        if self.connect(address).await.is_ok() {
+                        if started.elapsed() < self.deadline && self.connect(address).await.is_ok()
+                        {
                             continue;
                         }
                     }
