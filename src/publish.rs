@@ -1043,15 +1043,27 @@ mod tests {
         registry.check_invariants();
     }
 
-    #[test]
-    fn a_group_whose_watcher_left_before_it_entered_the_map_never_holds_its_key() {
+    /// A group of one member on `/g`, its ring, and a dispatcher whose lag cancels every
+    /// watcher (the way to take a group's watcher out of the index in a test).
+    fn group_under_lag_cancel() -> (
+        Arc<WatchRegistry>,
+        InlineDispatcher,
+        crate::group::GroupedWatcherHandle,
+        crate::sync::ChannelArc<crate::group::Ring>,
+    ) {
         let (tx, rx) = mpsc::unbounded_channel();
         let registry = Arc::new(WatchRegistry::new(8, tx));
-        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(
+        let inline = InlineDispatcher::new(registry.clone(), rx).with_options(
             crate::DispatchOptions::default().with_lag_policy(crate::LagPolicy::CancelWatchers),
         );
         let mut first = registry.watch(WatchSpec::exact("/g").grouped()).unwrap();
         let ring = crate::sync::ChannelArc::clone(first.receiver_mut().ring_for_test());
+        (registry, inline, first, ring)
+    }
+
+    #[test]
+    fn a_group_whose_watcher_left_before_it_entered_the_map_never_holds_its_key() {
+        let (registry, mut inline, first, ring) = group_under_lag_cancel();
         // The lag cancel takes the group's watcher out of the index; the registering
         // thread's `add_group` comes only after that.
         inline.report_lag(1);
@@ -1074,13 +1086,7 @@ mod tests {
 
     #[test]
     fn a_group_released_while_a_dispatcher_still_holds_its_sender_takes_no_new_member() {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let registry = Arc::new(WatchRegistry::new(8, tx));
-        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(
-            crate::DispatchOptions::default().with_lag_policy(crate::LagPolicy::CancelWatchers),
-        );
-        let mut first = registry.watch(WatchSpec::exact("/g").grouped()).unwrap();
-        let ring = crate::sync::ChannelArc::clone(first.receiver_mut().ring_for_test());
+        let (registry, mut inline, first, ring) = group_under_lag_cancel();
         // A sender held as a dispatcher holds one for the event in flight: the ring stays
         // open after its watcher leaves the index and its members are released.
         let mut in_flight = Vec::new();

@@ -154,15 +154,22 @@ fn without_history_only_a_start_above_every_dispatched_revision_is_served() {
     inline.check_invariants();
 }
 
+/// After `/k` at revision 1, a watch of `/k` from revision 4 (above the head), with a
+/// history of `history` events or none.
+fn waiting_for_4(history: Option<usize>) -> (Arc<WatchRegistry>, InlineDispatcher, WatcherHandle) {
+    let options = history.map_or(DispatchOptions::default(), with_history);
+    let (registry, mut inline) = bed(16, options);
+    inline.dispatch(&put("/k", 1));
+    let watch = registry
+        .watch(WatchSpec::exact("/k").from_revision(4))
+        .unwrap();
+    (registry, inline, watch)
+}
+
 #[test]
 fn a_start_above_the_head_waits_for_it_and_gets_no_progress_before_it() {
     for history in [None, Some(100)] {
-        let options = history.map_or(DispatchOptions::default(), with_history);
-        let (registry, mut inline) = bed(16, options);
-        inline.dispatch(&put("/k", 1));
-        let mut watch = registry
-            .watch(WatchSpec::exact("/k").from_revision(4))
-            .unwrap();
+        let (_registry, mut inline, mut watch) = waiting_for_4(history);
         inline.dispatch(&put("/k", 2));
         inline.request_progress(watch.progress_request());
         inline.dispatch(&put("/k", 3));
@@ -182,12 +189,7 @@ fn a_start_above_the_head_waits_for_it_and_gets_no_progress_before_it() {
 #[test]
 fn a_progress_at_or_above_a_waiting_watchers_start_does_not_let_earlier_events_reach_it() {
     for history in [None, Some(100)] {
-        let options = history.map_or(DispatchOptions::default(), with_history);
-        let (registry, mut inline) = bed(16, options);
-        inline.dispatch(&put("/k", 1));
-        let mut watch = registry
-            .watch(WatchSpec::exact("/k").from_revision(4))
-            .unwrap();
+        let (_registry, mut inline, mut watch) = waiting_for_4(history);
         inline.process_unregistrations();
         // A heartbeat reads `last_applied`, which may be ahead of events still queued.
         inline.broadcast_progress(10);
