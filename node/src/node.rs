@@ -77,9 +77,10 @@ impl<E: WatchEngine> std::fmt::Debug for WatchNode<E> {
 ///
 /// Errors, each before anything is left running: `raft.watch.event_queue_size` above
 /// [`MAX_EVENT_QUEUE_SIZE`] ([`NodeError::OutOfRange`], before any directory is made),
-/// `data_dir` cannot be written ([`NodeError::DataDir`]), the listen address is taken ([`NodeError::PortInUse`]), d-engine
-/// refuses the configuration or cannot open its files ([`NodeError::DEngine`]), the gRPC
-/// server does not come up ([`NodeError::RpcNotListening`]).
+/// `data_dir` cannot be written ([`NodeError::DataDir`]), the listen address is taken
+/// ([`NodeError::PortInUse`]), d-engine refuses the configuration or cannot open its files
+/// ([`NodeError::DEngine`]), the gRPC server does not come up
+/// ([`NodeError::RpcNotListening`]).
 pub async fn start(
     config: RaftNodeConfig,
     data_dir: impl AsRef<Path>,

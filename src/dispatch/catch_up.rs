@@ -381,7 +381,7 @@ impl CatchUps {
         let (mut seq, mut hint) = (from, None);
         // (id, ended): an ended one is removed (overflowed, or its receiver is gone).
         let mut leaving: Vec<(u64, bool)> = Vec::new();
-        let mut closed = Vec::new();
+        let mut removed = Vec::new();
         let mut overflowed = 0;
         while !in_group.is_empty() {
             if seq < history.first_seq() {
@@ -423,7 +423,7 @@ impl CatchUps {
                 let feeding = &held.feeding[&id];
                 group.remove(feeding.kind, &feeding.pattern, id);
                 if ended {
-                    closed.push(held.feeding.remove(&id).expect("looked up above"));
+                    removed.push(held.feeding.remove(&id).expect("looked up above"));
                 }
             }
             seq += 1;
@@ -451,7 +451,7 @@ impl CatchUps {
                 self.order.push_back(id);
             }
         }
-        for feeding in closed {
+        for feeding in removed {
             cx.retirements.record(feeding.removal());
         }
         Counters::add(&cx.registry.counters().overflow_cancels, overflowed);
