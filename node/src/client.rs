@@ -15,7 +15,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::ClientError;
 
-/// How long one connection attempt or one call may take.
+/// How long one connection attempt or one call may take (less when the request's deadline
+/// is nearer).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Pause between two rounds of attempts, doubled up to [`MAX_BACKOFF`].
@@ -90,17 +91,20 @@ impl KvClient {
     /// The address of the current leader, discovering it if needed.
     pub async fn leader(&mut self) -> Result<SocketAddr, ClientError> {
         let started = Instant::now();
+        let until = deadline_after(started, self.deadline);
         let mut backoff = FIRST_BACKOFF;
         loop {
-            match self.connect_leader().await {
+            match self.connect_leader(until).await {
                 Ok(address) => return Ok(address),
-                Err(last) if started.elapsed() >= self.deadline => {
-                    return Err(ClientError::Unavailable {
-                        waited: started.elapsed(),
-                        last,
-                    })
+                Err(last) => {
+                    backoff = pause(backoff, until).await;
+                    if Instant::now() >= until {
+                        return Err(ClientError::Unavailable {
+                            waited: started.elapsed(),
+                            last,
+                        });
+                    }
                 }
-                Err(_) => backoff = pause(backoff).await,
             }
         }
     }
@@ -113,17 +117,17 @@ impl KvClient {
             command: Some(command),
         };
         let started = Instant::now();
+        let until = deadline_after(started, self.deadline);
         let mut backoff = FIRST_BACKOFF;
         loop {
-            let last = match self.write_once(&request).await {
+            let last = match self.write_once(&request, until).await {
                 Ok(Answer::Done(succeeded)) => return Ok(succeeded),
                 Ok(Answer::Redirect(hint)) => {
                     // Follow the hint at once (within the deadline: two nodes naming each
                     // other must not loop for ever); without one, rediscover after a pause.
                     self.leader = None;
                     if let Some(address) = hint {
-                        if started.elapsed() < self.deadline && self.connect(address).await.is_ok()
-                        {
+                        if self.connect(address, until).await.is_ok() {
                             continue;
                         }
                     }
@@ -137,23 +141,30 @@ impl KvClient {
                     last
                 }
             };
-            if started.elapsed() >= self.deadline {
+            // Checked after the pause, so that no attempt starts with nothing left of the
+            // deadline (it would fail at once and hide the last real error).
+            backoff = pause(backoff, until).await;
+            if Instant::now() >= until {
                 return Err(ClientError::Unavailable {
                     waited: started.elapsed(),
                     last,
                 });
             }
-            backoff = pause(backoff).await;
         }
     }
 
-    async fn write_once(&mut self, request: &ClientWriteRequest) -> Result<Answer, String> {
+    async fn write_once(
+        &mut self,
+        request: &ClientWriteRequest,
+        until: Instant,
+    ) -> Result<Answer, String> {
         if self.leader.is_none() {
-            self.connect_leader().await?;
+            self.connect_leader(until).await?;
         }
+        let budget = attempt_budget(until)?;
         let (_, client) = self.leader.as_mut().expect("connected above");
         let call = client.handle_client_write(request.clone());
-        let response = match tokio::time::timeout(ATTEMPT_TIMEOUT, call).await {
+        let response = match tokio::time::timeout(budget, call).await {
             Err(_) => return Err("the leader did not answer in time".into()),
             Ok(Err(status)) => return Err(format!("{}: {}", status.code(), status.message())),
             Ok(Ok(response)) => response.into_inner(),
@@ -162,15 +173,20 @@ impl KvClient {
     }
 
     /// Asks each endpoint in turn for the cluster's metadata and connects to the leader it
-    /// names.
-    async fn connect_leader(&mut self) -> Result<SocketAddr, String> {
+    /// names, giving up at `until` (each attempt gets what is left of it, at most
+    /// [`ATTEMPT_TIMEOUT`]: endpoints that accept connections and never answer must not keep
+    /// a request past its deadline).
+    async fn connect_leader(&mut self, until: Instant) -> Result<SocketAddr, String> {
         if let Some((address, _)) = &self.leader {
             return Ok(*address);
         }
         let mut last = String::from("no endpoint answered");
         for endpoint in self.endpoints.clone() {
-            match leader_known_to(endpoint).await {
-                Ok(Some(address)) => match self.connect(address).await {
+            if Instant::now() >= until {
+                break;
+            }
+            match leader_known_to(endpoint, until).await {
+                Ok(Some(address)) => match self.connect(address, until).await {
                     Ok(()) => return Ok(address),
                     Err(e) => last = e,
                 },
@@ -181,8 +197,8 @@ impl KvClient {
         Err(last)
     }
 
-    async fn connect(&mut self, address: SocketAddr) -> Result<(), String> {
-        let channel = channel_to(address).await?;
+    async fn connect(&mut self, address: SocketAddr, until: Instant) -> Result<(), String> {
+        let channel = channel_to(address, until).await?;
         self.leader = Some((address, RaftClientServiceClient::new(channel)));
         Ok(())
     }
@@ -232,10 +248,13 @@ impl Answer {
 }
 
 /// The leader `endpoint` knows of, if any.
-async fn leader_known_to(endpoint: SocketAddr) -> Result<Option<SocketAddr>, String> {
-    let mut cluster = ClusterManagementServiceClient::new(channel_to(endpoint).await?);
+async fn leader_known_to(
+    endpoint: SocketAddr,
+    until: Instant,
+) -> Result<Option<SocketAddr>, String> {
+    let mut cluster = ClusterManagementServiceClient::new(channel_to(endpoint, until).await?);
     let metadata = tokio::time::timeout(
-        ATTEMPT_TIMEOUT,
+        attempt_budget(until)?,
         cluster.get_cluster_metadata(MetadataRequest {}),
     )
     .await
@@ -252,15 +271,36 @@ async fn leader_known_to(endpoint: SocketAddr) -> Result<Option<SocketAddr>, Str
         .and_then(|node| parse_address(&node.address)))
 }
 
-async fn channel_to(address: SocketAddr) -> Result<Channel, String> {
+/// The instant `deadline` after `started` (a deadline too far to represent is taken as
+/// about a century: never reached).
+fn deadline_after(started: Instant, deadline: Duration) -> Instant {
+    started
+        .checked_add(deadline)
+        .or_else(|| started.checked_add(Duration::from_secs(100 * 365 * 86_400)))
+        .unwrap_or(started)
+}
+
+/// What one attempt may take: [`ATTEMPT_TIMEOUT`], or less if `until` is nearer; an error
+/// once it has passed.
+fn attempt_budget(until: Instant) -> Result<Duration, String> {
+    match until.checked_duration_since(Instant::now()) {
+        Some(left) if !left.is_zero() => Ok(left.min(ATTEMPT_TIMEOUT)),
+        _ => Err("the request's deadline passed".into()),
+    }
+}
+
+/// A connection to `address`, made within the attempt's budget. Calls on it are bounded by
+/// [`ATTEMPT_TIMEOUT`] (the channel outlives this request), and each call by its own budget.
+async fn channel_to(address: SocketAddr, until: Instant) -> Result<Channel, String> {
+    let budget = attempt_budget(until)?;
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| e.to_string())?
-        .connect_timeout(ATTEMPT_TIMEOUT)
+        .connect_timeout(budget)
         .timeout(ATTEMPT_TIMEOUT);
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| format!("cannot connect to {address}: {e}"))
+    match tokio::time::timeout(budget, endpoint.connect()).await {
+        Err(_) => Err(format!("cannot connect to {address}: no answer in time")),
+        Ok(connected) => connected.map_err(|e| format!("cannot connect to {address}: {e}")),
+    }
 }
 
 /// `ip:port`, with or without an `http://` in front, as d-engine writes node addresses.
@@ -272,8 +312,12 @@ fn parse_address(text: &str) -> Option<SocketAddr> {
     bare.parse().ok()
 }
 
-async fn pause(backoff: Duration) -> Duration {
-    tokio::time::sleep(backoff).await;
+/// Sleeps `backoff`, or until `until` if that comes first; returns the next backoff.
+async fn pause(backoff: Duration, until: Instant) -> Duration {
+    tokio::time::sleep_until(
+        tokio::time::Instant::from_std(until).min(tokio::time::Instant::now() + backoff),
+    )
+    .await;
     (backoff * 2).min(MAX_BACKOFF)
 }
 

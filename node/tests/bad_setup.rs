@@ -135,3 +135,36 @@ fn a_node_id_outside_the_cluster_has_no_configuration() {
     assert_eq!(config.cluster.listen_address, addresses[1]);
     assert_eq!(config.cluster.initial_cluster.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_that_accept_and_never_answer_keep_the_client_to_its_deadline() {
+    // Listening sockets that are never served: connections complete in the kernel's backlog
+    // and every call on them waits for an answer that never comes.
+    let silent: Vec<TcpListener> = (0..3)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let addresses: Vec<_> = silent.iter().map(|l| l.local_addr().unwrap()).collect();
+    let deadline = Duration::from_millis(300);
+    let mut client = KvClient::new(addresses)
+        .unwrap()
+        .with_request_deadline(deadline);
+    let began = Instant::now();
+    match within("a write to silent nodes", client.put("/k", "v")).await {
+        Err(ClientError::Unavailable { waited, .. }) => assert!(waited >= deadline),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // One attempt on each silent endpoint would be 2 s apiece: every attempt gets only what
+    // is left of the deadline (a bound on a hang, with room for a loaded machine).
+    let took = began.elapsed();
+    assert!(
+        took < deadline * 5,
+        "a 300 ms request deadline took {took:?}"
+    );
+    let began = Instant::now();
+    match within("leader discovery", client.leader()).await {
+        Err(ClientError::Unavailable { .. }) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(began.elapsed() < deadline * 5);
+    drop(silent);
+}
