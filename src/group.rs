@@ -826,8 +826,10 @@ impl GroupReceiver {
         *readers -= 1;
         *caught_up -= usize::from(member.cursor == head);
         progress.remove(&self.slot);
-        let sentinel =
-            WatchEvent::overflow_sentinel_at(self.ring.key.pattern.clone(), last_read + 1);
+        let sentinel = WatchEvent::overflow_sentinel_at(
+            self.ring.key.pattern.clone(),
+            last_read.saturating_add(1),
+        );
         (Ok(sentinel), member.release())
     }
 
@@ -887,7 +889,7 @@ impl GroupReceiver {
             progress.remove(&slot);
             let sentinel = WatchEvent::overflow_sentinel_at(
                 self.ring.key.pattern.clone(),
-                member.last_revision + 1,
+                member.last_revision.saturating_add(1),
             );
             return (Ok(sentinel), member.release());
         }

@@ -150,8 +150,10 @@ pub struct Metrics {
     pub deliveries: u64,
     /// Watchers cancelled because their buffer was full (each got the overflow sentinel).
     pub overflow_cancels: u64,
-    /// Watchers cancelled because the dispatcher lost events to broadcast lag (only under
-    /// [`LagPolicy::CancelWatchers`](crate::LagPolicy::CancelWatchers)).
+    /// Watchers cancelled with the lag sentinel because the dispatcher lost events (to
+    /// broadcast lag, or a reported gap): every watcher under
+    /// [`LagPolicy::CancelWatchers`](crate::LagPolicy::CancelWatchers); under either policy,
+    /// watchers from a revision still being fed, or waiting for a start the loss may cover.
     pub lag_cancels: u64,
     /// Watchers removed because their receiver was dropped: found on a delivery, or by the
     /// closed-receiver sweep.
@@ -171,7 +173,8 @@ pub struct Metrics {
     pub lagged_members_released: u64,
     /// Progress events delivered (heartbeats and requested ones).
     pub progress_sent: u64,
-    /// Progress requests answered (`request_progress`, `ProgressRequester`).
+    /// Progress requests taken (`request_progress`, `ProgressRequester`), those for a
+    /// watcher no longer registered included.
     pub progress_requests: u64,
     /// Heartbeat sweeps completed.
     pub heartbeat_sweeps: u64,

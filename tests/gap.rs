@@ -96,41 +96,89 @@ fn events_sent_before_the_gap_are_delivered_before_it_is_acted_on() {
 
 #[test]
 fn watchers_catching_up_or_waiting_inside_the_gap_are_cancelled_where_to_resume() {
-    let (tx, rx) = mpsc::unbounded_channel();
-    // A buffer of 2: a resume from 1 is still being fed when the gap comes.
-    let registry = Arc::new(WatchRegistry::new(2, tx));
-    let mut inline =
-        InlineDispatcher::new(registry.clone(), rx).with_options(options(LagPolicy::Warn));
-    for revision in 1..=6 {
-        inline.dispatch(&put("/k", revision));
-    }
-    let mut feeding = resume(&registry, &mut inline, 1);
-    let mut inside = resume(&registry, &mut inline, 8);
-    let mut past = resume(&registry, &mut inline, 13);
-    let mut live = registry.watch(WatchSpec::exact("/k")).unwrap();
-    assert!(inline.catching_up());
-    inline.report_gap(12);
-    inline.dispatch(&put("/k", 13));
+    for policy in [LagPolicy::Warn, LagPolicy::CancelWatchers] {
+        let (tx, rx) = mpsc::unbounded_channel();
+        // A buffer of 2: a resume from 1 is still being fed when the gap comes.
+        let registry = Arc::new(WatchRegistry::new(2, tx));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(options(policy));
+        for revision in 1..=6 {
+            inline.dispatch(&put("/k", revision));
+        }
+        let mut feeding = resume(&registry, &mut inline, 1);
+        let mut inside = resume(&registry, &mut inline, 8);
+        let mut past = resume(&registry, &mut inline, 13);
+        let mut live = registry.watch(WatchSpec::exact("/k")).unwrap();
+        assert!(inline.catching_up());
+        inline.report_gap(12);
+        inline.dispatch(&put("/k", 13));
 
-    let got = drain(&mut feeding);
-    // Its buffer held 1 and 2 (plus the sentinel's reserved slot): 3 is where to resume.
-    assert_eq!(revisions(&got[..2]), vec![1, 2]);
+        let got = drain(&mut feeding);
+        // Its buffer held 1 and 2 (plus the sentinel's reserved slot): 3 is where to resume.
+        assert_eq!(revisions(&got[..2]), vec![1, 2]);
+        assert_eq!(
+            got[2].cancel_reason(),
+            Some(CancelReason::Lagged { resume_from: 3 })
+        );
+        let got = drain(&mut inside);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].cancel_reason(),
+            Some(CancelReason::Lagged { resume_from: 8 })
+        );
+        // Nothing it wants was in the gap, whatever the policy does to live watchers.
+        assert_eq!(revisions(&drain(&mut past)), vec![13], "{policy:?}");
+        let got = drain(&mut live);
+        match policy {
+            // Not told, as with lost broadcasts.
+            LagPolicy::Warn => assert_eq!(revisions(&got), vec![13]),
+            // Cancelled from the gap's first revision.
+            _ => assert_eq!(
+                got.iter()
+                    .map(WatchEvent::cancel_reason)
+                    .collect::<Vec<_>>(),
+                [Some(CancelReason::Lagged { resume_from: 7 })]
+            ),
+        }
+        inline.process_unregistrations();
+        assert!(!inline.catching_up());
+        assert_eq!(registry.metrics().read().catching_up, 0);
+        inline.check_invariants();
+    }
+}
+
+/// Without history a watch from a revision above the head waits for it; a gap or a lag
+/// that may have taken its start's events cancels it there as well.
+#[test]
+fn without_history_a_watcher_waiting_inside_a_gap_or_across_a_lag_is_cancelled_at_its_start() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(4, tx));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx);
+    inline.dispatch(&put("/k", 1));
+    let mut inside = resume(&registry, &mut inline, 5);
+    let mut past = resume(&registry, &mut inline, 11);
+    inline.report_gap(9);
+    inline.dispatch(&put("/k", 10));
     assert_eq!(
-        got[2].cancel_reason(),
-        Some(CancelReason::Lagged { resume_from: 3 })
+        drain(&mut inside)
+            .iter()
+            .map(WatchEvent::cancel_reason)
+            .collect::<Vec<_>>(),
+        [Some(CancelReason::Lagged { resume_from: 5 })]
     );
-    let got = drain(&mut inside);
-    assert_eq!(got.len(), 1);
+    inline.dispatch(&put("/k", 11));
+    assert_eq!(revisions(&drain(&mut past)), vec![11]);
+    let mut far = resume(&registry, &mut inline, 20);
+    inline.report_lag(3);
+    inline.dispatch(&put("/k", 20));
     assert_eq!(
-        got[0].cancel_reason(),
-        Some(CancelReason::Lagged { resume_from: 8 })
+        drain(&mut far)
+            .iter()
+            .map(WatchEvent::cancel_reason)
+            .collect::<Vec<_>>(),
+        [Some(CancelReason::Lagged { resume_from: 20 })]
     );
-    // Nothing it wants was in the gap.
-    assert_eq!(revisions(&drain(&mut past)), vec![13]);
-    // Live watchers are the lag policy's: under Warn, not told (as with lost broadcasts).
-    assert_eq!(revisions(&drain(&mut live)), vec![13]);
     inline.process_unregistrations();
-    assert!(!inline.catching_up());
+    assert_eq!(registry.metrics().read().catching_up, 0);
     inline.check_invariants();
 }
 

@@ -221,3 +221,57 @@ fn without_a_runtime_a_deep_prefix_is_removed_inline() {
     assert_eq!(registry.active_watcher_count(), 0);
     registry.check_invariants();
 }
+
+/// The largest revision: every "the revision after it" saturates. Registering from a
+/// revision, requesting progress and a heartbeat after it, with and without history.
+#[test]
+fn a_revision_of_u64_max_is_served_not_an_overflow() {
+    use std::sync::Arc;
+    use tokio::sync::mpsc;
+    use watchtrie::{
+        DispatchOptions, HistoryOptions, InlineDispatcher, ProgressRequest, WatchEventType,
+        WatchRegistry, WatchSpec,
+    };
+    for history in [false, true] {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(8, tx));
+        let options = if history {
+            DispatchOptions::default().with_history(HistoryOptions::new(16, 1 << 16))
+        } else {
+            DispatchOptions::default()
+        };
+        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(options);
+        let mut live = registry.register(b("/k"), false).unwrap();
+        inline.dispatch(&event(b"/k", u64::MAX));
+        let mut resumed = registry
+            .watch(WatchSpec::exact("/k").from_revision(1))
+            .unwrap();
+        inline.process_unregistrations();
+        assert!(inline.request_progress(ProgressRequest::All));
+        inline.broadcast_progress(u64::MAX);
+        let got: Vec<_> = drain(live.receiver_mut())
+            .into_iter()
+            .map(|e| (e.event_type, e.revision))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (WatchEventType::Put, u64::MAX),
+                (WatchEventType::Progress, u64::MAX),
+                (WatchEventType::Progress, u64::MAX)
+            ],
+            "history {history}"
+        );
+        // From 1: with history it gets the one event kept; without, it is told it cannot.
+        let first = drain(resumed.receiver_mut()).into_iter().next().unwrap();
+        if history {
+            assert_eq!(
+                (first.event_type, first.revision),
+                (WatchEventType::Put, u64::MAX)
+            );
+        } else {
+            assert_eq!(first.event_type, WatchEventType::Canceled, "{first:?}");
+        }
+        inline.check_invariants();
+    }
+}

@@ -740,3 +740,39 @@ async fn the_seam_is_exact_while_events_keep_being_dispatched() {
         .expect("the dispatcher stops")
         .unwrap();
 }
+
+/// The async loop takes an unregistration as the inline dispatcher does: a watch from a far
+/// revision, registered and dropped before the dispatcher woke, leaves nothing waiting.
+#[tokio::test]
+async fn a_watch_dropped_before_the_async_dispatcher_took_it_leaves_nothing_waiting() {
+    let (unregister_tx, unregister_rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(16, unregister_tx));
+    let (events_tx, events_rx) = broadcast::channel(16);
+    let dispatcher = WatchDispatcher::new(
+        registry.clone(),
+        events_rx,
+        unregister_rx,
+        Arc::new(AtomicU64::new(0)),
+        0,
+    )
+    .with_options(with_history(100));
+    let task = tokio::spawn(dispatcher.run());
+    let mut live = registry.register(Bytes::from("/k"), false).unwrap();
+    let settle = || tokio::time::sleep(Duration::from_millis(20));
+    events_tx.send(put("/k", 1)).unwrap();
+    settle().await;
+    // Both on this thread, so the dispatcher wakes to the registration and the drop at once.
+    drop(
+        registry
+            .watch(WatchSpec::exact("/k").from_revision(1_000_000))
+            .unwrap(),
+    );
+    settle().await;
+    events_tx.send(put("/k", 2)).unwrap();
+    settle().await;
+    assert_eq!(revisions(&drain(&mut live)), [1, 2]);
+    let metrics = registry.metrics().read();
+    assert_eq!((metrics.watchers, metrics.catching_up), (1, 0));
+    drop(events_tx);
+    task.await.unwrap();
+}

@@ -137,6 +137,11 @@ impl Held {
         Some(start)
     }
 
+    /// True if watcher `id` waits for its start. Free while none does.
+    pub(super) fn waits(&self, id: u64) -> bool {
+        !self.waiting.is_empty() && self.waiting.contains_key(&id)
+    }
+
     /// True while some watcher waits for its start.
     pub(super) fn is_waiting(&self) -> bool {
         !self.waiting.is_empty()
@@ -220,7 +225,7 @@ impl CatchUps {
                 Some(history) => history.start_of(start),
                 None if start > cx.highest => Start::At(0),
                 None => Start::Compacted {
-                    oldest: cx.highest + 1,
+                    oldest: cx.highest.saturating_add(1),
                 },
             };
             match at {
@@ -241,7 +246,7 @@ impl CatchUps {
                     self.order.push_front(id);
                     fed += 1;
                 }
-                Start::At(_) if start > cx.highest + 1 => {
+                Start::At(_) if start > cx.highest.saturating_add(1) => {
                     held.wait(id, start);
                 }
                 Start::At(_) => {}
@@ -314,13 +319,13 @@ impl CatchUps {
                 }
                 Fed::CaughtUp => {
                     let feeding = held.feeding.remove(&id).expect("looked up above");
-                    if feeding.start > cx.highest + 1 {
+                    if feeding.start > cx.highest.saturating_add(1) {
                         held.wait(id, feeding.start);
                     }
                 }
                 Fed::Compacted => {
                     let feeding = held.feeding.remove(&id).expect("looked up above");
-                    let oldest = history.floor().unwrap_or(cx.highest + 1);
+                    let oldest = history.floor().unwrap_or(cx.highest.saturating_add(1));
                     feeding
                         .watcher
                         .cancel(WatchEvent::compacted_sentinel(oldest));
@@ -444,7 +449,7 @@ impl CatchUps {
             }
             if at_end && in_group.contains(&id) {
                 let feeding = held.feeding.remove(&id).expect("looked up above");
-                if feeding.start > cx.highest + 1 {
+                if feeding.start > cx.highest.saturating_add(1) {
                     held.wait(id, feeding.start);
                 }
             } else {
@@ -495,14 +500,14 @@ impl CatchUps {
             let sentinel = match cx.history {
                 // Its next event was evicted before it got it: no resume from there is
                 // exact any more, so it is compacted, with the oldest it could resume from.
-                Some(h) if feeding.next < h.first_seq() => {
-                    WatchEvent::compacted_sentinel(h.floor().unwrap_or(cx.highest + 1))
-                }
+                Some(h) if feeding.next < h.first_seq() => WatchEvent::compacted_sentinel(
+                    h.floor().unwrap_or(cx.highest.saturating_add(1)),
+                ),
                 Some(h) => WatchEvent::lag_sentinel(
                     h.get(feeding.next)
-                        .map_or(cx.highest + 1, |entry| entry.revision),
+                        .map_or(cx.highest.saturating_add(1), |entry| entry.revision),
                 ),
-                None => WatchEvent::lag_sentinel(cx.highest + 1),
+                None => WatchEvent::lag_sentinel(cx.highest.saturating_add(1)),
             };
             feeding.watcher.cancel(sentinel);
             cancelled.push(feeding.removal());

@@ -144,10 +144,13 @@ impl Retirements {
         self.pending.push(removal);
     }
 
-    /// Marks every watcher recorded since `mark` as retired, then tries to remove them now.
+    /// Marks every watcher recorded since `mark` as retired (one waiting for its start
+    /// stops waiting: nothing will reach it), then tries to remove them now.
     pub(super) fn retire_since(&mut self, mark: usize, registry: &WatchRegistry) {
-        self.retired
-            .extend(self.pending[mark..].iter().map(|removal| removal.id));
+        for removal in &self.pending[mark..] {
+            self.retired.insert(removal.id);
+            self.held.stop_waiting(removal.id, u64::MAX);
+        }
         self.flush(registry);
     }
 

@@ -172,10 +172,12 @@ impl InlineDispatcher {
             let (catch_ups, cx) = self.catch_up_context();
             let cancelled = catch_ups.lagged(cx);
             Counters::add(&self.registry.counters().lag_cancels, cancelled);
-            self.cancel_waiting(through);
-            if let Some(history) = &mut self.history {
-                history.skip_through(through);
-            }
+        }
+        // With or without history: a watcher waiting for a start inside the gap would miss
+        // what it asked for. One waiting for a later start stays, whatever the policy.
+        self.cancel_waiting(through);
+        if let Some(history) = &mut self.history {
+            history.skip_through(through);
         }
         if self.options.lag_policy() == LagPolicy::CancelWatchers {
             self.cancel_all_for_lag();
@@ -374,22 +376,7 @@ impl InlineDispatcher {
         while taken < UNREGISTRATIONS_PER_EVENT {
             match self.unregister_rx.try_recv() {
                 Ok(message) => {
-                    // Its watcher may still wait in the queue: every queued one goes in
-                    // first (one load when none is queued).
-                    self.admit_resumes(Admission::All);
-                    let removal = Removal::from_message(message);
-                    // Not off the thread while registrations from a revision wait (after a
-                    // lag): its watcher may be among them, and a removal on another thread
-                    // could run between this thread taking it from the queue and adding it
-                    // to the index, finding it in neither.
-                    if self.offload_deep
-                        && removal.is_deep()
-                        && !self.registry.shared().resumes.is_waiting()
-                    {
-                        self.remove_deep(removal);
-                    } else {
-                        self.retirements.unregistered(removal);
-                    }
+                    self.take_unregistration(message);
                     taken += 1;
                 }
                 Err(_) => break,
@@ -401,6 +388,23 @@ impl InlineDispatcher {
             self.store_history_gauges();
         }
         taken
+    }
+
+    /// Takes one unregistration message: the one way in, whether this dispatcher polled
+    /// for it or the async loop received it.
+    pub(super) fn take_unregistration(&mut self, message: (u64, Bytes)) {
+        // Its watcher may still wait in the queue: every queued one goes in first (one load
+        // when none is queued), or it would be admitted after its removal and wait for ever.
+        self.admit_resumes(Admission::All);
+        let removal = Removal::from_message(message);
+        // Not off the thread while registrations from a revision wait (after a lag): its
+        // watcher may be among them, and a removal on another thread could run between this
+        // thread taking it from the queue and adding it to the index, finding it in neither.
+        if self.offload_deep && removal.is_deep() && !self.registry.shared().resumes.is_waiting() {
+            self.remove_deep(removal);
+        } else {
+            self.retirements.unregistered(removal);
+        }
     }
 
     /// Removes the watcher of a very deep prefix (see `Removal::is_deep`) on tokio's blocking
@@ -469,6 +473,10 @@ impl InlineDispatcher {
                 self.retirements.retire_since(mark, &self.registry);
                 for event in &events[i + 1..] {
                     self.dispatch(event);
+                }
+                if i + 1 == events.len() {
+                    // The batch's last event failed: none went one by one to do this.
+                    self.feed_after_event();
                 }
                 return;
             }
@@ -549,7 +557,7 @@ impl InlineDispatcher {
     /// all of which it got (with history; 0, the reference's sentinel, without).
     fn progress_resume_point(&self) -> u64 {
         match self.history {
-            Some(_) => self.highest_revision + 1,
+            Some(_) => self.highest_revision.saturating_add(1),
             None => 0,
         }
     }
@@ -738,12 +746,13 @@ impl InlineDispatcher {
             let (catch_ups, cx) = self.catch_up_context();
             let cancelled = catch_ups.lagged(cx);
             Counters::add(&self.registry.counters().lag_cancels, cancelled);
-            // A watcher waiting for a start above the head may have lost events at or above
-            // it: it resumes from its own start (the lost revisions are not known).
-            self.cancel_waiting(u64::MAX);
-            if let Some(history) = &mut self.history {
-                history.lost();
-            }
+        }
+        // A watcher waiting for a start above the head may have lost events at or above it
+        // (with or without history): it resumes from its own start (the lost revisions are
+        // not known).
+        self.cancel_waiting(u64::MAX);
+        if let Some(history) = &mut self.history {
+            history.lost();
         }
         if self.options.lag_policy() == LagPolicy::CancelWatchers {
             self.cancel_all_for_lag();
@@ -797,6 +806,34 @@ mod tests {
             revision,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_batch_whose_last_event_overflows_a_watcher_still_releases_the_watchers_it_made_live() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let registry = Arc::new(WatchRegistry::new(1, tx));
+        let options = DispatchOptions::default()
+            .with_history(crate::options::HistoryOptions::new(100, 1 << 20));
+        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(options);
+        let _full = registry.register(Bytes::from_static(b"/x"), false).unwrap();
+        inline.dispatch(&put("/x", 1));
+        let mut waiting = registry
+            .watch(crate::spec::WatchSpec::exact("/w").from_revision(10))
+            .unwrap();
+        inline.process_unregistrations();
+        assert_eq!(inline.retirements.held.len(), 1);
+        // 2..=8 elsewhere, then 9 overflows `/x`'s watcher: the batch's last event.
+        let mut batch: Vec<_> = (2..=8).map(|revision| put("/a", revision)).collect();
+        batch.push(put("/x", 9));
+        inline.dispatch_batch(&batch);
+        // Nothing below 10 can come now: it is live, and a Progress at 9 reaches it.
+        assert_eq!(inline.retirements.held.len(), 0);
+        assert!(inline.request_progress(waiting.progress_request()));
+        let got = waiting.receiver_mut().try_recv().unwrap();
+        assert_eq!(
+            (got.event_type, got.revision),
+            (WatchEventType::Progress, 9)
+        );
     }
 
     #[test]

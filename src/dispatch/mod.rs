@@ -188,7 +188,7 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
             tokio::select! {
                 biased;
                 Some(message) = self.inline.unregister_rx.recv() => {
-                    self.inline.retirements.unregistered(Removal::from_message(message));
+                    self.inline.take_unregistration(message);
                     self.inline.process_unregistrations();
                 }
                 received = self.broadcast_rx.recv() => match received {
@@ -238,15 +238,20 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
         }
     }
 
-    /// Answers a progress request: reads `last_applied`, dispatches every event already
-    /// queued, then sends Progress carrying the higher of `last_applied` and the highest
+    /// Answers a progress request: reads `last_applied`, dispatches the events queued at
+    /// that moment, then sends Progress carrying the higher of `last_applied` and the highest
     /// revision dispatched (see `request`). Returns true if the broadcast channel closed.
     fn on_progress_request(&mut self, request: ProgressRequest, batch: &mut Vec<R>) -> bool {
         // Acquire: pairs with a store that updates it after broadcasting what it covers.
         let applied = self.last_applied.load(Ordering::Acquire);
-        loop {
+        // Every event `applied` covers was queued before it was stored, so before this count
+        // was read: those are all the answer must follow. Draining until the queue is empty
+        // would never end while the store writes faster than this task dispatches.
+        let mut queued = self.broadcast_rx.len();
+        while queued > 0 {
             match self.broadcast_rx.try_recv() {
                 Ok(event) => {
+                    queued -= 1;
                     batch.push(event);
                     if batch.len() == BATCH {
                         self.inline.dispatch_batch(batch);
@@ -259,12 +264,21 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                         batch.clear();
                     }
                     match stop {
-                        broadcast::error::TryRecvError::Lagged(n) => self.inline.report_lag(n),
+                        broadcast::error::TryRecvError::Lagged(n) => {
+                            // The lost ones were among those counted.
+                            queued =
+                                queued.saturating_sub(usize::try_from(n).unwrap_or(usize::MAX));
+                            self.inline.report_lag(n);
+                        }
                         broadcast::error::TryRecvError::Closed => return true,
                         broadcast::error::TryRecvError::Empty => break,
                     }
                 }
             }
+        }
+        if !batch.is_empty() {
+            self.inline.dispatch_batch(batch);
+            batch.clear();
         }
         self.inline.request_progress_at(request, applied);
         false

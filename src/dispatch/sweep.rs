@@ -33,7 +33,8 @@ pub(super) enum SweepAction {
     /// Deliver Progress carrying `revision`, with the usual overflow and closed handling
     /// (an overflow sentinel carries `resume_from`, 0 for the reference's).
     Progress { revision: u64, resume_from: u64 },
-    /// Send the lag sentinel (resume from `resume_from`) and retire the watcher.
+    /// Send the lag sentinel (resume from `resume_from`) and retire the watcher, unless it
+    /// waits for its start.
     CancelLagged { resume_from: u64 },
     /// For a watcher from a revision still waiting for a start at or below `through`: send
     /// the lag sentinel, resuming from that start, and retire it (events it wants may be
@@ -84,8 +85,10 @@ pub(super) fn run_slice(
     let mut lagged_members = 0u64;
     walk(&snapshot, cursor, size, &mut |at, list| match action {
         SweepAction::Progress { .. } => deliver_list(list, at, &progress, retirements, &mut tally),
+        // A watcher still waiting for its start lost nothing below it (a gap's waiting
+        // watchers with a start inside it were cancelled at that start already).
         SweepAction::CancelLagged { resume_from } => list.for_each(&mut |watcher| {
-            if !retirements.is_retired(watcher.id()) {
+            if !retirements.is_retired(watcher.id()) && !retirements.held.waits(watcher.id()) {
                 watcher.cancel(WatchEvent::lag_sentinel(resume_from));
                 retirements.record(removal_of(watcher.id(), at, None));
                 affected += 1;
