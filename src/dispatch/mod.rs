@@ -26,7 +26,6 @@ use tracing::debug;
 
 use crate::event::{ChangeEvent, WatchResponse};
 use crate::options::{DispatchOptions, HeartbeatMode};
-use crate::publish::Removal;
 use crate::registry::WatchRegistry;
 use crate::sync::Ordering;
 use inline::BATCH;
