@@ -87,6 +87,7 @@
 pub mod architecture {}
 
 mod channel;
+mod config;
 mod dispatch;
 mod error;
 mod event;
@@ -108,6 +109,7 @@ mod spec;
 mod sync;
 
 pub use channel::{CompactReceiver, TryRecvError};
+pub use config::{WatchConfig, WatchConfigError};
 pub use dispatch::{
     DispatcherStopped, GapReporter, InlineDispatcher, MemberProgress, ProgressRequest,
     ProgressRequester, WatchDispatcher,

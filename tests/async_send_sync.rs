@@ -47,6 +47,8 @@ fn public_types_have_the_auto_traits_callers_rely_on() {
     both::<Target>();
     both::<EventFilter>();
     both::<RegisterError>();
+    both::<WatchConfig>();
+    both::<WatchConfigError>();
 }
 
 #[test]
