@@ -321,7 +321,8 @@ impl fmt::Debug for Ring {
 }
 
 impl Ring {
-    /// A ring keeping `capacity` events (at least 1) and its one sender.
+    /// A ring keeping `capacity` events and its one sender (with 0 it keeps none: every
+    /// member not at the head is lagged, as a buffer of 0 overflows a lone watcher at once).
     pub(crate) fn new(
         key: GroupKey,
         watcher_id: u64,
@@ -346,7 +347,7 @@ impl Ring {
                 caught_up: 0,
                 progress: Default::default(),
             }),
-            capacity: capacity.max(1),
+            capacity,
             key,
             watcher_id,
             registry,

@@ -45,6 +45,23 @@ in_both_modes! {
         bed.registry.check_invariants();
     }
 
+    async fn with_a_buffer_of_zero_a_member_is_cancelled_by_the_first_event_as_a_lone_watcher_is(mode) {
+        let mut bed = Bed::new(mode, 0, usize::MAX);
+        let mut lone = bed.registry.watch(WatchSpec::exact("/k").compact()).unwrap();
+        let mut member = bed.registry.watch(WatchSpec::exact("/k").grouped()).unwrap();
+        bed.send(put("/k", "v", 1));
+        bed.settle().await;
+        let lone: Vec<WatchEvent> =
+            std::iter::from_fn(|| lone.receiver_mut().try_recv().ok()).collect();
+        assert_eq!(lone.len(), 1);
+        assert_eq!(lone[0].event_type, watchtrie::WatchEventType::Canceled);
+        let got = take_all(member.receiver_mut());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].event_type, watchtrie::WatchEventType::Canceled);
+        assert_eq!(got[0].cancel_reason(), Some(CancelReason::BufferOverflowAt { resume_from: 1 }));
+        bed.registry.check_invariants();
+    }
+
     async fn a_watch_many_batch_of_one_new_key_creates_one_group_in_one_publish(mode) {
         let mut bed = Bed::new(mode, 8, usize::MAX);
         let published = bed.registry.metrics().read().snapshots_published;
