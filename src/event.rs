@@ -52,7 +52,9 @@ pub struct WatchEvent {
     pub event_type: WatchEventType,
     /// The key written; empty on Progress.
     pub key: Bytes,
-    /// The new value; empty on Delete, Canceled and Progress.
+    /// The new value; empty on Delete and Progress, and on the reference's cancel sentinel
+    /// (watchtrie's overflow-at and compacted sentinels carry a tag here: see
+    /// [`Self::cancel_reason`]).
     pub value: Bytes,
     /// The previous value, for watchers registered with `prev_kv = true`.
     pub prev_value: Option<Bytes>,

@@ -120,7 +120,9 @@ impl WatcherHandle {
         }
     }
 
-    /// The watcher's id: 1 for the registry's first, then consecutive.
+    /// The watcher's id: 1 for the registry's first, then increasing (consecutive unless
+    /// a shared fan-out group was created, which takes one more for the group's own
+    /// watcher).
     pub fn id(&self) -> u64 {
         self.registration.id()
     }

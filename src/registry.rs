@@ -88,13 +88,15 @@ impl WatchRegistry {
         }
     }
 
-    /// Registers the watch `spec` describes; returns its handle (a [`WatcherHandle`], or a
-    /// [`CompactWatcherHandle`] for a `.compact()` spec). The watcher is visible to every
+    /// Registers the watch `spec` describes; returns its handle (a [`WatcherHandle`], a
+    /// [`CompactWatcherHandle`] for a `.compact()` spec, a
+    /// [`GroupedWatcherHandle`](crate::GroupedWatcherHandle) for a `.grouped()` one). The watcher is visible to every
     /// event broadcast after this returns (a watch [from a revision](WatchSpec::from_revision)
     /// gets every matching event from that revision on instead). Checks come in a fixed
-    /// order, each refusal allocating nothing and taking no id: the target's form, the
-    /// registry's key limits, a grouped watch from a revision, the owner's cap, then the
-    /// global limit (see [`RegisterError`]).
+    /// order, each refusal taking no id and allocating nothing (but once: a global refusal of
+    /// an owned watch whose owner had no entry may leave the owner table grown by that
+    /// entry's room): the target's form, the registry's key limits, a grouped watch from a
+    /// revision, the owner's cap, then the global limit (see [`RegisterError`]).
     ///
     /// ```
     /// # use std::sync::Arc;
@@ -388,8 +390,9 @@ impl WatchRegistry {
     /// all-in (channel, both index entries, handle: 272 B measured at 10M watchers by
     /// `watchbench --scenario scale`) instead of a drop-in watcher's 4.3 KB, because its
     /// queue is allocated only while events wait. Same events, bound, cancel sentinel, limit
-    /// and drop-to-unregister. (A compact channel holds at most `u32::MAX` slots: a larger
-    /// buffer size is clamped to that.) The same as
+    /// and drop-to-unregister. (A compact channel holds at most 2³⁰ − 1 slots: a larger
+    /// buffer size is clamped to that, so only past a billion events does its bound differ
+    /// from a drop-in channel's.) The same as
     /// `watch(WatchSpec::exact(key).prev_kv(prev_kv).compact())`.
     pub fn register_compact(
         &self,

@@ -242,7 +242,8 @@ mod sealed {
 
 /// The kind of channel a watch delivers through: [`DropIn`] (a tokio `mpsc` channel, as in
 /// the reference) or [`Compact`] (a [`CompactReceiver`](crate::CompactReceiver) whose queue
-/// exists only while events wait). Sealed: these two are all there are.
+/// exists only while events wait), or [`Grouped`] (a member of a shared fan-out group).
+/// Sealed: these three are all there are.
 pub trait ChannelKind: sealed::Sealed {
     /// The handle `WatchRegistry::watch` returns for this kind.
     type Handle;
@@ -344,6 +345,7 @@ impl<K: ChannelKind> fmt::Debug for WatchSpec<K> {
             .field("owner", &self.owner)
             .field("start", &self.start)
             .field("compact", &K::COMPACT)
+            .field("grouped", &K::GROUPED)
             .finish()
     }
 }
@@ -513,7 +515,9 @@ impl<K: ChannelKind> WatchSpec<K> {
 /// Why [`WatchRegistry::watch`](crate::WatchRegistry::watch) refused a registration. A
 /// refusal of the checks made before a registration is built (every variant but
 /// [`Self::IdsExhausted`], which used up the last id, and [`Self::PublishInterrupted`],
-/// which came after the channel and handle were made) allocates nothing and takes no id.
+/// which came after the channel and handle were made) takes no id and allocates nothing,
+/// with one exception: a global [`Self::LimitExceeded`] for an owned watch whose owner had
+/// no entry may leave the owner table grown by that entry's room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RegisterError {
