@@ -613,7 +613,10 @@ impl fmt::Display for RegisterError {
 impl std::error::Error for RegisterError {}
 
 impl From<RegisterError> for crate::WatchError {
-    /// The drop-in error: what the reference's two variants can say.
+    /// The drop-in error: what the reference's two variants can say. Lossy (a key or
+    /// wildcard limit reads as "watcher limit (max) exceeded", a malformed range or pattern
+    /// as the prefix error): [`WatchRegistry::watch`](crate::WatchRegistry::watch) returns
+    /// the precise reason.
     fn from(error: RegisterError) -> Self {
         match error {
             RegisterError::LimitExceeded { max } => crate::WatchError::LimitExceeded(max),
