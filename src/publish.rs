@@ -250,6 +250,21 @@ impl Resumes {
         taken
     }
 
+    /// Moves the registration of watcher `id` to the front of the queue, so that the next
+    /// slice admits it; false if it is not queued (a scan, free when none waits).
+    pub(crate) fn move_to_front(&self, id: u64) -> bool {
+        if !self.is_waiting() {
+            return false;
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(at) = queue.iter().position(|r| r.watcher.id() == id) else {
+            return false;
+        };
+        let resume = queue.remove(at).expect("found above");
+        queue.push_front(resume);
+        true
+    }
+
     /// True if some registration may be waiting (one load).
     pub(crate) fn is_waiting(&self) -> bool {
         self.waiting.load(Ordering::Acquire)

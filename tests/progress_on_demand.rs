@@ -222,3 +222,73 @@ async fn a_waiting_member_wakes_for_its_requested_progress() {
         .unwrap();
     assert_eq!(got, Some((Progress, 4)));
 }
+
+/// A Progress asked for a watcher still being fed from the history would come before
+/// events below its revision: it is held until the watcher has caught up, then sent.
+#[test]
+fn a_progress_asked_for_a_watcher_being_fed_comes_once_it_has_caught_up() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(2, tx));
+    let options =
+        DispatchOptions::default().with_history(watchtrie::HistoryOptions::new(100, 1 << 20));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(options);
+    for revision in 1..=10 {
+        inline.dispatch(&put("/k", revision));
+    }
+    let mut resumed = registry
+        .watch(WatchSpec::exact("/k").from_revision(1))
+        .unwrap();
+    inline.process_unregistrations();
+    assert!(inline.catching_up(), "a buffer of 2 holds 2 of the 10");
+    assert!(inline.request_progress(resumed.progress_request()));
+    assert!(
+        inline.request_progress(resumed.progress_request()),
+        "asked twice, sent once"
+    );
+    let mut got = Vec::new();
+    while inline.catching_up() {
+        got.extend(drain(resumed.receiver_mut()));
+        inline.continue_catch_up();
+    }
+    got.extend(drain(resumed.receiver_mut()));
+    let mut want: Vec<_> = (1..=10).map(|revision| (Put, revision)).collect();
+    want.push((Progress, 10));
+    assert_eq!(got, want);
+    inline.dispatch(&put("/k", 11));
+    assert_eq!(drain(resumed.receiver_mut()), [(Put, 11)]);
+    assert_eq!(registry.metrics().read().progress_sent, 1);
+    inline.check_invariants();
+}
+
+/// A registration from a revision still queued behind a storm (admitted a slice at a time)
+/// is registered: a Progress asked for it admits it and reaches it after its events.
+#[test]
+fn a_progress_asked_for_a_watch_still_queued_behind_a_storm_reaches_it() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(16, tx));
+    let options =
+        DispatchOptions::default().with_history(watchtrie::HistoryOptions::new(100, 1 << 20));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(options);
+    for revision in 1..=5 {
+        inline.dispatch(&put("/k", revision));
+    }
+    // More than one admission slice.
+    let mut storm: Vec<_> = (0..1000)
+        .map(|_| {
+            registry
+                .watch(WatchSpec::exact("/k").from_revision(1))
+                .unwrap()
+        })
+        .collect();
+    let last = storm.last_mut().unwrap();
+    assert!(inline.request_progress(last.progress_request()));
+    let mut want: Vec<_> = (1..=5).map(|revision| (Put, revision)).collect();
+    want.push((Progress, 5));
+    assert_eq!(drain(last.receiver_mut()), want);
+    while inline.catching_up() || registry.metrics().read().watchers < 1000 {
+        inline.process_unregistrations();
+        inline.continue_catch_up();
+    }
+    assert!(drain(storm[0].receiver_mut()).len() == 5);
+    inline.check_invariants();
+}

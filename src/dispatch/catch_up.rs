@@ -86,6 +86,9 @@ struct Feeding {
     next: u64,
     /// Where that entry is, from the read of the one before it (`None` before the first).
     hint: Option<Hint>,
+    /// The highest revision of the Progress requests made for it while it is fed: a
+    /// Progress now would come before events below it, so it is sent once caught up.
+    progress_due: Option<u64>,
 }
 
 /// Resumed watchers that live delivery must skip or filter. Free to ask while empty.
@@ -135,6 +138,17 @@ impl Held {
         self.waiting.remove(&id);
         self.waiting_by_start.remove(&(start, id));
         Some(start)
+    }
+
+    /// Defers a Progress at `revision` asked for watcher `id` if it is being fed: it is
+    /// fed after every entry recorded, as the last step of its catch-up
+    /// ([`Feeding::progress_at_end`]). False if it is not being fed.
+    pub(super) fn defer_progress(&mut self, id: u64, revision: u64) -> bool {
+        let Some(feeding) = self.feeding.get_mut(&id) else {
+            return false;
+        };
+        feeding.progress_due = Some(feeding.progress_due.map_or(revision, |r| r.max(revision)));
+        true
     }
 
     /// True if watcher `id` waits for its start. Free while none does.
@@ -241,6 +255,7 @@ impl CatchUps {
                             start,
                             next,
                             hint: None,
+                            progress_due: None,
                         },
                     );
                     self.order.push_front(id);
@@ -294,6 +309,7 @@ impl CatchUps {
         let mark = cx.retirements.mark();
         let mut compacted = 0;
         let mut overflowed = 0;
+        let mut progress_sent = 0;
         let rounds = match size {
             FeedSize::Timed => self.order.len(),
             FeedSize::Watchers(n) => n.min(self.order.len()),
@@ -312,7 +328,7 @@ impl CatchUps {
             let Some(feeding) = held.feeding.get_mut(&id) else {
                 continue;
             };
-            match feed_one(feeding, history) {
+            match feed_one(feeding, history, cx.highest, &mut progress_sent) {
                 Fed::Blocked => {
                     self.order.push_back(id);
                     continue;
@@ -346,6 +362,8 @@ impl CatchUps {
         let counters = cx.registry.counters();
         Counters::add(&counters.compacted_cancels, compacted);
         Counters::add(&counters.overflow_cancels, overflowed);
+        Counters::add(&counters.progress_sent, progress_sent);
+        Counters::add(&counters.deliveries, progress_sent);
         if cx.retirements.mark() > mark {
             cx.retirements.retire_since(mark, cx.registry);
         }
@@ -386,6 +404,7 @@ impl CatchUps {
         let (mut seq, mut hint) = (from, None);
         // (id, ended): an ended one is removed (overflowed, or its receiver is gone).
         let mut leaving: Vec<(u64, bool)> = Vec::new();
+        let mut progress_sent = 0;
         let mut removed = Vec::new();
         let mut overflowed = 0;
         while !in_group.is_empty() {
@@ -447,19 +466,33 @@ impl CatchUps {
                 feeding.next = seq;
                 feeding.hint = hint;
             }
-            if at_end && in_group.contains(&id) {
-                let feeding = held.feeding.remove(&id).expect("looked up above");
-                if feeding.start > cx.highest.saturating_add(1) {
-                    held.wait(id, feeding.start);
-                }
+            let fed = if at_end && in_group.contains(&id) {
+                feeding.progress_at_end(cx.highest, &mut progress_sent)
             } else {
-                self.order.push_back(id);
+                // Left the group before the end: fed on its own from now on.
+                Fed::Blocked
+            };
+            match fed {
+                Fed::Blocked => self.order.push_back(id),
+                Fed::CaughtUp => {
+                    let feeding = held.feeding.remove(&id).expect("looked up above");
+                    if feeding.start > cx.highest.saturating_add(1) {
+                        held.wait(id, feeding.start);
+                    }
+                }
+                Fed::Overflowed | Fed::Closed | Fed::Compacted => {
+                    overflowed += u64::from(matches!(fed, Fed::Overflowed));
+                    removed.push(held.feeding.remove(&id).expect("looked up above"));
+                }
             }
         }
         for feeding in removed {
             cx.retirements.record(feeding.removal());
         }
-        Counters::add(&cx.registry.counters().overflow_cancels, overflowed);
+        let counters = cx.registry.counters();
+        Counters::add(&counters.overflow_cancels, overflowed);
+        Counters::add(&counters.progress_sent, progress_sent);
+        Counters::add(&counters.deliveries, progress_sent);
         if cx.retirements.mark() > mark {
             cx.retirements.retire_since(mark, cx.registry);
         }
@@ -525,6 +558,45 @@ impl CatchUps {
 }
 
 impl Feeding {
+    /// Fed every entry recorded: sends the Progress asked for meanwhile, if any, as a last
+    /// replayed step (so it waits for room and never overflows the watcher, but for a
+    /// buffer of 0). It carries at least `highest`: the watcher has every event up to
+    /// there. One below the start the watcher will wait for is dropped, as a live one is
+    /// skipped. Counts a Progress sent in `sent`.
+    fn progress_at_end(&mut self, highest: u64, sent: &mut u64) -> Fed {
+        let Some(due) = self.progress_due else {
+            return Fed::CaughtUp;
+        };
+        let revision = due.max(highest);
+        if self.start > highest.saturating_add(1) && revision < self.start {
+            self.progress_due = None;
+            return Fed::CaughtUp;
+        }
+        let empty = Bytes::new();
+        let view = EventView::new(
+            WatchEventType::Progress,
+            &empty,
+            &empty,
+            &empty,
+            revision,
+            highest.saturating_add(1),
+        );
+        match self.watcher.replay(&view, self.kind != TargetKind::Exact) {
+            Delivery::Sent => {
+                *sent += 1;
+                self.progress_due = None;
+                Fed::CaughtUp
+            }
+            Delivery::Filtered => {
+                self.progress_due = None;
+                Fed::CaughtUp
+            }
+            Delivery::Full => Fed::Blocked,
+            Delivery::Overflowed => Fed::Overflowed,
+            Delivery::Closed => Fed::Closed,
+        }
+    }
+
     fn removal(&self) -> crate::publish::Removal {
         let at = Location {
             kind: self.kind,
@@ -548,13 +620,13 @@ enum Fed {
     Closed,
 }
 
-fn feed_one(feeding: &mut Feeding, history: &History) -> Fed {
+fn feed_one(feeding: &mut Feeding, history: &History, highest: u64, progress: &mut u64) -> Fed {
     loop {
         if feeding.next < history.first_seq() {
             return Fed::Compacted;
         }
         let Some((entry, after)) = history.read(feeding.next, feeding.hint) else {
-            return Fed::CaughtUp;
+            return feeding.progress_at_end(highest, progress);
         };
         if entry.revision < feeding.start || !feeding.target.matches(entry.key_bytes()) {
             feeding.next += 1;

@@ -28,11 +28,31 @@ pub(super) struct Tally {
 }
 
 impl Tally {
+    /// Counts one live delivery; true if it ended the watcher (overflowed: it got the
+    /// cancel sentinel; or closed), which must then be removed.
+    #[inline]
+    pub(super) fn ends(&mut self, delivery: Delivery) -> bool {
+        match delivery {
+            Delivery::Sent => self.sent += 1,
+            Delivery::Filtered => {}
+            Delivery::Overflowed => self.overflowed += 1,
+            Delivery::Closed => self.closed += 1,
+            Delivery::Full => unreachable!("only a replay reports Full"),
+        }
+        matches!(delivery, Delivery::Overflowed | Delivery::Closed)
+    }
+
     /// Adds the tally to the registry's counters: once per event or slice, not per watcher.
     pub(super) fn record(&self, counters: &Counters) {
         Counters::add(&counters.deliveries, self.sent);
         Counters::add(&counters.overflow_cancels, self.overflowed);
         Counters::add(&counters.closed_receiver_removals, self.closed);
+    }
+
+    /// [`Self::record`] for a tally of Progress deliveries, counted as Progress sent too.
+    pub(super) fn record_progress(&self, counters: &Counters) {
+        Counters::add(&counters.progress_sent, self.sent);
+        self.record(counters);
     }
 }
 
@@ -86,18 +106,8 @@ pub(super) fn deliver_one(
         return;
     }
     let is_prefix = at.kind != crate::meta::TargetKind::Exact;
-    match watcher.deliver(view, is_prefix) {
-        Delivery::Sent => tally.sent += 1,
-        Delivery::Filtered => {}
-        Delivery::Overflowed => {
-            tally.overflowed += 1;
-            retirements.record(removal_of(watcher.id(), at, Some(view.key)));
-        }
-        Delivery::Closed => {
-            tally.closed += 1;
-            retirements.record(removal_of(watcher.id(), at, Some(view.key)));
-        }
-        Delivery::Full => unreachable!("only a replay reports Full"),
+    if tally.ends(watcher.deliver(view, is_prefix)) {
+        retirements.record(removal_of(watcher.id(), at, Some(view.key)));
     }
 }
 

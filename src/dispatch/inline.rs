@@ -616,8 +616,9 @@ impl InlineDispatcher {
     /// dispatched so far, so it is never below an event already delivered. To every
     /// watcher it is a sweep, in the dispatcher's heartbeat mode: whole at once by default,
     /// in slices between events with [`HeartbeatMode::Incremental`](crate::HeartbeatMode)
-    /// (after the sweep under way, if one is). Returns false if the one watcher asked for is
-    /// not registered (any more).
+    /// (after the sweep under way, if one is). To one watcher still catching up from the
+    /// history, once it has caught up (a Progress now would come before events below its
+    /// revision). Returns false if the one watcher asked for is not registered (any more).
     pub fn request_progress(&mut self, request: ProgressRequest) -> bool {
         self.request_progress_at(request, self.highest_revision)
     }
@@ -652,6 +653,15 @@ impl InlineDispatcher {
             }
             ProgressRequest::Watcher { id, target } => {
                 self.process_unregistrations();
+                // Still queued behind a storm (admitted a slice at a time): admitted now, at
+                // the front of a slice.
+                if self.registry.shared().resumes.move_to_front(id) {
+                    self.admit_resumes(Admission::Slice);
+                }
+                // Being fed from the history: a Progress now would precede events below it.
+                if self.retirements.held.defer_progress(id, revision) {
+                    return true;
+                }
                 let pattern = target.stored();
                 let at = Location {
                     kind: target.kind(),
@@ -675,9 +685,7 @@ impl InlineDispatcher {
                 let mut tally = Tally::default();
                 deliver_one(watcher, at, &view, &mut self.retirements, &mut tally);
                 drop(snapshot);
-                let counters = self.registry.counters();
-                Counters::add(&counters.progress_sent, tally.sent);
-                tally.record(counters);
+                tally.record_progress(self.registry.counters());
                 if self.retirements.mark() > mark {
                     self.retirements.retire_since(mark, &self.registry);
                 }

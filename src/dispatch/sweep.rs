@@ -118,8 +118,7 @@ pub(super) fn run_slice(
     match action {
         SweepAction::Progress { .. } => {
             affected = tally.sent;
-            Counters::add(&counters.progress_sent, tally.sent);
-            tally.record(counters);
+            tally.record_progress(counters);
         }
         SweepAction::CancelLagged { .. } | SweepAction::CancelWaiting { .. } => {
             Counters::add(&counters.lag_cancels, affected)
