@@ -595,7 +595,8 @@ impl History {
         chunk.min(segment)
     }
 
-    /// Drops every entry; a watch may start at `floor` or later.
+    /// Drops every entry; a watch may start at `floor` or later (or at the floor already
+    /// known, if that is higher: a floor is never lowered).
     fn clear_through(&mut self, floor: u64) {
         self.first_seq += self.len as u64;
         self.len = 0;
@@ -603,7 +604,7 @@ impl History {
         self.first_group = self.first_seq / GROUP;
         self.clears += 1;
         self.bytes = 0;
-        self.floor = Some(floor);
+        self.floor = Some(self.floor.map_or(floor, |known| known.max(floor)));
         self.first_segment = self.open_segment();
         self.segments.clear();
         self.chunks.clear();
@@ -1066,6 +1067,16 @@ mod tests {
         }
         assert_eq!(h.floor(), Some(12));
         assert_eq!(h.start_of(9), Start::Compacted { oldest: 12 });
+    }
+
+    #[test]
+    fn a_gap_below_a_raised_floor_does_not_lower_it() {
+        let mut h = history(10, 1 << 20);
+        h.raise_floor(10);
+        h.skip_through(5);
+        assert_eq!(h.floor(), Some(10));
+        assert!(!put(&mut h, "/k", 7), "below the raised floor");
+        assert_eq!(h.start_of(6), Start::Compacted { oldest: 10 });
     }
 
     #[test]
