@@ -45,6 +45,12 @@
 //! policy, or the registry's teardown), which releases every member still holding units.
 //! The last member leaving takes the group out of the map and unregisters its watcher.
 //!
+//! **A cancel of the group's watcher** (a lag, under `LagPolicy::CancelWatchers`) is kept
+//! beside the ring, not in it: each member reads it after everything it has not read (an
+//! entry in the ring could push out an event a member exactly its buffer behind still had
+//! room for), and its stream then ends. From the cancel on the ring takes no member, so a
+//! registration meanwhile starts a new group instead of joining one that gets nothing more.
+//!
 //! **The sweep's scan** holds the ring's lock, which the dispatcher's push waits for, so one
 //! visit looks at no more than [`LAG_SCAN_STEP`] member slots and the next visit goes on from
 //! there: a group of N members is scanned once every ⌈N / step⌉ sweeps. A visit costs O(1)
@@ -186,6 +192,11 @@ struct RingState {
     /// Its members' units were given back ([`Ring::release_all`]: its watcher is leaving
     /// the index, and a dispatcher may still hold a sender): no one joins it any more.
     released: bool,
+    /// The group's watcher was cancelled (a lag): each member reads this sentinel after
+    /// every event pushed before it, and its stream ends; no one joins any more (a member
+    /// joining at the head would get neither events nor the sentinel). Not an entry of
+    /// `events`: pushed there it could push out an event a member still had room for.
+    cancelled: Option<Box<WatchEvent>>,
     /// A lower bound on the cursors of live members still holding their units (`u64::MAX`
     /// with none): while `base` is at most this, nobody the sweep would release is lagged.
     held_low: u64,
@@ -218,6 +229,10 @@ impl RingState {
 
     /// Takes the wakers of every waiting member, to be woken once the lock is let go. The
     /// list keeps its capacity for the next waits, and a few wakers need no allocation.
+    fn takes_members(&self) -> bool {
+        !self.closed && !self.released && self.cancelled.is_none()
+    }
+
     fn take_waiters(&mut self) -> Woken {
         let waiters: Woken = self.waiters.drain(..).collect();
         for (slot, _) in &waiters {
@@ -340,6 +355,7 @@ impl Ring {
                 waiters: Vec::new(),
                 closed: false,
                 released: false,
+                cancelled: None,
                 held_low: u64::MAX,
                 scan_at: 0,
                 scan_low: u64::MAX,
@@ -369,7 +385,7 @@ impl Ring {
     /// (`None`) once the ring is closed: its watcher left the index, so it would get nothing.
     pub(crate) fn join(&self, id: u64, owned: bool) -> Option<u32> {
         let mut state = self.lock();
-        if state.closed || state.released {
+        if !state.takes_members() {
             return None;
         }
         let member = Member {
@@ -523,10 +539,10 @@ impl Ring {
         self.lock().closed
     }
 
-    /// Whether a member may still join: neither closed nor released (its watcher leaving).
+    /// Whether a member may still join: neither closed, released nor cancelled (its
+    /// watcher leaving).
     pub(crate) fn takes_members(&self) -> bool {
-        let state = self.lock();
-        !state.closed && !state.released
+        self.lock().takes_members()
     }
 
     fn close(&self) {
@@ -656,6 +672,21 @@ impl GroupSender {
             }
             if state.waiters.is_empty() {
                 return;
+            }
+            state.take_waiters()
+        };
+        for (_, waker) in waiters {
+            waker.wake();
+        }
+    }
+
+    /// Cancels the group's watcher: every member reads `sentinel` after what it has not
+    /// read yet (the first cancel's, if cancelled twice), then its stream ends.
+    pub(crate) fn cancel(&self, sentinel: WatchEvent) {
+        let waiters = {
+            let mut state = self.ring.lock();
+            if state.cancelled.is_none() {
+                state.cancelled = Some(Box::new(sentinel));
             }
             state.take_waiters()
         };
@@ -876,6 +907,7 @@ impl GroupReceiver {
             readers,
             caught_up,
             progress,
+            cancelled,
             ..
         } = &mut *state;
         let Some(member) = members.get_mut(slot as usize) else {
@@ -922,6 +954,13 @@ impl GroupReceiver {
             *caught_up += usize::from(member.cursor == head);
             return (Ok(first), None);
         }
+        if let Some(sentinel) = cancelled.as_deref() {
+            member.state |= Member::ENDED;
+            *readers -= 1;
+            *caught_up -= usize::from(member.cursor == head);
+            progress.remove(&slot);
+            return (Ok(sentinel.clone()), member.release());
+        }
         if closed {
             return (Err(TryRecvError::Disconnected), None);
         }
@@ -953,7 +992,8 @@ impl GroupReceiver {
     }
 
     /// Events waiting for this member: those in the ring it has not read yet (at most the
-    /// buffer size), and the Progress requested for it; a lagged member has none left.
+    /// buffer size), the Progress requested for it, and the group's cancel sentinel; a
+    /// lagged member has none left (its next read is its lag sentinel, not counted).
     pub fn len(&self) -> usize {
         let state = self.ring.lock();
         let head = state.head();
@@ -966,13 +1006,15 @@ impl GroupReceiver {
         match state.members.get(self.slot as usize) {
             Some(m) if !m.has(Member::ENDED) && m.cursor >= state.base => {
                 let asked = state.progress.get(&self.slot).map_or(0, |a| a.len());
-                taken + (head - m.cursor) as usize + asked
+                let sentinel = usize::from(state.cancelled.is_some());
+                taken + (head - m.cursor) as usize + asked + sentinel
             }
             _ => 0,
         }
     }
 
-    /// True when nothing is waiting for this member.
+    /// True when nothing is waiting for this member ([`Self::len`] is 0: a lagged member's
+    /// next read may still be its lag sentinel).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -1154,6 +1196,31 @@ mod tests {
         assert_eq!(drain(&mut early), vec![1, 2]);
         assert_eq!(drain(&mut late), vec![2]);
         assert_eq!(late.try_recv().unwrap_err(), TryRecvError::Empty);
+    }
+
+    #[test]
+    fn a_cancel_pushes_out_nothing_a_member_had_room_for_and_ends_every_stream() {
+        let (ring, sender) = ring(2);
+        let mut behind = member(&ring, 10);
+        let mut caught_up = member(&ring, 11);
+        sender.push(put(1));
+        sender.push(put(2));
+        assert_eq!(drain(&mut caught_up), vec![1, 2]);
+        sender.cancel(WatchEvent::lag_sentinel(3));
+        ring.check_invariants();
+        assert!(!ring.takes_members());
+        for (receiver, events) in [(&mut behind, vec![1, 2]), (&mut caught_up, vec![])] {
+            assert_eq!(receiver.len(), events.len() + 1);
+            let got: Vec<_> = std::iter::from_fn(|| receiver.try_recv().ok()).collect();
+            let (last, read) = got.split_last().expect("the sentinel at least");
+            assert_eq!(read.iter().map(|e| e.revision).collect::<Vec<_>>(), events);
+            assert_eq!(
+                last.cancel_reason(),
+                Some(crate::CancelReason::Lagged { resume_from: 3 })
+            );
+            assert_eq!(receiver.try_recv().unwrap_err(), TryRecvError::Disconnected);
+        }
+        ring.check_invariants();
     }
 
     #[test]

@@ -1128,6 +1128,31 @@ mod tests {
     }
 
     #[test]
+    fn a_member_joining_while_its_groups_cancel_waits_for_the_writer_lock_gets_a_live_group() {
+        let (registry, mut inline, mut first, ring) = group_under_lag_cancel();
+        inline.dispatch(&put(b"/g", 1));
+        // The cancel is sent at once; the removal waits for the writer lock.
+        let writer = registry.lock_writer_for_test();
+        inline.report_lag(1);
+        assert!(inline.has_pending_removals());
+        assert!(!ring.takes_members(), "a cancelled ring takes no member");
+        drop(writer);
+        let mut late = registry.watch(WatchSpec::exact("/g").grouped()).unwrap();
+        inline.dispatch(&put(b"/g", 2));
+        assert_eq!(late.receiver_mut().try_recv().map(|e| e.revision), Ok(2));
+        let first = first.receiver_mut();
+        assert_eq!(first.try_recv().map(|e| e.revision), Ok(1));
+        assert_eq!(
+            first.try_recv().map(|e| e.cancel_reason()),
+            Ok(Some(crate::CancelReason::Lagged { resume_from: 2 }))
+        );
+        assert!(first.try_recv().is_err());
+        drop(late);
+        inline.process_unregistrations();
+        registry.check_invariants();
+    }
+
+    #[test]
     fn registrations_combined_into_a_publish_that_panicked_are_refused_not_reported_published() {
         let (registry, mut inline) = setup();
         let writer = registry.lock_writer_for_test();

@@ -395,7 +395,7 @@ impl Watcher {
             Sink::Compact(sender) => {
                 sender.offer(0, || Slot::Own(sentinel), || None);
             }
-            Sink::Group(sender) => sender.push(sentinel),
+            Sink::Group(sender) => sender.cancel(sentinel),
         }
     }
 }
