@@ -21,7 +21,8 @@
 //! - **Lag** is seen on the receiving side: the ring keeps at most the newest `capacity`
 //!   events (the registry's buffer size), so a member whose cursor fell below the oldest one
 //!   missed an event. It then gets one Canceled sentinel ([`WatchEvent::overflow_sentinel_at`],
-//!   `BufferOverflowAt`) carrying the revision to resume from, one past the last Put,
+//!   `BufferOverflowAt`, its key the group's target: a range's start) carrying the revision
+//!   to resume from, one past the last Put,
 //!   Delete or Progress it received (or, if none, the last the ring held when it joined):
 //!   no event after it has reached that member, and every earlier one matching has.
 //! - **What is held**: once every member still reading is at the head, the next push drops
@@ -103,6 +104,19 @@ pub(crate) struct GroupKey {
 }
 
 impl GroupKey {
+    /// The key a member's lag sentinel carries: the group's target as the user gave it (a
+    /// range's start bound; the stored form of a range is internal). The event a lagging
+    /// member missed is gone from the ring, so its key is not known.
+    fn sentinel_key(&self) -> Bytes {
+        match self.kind {
+            TargetKind::Range => match crate::index::decode_range(&self.pattern) {
+                Some((start, _)) => self.pattern.slice_ref(start),
+                None => Bytes::new(),
+            },
+            _ => self.pattern.clone(),
+        }
+    }
+
     /// The flags that decide what a member receives.
     pub(crate) fn delivery_flags(flags: Flags) -> Flags {
         Flags::default()
@@ -859,7 +873,7 @@ impl GroupReceiver {
         *caught_up -= usize::from(member.cursor == head);
         progress.remove(&self.slot);
         let sentinel = WatchEvent::overflow_sentinel_at(
-            self.ring.key.pattern.clone(),
+            self.ring.key.sentinel_key(),
             last_read.saturating_add(1),
         );
         (Ok(sentinel), member.release())
@@ -921,7 +935,7 @@ impl GroupReceiver {
             *readers -= 1;
             progress.remove(&slot);
             let sentinel = WatchEvent::overflow_sentinel_at(
-                self.ring.key.pattern.clone(),
+                self.ring.key.sentinel_key(),
                 member.last_revision.saturating_add(1),
             );
             return (Ok(sentinel), member.release());

@@ -62,6 +62,23 @@ in_both_modes! {
         bed.registry.check_invariants();
     }
 
+    async fn a_lagging_member_of_a_range_group_is_told_with_the_range_start_as_key(mode) {
+        let mut bed = Bed::new(mode, 1, usize::MAX);
+        let spec = WatchSpec::range("/k/b", "/k/d").grouped();
+        let mut reading = bed.registry.watch(spec.clone()).unwrap();
+        let mut lagging = bed.registry.watch(spec).unwrap();
+        for revision in 1..=2 {
+            bed.send(put("/k/c", "v", revision));
+            bed.settle().await;
+            assert_eq!(take_all(reading.receiver_mut()).len(), 1);
+        }
+        let got = take_all(lagging.receiver_mut());
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].cancel_reason(), Some(CancelReason::BufferOverflowAt { resume_from: 1 }));
+        assert_eq!(got[0].key, b("/k/b"));
+        bed.registry.check_invariants();
+    }
+
     async fn a_watch_many_batch_of_one_new_key_creates_one_group_in_one_publish(mode) {
         let mut bed = Bed::new(mode, 8, usize::MAX);
         let published = bed.registry.metrics().read().snapshots_published;
