@@ -30,8 +30,10 @@
 //! order, which the caches prefetch.
 //!
 //! A chunk is filled through a `BytesMut`; what has been written of it is frozen into a
-//! shared *segment* when the chunk is full and when a catch-up is about to read
-//! ([`History::seal`]), so that replayed events are slices of the history, not copies.
+//! shared *segment* when the chunk is full and when a catch-up is about to read with at
+//! least 4 KiB unsealed ([`History::seal_for_readers`]), so that replayed events are slices
+//! of the history, not copies (but for a shorter tail, whose entries are copied: a segment
+//! per event, 40 bytes, cost more than the entries' varints while anyone was feeding).
 //! Recording touches no reference count: one allocation and one freeze per chunk, not per
 //! event (per-event `malloc`, `free` and `Bytes` splits were what recording cost). A chunk
 //! is freed when its last entry is evicted and the events delivered from it are dropped.
@@ -57,6 +59,11 @@ pub(crate) const MAX_CHUNK: usize = 64 << 10;
 
 /// The smallest chunk: a history bounded to fewer bytes still allocates this much at once.
 const MIN_CHUNK: usize = 4 << 10;
+
+/// The unsealed bytes [`History::seal_for_readers`] waits for: a segment (40 bytes) per
+/// 4 KiB of entries at most (1% of the payload), and a read copies only entries of a tail
+/// shorter than this.
+const SEAL_MIN: usize = 4 << 10;
 
 /// Marks per block (fewer when the history holds fewer events).
 const BLOCK: usize = 1024;
@@ -414,6 +421,16 @@ impl History {
         let last_seq = self.next_seq() - 1;
         self.segments.push_back(Segment { bytes, last_seq });
         self.release_at = self.release_at.min(last_seq);
+    }
+
+    /// [`Self::seal`], once the unsealed part holds at least [`SEAL_MIN`] bytes: what the
+    /// dispatcher calls before catching-up watchers read, after every event while any feeds.
+    /// Sealing each event alone would cost a 40-byte segment per entry; the entries of a
+    /// shorter unsealed tail are copied when read instead (at most [`SEAL_MIN`] bytes' worth).
+    pub(crate) fn seal_for_readers(&mut self) {
+        if self.open.len() >= SEAL_MIN {
+            self.seal();
+        }
     }
 
     /// Writes one entry's varints and fields into the open chunk (a new one if it does not
@@ -1199,12 +1216,22 @@ mod tests {
 
     #[test]
     fn the_history_costs_its_payload_and_about_five_bytes_per_entry() {
+        // With catching-up readers the dispatcher seals for them after every event.
+        for readers in [false, true] {
+            history_cost_at_bounds(readers);
+        }
+    }
+
+    fn history_cost_at_bounds(readers: bool) {
         // 31-byte keys and 100-byte values, as in watchbench's history memory run.
         let (events, key, value) = (20_000, [b'k'; 31], [b'v'; 100]);
         let mut h = history(events, 64 << 20);
         let mut steady = 0;
         for revision in 1..=3 * events as u64 {
             h.record(WatchEventType::Put, &key, &value, b"", revision);
+            if readers {
+                h.seal_for_readers();
+            }
             if revision == events as u64 {
                 steady = h.heap_bytes();
             }

@@ -217,9 +217,10 @@ impl InlineDispatcher {
     /// What the catch-up borrows of the dispatcher for one call.
     fn catch_up_context(&mut self) -> (&mut CatchUps, Context<'_>) {
         if self.retirements.held.is_feeding() {
-            // What feeds read is then shared from the history, not copied.
+            // What feeds read is then shared from the history, not copied (but for a short
+            // unsealed tail: one segment per event would cost more than the copies).
             if let Some(history) = &mut self.history {
-                history.seal();
+                history.seal_for_readers();
             }
         }
         let cx = Context {
