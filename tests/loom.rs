@@ -2,7 +2,7 @@
 //! group ring: every interleaving (up to a preemption bound) of writers serialising, the
 //! snapshot swap, readers loading and letting go, a writer waiting for the last reader of a
 //! snapshot before it changes it, a compact channel's senders, receiver, wake-ups and shared
-//! events, and a group ring's push, reads, lag, close and wake-ups.
+//! events, and a group ring's push, reads, lag, cancel, close and wake-ups.
 //!
 //! Built only under the model's cfg, in a target directory of its own (the flag changes
 //! every crate's fingerprint):
@@ -483,6 +483,35 @@ fn a_members_drop_racing_a_push_releases_it_once_and_keeps_the_group() {
             .map(|e| e.revision)
             .collect();
         assert_eq!(seen, [1, 2]);
+        registry.check_invariants();
+    });
+}
+
+#[test]
+fn a_waiting_member_is_woken_by_its_groups_cancel_and_reads_it_after_every_event() {
+    model(|| {
+        let (registry, inline) = setup(4);
+        let mut inline = inline.with_options(
+            watchtrie::DispatchOptions::default()
+                .with_lag_policy(watchtrie::LagPolicy::CancelWatchers),
+        );
+        let mut waiting = member(&registry);
+        let reader = thread::spawn(move || {
+            // Parks between polls: a cancel that wakes no one is a deadlock loom reports.
+            let mut got = Vec::new();
+            while let Some(event) = block_on(waiting.recv()) {
+                got.push((event.event_type, event.revision));
+            }
+            got
+        });
+        inline.dispatch(&event(b"/k", 1));
+        inline.report_lag(1);
+        assert_eq!(
+            reader.join().unwrap(),
+            [(WatchEventType::Put, 1), (WatchEventType::Canceled, 2)]
+        );
+        settle(&mut inline);
+        assert_eq!(registry.active_watcher_count(), 0);
         registry.check_invariants();
     });
 }
