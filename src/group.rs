@@ -241,12 +241,13 @@ impl RingState {
         self.base + self.events.len() as u64
     }
 
-    /// Takes the wakers of every waiting member, to be woken once the lock is let go. The
-    /// list keeps its capacity for the next waits, and a few wakers need no allocation.
+    /// Whether a member may still join: neither closed, released nor cancelled.
     fn takes_members(&self) -> bool {
         !self.closed && !self.released && self.cancelled.is_none()
     }
 
+    /// Takes the wakers of every waiting member, to be woken once the lock is let go. The
+    /// list keeps its capacity for the next waits, and a few wakers need no allocation.
     fn take_waiters(&mut self) -> Woken {
         let waiters: Woken = self.waiters.drain(..).collect();
         for (slot, _) in &waiters {
@@ -396,7 +397,8 @@ impl Ring {
     }
 
     /// Adds a member (its units already reserved) at the head; returns its slot. Refused
-    /// (`None`) once the ring is closed: its watcher left the index, so it would get nothing.
+    /// (`None`) once the ring takes no member (closed, released or cancelled: its watcher
+    /// left or is leaving the index, so it would get nothing).
     pub(crate) fn join(&self, id: u64, owned: bool) -> Option<u32> {
         let mut state = self.lock();
         if !state.takes_members() {
@@ -469,8 +471,9 @@ impl Ring {
 
     /// Queues a Progress carrying `revision` for the member `id` at `slot`, after every event
     /// pushed so far, and wakes it if it waits. `None` if no such member can read any more
-    /// (gone, its lag sentinel read, or the group's watcher left the index); `Some(false)`
-    /// if the group's filter drops Progress.
+    /// (gone, its lag sentinel read, the group's watcher cancelled or gone from the index:
+    /// a Progress after the cancel would claim events the member never got);
+    /// `Some(false)` if the group's filter drops Progress.
     pub(crate) fn request_progress(&self, slot: u32, id: u64, revision: u64) -> Option<bool> {
         let waker = {
             let mut state = self.lock();
@@ -480,10 +483,15 @@ impl Ring {
                 waiters,
                 progress,
                 closed,
+                cancelled,
                 ..
             } = &mut *state;
             let member = members.get_mut(slot as usize)?;
-            if *closed || !member.has(Member::LIVE) || member.has(Member::ENDED) || member.id != id
+            if *closed
+                || cancelled.is_some()
+                || !member.has(Member::LIVE)
+                || member.has(Member::ENDED)
+                || member.id != id
             {
                 return None;
             }
@@ -819,7 +827,8 @@ impl GroupReceiver {
     }
 
     /// The next event, waiting for one if none is there; `None` once the group's watcher
-    /// left the index (after what was still in the ring for it), or after its lag sentinel.
+    /// left the index (after what was still in the ring for it), or after its lag sentinel
+    /// or the group's cancel sentinel.
     /// Cancel-safe.
     pub async fn recv(&mut self) -> Option<WatchEvent> {
         poll_fn(|cx| self.poll_recv(cx)).await

@@ -151,9 +151,10 @@ pub struct Metrics {
     /// Watchers cancelled because their buffer was full (each got the overflow sentinel).
     pub overflow_cancels: u64,
     /// Watchers cancelled with the lag sentinel because the dispatcher lost events (to
-    /// broadcast lag, or a reported gap): every watcher under
-    /// [`LagPolicy::CancelWatchers`](crate::LagPolicy::CancelWatchers); under either policy,
-    /// watchers from a revision still being fed, or waiting for a start the loss may cover.
+    /// broadcast lag, or a reported gap): under
+    /// [`LagPolicy::CancelWatchers`](crate::LagPolicy::CancelWatchers) every watcher but one
+    /// waiting for a start past a gap; under either policy, watchers from a revision still
+    /// being fed, or waiting for a start the loss may cover.
     pub lag_cancels: u64,
     /// Watchers removed because their receiver was dropped: found on a delivery, or by the
     /// closed-receiver sweep.

@@ -185,6 +185,9 @@ pub(crate) struct Resume {
     pub(crate) watcher: Watcher,
     /// The first revision it wants.
     pub(crate) start: u64,
+    /// The highest revision of the Progress requests made for it while it waits here: sent
+    /// when the dispatcher takes it (after its replay, if it has one).
+    pub(crate) progress_due: Option<u64>,
 }
 
 /// Registrations from a revision not yet taken by the dispatcher.
@@ -250,18 +253,19 @@ impl Resumes {
         taken
     }
 
-    /// Moves the registration of watcher `id` to the front of the queue, so that the next
-    /// slice admits it; false if it is not queued (a scan, free when none waits).
-    pub(crate) fn move_to_front(&self, id: u64) -> bool {
+    /// Notes a Progress at `revision` asked for the queued registration of watcher `id`
+    /// (the highest asked is kept), for the dispatcher to send when it takes it; false if it
+    /// is not queued (a scan, free when none waits). Taking it out of turn instead would
+    /// break the admission's pacing, and after a lag nothing can be taken.
+    pub(crate) fn defer_progress(&self, id: u64, revision: u64) -> bool {
         if !self.is_waiting() {
             return false;
         }
         let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        let Some(at) = queue.iter().position(|r| r.watcher.id() == id) else {
+        let Some(resume) = queue.iter_mut().find(|r| r.watcher.id() == id) else {
             return false;
         };
-        let resume = queue.remove(at).expect("found above");
-        queue.push_front(resume);
+        resume.progress_due = Some(resume.progress_due.map_or(revision, |r| r.max(revision)));
         true
     }
 
@@ -1149,6 +1153,24 @@ mod tests {
         assert!(first.try_recv().is_err());
         drop(late);
         inline.process_unregistrations();
+        registry.check_invariants();
+    }
+
+    #[test]
+    fn a_member_of_a_cancelled_group_gets_no_progress_above_what_it_received() {
+        let (registry, mut inline, mut first, _ring) = group_under_lag_cancel();
+        inline.dispatch(&put(b"/g", 1));
+        // The cancel is sent at once; the removal (which releases the member) waits.
+        let writer = registry.lock_writer_for_test();
+        inline.report_lag(1);
+        inline.dispatch(&put(b"/g", 2));
+        assert!(!inline.request_progress(first.progress_request()));
+        drop(writer);
+        let got: Vec<_> = std::iter::from_fn(|| first.receiver_mut().try_recv().ok())
+            .map(|e| (e.event_type, e.revision))
+            .collect();
+        use crate::WatchEventType::{Canceled, Put};
+        assert_eq!(got, [(Put, 1), (Canceled, 2)]);
         registry.check_invariants();
     }
 

@@ -282,6 +282,7 @@ impl WatchRegistry {
                 pattern: key,
                 watcher,
                 start,
+                progress_due: None,
             }),
             None => Entry::Live(Change::add(kind, key, watcher)),
         };

@@ -41,7 +41,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::delivery::{removal_of, Retirements};
+use super::delivery::{removal_of, Retirements, Tally};
 use super::sweep::SWEEP_SLICE;
 use crate::event::{WatchEvent, WatchEventType};
 use crate::history::{Hint, History, Retained, Start};
@@ -104,8 +104,8 @@ pub(super) struct Held {
     /// heartbeat reads `last_applied`, which may run ahead of events still queued.
     waiting: HashMap<u64, u64, ahash::RandomState>,
     /// `waiting` by start, so that each event releases those it made live (their start is
-    /// at most one above it) whether or not it matched them. An unregistration takes its
-    /// watcher out at once. O(log n) per release, nothing while empty.
+    /// at most one above it) whether or not it matched them. An unregistration or a
+    /// retirement takes its watcher out at once. O(log n) per release, nothing while empty.
     waiting_by_start: BTreeSet<(u64, u64)>,
 }
 
@@ -226,11 +226,14 @@ impl CatchUps {
         let held = &mut cx.retirements.held;
         let mut changes = Vec::with_capacity(resumes.len());
         let mut compacted = Vec::new();
+        // Progress asked for while queued, for those not fed: sent once they are published.
+        let mut progress = Vec::new();
         for Resume {
             kind,
             pattern,
             watcher,
             start,
+            progress_due,
         } in resumes
         {
             let start = start.max(1);
@@ -255,16 +258,20 @@ impl CatchUps {
                             start,
                             next,
                             hint: None,
-                            progress_due: None,
+                            progress_due,
                         },
                     );
                     self.order.push_front(id);
                     fed += 1;
                 }
-                Start::At(_) if start > cx.highest.saturating_add(1) => {
-                    held.wait(id, start);
+                Start::At(_) => {
+                    if start > cx.highest.saturating_add(1) {
+                        held.wait(id, start);
+                    }
+                    if let Some(due) = progress_due {
+                        progress.push((watcher.clone(), kind, pattern.clone(), start, due));
+                    }
                 }
-                Start::At(_) => {}
                 Start::Compacted { oldest } => {
                     compacted.push((watcher.clone(), kind, pattern.clone(), oldest))
                 }
@@ -292,6 +299,30 @@ impl CatchUps {
                 (cx.retirements.mark() - mark) as u64,
             );
             cx.retirements.retire_since(mark, cx.registry);
+        }
+        if !progress.is_empty() {
+            let mark = cx.retirements.mark();
+            let mut tally = Tally::default();
+            let empty = Bytes::new();
+            for (watcher, kind, pattern, start, due) in progress {
+                let revision = due.max(cx.highest);
+                // As live Progress is: none below the start a watcher waits for.
+                if start > cx.highest.saturating_add(1) && revision < start {
+                    continue;
+                }
+                let view = progress_view(&empty, revision, cx.highest);
+                if tally.ends(watcher.deliver(&view, kind != TargetKind::Exact)) {
+                    let at = Location {
+                        kind,
+                        pattern: &pattern,
+                    };
+                    cx.retirements.record(removal_of(watcher.id(), at, None));
+                }
+            }
+            tally.record_progress(counters);
+            if cx.retirements.mark() > mark {
+                cx.retirements.retire_since(mark, cx.registry);
+            }
         }
         Admitted {
             taken: admitted,
@@ -573,14 +604,7 @@ impl Feeding {
             return Fed::CaughtUp;
         }
         let empty = Bytes::new();
-        let view = EventView::new(
-            WatchEventType::Progress,
-            &empty,
-            &empty,
-            &empty,
-            revision,
-            highest.saturating_add(1),
-        );
+        let view = progress_view(&empty, revision, highest);
         match self.watcher.replay(&view, self.kind != TargetKind::Exact) {
             Delivery::Sent => {
                 *sent += 1;
@@ -643,6 +667,19 @@ fn feed_one(feeding: &mut Feeding, history: &History, highest: u64, progress: &m
             Delivery::Closed => return Fed::Closed,
         }
     }
+}
+
+/// A Progress at `revision` (`empty`: its key and values); a watcher it overflows resumes
+/// after `highest`.
+fn progress_view(empty: &Bytes, revision: u64, highest: u64) -> EventView<'_> {
+    EventView::new(
+        WatchEventType::Progress,
+        empty,
+        empty,
+        empty,
+        revision,
+        highest.saturating_add(1),
+    )
 }
 
 /// Hands the history's `entry` to the watcher `feeding` feeds.

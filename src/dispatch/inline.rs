@@ -266,6 +266,10 @@ impl InlineDispatcher {
         let (catch_ups, cx) = self.catch_up_context();
         let admitted = catch_ups.admit(cx, limit);
         if admitted.to_feed > 0 {
+            // One pass of many readers over the newest entries: shared, not copied each.
+            if let Some(history) = &mut self.history {
+                history.seal();
+            }
             let (catch_ups, cx) = self.catch_up_context();
             catch_ups.feed_fresh(cx, admitted.to_feed);
         }
@@ -654,13 +658,11 @@ impl InlineDispatcher {
             }
             ProgressRequest::Watcher { id, target } => {
                 self.process_unregistrations();
-                // Still queued behind a storm (admitted a slice at a time): admitted now, at
-                // the front of a slice.
-                if self.registry.shared().resumes.move_to_front(id) {
-                    self.admit_resumes(Admission::Slice);
-                }
-                // Being fed from the history: a Progress now would precede events below it.
-                if self.retirements.held.defer_progress(id, revision) {
+                // Being fed from the history (a Progress now would precede events below its
+                // revision), or still queued behind a storm of resumes: sent after its replay.
+                if self.retirements.held.defer_progress(id, revision)
+                    || self.registry.shared().resumes.defer_progress(id, revision)
+                {
                     return true;
                 }
                 let pattern = target.stored();
