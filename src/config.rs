@@ -11,7 +11,13 @@ use tracing::warn;
 /// [`WatchRegistry::new_with_limits`](crate::WatchRegistry::new_with_limits),
 /// `event_queue_size` to the broadcast channel, `heartbeat_interval_ms` to
 /// [`WatchDispatcher::new`](crate::WatchDispatcher::new)).
+///
+/// With the `serde` feature it is `Serialize` and `Deserialize`, a missing field taking its
+/// default, as the reference's. One difference: [`Self::validate`] returns watchtrie's
+/// [`WatchConfigError`], not d-engine's error type.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct WatchConfig {
     /// Slots of the broadcast queue between the write path and the dispatcher (10,240).
     pub event_queue_size: usize,

@@ -54,3 +54,19 @@ fn validate_refuses_what_the_reference_refuses_with_its_message() {
         }
     }
 }
+
+#[test]
+fn a_toml_table_loads_into_the_same_config_missing_fields_taking_their_defaults() {
+    let tables = [
+        "",
+        "watcher_buffer_size = 8",
+        "event_queue_size = 100\nmax_watcher_count = 5\nheartbeat_interval_ms = 0\nenable_metrics = true",
+    ];
+    for table in tables {
+        let reference: Reference = toml::from_str(table).unwrap();
+        let watchtrie: WatchConfig = toml::from_str(table).unwrap();
+        assert_eq!(ours(&watchtrie), fields(&reference), "{table:?}");
+        let again: WatchConfig = toml::from_str(&toml::to_string(&watchtrie).unwrap()).unwrap();
+        assert_eq!(again, watchtrie);
+    }
+}
