@@ -343,6 +343,9 @@ pub(crate) struct History {
     payload_cap: usize,
     /// The lowest revision a watch may start from; `None` after a lag until the next event.
     floor: Option<u64>,
+    /// An event at `u64::MAX` is gone (or skipped): the floor would be past every revision,
+    /// which it cannot say, so every start is compacted.
+    exhausted: bool,
     /// The revision of the last event recorded (0 before the first).
     last_revision: u64,
     /// Times the history was emptied at once (hints from before are not followed).
@@ -392,6 +395,7 @@ impl History {
                 (_, max_bytes) => max_bytes.min(MAX_PAYLOAD) + 1,
             },
             floor: Some(options.first_revision()),
+            exhausted: false,
             last_revision: 0,
             clears: 0,
             open: BytesMut::new(),
@@ -528,7 +532,8 @@ impl History {
             .saturating_add(value.len())
             .saturating_add(prev_value.len());
         if payload >= self.payload_cap {
-            self.clear_through(revision.saturating_add(1));
+            let floor = self.floor_after(revision);
+            self.clear_through(floor);
             // The sequence still moves, so that a cursor at the old head sees the drop.
             self.first_seq += 1;
             return false;
@@ -575,7 +580,8 @@ impl History {
         let evicted = self.before_front + oldest.delta;
         self.before_front = evicted;
         // Never lowered: a floor raised above what is recorded (or set by a gap) stays.
-        self.floor = Some(self.floor.unwrap_or(0).max(evicted.saturating_add(1)));
+        let after = self.floor_after(evicted);
+        self.floor = Some(self.floor.unwrap_or(0).max(after));
         self.len -= 1;
         // Never the end of a sealed segment (`skip` moves that on), which may go below.
         self.front = oldest.next;
@@ -638,7 +644,8 @@ impl History {
     /// may lie above the gap.
     pub(crate) fn skip_through(&mut self, through: u64) {
         let unknown = self.floor.is_none();
-        self.clear_through(through.saturating_add(1));
+        let floor = self.floor_after(through);
+        self.clear_through(floor);
         if unknown {
             self.floor = None;
         }
@@ -652,8 +659,19 @@ impl History {
         self.floor = None;
     }
 
-    /// Where a watch from `revision` starts.
+    /// The floor once every event up to `revision` is gone: the revision after it (noting,
+    /// at `u64::MAX`, that none is left).
+    fn floor_after(&mut self, revision: u64) -> u64 {
+        self.exhausted |= revision == u64::MAX;
+        revision.saturating_add(1)
+    }
+
+    /// Where a watch from `revision` starts (compacted, `oldest` `u64::MAX`, for every one
+    /// once an event at `u64::MAX` is gone: nothing can be resumed any more).
     pub(crate) fn start_of(&self, revision: u64) -> Start {
+        if self.exhausted {
+            return Start::Compacted { oldest: u64::MAX };
+        }
         match self.floor {
             None => Start::Unknown,
             Some(floor) if revision < floor => Start::Compacted { oldest: floor },
@@ -1084,6 +1102,20 @@ mod tests {
         }
         assert_eq!(h.floor(), Some(12));
         assert_eq!(h.start_of(9), Start::Compacted { oldest: 12 });
+    }
+
+    #[test]
+    fn once_an_event_at_the_last_revision_is_gone_every_start_is_compacted() {
+        let mut oversized = history(10, 8);
+        assert!(!oversized.record(WatchEventType::Put, b"/a-long-key", b"v", b"", u64::MAX));
+        let mut skipped = history(10, 1 << 20);
+        skipped.skip_through(u64::MAX);
+        for h in [oversized, skipped] {
+            for revision in [1, u64::MAX] {
+                assert_eq!(h.start_of(revision), Start::Compacted { oldest: u64::MAX });
+            }
+            h.check_invariants();
+        }
     }
 
     #[test]
