@@ -467,7 +467,11 @@ pub fn lag_stall_run(events: u64, compact: bool) -> LagStallRow {
                 + u64::from(b.receiver_mut().try_recv().is_ok())
         });
     }
-    assert_eq!(took, events, "every second dispatch, one event of each");
+    assert_eq!(
+        took,
+        events / 2 * 2,
+        "every second dispatch, one event of each"
+    );
     let mean_ns = times.iter().map(Duration::as_nanos).sum::<u128>() as f64 / events as f64;
     times.sort_unstable();
     LagStallRow {

@@ -132,12 +132,13 @@ pub fn dispatch_run<E: Engine>(
 ) -> DispatchRun {
     rt.block_on(async {
         let (registry, unregister_rx) = E::registry(opts.buffer, usize::MAX);
-        let mut handles = Vec::with_capacity(workload.watcher_count());
 
         let counting = opts.measure_memory && alloc::installed();
         if counting {
             alloc::start();
         }
+        // Counted: the handles are part of what a watcher costs its caller.
+        let mut handles = Vec::with_capacity(workload.watcher_count());
         let started = Instant::now();
         register_all::<E>(&registry, workload, opts.progress, &mut handles);
         let register_time = started.elapsed();
@@ -150,7 +151,9 @@ pub fn dispatch_run<E: Engine>(
             .enumerate()
             .map(|(i, key)| event(key.clone(), i as u64, Bytes::from_static(b"v")))
             .collect();
-        let (tx, rx) = broadcast::channel((events.len() + 2).next_power_of_two());
+        // Room for the throughput events and, after them, the paced latency probes.
+        let room = events.len().max(opts.latency_events) + 2;
+        let (tx, rx) = broadcast::channel(room.next_power_of_two());
         for e in &events {
             tx.send(e.clone()).expect("receiver alive");
         }
