@@ -27,6 +27,16 @@ fn drain(rx: &mut mpsc::Receiver<WatchEvent>) -> Vec<(WatchEventType, u64)> {
 
 use WatchEventType::{Progress, Put};
 
+/// A registry of `buffer` events per watcher and an inline dispatcher keeping 100 events.
+fn with_history(buffer: usize) -> (Arc<WatchRegistry>, InlineDispatcher) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(buffer, tx));
+    let options =
+        DispatchOptions::default().with_history(watchtrie::HistoryOptions::new(100, 1 << 20));
+    let inline = InlineDispatcher::new(registry.clone(), rx).with_options(options);
+    (registry, inline)
+}
+
 #[test]
 fn a_requested_progress_reaches_everyone_or_one_and_carries_the_highest_revision_dispatched() {
     for mode in [HeartbeatMode::Blocking, HeartbeatMode::Incremental] {
@@ -227,11 +237,7 @@ async fn a_waiting_member_wakes_for_its_requested_progress() {
 /// events below its revision: it is held until the watcher has caught up, then sent.
 #[test]
 fn a_progress_asked_for_a_watcher_being_fed_comes_once_it_has_caught_up() {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let registry = Arc::new(WatchRegistry::new(2, tx));
-    let options =
-        DispatchOptions::default().with_history(watchtrie::HistoryOptions::new(100, 1 << 20));
-    let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(options);
+    let (registry, mut inline) = with_history(2);
     for revision in 1..=10 {
         inline.dispatch(&put("/k", revision));
     }
@@ -266,11 +272,7 @@ fn a_progress_asked_for_a_watcher_being_fed_comes_once_it_has_caught_up() {
 #[test]
 fn a_progress_asked_for_a_watch_still_queued_behind_a_storm_reaches_it_after_its_replay() {
     for (buffer, lag) in [(16, false), (2, false), (16, true)] {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let registry = Arc::new(WatchRegistry::new(buffer, tx));
-        let options =
-            DispatchOptions::default().with_history(watchtrie::HistoryOptions::new(100, 1 << 20));
-        let mut inline = InlineDispatcher::new(registry.clone(), rx).with_options(options);
+        let (registry, mut inline) = with_history(buffer);
         for revision in 1..=5 {
             inline.dispatch(&put("/k", revision));
         }
