@@ -86,8 +86,9 @@ struct Feeding {
     next: u64,
     /// Where that entry is, from the read of the one before it (`None` before the first).
     hint: Option<Hint>,
-    /// The highest revision of the Progress requests made for it while it is fed: a
-    /// Progress now would come before events below it, so it is sent once caught up.
+    /// The highest revision of the Progress requests made for it while it is fed (or while
+    /// its registration was queued: `Resume::progress_due`): a Progress now would come
+    /// before events below it, so it is sent once caught up.
     progress_due: Option<u64>,
 }
 
