@@ -446,7 +446,8 @@ fn compact_report(
         opts.events,
         opts.seed
     );
-    let _ = run::<WatchtrieCompact>(rt, w, dopts, "warm-up");
+    // The warm-up is the engine with the largest heap, so that no measured run grows it.
+    let _ = run::<Reference>(rt, w, dopts, "warm-up");
     let r1 = run::<Reference>(rt, w, dopts, "run 1");
     let d1 = run::<Watchtrie>(rt, w, dopts, "run 2");
     let c1 = run::<WatchtrieCompact>(rt, w, dopts, "run 3");
@@ -639,6 +640,8 @@ fn churn_report(
     };
     let reference = || measure::churn_run::<Reference>(rt, w, dopts);
     let ours = || measure::churn_run::<Watchtrie>(rt, w, dopts);
+    // A discarded warm-up, so that the first measured run does not pay the heap's growth.
+    let _ = one("(warm-up)", &reference);
     let r1 = one("reference", &reference);
     let t1 = one("watchtrie", &ours);
     let t2 = one("watchtrie", &ours);
@@ -740,6 +743,9 @@ fn heartbeat_report(rt: &tokio::runtime::Runtime, opts: &Options, w: &Workload) 
         );
         r
     };
+    let _ = one("(warm-up, discarded)", &|| {
+        measure::heartbeat_run::<Reference>(rt, w, false, progress)
+    });
     let runs = [
         one("reference", &|| {
             measure::heartbeat_run::<Reference>(rt, w, false, progress)
@@ -1292,6 +1298,11 @@ fn register_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
     const OPS: usize = 20_000;
     let top = opts.watchers.unwrap_or(1_000_000);
     let sizes = sizes_up_to(&[1_000, 100_000], top);
+    // A discarded warm-up at the largest size, so that no measured cell pays the heap's
+    // first growth.
+    let largest = sizes.last().copied().unwrap_or(top);
+    eprintln!("  warm-up: reference, {largest} watchers (discarded)");
+    let _ = measure::register_run::<Reference>(rt, measure::Shape::ALL[0], largest, OPS);
     let mut rows = Vec::new();
     for shape in measure::Shape::ALL {
         let mut cells = Vec::new();
@@ -1548,6 +1559,9 @@ fn fanout_report(rt: &tokio::runtime::Runtime, opts: &Options) -> ExitCode {
         return fanout_cpu_alone(rt, engine, top);
     }
     let sizes = sizes_up_to(&[1, 100, 10_000], top);
+    let largest = sizes.last().copied().unwrap_or(top);
+    eprintln!("  warm-up: reference, k = {largest} (discarded)");
+    let _ = measure::fanout_run::<Reference>(rt, largest, false);
     let mut rows = Vec::new();
     for prefix in [false, true] {
         for &k in &sizes {
