@@ -1,7 +1,9 @@
 //! The private engine: the two snapshots' contents, every registered watcher filed by target.
 //!
-//! A [`Snapshot`] pairs an [`ExactIndex`] (key → watchers, a flat hash map) with a
-//! [`PrefixTrie`] (prefix → watchers, a hash trie of slash segments). It is a plain value,
+//! A [`Snapshot`] holds four indexes: an [`ExactIndex`] (key → watchers, a flat hash map), a
+//! [`PrefixTrie`] (slash prefixes → watchers, a hash trie of slash segments, with byte
+//! prefixes as tails of its nodes), a [`RangeIndex`] (key ranges, an interval tree) and a
+//! [`PatternIndex`] (wildcard patterns, a trie of pieces). It is a plain value,
 //! changed in place only while no reader can see it: the registry keeps two and lets readers
 //! see one at a time (`crate::publish`). Nothing here knows about tokio, channels or
 //! threads: a watcher is any cloneable value with an id ([`WatcherEntry`]).
@@ -13,6 +15,7 @@ mod patterns;
 mod ranges;
 mod segment;
 mod slab;
+mod sorted;
 mod table;
 mod tails;
 mod trie;
@@ -151,7 +154,8 @@ fn walk_table<'s, W: WatcherEntry + 's, F: FnMut(Location<'_>, &WatcherList<W>)>
     }
 }
 
-/// One view of all watchers. Cloning copies the exact index (O(k)) and shares the trie.
+/// One view of all watchers. Cloning copies all four indexes (tests; the registry builds
+/// the second snapshot with [`Snapshot::empty_twin`] and the same changes).
 pub(crate) struct Snapshot<W> {
     exact: ExactIndex<W>,
     prefixes: PrefixTrie<W>,
@@ -199,8 +203,8 @@ impl<W: WatcherEntry> Snapshot<W> {
         }
     }
 
-    /// Visits watcher lists in a fixed order (the empty prefix, exact keys by bucket, then
-    /// prefixes by bucket), resuming where `cursor` stopped, and returns after about
+    /// Visits watcher lists in a fixed order (the empty prefix, then by bucket: exact keys,
+    /// prefixes, byte prefixes, ranges, prefix patterns, exact patterns), resuming where `cursor` stopped, and returns after about
     /// `budget` units of work (one per bucket looked at, one per watcher in a visited
     /// list) or at the end (then `cursor.is_done()`). A list is visited whole.
     ///
@@ -334,7 +338,8 @@ impl<W: WatcherEntry> Snapshot<W> {
 
     /// Calls `f` with every watcher list matching an event on `key`: the exact watchers of
     /// `key` first, then the prefix watchers of each leading part of `key`, shortest first.
-    /// One probe for the key, one per segment; no allocation.
+    /// One probe for the key, one per segment; no allocation, except a pattern walk whose
+    /// frontier outgrows its inline room (`patterns.rs`).
     ///
     /// The exact list is looked up first but handed to `f` only when the trie walk reports
     /// its first match (or ends): the walk's probes do not wait for the exact probe's cache

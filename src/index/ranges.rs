@@ -49,8 +49,8 @@
 //! | operation | cost |
 //! |---|---|
 //! | lookup | while every range has an anchor: O(L) to hash the key's segments up to the deepest anchor and one probe per tail length in use at each depth, then, if a probe hits, O(d + m) comparisons of the key with centers and bounds; with an unanchored range, always the descent |
-//! | insert | O(bounds) to find and hash the anchor + O(t) into its depth's tail lengths + O(d) + the sorted insert into one node's lists; amortised O(log² n) with rebuilds |
-//! | remove | O(1) to find + O(bounds + t) to uncount the anchor + O(log l) to unlist (l: ranges at its node); amortised rebuilds |
+//! | insert | O(bounds) to find and hash the anchor + O(t) into its depth's tail lengths + O(d) comparisons + the sorted insert into one node's lists (l: ranges at that node; O(log l) comparisons and a chunk's moves, [`SortedPositions`]); rebuilds amortised O(log² n) |
+//! | remove | O(1) to find + O(bounds + t) to uncount the anchor + O(log l) comparisons and a chunk's moves to unlist; amortised rebuilds |
 
 use std::cmp::Ordering;
 use std::hash::{BuildHasher, Hasher};
@@ -60,6 +60,7 @@ use bytes::Bytes;
 use super::key::KeyBytes;
 use super::segment::{SegmentEnds, SEPARATOR};
 use super::slab::Slab;
+use super::sorted::SortedPositions;
 use super::table::{Layout, Table};
 use super::watchers::WatcherList;
 use super::WatcherEntry;
@@ -159,9 +160,9 @@ struct Node {
     /// Nodes in this subtree, this one included.
     size: u32,
     /// Entry positions, by start ascending (ties by position).
-    by_start: Vec<u32>,
+    by_start: SortedPositions,
     /// Entry positions, by end descending, unbounded first (ties by position).
-    by_end: Vec<u32>,
+    by_end: SortedPositions,
 }
 
 /// What every key in `[start, end)` begins with: the longest prefix both bounds begin with
@@ -349,8 +350,8 @@ impl<W: WatcherEntry> RangeIndex<W> {
             left: NIL,
             right: NIL,
             size: 1,
-            by_start: Vec::new(),
-            by_end: Vec::new(),
+            by_start: SortedPositions::default(),
+            by_end: SortedPositions::default(),
         });
         self.empty_nodes += 1;
         self.list(new, at);
@@ -384,16 +385,8 @@ impl<W: WatcherEntry> RangeIndex<W> {
             // Every node with empty lists is counted, a fresh one included (see `place`).
             self.empty_nodes -= 1;
         }
-        let i = n
-            .by_start
-            .binary_search_by(|&x| start_order(entries, x, at))
-            .unwrap_err();
-        n.by_start.insert(i, at);
-        let i = n
-            .by_end
-            .binary_search_by(|&x| end_order(entries, x, at))
-            .unwrap_err();
-        n.by_end.insert(i, at);
+        n.by_start.insert(at, |x| start_order(entries, x, at));
+        n.by_end.insert(at, |x| end_order(entries, x, at));
         self.entries.get_mut(at).expect("listed").node = node;
     }
 
@@ -426,7 +419,7 @@ impl<W: WatcherEntry> RangeIndex<W> {
             if n.by_start.is_empty() {
                 self.empty_nodes -= 1;
             }
-            slots.extend_from_slice(&n.by_start);
+            slots.extend(n.by_start.iter());
             stack.extend([n.left, n.right].into_iter().filter(|&c| c != NIL));
         }
         let built = self.build(slots);
@@ -480,8 +473,8 @@ impl<W: WatcherEntry> RangeIndex<W> {
             left: left.unwrap_or(NIL),
             right: right.unwrap_or(NIL),
             size,
-            by_start: here.clone(),
-            by_end,
+            by_start: SortedPositions::from_sorted(here.clone()),
+            by_end: SortedPositions::from_sorted(by_end),
         });
         for at in here {
             self.entries.get_mut(at).expect("listed").node = node;
@@ -501,16 +494,10 @@ impl<W: WatcherEntry> RangeIndex<W> {
         let node = e.node;
         let entries = &self.entries;
         let n = self.nodes.get_mut(node).expect("an entry's node");
-        let i = n
-            .by_start
-            .binary_search_by(|&x| start_order(entries, x, at))
-            .expect("listed by start");
-        n.by_start.remove(i);
-        let i = n
-            .by_end
-            .binary_search_by(|&x| end_order(entries, x, at))
-            .expect("listed by end");
-        n.by_end.remove(i);
+        let listed = n.by_start.remove(|x| start_order(entries, x, at));
+        assert!(listed, "listed by start");
+        let listed = n.by_end.remove(|x| end_order(entries, x, at));
+        assert!(listed, "listed by end");
         if n.by_start.is_empty() {
             self.empty_nodes += 1;
         }
@@ -547,7 +534,7 @@ impl<W: WatcherEntry> RangeIndex<W> {
             let node = self.nodes.get(at).expect("a linked node");
             match key.cmp(&node.center[..]) {
                 Ordering::Less => {
-                    for &i in &node.by_start {
+                    for i in node.by_start.iter() {
                         let e = entry(&self.entries, i);
                         if &e.start[..] > key {
                             break;
@@ -557,7 +544,7 @@ impl<W: WatcherEntry> RangeIndex<W> {
                     at = node.left;
                 }
                 order => {
-                    for &i in &node.by_end {
+                    for i in node.by_end.iter() {
                         let e = entry(&self.entries, i);
                         if e.end.as_ref().is_some_and(|end| &end[..] <= key) {
                             break;
@@ -760,6 +747,7 @@ impl<W: WatcherEntry> RangeIndex<W> {
         self.nodes.check_invariants();
         let mut reached = 0;
         let mut empty = 0;
+        let mut listed = 0;
         let mut stack = vec![self.root];
         while let Some(at) = stack.pop() {
             if at == NIL {
@@ -781,28 +769,24 @@ impl<W: WatcherEntry> RangeIndex<W> {
             );
             assert_eq!(n.by_start.len(), n.by_end.len(), "one entry, two lists");
             empty += usize::from(n.by_start.is_empty());
-            for pair in n.by_start.windows(2) {
-                assert_eq!(
-                    start_order(&self.entries, pair[0], pair[1]),
-                    Ordering::Less,
-                    "by start, ascending"
-                );
-            }
-            for pair in n.by_end.windows(2) {
-                assert_eq!(
-                    end_order(&self.entries, pair[0], pair[1]),
-                    Ordering::Less,
-                    "by end, descending"
-                );
-            }
-            for &i in &n.by_start {
+            // Sorted, each position once (so the counts below see every listing).
+            n.by_start
+                .check_invariants(|a, b| start_order(&self.entries, a, b));
+            n.by_end
+                .check_invariants(|a, b| end_order(&self.entries, a, b));
+            let mut by_start: Vec<u32> = n.by_start.iter().collect();
+            let mut by_end: Vec<u32> = n.by_end.iter().collect();
+            by_start.sort_unstable();
+            by_end.sort_unstable();
+            assert_eq!(by_start, by_end, "listed in both lists");
+            listed += by_start.len();
+            for i in by_start {
                 let e = entry(&self.entries, i);
                 assert!(
                     e.contains(&n.center),
                     "a listed range contains its node's center"
                 );
                 assert_eq!(e.node, at, "an entry names its node");
-                assert!(n.by_end.contains(&i), "listed in both lists");
             }
             stack.push(n.left);
             stack.push(n.right);
@@ -813,6 +797,11 @@ impl<W: WatcherEntry> RangeIndex<W> {
             "every node is reachable from the root"
         );
         assert_eq!(empty, self.empty_nodes, "emptied nodes counted");
+        assert_eq!(
+            listed,
+            self.entries.len(),
+            "every entry is listed at its node"
+        );
         let mut watchers = 0;
         for (at, e) in self.entries.iter() {
             let (start, end) = decode(&e.pattern).expect("an entry's pattern decodes");
@@ -965,6 +954,28 @@ mod tests {
         index.check_invariants();
         assert!(matches(&index, b"/k/00012344").is_empty());
         assert_eq!(matches(&index, b"/k/00012345"), vec![12345]);
+    }
+
+    #[test]
+    fn nested_ranges_at_one_node_are_listed_and_unlisted_in_chunks() {
+        // Every range contains the first one's start, so all sit at the root: a flat list
+        // moved all of them per insert (each goes in at the front) and per removal.
+        let mut index = RangeIndex::with_hasher(ahash::RandomState::new());
+        let n = 100_000u32;
+        let bounds = |i: u32| encode(format!("/n/{:07}", n - i).as_bytes(), Some(b"/o"));
+        for i in 0..n {
+            index.insert(bounds(i), W(u64::from(i)));
+        }
+        index.check_invariants();
+        assert_eq!(index.nodes.len(), 1, "every range at the root");
+        // A key inside the first `k` starts is in every range starting at or below it.
+        assert_eq!(matches(&index, b"/n/0000003").len(), 3);
+        assert_eq!(matches(&index, b"/n/1000000").len(), n as usize);
+        for i in (0..n).rev().step_by(2) {
+            assert!(index.remove(&bounds(i), u64::from(i)).is_some());
+        }
+        index.check_invariants();
+        assert_eq!(matches(&index, b"/n/1000000").len(), n as usize / 2);
     }
 
     proptest::proptest! {
