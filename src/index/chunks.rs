@@ -3,13 +3,14 @@
 //! A `Vec` doubles: after growing it is between half and fully used, and at ten million
 //! entries the unused half is hundreds of megabytes (and growing copies everything). Here
 //! the first chunk grows like a `Vec` up to [`CHUNK`] entries, and every later chunk is
-//! allocated at exactly [`CHUNK`] entries: at most one chunk is ever partly empty, and
-//! growing never moves an entry. Positions are dense (`0..len`); removal moves the last
+//! allocated at exactly [`CHUNK`] entries: only the last chunk in use is ever partly empty
+//! (and one spare after it may be empty), and growing never moves an entry. Positions are dense (`0..len`); removal moves the last
 //! entry into the gap, so the caller must update whatever pointed at it.
 //!
 //! # Invariants
-//! - Every chunk but the last holds exactly [`CHUNK`] entries; the last holds 1..=[`CHUNK`]
-//!   (or there are no chunks), except that one empty spare chunk may follow a full one.
+//! - Every chunk but the last in use holds exactly [`CHUNK`] entries; the last in use holds
+//!   1..=[`CHUNK`] (or there are no chunks); one empty spare chunk may follow it, kept when
+//!   a removal emptied it (so at most [`CHUNK`] spare slots).
 //! - Chunks after the first were allocated with a capacity of exactly [`CHUNK`].
 //!
 //! # Complexity

@@ -29,7 +29,7 @@
 //! | operation | cost |
 //! |---|---|
 //! | insert / remove | O(|P|) hashing + O(1) probes + O(t) in the length list |
-//! | matches at one node | O(t) probes, each hashing at most the piece's bytes: O(t + L) |
+//! | matches at one node | O(t) probes, each hashing the piece's first bytes up to its tail length: O(Σ of the t lengths), at most O(t · L) and at most the bytes of the tails registered there |
 
 use bytes::Bytes;
 use smallvec::{smallvec, SmallVec};

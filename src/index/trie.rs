@@ -43,9 +43,9 @@
 //!
 //! Any prefix that ends with the separator (or is empty) can be stored, and "`K` starts with
 //! `P`" is then the same as "`P`'s segments lead `K`'s", so this is byte-prefix matching
-//! restricted to separator-terminated prefixes, which the registry requires. Other forms
-//! (byte prefixes ending mid-segment, wildcards on a segment) fit as a second kind of child
-//! consulted at each step of the same walk.
+//! restricted to separator-terminated prefixes. Byte prefixes that end mid-segment hang off
+//! the node of their whole segments as tails (`tails.rs`), consulted at each step of the
+//! same walk; wildcard patterns have an index of their own (`patterns.rs`).
 //!
 //! # Invariants (checked by [`PrefixTrie::check_invariants`])
 //! - Every segment is non-empty, ends with the separator and holds no other separator.
@@ -616,8 +616,8 @@ impl<W: WatcherEntry> PrefixTrie<W> {
         parent
     }
 
-    /// Removes the watcher `id` from `prefix`, then every node left without watchers and
-    /// children, from the end of the path up.
+    /// Removes the watcher `id` from `prefix`, then every node left without watchers,
+    /// children and tails, from the end of the path up.
     pub(crate) fn remove(&mut self, prefix: &[u8], id: u64) -> Option<W> {
         let steps = self.walk(prefix)?;
         self.list(&steps)?.get(id)?;
