@@ -30,6 +30,24 @@ in_both_modes! {
         assert_eq!(bed.registry.active_watcher_count(), 0);
         bed.registry.check_invariants();
     }
+
+    async fn every_unregistration_queued_before_an_event_is_applied_before_it(mode) {
+        // More drops than one round of removals: all of them stop counting before the
+        // event is delivered (they were capped at 4,096 per event).
+        const N: usize = 10_000;
+        let mut bed = Bed::new(mode, 4, N + 1);
+        let handles: Vec<_> = (0..N)
+            .map(|i| bed.registry.register(b(&format!("/a/{i}")), false).unwrap())
+            .collect();
+        let mut live = bed.registry.register(b("/live"), false).unwrap();
+        drop(handles);
+        assert_eq!(bed.registry.active_watcher_count(), N + 1, "held until processed");
+        bed.send(put("/live", "v", 1));
+        let event = live.receiver_mut().recv().await.expect("delivered");
+        assert_eq!(event.revision, 1);
+        assert_eq!(bed.registry.active_watcher_count(), 1);
+        bed.registry.check_invariants();
+    }
 }
 
 #[test]

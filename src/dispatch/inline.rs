@@ -26,9 +26,9 @@ use crate::sync::{AtomicU64, Ordering};
 /// made together, so that their cache misses overlap.
 pub(super) const BATCH: usize = 8;
 
-/// Unregistrations applied before one event at most; the rest wait for the next event or for
-/// an idle moment. Their receivers are gone, so the order is not observable.
-const UNREGISTRATIONS_PER_EVENT: usize = 4096;
+/// Unregistrations taken from the channel before their removals are applied: a storm of
+/// drops is applied in rounds of this many, so the removals waiting stay few.
+const UNREGISTRATIONS_PER_FLUSH: usize = 4096;
 
 /// A heartbeat sweep under way in incremental mode.
 struct ProgressSweep {
@@ -371,20 +371,29 @@ impl InlineDispatcher {
         &self.registry
     }
 
-    /// Applies the unregistrations received so far (up to a few thousand per call) and any
-    /// removal left pending, after taking a slice of the registrations from a revision
-    /// queued (paced: after a full slice, none for as long as it took). Returns how many
-    /// unregistration messages were taken.
+    /// Applies every unregistration queued when it is called, and any removal left pending,
+    /// after taking a slice of the registrations from a revision queued (paced: after a
+    /// full slice, none for as long as it took). Returns how many unregistration messages
+    /// were taken.
+    ///
+    /// All of them, not a bounded number: the reference processes pending unregistrations
+    /// before the next event, and a dropped watcher counts against the limit until then
+    /// (rule 3 of the contract: never later). Those queued after the call began wait for
+    /// the next, so a stream of drops cannot hold an event back for ever.
     pub fn process_unregistrations(&mut self) -> usize {
         self.admit_resumes(Admission::Paced);
+        let queued = self.unregister_rx.len();
         let mut taken = 0;
-        while taken < UNREGISTRATIONS_PER_EVENT {
+        while taken < queued {
             match self.unregister_rx.try_recv() {
                 Ok(message) => {
                     self.take_unregistration(message);
                     taken += 1;
                 }
                 Err(_) => break,
+            }
+            if taken % UNREGISTRATIONS_PER_FLUSH == 0 {
+                self.retirements.flush(&self.registry);
             }
         }
         self.retirements.flush(&self.registry);
