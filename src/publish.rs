@@ -312,8 +312,8 @@ struct Tickets {
 struct Unwinding<'a> {
     shared: &'a Shared,
     changes: Vec<Change>,
-    /// The change being applied to the back, before the swap.
-    applying: usize,
+    /// The change being applied to the back, before the swap (`None` before the first).
+    applying: Option<usize>,
     swapped: bool,
     tickets: Option<Tickets>,
     finished: bool,
@@ -340,7 +340,7 @@ impl Drop for Unwinding<'_> {
             for (at, change) in self.changes.iter().enumerate() {
                 if let Change::Add { watcher, .. } = change {
                     // Counted just before its application began (see `publish_locked`).
-                    if watcher.group().is_some() && at <= self.applying {
+                    if watcher.group().is_some() && self.applying.is_some_and(|a| at <= a) {
                         shared.groups_in_index.fetch_sub(1, Ordering::Relaxed);
                     }
                     shared.release_units(watcher);
@@ -787,7 +787,6 @@ impl Shared {
 
     /// The outcome of a registration whose `ticket` another writer's publish covered.
     fn combined(&self, ticket: u64) -> Result<(), RegisterError> {
-        Counters::add(&self.counters.registrations_combined, 1);
         // Relaxed: set before the covering ticket's Release store, read after its Acquire.
         if self.tickets_lost.load(Ordering::Relaxed)
             && self
@@ -799,6 +798,8 @@ impl Shared {
         {
             return Err(RegisterError::PublishInterrupted);
         }
+        // Counted only once known published: a refused one was not.
+        Counters::add(&self.counters.registrations_combined, 1);
         Ok(())
     }
 
@@ -810,20 +811,22 @@ impl Shared {
         changes: Vec<Change>,
         tickets: Option<Tickets>,
     ) -> Vec<Change> {
-        if self.torn.load(Ordering::Relaxed) {
-            self.mend(writer);
-        }
+        // Armed before the mend: the batch is out of the combining queue already, so a
+        // panic from here on must give its units back and mark its tickets lost.
         let mut publish = Unwinding {
             shared: self,
             changes,
-            applying: 0,
+            applying: None,
             swapped: false,
             tickets,
             finished: false,
         };
+        if self.torn.load(Ordering::Relaxed) {
+            self.mend(writer);
+        }
         let back = exclusive(&mut writer.back);
         for at in 0..publish.changes.len() {
-            publish.applying = at;
+            publish.applying = Some(at);
             let change = &mut publish.changes[at];
             if let Change::Add { watcher, .. } = change {
                 if watcher.group().is_some() {
@@ -1226,6 +1229,11 @@ mod tests {
             (fails, carried) => panic!("one panic and one refusal, got {fails:?} and {carried:?}"),
         }
         assert_eq!(registry.metrics().read().publishes_interrupted, 1);
+        assert_eq!(
+            registry.metrics().read().registrations_combined,
+            0,
+            "a refused registration was not published by another writer"
+        );
         inline.dispatch(&put(b"/c", 1)); // applies the handles' unregistrations
         assert_eq!(registry.active_watcher_count(), 0, "every unit came back");
         let mut handle = registry.watch(WatchSpec::exact("/c").grouped()).unwrap();
