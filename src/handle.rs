@@ -20,8 +20,9 @@ use std::sync::{Arc, Weak};
 /// Dropping the handle unregisters the watcher: the dispatcher removes it before its next
 /// event, as in the reference (or the drop itself does, with
 /// [`RegistryOptions::with_release_at_drop`](crate::RegistryOptions::with_release_at_drop),
-/// when no other writer holds the lock; it then waits for the readers of the event in
-/// flight, a few microseconds, and never for the lock).
+/// when no other writer holds the lock; it then waits for the dispatcher to let go of each
+/// snapshot, at most a batch of eight events or a ~0.5 ms sweep slice each, and never for
+/// the lock).
 /// [`WatcherHandle::into_receiver`] keeps the watcher registered instead, until its receiver
 /// is dropped and a delivery finds it closed, or it overflows.
 ///

@@ -322,7 +322,9 @@ impl RegistryOptions {
     /// drop. By default, as in the reference, a dropped handle only sends its unregistration
     /// to the dispatcher, and the watcher counts until the dispatcher has processed it
     /// (before its next event): the reference's own test
-    /// `test_concurrent_registrations_never_exceed_cap` depends on that.
+    /// `test_concurrent_registrations_never_exceed_cap` depends on that. (A grouped
+    /// watcher, which the reference has not, is released at its drop either way: leaving a
+    /// group touches no index.)
     #[must_use]
     pub fn with_release_at_drop(mut self, on: bool) -> Self {
         self.release_at_drop = on;

@@ -14,18 +14,24 @@
 //! never changed while published; the writers keep the other (the *back*). Every change to
 //! the index is a [`Change`], applied identically to both, in the same order, so that the
 //! twins keep one layout (the contract sweeps rely on: `index::table`). Readers hold a
-//! snapshot for one event, a batch of eight, or one sweep slice, and wait for nothing while
-//! they do, so a writer's waits are short and cannot deadlock.
+//! snapshot for one event, a batch of eight, or one sweep slice, so a writer's waits are
+//! short. They cannot deadlock because of a lock order: a reader takes, under its snapshot,
+//! only locks that no one holds while waiting for a reader (a compact channel's or a ring's,
+//! then the owners' table, in `release_lagged`), and never the writer lock, which is the
+//! one lock held while waiting in [`exclusive`].
 //!
 //! Registrations that arrive together do not publish one by one: each queues its addition
 //! and whoever gets the writer lock publishes every queued one (see [`Combining`]); one
 //! that arrives alone publishes its own at once.
 //!
-//! The limit counter and the prev_kv counter have one release point: [`Shared::publish`],
-//! at the swap that takes a watcher out of the published snapshot (or, for a watcher from
-//! a revision the dispatcher has not added yet, when it leaves the resume queue). Whatever
-//! removed it (a dropped handle, an overflow, a closed receiver, a sweep), that is where it
-//! stops counting.
+//! The limit counter and the prev_kv counter are released at one point for a watcher in the
+//! index: `Shared::publish_locked` (every publish, removals' included), at the swap that
+//! takes it out of the published snapshot, or, before the swap, by the unwind guard of a
+//! publish that failed to add it; a watcher from a revision the dispatcher has not added
+//! yet, when it leaves the resume queue. Whatever removed it (a dropped handle, an overflow,
+//! a closed receiver, a sweep), that is where it stops counting. A group's members hold
+//! units of their own, given back in `group` once each, at the first of their receiver's
+//! drop, their lag, the sweep finding them lagged, or the group's watcher's release.
 //!
 //! A panic inside a publish (a bug in an index: no input reaches one) must not leave
 //! half a change behind. The published snapshot is whole at every moment (untouched
@@ -293,7 +299,8 @@ pub(crate) struct Writer {
     /// that combining allocates nothing once warm.
     spare: Vec<Change>,
     /// The watchers a publish took out of the back, released after its swap (until then
-    /// the published snapshot holds them); empty between publishes.
+    /// the published snapshot holds them); empty between publishes, except after one that
+    /// panicked before its swap, until the next writer's mend clears it.
     released: Vec<Watcher>,
 }
 
@@ -370,7 +377,7 @@ impl Drop for Unwinding<'_> {
 /// without it. Otherwise it queues its addition and takes a ticket, then polls: either the published
 /// ticket covers its own (another writer published it), or it gets the writer lock and
 /// publishes everything queued by then in one transaction (one wait for readers per
-/// snapshot, one swap), then stores the last ticket it took. A registration that finds its
+/// snapshot, one swap), then stores the last ticket queued by then. A registration that finds its
 /// ticket covered returns at once, and its watcher is in the published snapshot: the ticket
 /// is stored (Release) only after the swap, and read with Acquire. Registrations that
 /// arrive together, from many threads or from one [`WatchRegistry::watch_many`] call,
@@ -900,8 +907,9 @@ impl Shared {
     /// Unregisters a dropped handle's watcher. By default, as in the reference, through the
     /// dispatcher, which applies it before its next event: the watcher counts until then.
     /// With [`RegistryOptions::with_release_at_drop`], at once if no other writer holds the
-    /// lock (the drop then waits for the readers of one event, `sync::exclusive`, never for
-    /// the lock), otherwise through the dispatcher all the same.
+    /// lock (the drop then waits, in `sync::exclusive`, for the readers of each twin: an
+    /// event, a batch of eight or a sweep slice of at most ~0.5 ms, each; never for the
+    /// lock), otherwise through the dispatcher all the same.
     pub(crate) fn unregister(&self, removal: Removal) {
         // A deep prefix's removal would block the dropping thread: the dispatcher hands it on.
         // A watcher from a revision may not be in the index yet (the dispatcher adds it): its

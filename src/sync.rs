@@ -85,7 +85,7 @@ impl<T> SnapshotCell<T> {
 /// Waits until `arc` is the only reference to its snapshot, then lends it mutably.
 ///
 /// The other references are readers that loaded the snapshot before it was replaced: each
-/// holds it for one event or one heartbeat sweep and waits for nothing meanwhile, so this
+/// holds it for one event, a batch of eight or one sweep slice (~0.5 ms at most), so this
 /// spins briefly, then yields, then sleeps in short naps. `Arc::get_mut` reads the count with
 /// `Acquire`, pairing with the `Release` of each reader's drop: their reads happen before
 /// our writes.
