@@ -231,6 +231,37 @@ fn a_waiting_watcher_is_live_once_events_reach_its_start_even_events_it_does_not
 }
 
 #[test]
+fn a_watcher_waiting_for_its_start_is_counted_without_a_history_too() {
+    // No history: nothing to catch up from, but a start above the head still waits.
+    let (registry, mut inline) = bed(16, DispatchOptions::default());
+    inline.dispatch(&put("/other", 1));
+    let mut watch = registry
+        .watch(WatchSpec::exact("/k").from_revision(4))
+        .unwrap();
+    inline.process_unregistrations();
+    assert_eq!(
+        registry.metrics().read().catching_up,
+        1,
+        "taken in, waits for 4"
+    );
+    inline.dispatch(&put("/other", 2));
+    assert_eq!(
+        registry.metrics().read().catching_up,
+        1,
+        "still waits for 4"
+    );
+    inline.dispatch(&put("/other", 3));
+    assert_eq!(
+        registry.metrics().read().catching_up,
+        0,
+        "nothing below 4 can come"
+    );
+    inline.dispatch(&put("/k", 4));
+    assert_eq!(revisions(&drain(&mut watch)), [4]);
+    inline.check_invariants();
+}
+
+#[test]
 fn a_dropped_watcher_waiting_for_a_far_start_leaves_nothing_behind() {
     let (registry, mut inline) = bed(16, with_history(100));
     inline.dispatch(&put("/k", 1));

@@ -335,17 +335,19 @@ impl InlineDispatcher {
         self.retirements.held.is_feeding()
     }
 
-    /// Stores the gauges only the dispatcher can read (relaxed stores, with history only).
+    /// Stores the gauges only the dispatcher can read (relaxed stores): the history's, and
+    /// the watchers catching up or waiting for their start (which there are without a
+    /// history too: a watch from a revision not reached yet waits).
     fn store_history_gauges(&self) {
+        let counters = self.registry.counters();
+        let store = |gauge: &crate::sync::AtomicU64, value: usize| {
+            gauge.store(value as u64, crate::sync::Ordering::Relaxed)
+        };
+        store(&counters.catching_up, self.retirements.held.len());
         if let Some(history) = &self.history {
-            let counters = self.registry.counters();
-            let store = |gauge: &crate::sync::AtomicU64, value: usize| {
-                gauge.store(value as u64, crate::sync::Ordering::Relaxed)
-            };
             store(&counters.history_events, history.len());
             store(&counters.history_bytes, history.bytes());
             store(&counters.history_heap_bytes, history.heap_bytes());
-            store(&counters.catching_up, self.retirements.held.len());
         }
     }
 
