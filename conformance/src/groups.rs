@@ -214,6 +214,10 @@ pub fn run(case: &Case) -> Result<(), String> {
             read_both(pair)?;
         }
         check_end(pair)?;
+        // Both queues are drained now: a member that lagged has a twin that overflowed.
+        if pair.member_ended && !pair.lone_overflowed && !pair.diverged {
+            return Err("the member lagged, its twin never overflowed".into());
+        }
     }
     Ok(())
 }
@@ -346,9 +350,9 @@ fn check_order(pair: &mut Pair, event: &WatchEvent) -> Result<(), String> {
     Ok(())
 }
 
-/// At a pair's end: the member lagged exactly when its twin overflowed (a twin's queued
-/// events may still be unread, so only "member lagged implies twin overflows" is checked
-/// once the twin's queue was drained).
+/// At a pair's end, drained or not: a twin that overflowed has a member that lagged. (The
+/// other direction, "member lagged implies twin overflowed", needs the twin's queue read to
+/// its end: the final drain checks it.)
 fn check_end(pair: &Pair) -> Result<(), String> {
     if pair.lone_overflowed && !pair.member_ended && !pair.diverged {
         return Err("the twin overflowed, the member never lagged".into());

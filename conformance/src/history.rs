@@ -240,6 +240,14 @@ pub fn run(case: &Case) -> Result<(), String> {
                     due
                 ))
             }
+            // Its start was gone when it registered: it must have been told so, whatever
+            // it matched.
+            None if w.start < w.floor_then => {
+                return Err(format!(
+                    "watcher {i} from {} below floor {} was never cancelled as compacted",
+                    w.start, w.floor_then
+                ))
+            }
             None => {}
             Some(CancelReason::Compacted { oldest }) => {
                 if w.start < w.floor_then {
