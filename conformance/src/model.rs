@@ -135,12 +135,19 @@ pub enum Op {
     OwnerLimit { owner: u8, limit: Option<u8> },
 }
 
-/// A case: the buffer size, the global limit, the default owner cap, and the steps.
+/// A case: the buffer size, the global limit, the default owner cap, how drops release,
+/// and the steps.
 #[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
 pub struct Case {
     pub buffer: u8,
     pub limit: Option<u8>,
     pub owner_limit: Option<u8>,
+    /// `RegistryOptions::with_release_at_drop`: a dropped watcher stops counting at once.
+    pub release_at_drop: bool,
+    /// The driver leaves unregistrations to the dispatcher's next event or Progress
+    /// instead of processing them after every step: registrations then meet dropped
+    /// watchers that still count (by default) or no longer do (`release_at_drop`).
+    pub lazy: bool,
     pub ops: Vec<Op>,
 }
 
@@ -161,14 +168,20 @@ pub fn case() -> impl Strategy<Value = Case> {
         0u8..4,
         proptest::option::weighted(0.3, 0u8..8),
         proptest::option::weighted(0.3, 0u8..4),
+        any::<bool>(),
+        any::<bool>(),
         proptest::collection::vec(op, 0..60),
     )
-        .prop_map(|(buffer, limit, owner_limit, ops)| Case {
-            buffer,
-            limit,
-            owner_limit,
-            ops,
-        })
+        .prop_map(
+            |(buffer, limit, owner_limit, release_at_drop, lazy, ops)| Case {
+                buffer,
+                limit,
+                owner_limit,
+                release_at_drop,
+                lazy,
+                ops,
+            },
+        )
 }
 
 /// One modelled watcher.
@@ -183,6 +196,9 @@ struct Watcher {
     queue: VecDeque<WatchEvent>,
     /// It got the cancel sentinel: nothing more comes.
     cancelled: bool,
+    /// Its handle was dropped and the dispatcher has not processed the unregistration: it
+    /// still counts (rule 3 of the contract), and gets nothing.
+    dropped: bool,
 }
 
 impl Watcher {
@@ -203,8 +219,8 @@ struct Model {
     limit: usize,
     owner_default: usize,
     owner_limits: BTreeMap<OwnerId, usize>,
-    /// Registered watchers, by id (dropped ones leave at once: the driver processes
-    /// unregistrations after every step).
+    /// Registered watchers, by id (dropped ones leave when the dispatcher processes their
+    /// unregistration, or at the drop with `release_at_drop`).
     watchers: BTreeMap<u64, Watcher>,
     next_id: u64,
     highest: u64,
@@ -219,6 +235,11 @@ impl Model {
 
     fn owned(&self, owner: OwnerId) -> usize {
         self.live().filter(|w| w.owner == Some(owner)).count()
+    }
+
+    /// The dispatcher processes the unregistrations queued: dropped watchers leave.
+    fn process(&mut self) {
+        self.watchers.retain(|_, w| !w.dropped);
     }
 
     fn register(&mut self, op: &Op, max_wildcards: usize) -> Result<u64, RegisterError> {
@@ -288,6 +309,7 @@ impl Model {
                 owner,
                 queue: VecDeque::new(),
                 cancelled: false,
+                dropped: false,
             },
         );
         Ok(id)
@@ -295,7 +317,7 @@ impl Model {
 
     /// Delivers `event` to `w` as the dispatcher would; false if it overflowed.
     fn deliver(buffer: usize, w: &mut Watcher, event: &WatchEvent) -> bool {
-        if w.cancelled || !w.wants(event.event_type) {
+        if w.cancelled || w.dropped || !w.wants(event.event_type) {
             return true;
         }
         if w.queue.len() >= buffer {
@@ -383,7 +405,11 @@ pub fn run(case: &Case) -> Result<(), String> {
     let owner_default = case.owner_limit.map_or(usize::MAX, usize::from);
     let (tx, rx) = mpsc::unbounded_channel();
     let registry = Arc::new(WatchRegistry::new_with_limits(buffer, limit, tx));
-    registry.set_options(RegistryOptions::default().with_owner_limit(owner_default));
+    registry.set_options(
+        RegistryOptions::default()
+            .with_owner_limit(owner_default)
+            .with_release_at_drop(case.release_at_drop),
+    );
     // The documented default, not read from the registry: a changed default must show.
     let max_wildcards = DEFAULT_MAX_WILDCARDS;
     let mut inline = InlineDispatcher::new(registry.clone(), rx);
@@ -445,7 +471,14 @@ pub fn run(case: &Case) -> Result<(), String> {
             }
             Op::Drop { slot } if !handles.is_empty() => {
                 let handle = handles.remove(usize::from(*slot) % handles.len());
-                model.watchers.remove(&handle.id());
+                let id = handle.id();
+                drop(handle);
+                if case.release_at_drop {
+                    // No other writer holds the lock here: the drop removes it itself.
+                    model.watchers.remove(&id);
+                } else if let Some(w) = model.watchers.get_mut(&id) {
+                    w.dropped = true;
+                }
             }
             Op::Read { slot, max } if !handles.is_empty() => {
                 let n = handles.len();
@@ -471,6 +504,7 @@ pub fn run(case: &Case) -> Result<(), String> {
                     revision,
                 };
                 inline.dispatch(&event);
+                model.process();
                 let modelled = WatchEvent {
                     event_type: if *delete {
                         WatchEventType::Delete
@@ -488,6 +522,7 @@ pub fn run(case: &Case) -> Result<(), String> {
                 None => {
                     inline.request_progress(ProgressRequest::All);
                     while inline.continue_progress() {}
+                    model.process();
                     model.progress(None);
                 }
                 Some(_) if handles.is_empty() => {}
@@ -495,6 +530,7 @@ pub fn run(case: &Case) -> Result<(), String> {
                     let handle = &handles[usize::from(*slot) % handles.len()];
                     let id = handle.id();
                     let found = inline.request_progress(handle.progress_request());
+                    model.process();
                     let registered = model.watchers.get(&id).is_some_and(|w| !w.cancelled);
                     if found != registered {
                         return Err(at(format!(
@@ -515,8 +551,12 @@ pub fn run(case: &Case) -> Result<(), String> {
             }
             _ => {}
         }
-        // Unregistrations and removals of cancelled watchers land before the next step.
-        inline.process_unregistrations();
+        // Unregistrations land before the next step, unless the case leaves them to the
+        // dispatcher's own calls; removals of cancelled watchers land at their event.
+        if !case.lazy {
+            inline.process_unregistrations();
+            model.process();
+        }
         model
             .watchers
             .retain(|_, w| !w.cancelled || handles.iter().any(|h| h.id() == w.id));
