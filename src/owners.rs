@@ -44,6 +44,18 @@ struct Entry {
     refused: u64,
 }
 
+/// Gives back most of a table that emptied to an eighth of its room (a burst of many owners,
+/// or of owned watchers, must not keep its memory for good): amortised O(1), as the
+/// shrink halves the room at most once per that many removals.
+fn shrink_if_sparse<K, V>(map: &mut HashMap<K, V, ahash::RandomState>)
+where
+    K: std::hash::Hash + Eq,
+{
+    if map.capacity() > 64 && map.len() * 8 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 /// Per-owner counts and caps, and which owner each owned watcher belongs to.
 pub(crate) struct OwnerBook {
     owners: HashMap<OwnerId, Entry, ahash::RandomState>,
@@ -65,6 +77,7 @@ impl OwnerBook {
                 entry.limit = limit;
                 if entry.watchers == 0 && entry.limit.is_none() {
                     self.owners.remove(&owner);
+                    shrink_if_sparse(&mut self.owners);
                 }
             }
             (None, Some(limit)) => {
@@ -130,12 +143,10 @@ impl OwnerBook {
             entry.watchers -= 1;
             if entry.watchers == 0 && entry.limit.is_none() {
                 self.owners.remove(&owner);
+                shrink_if_sparse(&mut self.owners);
             }
         }
-        if self.of_watcher.capacity() > 64 && self.of_watcher.len() * 8 < self.of_watcher.capacity()
-        {
-            self.of_watcher.shrink_to(self.of_watcher.len() * 2);
-        }
+        shrink_if_sparse(&mut self.of_watcher);
     }
 
     /// `owner`'s gauges, `default` being the registry's default cap.
@@ -178,5 +189,32 @@ impl OwnerBook {
                 "a bound owner has an entry"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_owners_gives_its_memory_back_when_they_leave() {
+        let mut book = OwnerBook::new();
+        let n = 100_000u64;
+        for id in 0..n {
+            book.reserve(OwnerId(id), usize::MAX).unwrap();
+            book.bind(id, OwnerId(id));
+        }
+        book.check_invariants();
+        for id in 0..n {
+            book.released(id);
+        }
+        book.check_invariants();
+        assert!(book.all(usize::MAX).is_empty());
+        assert!(
+            book.owners.capacity() <= 64 && book.of_watcher.capacity() <= 64,
+            "room for {} owners and {} bindings kept",
+            book.owners.capacity(),
+            book.of_watcher.capacity()
+        );
     }
 }
