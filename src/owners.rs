@@ -170,6 +170,13 @@ impl OwnerBook {
         all
     }
 
+    /// The owned watchers bound, by id, ascending.
+    pub(crate) fn bound_ids(&self) -> Vec<u64> {
+        let mut ids: Vec<u64> = self.of_watcher.keys().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// Panics if the counts disagree with the bindings.
     pub(crate) fn check_invariants(&self) {
         let mut counted: HashMap<OwnerId, usize> = HashMap::new();

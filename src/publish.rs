@@ -974,7 +974,65 @@ impl Shared {
             self.active.load(Ordering::Relaxed),
             "limit counter out of step with the index (and the watchers queued: from a revision, or for combining)"
         );
-        self.with_owners(|book, _| book.check_invariants());
+        // The owners' bindings are exactly the owned watchers that hold units: in the index,
+        // queued (from a revision, or for combining), or group members still holding theirs.
+        // (A release that forgot the owner would leave both the count and the binding
+        // behind, which the book's own check cannot see.)
+        let mut owned = Vec::new();
+        let mut rings: Vec<crate::sync::ChannelArc<Ring>> =
+            self.lock_groups().values().cloned().collect();
+        let mut note = |watcher: &Watcher| match watcher.group() {
+            Some(ring) => rings.push(ring.clone()),
+            None if watcher.meta().owned() => owned.push(watcher.id()),
+            None => {}
+        };
+        let mut cursor = crate::index::SweepCursor::new();
+        published.sweep(&mut cursor, usize::MAX, &mut |_, list| {
+            list.for_each(&mut note)
+        });
+        assert!(cursor.is_done(), "an unbounded sweep ends");
+        for resume in self
+            .resumes
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            note(&resume.watcher);
+        }
+        for add in &self
+            .combining
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .adds
+        {
+            if let Change::Add { watcher, .. } = add {
+                note(watcher);
+            }
+        }
+        // A ring is in the map and in the index, once each: by pointer (a check, so the
+        // quadratic scan over the groups is affordable).
+        let mut unique: Vec<crate::sync::ChannelArc<Ring>> = Vec::new();
+        for ring in rings {
+            if !unique
+                .iter()
+                .any(|u| crate::sync::ChannelArc::ptr_eq(u, &ring))
+            {
+                unique.push(ring);
+            }
+        }
+        for ring in &unique {
+            owned.extend(ring.held_owned_members());
+        }
+        owned.sort_unstable();
+        self.with_owners(|book, _| {
+            book.check_invariants();
+            assert_eq!(
+                book.bound_ids(),
+                owned,
+                "the owners' bindings are the owned watchers holding units"
+            );
+        });
     }
 
     /// Holds the writer lock, as a registration in progress would.
