@@ -133,6 +133,8 @@ pub enum Op {
     Progress { slot: Option<u8> },
     /// Set an owner's cap (`None` clears it).
     OwnerLimit { owner: u8, limit: Option<u8> },
+    /// Set the registry's default owner cap at run time (`None`: no cap).
+    DefaultOwnerLimit { limit: Option<u8> },
 }
 
 /// A case: the buffer size, the global limit, the default owner cap, how drops release,
@@ -163,6 +165,7 @@ pub fn case() -> impl Strategy<Value = Case> {
         6 => (any::<u8>(), any::<bool>(), 0u8..3).prop_map(|(key, delete, gap)| Op::Event { key, delete, gap }),
         1 => proptest::option::of(any::<u8>()).prop_map(|slot| Op::Progress { slot }),
         1 => (0u8..3, proptest::option::of(0u8..3)).prop_map(|(owner, limit)| Op::OwnerLimit { owner, limit }),
+        1 => proptest::option::of(0u8..3).prop_map(|limit| Op::DefaultOwnerLimit { limit }),
     ];
     (
         0u8..4,
@@ -219,6 +222,8 @@ struct Model {
     limit: usize,
     owner_default: usize,
     owner_limits: BTreeMap<OwnerId, usize>,
+    /// Refusals per owner while its entry lives (it has watchers or a cap of its own).
+    refused: BTreeMap<OwnerId, u64>,
     /// Registered watchers, by id (dropped ones leave when the dispatcher processes their
     /// unregistration, or at the drop with `release_at_drop`).
     watchers: BTreeMap<u64, Watcher>,
@@ -235,6 +240,31 @@ impl Model {
 
     fn owned(&self, owner: OwnerId) -> usize {
         self.live().filter(|w| w.owner == Some(owner)).count()
+    }
+
+    /// Whether `owner` has an entry: watchers, or a cap of its own (`owners.rs`).
+    fn has_entry(&self, owner: OwnerId) -> bool {
+        self.owned(owner) > 0 || self.owner_limits.contains_key(&owner)
+    }
+
+    /// The owners' gauges as `MetricsHandle::owners` documents them: every owner with an
+    /// entry, its watchers, its cap (its own, else the default) and its refusals. An owner
+    /// whose entry went starts again from no refusals.
+    fn owner_gauges(&mut self) -> Vec<(OwnerId, usize, usize, u64)> {
+        let with_entry: Vec<OwnerId> = (0..3).map(OwnerId).filter(|&o| self.has_entry(o)).collect();
+        self.refused.retain(|o, _| with_entry.contains(o));
+        with_entry
+            .into_iter()
+            .map(|o| {
+                let limit = self
+                    .owner_limits
+                    .get(&o)
+                    .copied()
+                    .unwrap_or(self.owner_default);
+                let refused = self.refused.get(&o).copied().unwrap_or(0);
+                (o, self.owned(o), limit, refused)
+            })
+            .collect()
     }
 
     /// The dispatcher processes the unregistrations queued: dropped watchers leave.
@@ -290,6 +320,10 @@ impl Model {
                 .copied()
                 .unwrap_or(self.owner_default);
             if self.owned(owner) >= max {
+                // Counted by its entry, if it has one (a refusal allocates none).
+                if self.has_entry(owner) {
+                    *self.refused.entry(owner).or_default() += 1;
+                }
                 return Err(RegisterError::OwnerLimitExceeded { owner, max });
             }
         }
@@ -418,6 +452,7 @@ pub fn run(case: &Case) -> Result<(), String> {
         limit,
         owner_default,
         owner_limits: BTreeMap::new(),
+        refused: BTreeMap::new(),
         watchers: BTreeMap::new(),
         next_id: 1,
         highest: 0,
@@ -549,6 +584,11 @@ pub fn run(case: &Case) -> Result<(), String> {
                     None => model.owner_limits.remove(&owner),
                 };
             }
+            Op::DefaultOwnerLimit { limit } => {
+                let limit = limit.map_or(usize::MAX, usize::from);
+                registry.set_options(registry.options().with_owner_limit(limit));
+                model.owner_default = limit;
+            }
             _ => {}
         }
         // Unregistrations land before the next step, unless the case leaves them to the
@@ -565,6 +605,18 @@ pub fn run(case: &Case) -> Result<(), String> {
             return Err(at(format!(
                 "active watchers: watchtrie {}, model {live}",
                 registry.active_watcher_count()
+            )));
+        }
+        let want: Vec<_> = model.owner_gauges();
+        let got: Vec<_> = registry
+            .metrics()
+            .owners()
+            .into_iter()
+            .map(|(o, m)| (o, m.watchers, m.limit, m.refused))
+            .collect();
+        if got != want {
+            return Err(at(format!(
+                "owners (id, watchers, cap, refused): watchtrie {got:?}, model {want:?}"
             )));
         }
         for owner in (0..3).map(OwnerId) {
