@@ -496,6 +496,11 @@ fn a_lag_cancels_watchers_waiting_for_their_start_with_that_start() {
         assert_eq!(registry.metrics().read().catching_up, 1);
         // Lost: perhaps revisions 6 to 9, the watcher's 8 and 9 among them.
         inline.report_lag(4);
+        assert_eq!(
+            registry.metrics().read().catching_up,
+            0,
+            "cancelled by the lag, not waiting any more"
+        );
         inline.dispatch(&put("/k", 10));
         let got = drain(&mut ahead);
         assert_eq!(got.len(), 1, "nothing after the cancel: {got:?}");

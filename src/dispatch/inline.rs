@@ -779,6 +779,8 @@ impl InlineDispatcher {
         if self.options.lag_policy() == LagPolicy::CancelWatchers {
             self.cancel_all_for_lag();
         }
+        // The watchers it cancelled leave the catching-up gauge now, not at the next event.
+        self.store_history_gauges();
     }
 
     fn cancel_all_for_lag(&mut self) {
