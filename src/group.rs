@@ -578,7 +578,6 @@ impl Ring {
         }
     }
 
-    /// Checks the invariants of [`RingState`]; panics with a description otherwise.
     /// The ids of the members that still hold units and are counted against an owner.
     pub(crate) fn held_owned_members(&self) -> Vec<u64> {
         let state = self.lock();
@@ -590,6 +589,7 @@ impl Ring {
             .collect()
     }
 
+    /// Checks the invariants of [`RingState`]; panics with a description otherwise.
     pub(crate) fn check_invariants(&self) {
         let state = self.lock();
         assert!(state.events.len() <= self.capacity, "ring over capacity");

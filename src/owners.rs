@@ -33,8 +33,9 @@ pub struct OwnerMetrics {
     /// Its cap: its own if set, else the registry's default (`usize::MAX`: none).
     pub limit: usize,
     /// Registrations refused because the owner was at its cap, since its entry last began
-    /// (an owner with no watcher and no cap of its own has none and starts again from 0;
-    /// refusals under a default cap of 0 are counted only in `Metrics::owner_refusals`).
+    /// (an owner with no watcher and no cap of its own has none and starts again from 0; a
+    /// refusal of an owner without an entry, which only a default cap of 0 makes, is
+    /// counted only in `Metrics::owner_refusals`).
     pub refused: u64,
 }
 

@@ -231,6 +231,33 @@ fn a_waiting_watcher_is_live_once_events_reach_its_start_even_events_it_does_not
 }
 
 #[test]
+fn a_watcher_that_catches_up_during_an_event_leaves_the_gauge_with_that_event() {
+    // Five to replay through a buffer of two: fed as the reader drains, the last of them
+    // after an event that it does not match.
+    let (registry, mut inline) = bed(2, with_history(100));
+    for revision in 1..=5 {
+        inline.dispatch(&put("/k", revision));
+    }
+    let mut watch = registry
+        .watch(WatchSpec::exact("/k").from_revision(1))
+        .unwrap();
+    inline.process_unregistrations();
+    assert_eq!(registry.metrics().read().catching_up, 1);
+    let mut got = revisions(&drain(&mut watch));
+    inline.dispatch(&put("/other", 6));
+    got.extend(revisions(&drain(&mut watch)));
+    inline.dispatch(&put("/other", 7));
+    assert_eq!(
+        registry.metrics().read().catching_up,
+        0,
+        "caught up by the feed after revision 7"
+    );
+    got.extend(revisions(&drain(&mut watch)));
+    assert_eq!(got, [1, 2, 3, 4, 5]);
+    inline.check_invariants();
+}
+
+#[test]
 fn a_watcher_waiting_for_its_start_is_counted_without_a_history_too() {
     // No history: nothing to catch up from, but a start above the head still waits.
     let (registry, mut inline) = bed(16, DispatchOptions::default());

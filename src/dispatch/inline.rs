@@ -27,7 +27,8 @@ use crate::sync::{AtomicU64, Ordering};
 pub(super) const BATCH: usize = 8;
 
 /// Unregistrations taken from the channel before their removals are applied: a storm of
-/// drops is applied in rounds of this many, so the removals waiting stay few.
+/// drops is applied in rounds of this many (while the writer lock is free; otherwise they
+/// wait, all of them, for the next try).
 const UNREGISTRATIONS_PER_FLUSH: usize = 4096;
 
 /// A heartbeat sweep under way in incremental mode.
@@ -355,12 +356,13 @@ impl InlineDispatcher {
     /// history's gauges, and feeds a few catching-up ones.
     fn feed_after_event(&mut self) {
         self.retirements.held.release_waiting(self.highest_revision);
-        // Once per call of `dispatch` or `dispatch_batch`, not per event.
-        self.store_history_gauges();
         if self.retirements.held.is_feeding() {
             let (catch_ups, cx) = self.catch_up_context();
             catch_ups.feed(cx, FeedSize::Watchers(FEED_PER_EVENT));
         }
+        // After the feed, which may bring watchers live; once per call of `dispatch` or
+        // `dispatch_batch`, not per event.
+        self.store_history_gauges();
     }
 
     /// The options in force.
@@ -381,7 +383,10 @@ impl InlineDispatcher {
     /// All of them, not a bounded number: the reference processes pending unregistrations
     /// before the next event, and a dropped watcher counts against the limit until then
     /// (rule 3 of the contract: never later). Those queued after the call began wait for
-    /// the next, so a stream of drops cannot hold an event back for ever.
+    /// the next, so a stream of drops cannot hold an event back for ever. Two removals may
+    /// still land later: a very deep prefix's, taken off this thread (`remove_deep`), and
+    /// any that find another writer holding the lock (the dispatcher never waits for it:
+    /// they are retried soon and before every event).
     pub fn process_unregistrations(&mut self) -> usize {
         self.admit_resumes(Admission::Paced);
         let queued = self.unregister_rx.len();

@@ -154,8 +154,10 @@ fn walk_table<'s, W: WatcherEntry + 's, F: FnMut(Location<'_>, &WatcherList<W>)>
     }
 }
 
-/// One view of all watchers. Cloning copies all four indexes (tests; the registry builds
-/// the second snapshot with [`Snapshot::empty_twin`] and the same changes).
+/// One view of all watchers. Cloning copies all four indexes, keeping their layout: the
+/// registry clones the published snapshot to rebuild its back one after a publish that
+/// panicked (`Shared::mend`), and otherwise builds the second with
+/// [`Snapshot::empty_twin`] and the same changes.
 pub(crate) struct Snapshot<W> {
     exact: ExactIndex<W>,
     prefixes: PrefixTrie<W>,

@@ -49,8 +49,8 @@
 //! | operation | cost |
 //! |---|---|
 //! | lookup | while every range has an anchor: O(L) to hash the key's segments up to the deepest anchor and one probe per tail length in use at each depth, then, if a probe hits, O(d + m) comparisons of the key with centers and bounds; with an unanchored range, always the descent |
-//! | insert | O(bounds) to find and hash the anchor + O(t) into its depth's tail lengths + O(d) comparisons + the sorted insert into one node's lists (l: ranges at that node; O(log l) comparisons and a chunk's moves, [`SortedPositions`]); rebuilds amortised O(log² n) |
-//! | remove | O(1) to find + O(bounds + t) to uncount the anchor + O(log l) comparisons and a chunk's moves to unlist; amortised rebuilds |
+//! | insert | O(bounds) to find and hash the anchor + O(t) into its depth's tail lengths + O(d) comparisons + the sorted insert into one node's lists (l: ranges at that node; O(log l) comparisons, a chunk's moves and, when a chunk splits, O(l / 1,024) more: [`SortedPositions`]); rebuilds amortised O(log² n) |
+//! | remove | O(1) to find + O(bounds + t) to uncount the anchor + O(log l) comparisons, a chunk's moves and, when chunks merge, O(l / 1,024) more to unlist; amortised rebuilds |
 
 use std::cmp::Ordering;
 use std::hash::{BuildHasher, Hasher};
@@ -968,6 +968,12 @@ mod tests {
         }
         index.check_invariants();
         assert_eq!(index.nodes.len(), 1, "every range at the root");
+        let root = index.nodes.get(index.root).expect("a root");
+        assert!(
+            root.by_start.chunk_count() >= n as usize / 1024
+                && root.by_end.chunk_count() >= n as usize / 1024,
+            "the lists are chunked"
+        );
         // A key inside the first `k` starts is in every range starting at or below it.
         assert_eq!(matches(&index, b"/n/0000003").len(), 3);
         assert_eq!(matches(&index, b"/n/1000000").len(), n as usize);

@@ -62,6 +62,12 @@ impl SortedPositions {
         self.chunks.iter().map(Vec::len).sum()
     }
 
+    /// Chunks in use (tests).
+    #[cfg(test)]
+    pub(super) fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
     /// The positions in order.
     #[inline]
     pub(super) fn iter(&self) -> impl Iterator<Item = u32> + '_ {
