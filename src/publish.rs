@@ -1109,6 +1109,61 @@ mod tests {
         registry.check_invariants();
     }
 
+    /// A `tracing` subscriber that panics on the publish's warnings: the mend's then panics.
+    struct PanicOnEvent;
+
+    impl tracing::Subscriber for PanicOnEvent {
+        fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+            tracing::span::Id::from_u64(1)
+        }
+        fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+        fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+        fn event(&self, event: &tracing::Event<'_>) {
+            let meta = event.metadata();
+            // Only the publish's own warnings (the mend's): a panic elsewhere, in a drop
+            // during the unwinding, would abort.
+            if *meta.level() == tracing::Level::WARN
+                && meta.file().is_some_and(|f| f.ends_with("publish.rs"))
+            {
+                panic!("a subscriber that panics on {:?}", meta.name());
+            }
+        }
+        fn enter(&self, _: &tracing::span::Id) {}
+        fn exit(&self, _: &tracing::span::Id) {}
+    }
+
+    #[test]
+    fn a_panic_while_mending_gives_the_registration_its_units_back() {
+        let (registry, mut inline) = setup();
+        let torn = catch_unwind(AssertUnwindSafe(|| {
+            registry.register(Bytes::from_static(PANIC_FIRST), true)
+        }));
+        assert!(torn.is_err(), "the back is torn");
+        assert_eq!(registry.active_watcher_count(), 0);
+        // The next publish mends first, and the mend's warning panics in the subscriber.
+        let panicked = tracing::subscriber::with_default(PanicOnEvent, || {
+            catch_unwind(AssertUnwindSafe(|| {
+                registry.register(Bytes::from_static(b"/x"), true)
+            }))
+        });
+        assert!(panicked.is_err(), "the registration reports the panic");
+        assert_eq!(registry.active_watcher_count(), 0, "its unit came back");
+        assert_eq!(registry.prev_kv_watcher_count(), 0);
+        let mut after = registry.register(Bytes::from_static(b"/x"), false).unwrap();
+        registry.check_invariants();
+        inline.dispatch(&put(b"/x", 1));
+        assert_eq!(after.receiver_mut().try_recv().unwrap().revision, 1);
+        assert_eq!(
+            registry.watcher_count(&Bytes::from_static(b"/x")),
+            1,
+            "only the later one"
+        );
+        registry.check_invariants();
+    }
+
     #[test]
     fn a_panic_after_the_swap_keeps_the_published_batch_and_the_next_writer_mends_the_back() {
         let (registry, mut inline) = setup();
