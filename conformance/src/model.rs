@@ -242,7 +242,14 @@ impl Model {
     /// entry, its watchers, its cap (its own, else the default) and its refusals. An owner
     /// whose entry went starts again from no refusals.
     fn owner_gauges(&mut self) -> Vec<(OwnerId, usize, usize, u64)> {
-        let with_entry: Vec<OwnerId> = (0..3).map(OwnerId).filter(|&o| self.has_entry(o)).collect();
+        // Every owner named by a watcher or a cap (the fuzz target draws any of 256).
+        let named: std::collections::BTreeSet<OwnerId> = self
+            .watchers
+            .values()
+            .filter_map(|w| w.owner)
+            .chain(self.owner_limits.keys().copied())
+            .collect();
+        let with_entry: Vec<OwnerId> = named.into_iter().filter(|&o| self.has_entry(o)).collect();
         self.refused.retain(|o, _| with_entry.contains(o));
         with_entry
             .into_iter()
