@@ -4,8 +4,9 @@
 //! entries the unused half is hundreds of megabytes (and growing copies everything). Here
 //! the first chunk grows like a `Vec` up to [`CHUNK`] entries, and every later chunk is
 //! allocated at exactly [`CHUNK`] entries: only the last chunk in use is ever partly empty
-//! (and one spare after it may be empty), and growing never moves an entry. Positions are dense (`0..len`); removal moves the last
-//! entry into the gap, so the caller must update whatever pointed at it.
+//! (and one spare after it may be empty), and growing never moves an entry. Positions are
+//! dense (`0..len`); removal moves the last entry into the gap, so the caller must update
+//! whatever pointed at it.
 //!
 //! # Invariants
 //! - Every chunk but the last in use holds exactly [`CHUNK`] entries; the last in use holds

@@ -206,9 +206,10 @@ impl<W: WatcherEntry> Snapshot<W> {
     }
 
     /// Visits watcher lists in a fixed order (the empty prefix, then by bucket: exact keys,
-    /// prefixes, byte prefixes, ranges, prefix patterns, exact patterns), resuming where `cursor` stopped, and returns after about
-    /// `budget` units of work (one per bucket looked at, one per watcher in a visited
-    /// list) or at the end (then `cursor.is_done()`). A list is visited whole.
+    /// prefixes, byte prefixes, ranges, prefix patterns, exact patterns), resuming where
+    /// `cursor` stopped, and returns after about `budget` units of work (one per bucket
+    /// looked at, one per watcher in a visited list) or at the end (then
+    /// `cursor.is_done()`). A list is visited whole.
     ///
     /// Between calls the snapshot may change or be exchanged for its twin. Lists present
     /// throughout are visited once, unless the table they sit in is rebuilt mid-sweep: then
