@@ -57,8 +57,8 @@ fn known_cases() {
         },
         // The catching-up gauge after the feed that follows an event (buffer 1: the watcher
         // from revision 1 holds it, and revision 2 waits for room). Read, then an event on
-        // another key: that feed gives it revision 2 and it is live, still counted as
-        // catching up (Metrics::catching_up: "not yet live").
+        // another key: that feed gives it revision 2 and it is live, so it leaves the
+        // catching-up gauge with that feed (Metrics::catching_up: "not yet live").
         Case {
             buffer: 1,
             max_events: 255,
