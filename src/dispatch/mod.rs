@@ -123,9 +123,11 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
     }
 
     /// Runs until the broadcast sender is gone. Each turn serves, in this order: pending
-    /// unregistrations, events, heartbeats (and the opt-in closed-receiver sweep). A lagging
-    /// broadcast receiver logs the number of lost events and goes on (see [`LagPolicy`](crate::LagPolicy) for
-    /// the alternative).
+    /// unregistrations, up to 64 queued events, then the first ready of a heartbeat, a
+    /// progress request (either after the events queued when it came up), the opt-in
+    /// closed-receiver sweep and the next event: none waits for the stream to pause. A
+    /// lagging broadcast receiver logs the number of lost events and goes on (see
+    /// [`LagPolicy`](crate::LagPolicy) for the alternative).
     pub async fn run(mut self) {
         debug!("WatchDispatcher started");
         let mut heartbeat = self.heartbeat();
@@ -184,18 +186,22 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 tokio::task::yield_now().await;
             }
             let retry_removals = self.inline.has_pending_removals();
+            // Timers and requests before events: under writes that never pause the
+            // broadcast branch is always ready, and behind it a heartbeat, a requested
+            // Progress or the closed-receiver sweep would wait for the stream to end. A
+            // Progress dispatches the events already queued first, so it still follows them.
             tokio::select! {
                 biased;
                 Some(message) = self.inline.unregister_rx.recv() => {
                     self.inline.take_unregistration(message);
                     self.inline.process_unregistrations();
                 }
-                received = self.broadcast_rx.recv() => match received {
-                    Ok(event) => self.inline.dispatch(&event),
-                    Err(broadcast::error::RecvError::Lagged(n)) => self.inline.report_lag(n),
-                    Err(broadcast::error::RecvError::Closed) => return Self::stopped(),
-                },
-                () = next_tick(&mut heartbeat) => self.on_heartbeat(),
+                () = next_tick(&mut heartbeat) => {
+                    if self.dispatch_queued(&mut batch) {
+                        return Self::stopped();
+                    }
+                    self.on_heartbeat();
+                }
                 Some(request) = self.requests_rx.recv() => {
                     if self.on_progress_request(request, &mut batch) {
                         return Self::stopped();
@@ -204,6 +210,11 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                 budget = next_closed_sweep(&mut closed_sweep) => {
                     self.inline.sweep_closed_receivers(budget);
                 }
+                received = self.broadcast_rx.recv() => match received {
+                    Ok(event) => self.inline.dispatch(&event),
+                    Err(broadcast::error::RecvError::Lagged(n)) => self.inline.report_lag(n),
+                    Err(broadcast::error::RecvError::Closed) => return Self::stopped(),
+                },
                 // A registration from a revision: add it and start its replay now (no
                 // event is ready, so not paced).
                 () = registry.shared().resumes.notify.notified() => {
@@ -243,9 +254,17 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
     fn on_progress_request(&mut self, request: ProgressRequest, batch: &mut Vec<R>) -> bool {
         // Acquire: pairs with a store that updates it after broadcasting what it covers.
         let applied = self.last_applied.load(Ordering::Acquire);
-        // Every event `applied` covers was queued before it was stored, so before this count
-        // was read: those are all the answer must follow. Draining until the queue is empty
-        // would never end while the store writes faster than this task dispatches.
+        if self.dispatch_queued(batch) {
+            return true;
+        }
+        self.inline.request_progress_at(request, applied);
+        false
+    }
+
+    /// Dispatches the events queued in the broadcast channel when it is called, and no more:
+    /// draining until the queue is empty would never end while the store writes faster
+    /// than this task dispatches. Returns true if the broadcast channel closed.
+    fn dispatch_queued(&mut self, batch: &mut Vec<R>) -> bool {
         let mut queued = self.broadcast_rx.len();
         while queued > 0 {
             match self.broadcast_rx.try_recv() {
@@ -279,7 +298,6 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
             self.inline.dispatch_batch(batch);
             batch.clear();
         }
-        self.inline.request_progress_at(request, applied);
         false
     }
 
