@@ -320,3 +320,20 @@ fn a_progress_asked_for_a_watch_still_queued_behind_a_storm_reaches_it_after_its
         inline.check_invariants();
     }
 }
+
+/// A heartbeat's revision (`last_applied`) may be above every event dispatched: a Progress
+/// asked for afterwards must not go below the one the watcher already has.
+#[test]
+fn a_requested_progress_never_goes_below_a_heartbeat_already_sent() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(16, tx));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx);
+    let mut w = registry.watch(WatchSpec::exact("/a")).unwrap();
+    inline.dispatch(&put("/a", 3));
+    inline.broadcast_progress(8);
+    assert!(inline.request_progress(w.progress_request()));
+    assert_eq!(
+        drain(w.receiver_mut()),
+        [(Put, 3), (Progress, 8), (Progress, 8)]
+    );
+}

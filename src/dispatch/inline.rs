@@ -53,6 +53,9 @@ pub struct InlineDispatcher {
     pub(super) options: DispatchOptions,
     /// The highest revision dispatched so far (0 before the first event).
     highest_revision: u64,
+    /// The highest revision a swept Progress carried (a heartbeat's `last_applied` may be
+    /// above every event dispatched): a requested one never goes below it.
+    highest_progress: u64,
     /// An incremental heartbeat sweep not finished yet.
     progress: Option<ProgressSweep>,
     /// A requested sweep to every watcher that waits for the one under way (its revision).
@@ -122,6 +125,7 @@ impl InlineDispatcher {
             retirements: Retirements::default(),
             options: DispatchOptions::default(),
             highest_revision: 0,
+            highest_progress: 0,
             progress: None,
             progress_after: None,
             offload_deep: false,
@@ -634,7 +638,8 @@ impl InlineDispatcher {
     }
 
     /// Sends Progress to every watcher or to one, as asked; carries the highest revision
-    /// dispatched so far, so it is never below an event already delivered. To every
+    /// dispatched or swept in a Progress so far, so it is never below an event already
+    /// delivered (a heartbeat's Progress included). To every
     /// watcher it is a sweep, in the dispatcher's heartbeat mode: whole at once by default,
     /// in slices between events with [`HeartbeatMode::Incremental`](crate::HeartbeatMode)
     /// (after the sweep under way, if one is). To one watcher still catching up from the
@@ -644,10 +649,12 @@ impl InlineDispatcher {
         self.request_progress_at(request, self.highest_revision)
     }
 
-    /// [`Self::request_progress`] with the revision to carry (at least the highest
-    /// dispatched, which the caller has checked).
+    /// [`Self::request_progress`] with the revision to carry, raised to the highest
+    /// dispatched or swept.
     pub(super) fn request_progress_at(&mut self, request: ProgressRequest, revision: u64) -> bool {
-        let revision = revision.max(self.highest_revision);
+        let revision = revision
+            .max(self.highest_revision)
+            .max(self.highest_progress);
         Counters::add(&self.registry.counters().progress_requests, 1);
         match request {
             ProgressRequest::All => {
@@ -757,6 +764,9 @@ impl InlineDispatcher {
         action: SweepAction,
         size: SliceSize,
     ) -> u64 {
+        if let SweepAction::Progress { revision, .. } = action {
+            self.highest_progress = self.highest_progress.max(revision);
+        }
         run_slice(&self.registry, &mut self.retirements, cursor, action, size)
     }
 
