@@ -1,11 +1,13 @@
 //! Shared fan-out groups against lone compact watchers (the reference has no groups): each
-//! step registers a pair (a compact watcher and a grouped member of the same spec), sends an
-//! event, reads pairs in lockstep, drops a pair, asks for Progress (for everyone, or for one
-//! pair) or sweeps. The rule checked, read by read: a member receives exactly what its lone
-//! twin receives until it lags; it lags exactly when its twin overflows (the same
-//! threshold), and its cancel says where to resume: one past the last event it read, and at
-//! most the first Put or Delete it missed, so a resume from there misses no change and
-//! repeats none.
+//! step registers a pair (a compact watcher and a grouped member of the same spec: target,
+//! prev_kv, keys-only, event filter), sends an event, reads pairs in lockstep, drops a pair,
+//! asks for Progress (for everyone, or for one pair), sweeps, or reports lost broadcast
+//! events (under either lag policy). The rule checked, read by read: a member receives
+//! exactly what its lone twin receives until it lags; it lags exactly when its twin
+//! overflows (the same threshold), and its cancel says where to resume: one past the last
+//! event it read, and at most the first Put or Delete it missed, so a resume from there
+//! misses no change and repeats none. A lag cancel (`LagPolicy::CancelWatchers`) reaches
+//! both at the same point of their streams, with the same resume point.
 //!
 //! A Progress asked for one pair takes a slot of the twin's queue and none of the ring's,
 //! so from then on the twin may overflow where the member goes on: once it does, the pair
@@ -17,8 +19,9 @@ use arbitrary::Arbitrary;
 use proptest::prelude::*;
 use tokio::sync::mpsc;
 use watchtrie::{
-    CancelReason, CompactWatcherHandle, GroupedWatcherHandle, InlineDispatcher, TryRecvError,
-    WatchEvent, WatchEventType, WatchRegistry, WatchResponse, WatchSpec,
+    CancelReason, CompactWatcherHandle, DispatchOptions, EventFilter, GroupedWatcherHandle,
+    InlineDispatcher, LagPolicy, TryRecvError, WatchEvent, WatchEventType, WatchRegistry,
+    WatchResponse, WatchSpec,
 };
 
 use crate::model::{TargetSpec, KEYS};
@@ -31,6 +34,8 @@ pub enum Op {
         target: TargetSpec,
         prev_kv: bool,
         keys_only: bool,
+        /// The event filter's bits: 1 no Put, 2 no Delete, 4 no Progress.
+        filter: u8,
     },
     /// Dispatch one event on `KEYS[key]`.
     Event { key: u8, delete: bool },
@@ -44,29 +49,60 @@ pub enum Op {
     ProgressFor { pair: u8 },
     /// The closed-receiver sweep (it releases lagged members).
     Sweep,
+    /// The broadcast lost `lost` events (at least one).
+    Lag { lost: u8 },
 }
 
-/// A case: the buffer size (1 to 4) and the steps.
+/// A case: the buffer size (1 to 4), whether a lag cancels every watcher
+/// (`LagPolicy::CancelWatchers`) or is only logged, and the steps.
 #[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
 pub struct Case {
     pub buffer: u8,
+    pub cancel_on_lag: bool,
     pub ops: Vec<Op>,
+}
+
+/// The filter of `bits` (see [`Op::Register`]).
+fn filter_of(bits: u8) -> EventFilter {
+    let mut filter = EventFilter::default();
+    if bits & 1 != 0 {
+        filter = filter.no_put();
+    }
+    if bits & 2 != 0 {
+        filter = filter.no_delete();
+    }
+    if bits & 4 != 0 {
+        filter = filter.no_progress();
+    }
+    filter
 }
 
 /// A proptest strategy for [`Case`].
 pub fn case() -> impl Strategy<Value = Case> {
     let target = (0u8..6, any::<u8>(), any::<u8>()).prop_map(|(k, a, b)| TargetSpec::new(k, a, b));
     let op = prop_oneof![
-        3 => (target, any::<bool>(), any::<bool>())
-            .prop_map(|(target, prev_kv, keys_only)| Op::Register { target, prev_kv, keys_only }),
+        3 => (target, any::<bool>(), any::<bool>(), prop_oneof![3 => Just(0u8), 1 => 1u8..8])
+            .prop_map(|(target, prev_kv, keys_only, filter)| Op::Register {
+                target,
+                prev_kv,
+                keys_only,
+                filter,
+            }),
         6 => (any::<u8>(), any::<bool>()).prop_map(|(key, delete)| Op::Event { key, delete }),
         4 => (any::<u8>(), 0u8..6).prop_map(|(pair, max)| Op::Read { pair, max }),
         1 => any::<u8>().prop_map(|pair| Op::Drop { pair }),
         1 => Just(Op::Progress),
         1 => any::<u8>().prop_map(|pair| Op::ProgressFor { pair }),
         1 => Just(Op::Sweep),
+        1 => (1u8..4).prop_map(|lost| Op::Lag { lost }),
     ];
-    (1u8..=4, proptest::collection::vec(op, 0..80)).prop_map(|(buffer, ops)| Case { buffer, ops })
+    (1u8..=4, any::<bool>(), proptest::collection::vec(op, 0..80)).prop_map(
+        |(buffer, cancel_on_lag, ops)| Case {
+            buffer,
+            cancel_on_lag,
+            ops,
+        },
+    )
 }
 
 /// A pair and what its member has read.
@@ -88,6 +124,11 @@ struct Pair {
     /// The twin overflowed where the member did not, after `asked_progress`: the member's
     /// reads are only checked to be in order from then on.
     diverged: bool,
+    /// A lag cancelled every watcher (`LagPolicy::CancelWatchers`): both are out of the
+    /// index, their cancels still to be read.
+    lag_cancel_sent: bool,
+    /// Both read the same lag cancel: nothing more comes to either.
+    lag_cancelled: bool,
 }
 
 fn is_cancel(event: &WatchEvent) -> bool {
@@ -107,7 +148,13 @@ pub fn run(case: &Case) -> Result<(), String> {
     let buffer = usize::from(case.buffer.clamp(1, 4));
     let (tx, rx) = mpsc::unbounded_channel();
     let registry = Arc::new(WatchRegistry::new(buffer, tx));
-    let mut dispatcher = InlineDispatcher::new(registry.clone(), rx);
+    let policy = if case.cancel_on_lag {
+        LagPolicy::CancelWatchers
+    } else {
+        LagPolicy::Warn
+    };
+    let mut dispatcher = InlineDispatcher::new(registry.clone(), rx)
+        .with_options(DispatchOptions::default().with_lag_policy(policy));
     let mut pairs: Vec<Pair> = Vec::new();
     let mut revision = 0u64;
     for (step, op) in case.ops.iter().enumerate() {
@@ -117,10 +164,12 @@ pub fn run(case: &Case) -> Result<(), String> {
                 target,
                 prev_kv,
                 keys_only,
+                filter,
             } => {
                 let spec = WatchSpec::new(target.target())
                     .prev_kv(*prev_kv)
-                    .keys_only(*keys_only);
+                    .keys_only(*keys_only)
+                    .filter(filter_of(*filter));
                 match (
                     registry.watch(spec.clone().compact()),
                     registry.watch(spec.grouped()),
@@ -135,6 +184,8 @@ pub fn run(case: &Case) -> Result<(), String> {
                         lone_overflowed: false,
                         asked_progress: false,
                         diverged: false,
+                        lag_cancel_sent: false,
+                        lag_cancelled: false,
                     }),
                     (Err(a), Err(b)) if a == b => {}
                     (a, b) => {
@@ -188,14 +239,11 @@ pub fn run(case: &Case) -> Result<(), String> {
                     pair.asked_progress = true;
                     dispatcher.request_progress(pair.lone.progress_request());
                     let found = dispatcher.request_progress(pair.member.progress_request());
-                    if found == pair.member_ended {
+                    let gone = pair.member_ended || pair.lag_cancel_sent;
+                    if found == gone {
                         return Err(at(format!(
                             "a member that {} was {}found for its Progress",
-                            if pair.member_ended {
-                                "ended"
-                            } else {
-                                "reads on"
-                            },
+                            if gone { "ended" } else { "reads on" },
                             if found { "" } else { "not " }
                         )));
                     }
@@ -203,6 +251,17 @@ pub fn run(case: &Case) -> Result<(), String> {
             }
             Op::Sweep => {
                 dispatcher.sweep_closed_receivers(usize::MAX);
+            }
+            Op::Lag { lost } => {
+                // The lost events had revisions too: the next one sent is past them.
+                let lost = u64::from((*lost).max(1));
+                dispatcher.report_lag(lost);
+                revision += lost;
+                if case.cancel_on_lag {
+                    for pair in &mut pairs {
+                        pair.lag_cancel_sent = true;
+                    }
+                }
             }
         }
         dispatcher.process_unregistrations();
@@ -226,6 +285,15 @@ pub fn run(case: &Case) -> Result<(), String> {
 fn read_both(pair: &mut Pair) -> Result<(), String> {
     if pair.diverged {
         return read_member_in_order(pair);
+    }
+    if pair.lag_cancelled {
+        return match (
+            pair.lone.receiver_mut().try_recv(),
+            pair.member.receiver_mut().try_recv(),
+        ) {
+            (Err(TryRecvError::Disconnected), Err(TryRecvError::Disconnected)) => Ok(()),
+            (a, b) => Err(format!("after the lag cancel: lone {a:?}, member {b:?}")),
+        };
     }
     let lone = pair.lone.receiver_mut().try_recv();
     if pair.member_ended {
@@ -266,6 +334,18 @@ fn read_both(pair: &mut Pair) -> Result<(), String> {
             if !is_cancel(b) {
                 pair.member_last = Some(b.revision);
             }
+            Ok(())
+        }
+        (Ok(a), Ok(cancel))
+            if matches!(cancel.cancel_reason(), Some(CancelReason::Lagged { .. })) =>
+        {
+            // Lost broadcast events cancel both at the same point, saying the same.
+            if a != cancel {
+                return Err(format!(
+                    "lone read {a:?}, member read the lag cancel {cancel:?}"
+                ));
+            }
+            pair.lag_cancelled = true;
             Ok(())
         }
         (Ok(a), Ok(cancel)) => {
@@ -340,6 +420,11 @@ fn check_order(pair: &mut Pair, event: &WatchEvent) -> Result<(), String> {
         pair.member_ended = true;
         return Ok(());
     }
+    if let Some(CancelReason::Lagged { .. }) = event.cancel_reason() {
+        // Lost broadcast events: its twin, already gone, had nothing to compare with.
+        pair.member_ended = true;
+        return Ok(());
+    }
     if pair.member_last.is_some_and(|last| event.revision < last) {
         return Err(format!(
             "{event:?} after revision {:?}: out of order",
@@ -371,12 +456,46 @@ mod tests {
             target,
             prev_kv: false,
             keys_only: false,
+            filter: 0,
         }];
         ops.extend((0..4).map(|_| Op::Event {
             key: 4,
             delete: false,
         }));
         ops.push(Op::Read { pair: 0, max: 6 });
-        run(&Case { buffer: 2, ops }).unwrap();
+        run(&Case {
+            buffer: 2,
+            cancel_on_lag: false,
+            ops,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn a_lag_cancel_reaches_a_member_and_its_twin_at_the_same_point() {
+        let ops = vec![
+            Op::Register {
+                target: TargetSpec::new(0, 4, 0),
+                prev_kv: true,
+                keys_only: false,
+                filter: 0,
+            },
+            Op::Event {
+                key: 4,
+                delete: false,
+            },
+            Op::Lag { lost: 2 },
+            Op::Event {
+                key: 4,
+                delete: true,
+            },
+            Op::Read { pair: 0, max: 4 },
+        ];
+        run(&Case {
+            buffer: 4,
+            cancel_on_lag: true,
+            ops,
+        })
+        .unwrap();
     }
 }
