@@ -241,8 +241,10 @@ async fn track_last_applied(
 ) {
     loop {
         let applied = handler.last_applied();
-        // Relaxed: the dispatcher needs a recent value, and orders nothing else by it.
-        last_applied.store(applied, Ordering::Relaxed);
+        // Release: the handler broadcast the events this index covers before it stored the
+        // index (read with Acquire), so a dispatcher answering a progress request, which
+        // loads this with Acquire and then counts its queue, finds them queued.
+        last_applied.store(applied, Ordering::Release);
         tokio::select! {
             biased;
             _ = shutdown.changed() => return,
