@@ -1,6 +1,7 @@
 //! Under writes that never pause, the async dispatcher's queue is never empty: what it
 //! serves besides events (a heartbeat, a requested Progress, the closed-receiver sweep)
-//! must still come, after the events queued when it came up, not once the stream ends
+//! must still come, after the events queued when it came up (a watcher of the written key
+//! never reads a Put at or below a Progress it has read), not once the stream ends
 //! (Kubernetes' consistent reads wait on a requested Progress while writes go on, and a
 //! watcher of a quiet key learns that its stream is alive only from heartbeats).
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,7 +46,8 @@ fn serve_under_unpaused_writes(served: Served) -> Result<(), String> {
         .build()
         .unwrap();
     let (tx, rx) = mpsc::unbounded_channel();
-    let registry = Arc::new(WatchRegistry::new(16, tx));
+    // Room for what the checker below is sent between two of this thread's reads.
+    let registry = Arc::new(WatchRegistry::new(1 << 16, tx));
     let (events_tx, events_rx) = broadcast::channel(1024);
     let last_applied = Arc::new(AtomicU64::new(0));
     let heartbeat_ms = match served {
@@ -78,6 +80,8 @@ fn serve_under_unpaused_writes(served: Served) -> Result<(), String> {
                 .unwrap()
         })
         .collect();
+    // Reads the written key: no Put may come at or below a Progress it has read.
+    let mut checker = registry.watch(WatchSpec::exact("/busy")).unwrap();
     // On a key nobody writes: once its receiver is dropped, only a sweep finds it.
     let (_, _, gone) = registry
         .watch(WatchSpec::exact("/gone"))
@@ -111,17 +115,34 @@ fn serve_under_unpaused_writes(served: Served) -> Result<(), String> {
         requester.request(quiet.progress_request()).unwrap();
     }
     let started = Instant::now();
-    let outcome = loop {
-        let done = match served {
-            Served::Heartbeat | Served::RequestedProgress => {
-                match quiet.receiver_mut().try_recv() {
-                    Ok(event) => {
-                        assert_eq!(event.event_type, WatchEventType::Progress, "{served:?}");
-                        true
-                    }
-                    Err(_) => false,
+    let mut quiet_progress = 0;
+    let mut checker_progress = 0;
+    let outcome = 'poll: loop {
+        while let Ok(event) = checker.receiver_mut().try_recv() {
+            match event.event_type {
+                WatchEventType::Progress => checker_progress = event.revision.max(checker_progress),
+                WatchEventType::Put if event.revision <= checker_progress => {
+                    break 'poll Err(format!(
+                        "{served:?}: Put {} after Progress {checker_progress}",
+                        event.revision
+                    ));
+                }
+                WatchEventType::Put => {}
+                other => {
+                    break 'poll Err(format!("{served:?}: the checker read {other:?}"));
                 }
             }
+        }
+        while let Ok(event) = quiet.receiver_mut().try_recv() {
+            if event.event_type != WatchEventType::Progress {
+                break 'poll Err(format!("{served:?}: the quiet watcher read {event:?}"));
+            }
+            quiet_progress += 1;
+        }
+        let done = match served {
+            // A few ticks, so that the checker sees Progress amid the stream.
+            Served::Heartbeat => quiet_progress >= 3,
+            Served::RequestedProgress => quiet_progress == 1,
             Served::ClosedReceiverSweep => registry.metrics().read().closed_receiver_removals == 1,
         };
         if done {

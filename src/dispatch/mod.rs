@@ -123,9 +123,10 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
     }
 
     /// Runs until the broadcast sender is gone. Each turn serves, in this order: pending
-    /// unregistrations, up to 64 queued events, then the first ready of a heartbeat, a
-    /// progress request (either after the events queued when it came up), the opt-in
-    /// closed-receiver sweep and the next event: none waits for the stream to pause. A
+    /// unregistrations, up to 64 queued events, then the first ready of an unregistration,
+    /// a heartbeat, a progress request (either after the events queued when it came up),
+    /// the opt-in closed-receiver sweep, the next event, a registration from a revision and
+    /// the retries: none of them waits for the stream to pause. A
     /// lagging broadcast receiver logs the number of lost events and goes on (see
     /// [`LagPolicy`](crate::LagPolicy) for the alternative).
     pub async fn run(mut self) {
@@ -189,7 +190,8 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
             // Timers and requests before events: under writes that never pause the
             // broadcast branch is always ready, and behind it a heartbeat, a requested
             // Progress or the closed-receiver sweep would wait for the stream to end. A
-            // Progress dispatches the events already queued first, so it still follows them.
+            // Progress reads `last_applied`, then dispatches the events queued, so it
+            // follows every event it covers.
             tokio::select! {
                 biased;
                 Some(message) = self.inline.unregister_rx.recv() => {
@@ -197,10 +199,9 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
                     self.inline.process_unregistrations();
                 }
                 () = next_tick(&mut heartbeat) => {
-                    if self.dispatch_queued(&mut batch) {
+                    if self.on_heartbeat(&mut batch) {
                         return Self::stopped();
                     }
-                    self.on_heartbeat();
                 }
                 Some(request) = self.requests_rx.recv() => {
                     if self.on_progress_request(request, &mut batch) {
@@ -236,8 +237,17 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
         }
     }
 
-    fn on_heartbeat(&mut self) {
-        let revision = self.last_applied.load(Ordering::Relaxed);
+    /// A heartbeat tick: reads `last_applied`, dispatches the events queued at that moment,
+    /// then sends Progress carrying the value read. Read before the drain, not after: an
+    /// event the store sends meanwhile may be at or below a later value, and would reach
+    /// the watcher after a Progress that claims it. Returns true if the broadcast channel
+    /// closed.
+    fn on_heartbeat(&mut self, batch: &mut Vec<R>) -> bool {
+        // Acquire: pairs with a store that updates it after broadcasting what it covers.
+        let revision = self.last_applied.load(Ordering::Acquire);
+        if self.dispatch_queued(batch) {
+            return true;
+        }
         match self.inline.options.heartbeat_mode() {
             HeartbeatMode::Incremental => {
                 if !self.inline.start_progress(revision) {
@@ -246,11 +256,13 @@ impl<R: ChangeEvent + Clone> WatchDispatcher<R> {
             }
             _ => self.inline.broadcast_progress(revision),
         }
+        false
     }
 
     /// Answers a progress request: reads `last_applied`, dispatches the events queued at
-    /// that moment, then sends Progress carrying the higher of `last_applied` and the highest
-    /// revision dispatched (see `request`). Returns true if the broadcast channel closed.
+    /// that moment, then sends Progress carrying the highest of `last_applied`, the highest
+    /// revision dispatched and the last a swept Progress carried (see `request`). Returns
+    /// true if the broadcast channel closed.
     fn on_progress_request(&mut self, request: ProgressRequest, batch: &mut Vec<R>) -> bool {
         // Acquire: pairs with a store that updates it after broadcasting what it covers.
         let applied = self.last_applied.load(Ordering::Acquire);

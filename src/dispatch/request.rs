@@ -3,11 +3,14 @@
 //! and gaps in its event stream ([`GapReporter`]).
 //!
 //! A requested Progress is ordered with events: its revision is never below an event the
-//! dispatcher has already delivered (etcd #15220 was a requested progress that was). The
-//! async dispatcher first reads `last_applied`, then dispatches every event already queued,
-//! and only then sends Progress carrying the higher of the two; so with a store that updates
-//! `last_applied` after broadcasting the events it covers (d-engine's state-machine handler
-//! does), every event up to the revision has been delivered first.
+//! dispatcher has already delivered (etcd #15220 was a requested progress that was), nor
+//! below a Progress a sweep (a heartbeat) already sent. The async dispatcher first reads
+//! `last_applied`, then dispatches every event already queued, and only then sends Progress
+//! carrying the highest of those; so with a store that updates `last_applied` after
+//! broadcasting the events it covers (d-engine's state-machine handler does), every event
+//! up to the revision has been delivered first. An inline driver that passes
+//! `broadcast_progress` a revision has the same promise only if every event up to that
+//! revision was dispatched before: a later requested Progress repeats it.
 
 use std::fmt;
 use std::sync::Arc;
