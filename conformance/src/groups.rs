@@ -125,8 +125,9 @@ struct Pair {
     /// reads are only checked to be in order from then on.
     diverged: bool,
     /// A lag cancelled every watcher (`LagPolicy::CancelWatchers`): both are out of the
-    /// index, their cancels still to be read.
-    lag_cancel_sent: bool,
+    /// index, their cancels still to be read, resuming one past the last event dispatched
+    /// before that lag (the first lag after the pair registered).
+    lag_cancel_sent: Option<u64>,
     /// Both read the same lag cancel: nothing more comes to either.
     lag_cancelled: bool,
 }
@@ -157,6 +158,8 @@ pub fn run(case: &Case) -> Result<(), String> {
         .with_options(DispatchOptions::default().with_lag_policy(policy));
     let mut pairs: Vec<Pair> = Vec::new();
     let mut revision = 0u64;
+    // The revision of the last event dispatched (`revision` counts lost ones too).
+    let mut dispatched = 0u64;
     for (step, op) in case.ops.iter().enumerate() {
         let at = |what: String| format!("step {step} ({op:?}): {what}");
         match op {
@@ -184,7 +187,7 @@ pub fn run(case: &Case) -> Result<(), String> {
                         lone_overflowed: false,
                         asked_progress: false,
                         diverged: false,
-                        lag_cancel_sent: false,
+                        lag_cancel_sent: None,
                         lag_cancelled: false,
                     }),
                     (Err(a), Err(b)) if a == b => {}
@@ -199,6 +202,7 @@ pub fn run(case: &Case) -> Result<(), String> {
             }
             Op::Event { key, delete } => {
                 revision += 1;
+                dispatched = revision;
                 let key = KEYS[usize::from(*key) % KEYS.len()];
                 dispatcher.dispatch(&WatchResponse {
                     key: bytes::Bytes::from_static(key),
@@ -239,7 +243,7 @@ pub fn run(case: &Case) -> Result<(), String> {
                     pair.asked_progress = true;
                     dispatcher.request_progress(pair.lone.progress_request());
                     let found = dispatcher.request_progress(pair.member.progress_request());
-                    let gone = pair.member_ended || pair.lag_cancel_sent;
+                    let gone = pair.member_ended || pair.lag_cancel_sent.is_some();
                     if found == gone {
                         return Err(at(format!(
                             "a member that {} was {}found for its Progress",
@@ -259,7 +263,7 @@ pub fn run(case: &Case) -> Result<(), String> {
                 revision += lost;
                 if case.cancel_on_lag {
                     for pair in &mut pairs {
-                        pair.lag_cancel_sent = true;
+                        pair.lag_cancel_sent.get_or_insert(dispatched + 1);
                     }
                 }
             }
@@ -276,6 +280,10 @@ pub fn run(case: &Case) -> Result<(), String> {
         // Both queues are drained now: a member that lagged has a twin that overflowed.
         if pair.member_ended && !pair.lone_overflowed && !pair.diverged {
             return Err("the member lagged, its twin never overflowed".into());
+        }
+        // And a lag that cancelled the pair reached it.
+        if pair.lag_cancel_sent.is_some() && !(pair.lag_cancelled || pair.member_ended) {
+            return Err("a lag cancelled the pair, and neither read its cancel".into());
         }
     }
     Ok(())
@@ -300,7 +308,11 @@ fn read_both(pair: &mut Pair) -> Result<(), String> {
         // Only the lone twin goes on: it has its queue to read, then its sentinel.
         if let Ok(event) = &lone {
             if is_cancel(event) {
-                pair.lone_overflowed = true;
+                // Only an overflow: a lag cancel here would be a twin that never overflowed.
+                pair.lone_overflowed |= matches!(
+                    event.cancel_reason(),
+                    Some(CancelReason::BufferOverflow | CancelReason::BufferOverflowAt { .. })
+                );
             } else if pair.first_missed.is_none() && is_change(event) {
                 pair.first_missed = Some(event.revision);
                 let resume = pair.resume_from.unwrap_or(0);
@@ -345,6 +357,7 @@ fn read_both(pair: &mut Pair) -> Result<(), String> {
                     "lone read {a:?}, member read the lag cancel {cancel:?}"
                 ));
             }
+            check_lag_cancel(pair, cancel)?;
             pair.lag_cancelled = true;
             Ok(())
         }
@@ -422,6 +435,7 @@ fn check_order(pair: &mut Pair, event: &WatchEvent) -> Result<(), String> {
     }
     if let Some(CancelReason::Lagged { .. }) = event.cancel_reason() {
         // Lost broadcast events: its twin, already gone, had nothing to compare with.
+        check_lag_cancel(pair, event)?;
         pair.member_ended = true;
         return Ok(());
     }
@@ -433,6 +447,20 @@ fn check_order(pair: &mut Pair, event: &WatchEvent) -> Result<(), String> {
     }
     pair.member_last = Some(event.revision);
     Ok(())
+}
+
+/// A lag cancel read by `pair`: one came, and it resumes where the lag left off.
+fn check_lag_cancel(pair: &Pair, cancel: &WatchEvent) -> Result<(), String> {
+    match pair.lag_cancel_sent {
+        Some(resume_from)
+            if cancel.cancel_reason() == Some(CancelReason::Lagged { resume_from }) =>
+        {
+            Ok(())
+        }
+        expected => Err(format!(
+            "read {cancel:?}, a lag cancel resuming from {expected:?} due"
+        )),
+    }
 }
 
 /// At a pair's end, drained or not: a twin that overflowed has a member that lagged. (The
