@@ -1,7 +1,7 @@
 //! Shared fan-out groups against lone compact watchers (`conformance::groups`): random
-//! sequences of registrations, events, lockstep reads, drops, Progress and sweeps; a member
-//! reads what its twin reads until it lags, lags exactly when its twin overflows, and its
-//! cancel says where to resume. `GROUPS_CASES` raises the number of cases (default 1,000).
+//! sequences of registrations (with event filters), events, lockstep reads, drops, Progress,
+//! sweeps and lost broadcast events; a member reads what its twin reads until it lags, lags
+//! exactly when its twin overflows, and its cancel says where to resume. `GROUPS_CASES` raises the number of cases (default 1,000).
 use proptest::prelude::*;
 
 proptest! {
