@@ -232,8 +232,8 @@ struct RingState {
 }
 
 /// The Progress one member asked for and has not read yet (see [`Ring::request_progress`]):
-/// (the head when it was asked, the revision), oldest first. The member reads every event
-/// before that head first.
+/// (the head when it was asked, the revision), oldest first, at most the ring's capacity
+/// (at least one) of them. The member reads every event before that head first.
 type PendingProgress = smallvec::SmallVec<[(u64, u64); 1]>;
 
 impl RingState {
@@ -470,10 +470,11 @@ impl Ring {
     }
 
     /// Queues a Progress carrying `revision` for the member `id` at `slot`, after every event
-    /// pushed so far, and wakes it if it waits. `None` if no such member can read any more
+    /// pushed so far, and wakes it if it waits (not with a buffer's worth already waiting:
+    /// `Some(false)`). `None` if no such member can read any more
     /// (gone, its lag sentinel read, the group's watcher cancelled or gone from the index:
     /// a Progress after the cancel would claim events the member never got);
-    /// `Some(false)` if the group's filter drops Progress.
+    /// `Some(false)` if the group's filter drops Progress or it was not queued.
     pub(crate) fn request_progress(&self, slot: u32, id: u64, revision: u64) -> Option<bool> {
         let waker = {
             let mut state = self.lock();
@@ -498,7 +499,16 @@ impl Ring {
             if self.key.flags.contains(Flags::NO_PROGRESS) {
                 return Some(false);
             }
-            progress.entry(slot).or_default().push((head, revision));
+            // At most a buffer's worth wait: a lone watcher asked more often than it reads
+            // overflows, and a member must not grow a list without bound instead. Past
+            // that a request is not queued (the member has older ones to read first);
+            // folding it into the last would change what the member reads there, and
+            // moving that one past later events would reorder it.
+            let asked = progress.entry(slot).or_default();
+            if asked.len() >= self.capacity.max(1) {
+                return Some(false);
+            }
+            asked.push((head, revision));
             unwait(members, waiters, slot)
         };
         if let Some(waker) = waker {
@@ -633,6 +643,10 @@ impl Ring {
             assert!(
                 asked.windows(2).all(|w| w[0].0 <= w[1].0),
                 "requested Progress out of order"
+            );
+            assert!(
+                asked.len() <= self.capacity.max(1),
+                "more requested Progress waiting than the buffer holds"
             );
             for (at, _) in asked {
                 assert!(

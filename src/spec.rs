@@ -493,7 +493,8 @@ impl<K: ChannelKind> WatchSpec<K> {
     /// - a Progress requested for one member
     ///   ([`GroupedWatcherHandle::progress_request`](crate::GroupedWatcherHandle::progress_request))
     ///   is read after every event its group received before the request, and takes no slot
-    ///   of the ring's buffer: unlike a lone watcher's, it cannot make the member lag;
+    ///   of the ring's buffer: unlike a lone watcher's, it cannot make the member lag (at
+    ///   most a buffer's worth waits unread; a request beyond that is not queued);
     /// - two first members of one new key registering at the same instant from two threads
     ///   may create two groups (both correct; later members join the one mapped first).
     ///   Within one `watch_many` batch they share one.

@@ -337,3 +337,39 @@ fn a_requested_progress_never_goes_below_a_heartbeat_already_sent() {
         [(Put, 3), (Progress, 8), (Progress, 8)]
     );
 }
+
+/// Asked for more often than it reads, a lone watcher overflows; a member must not keep a
+/// list that grows with every request instead: at most a buffer's worth waits, and later
+/// requests are not queued (it has older ones to read).
+#[test]
+fn a_member_asked_more_often_than_it_reads_keeps_at_most_a_buffer_of_progress() {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let registry = Arc::new(WatchRegistry::new(4, tx));
+    let mut inline = InlineDispatcher::new(registry.clone(), rx);
+    let mut member = registry.watch(WatchSpec::exact("/a").grouped()).unwrap();
+    // Events of other keys: the group's ring does not move.
+    for revision in 1..=1_000 {
+        inline.dispatch(&put("/b", revision));
+        assert!(inline.request_progress(member.progress_request()));
+        registry.check_invariants();
+    }
+    // An event of its own, then more requests: none is queued.
+    inline.dispatch(&put("/a", 1_001));
+    for _ in 0..1_000 {
+        assert!(inline.request_progress(member.progress_request()));
+    }
+    registry.check_invariants();
+    assert_eq!(
+        drain_member(member.receiver_mut()),
+        [
+            (Progress, 1),
+            (Progress, 2),
+            (Progress, 3),
+            (Progress, 4),
+            (Put, 1_001)
+        ]
+    );
+    // Read up, it is answered again.
+    assert!(inline.request_progress(member.progress_request()));
+    assert_eq!(drain_member(member.receiver_mut()), [(Progress, 1_001)]);
+}

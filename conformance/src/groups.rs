@@ -10,8 +10,10 @@
 //! both at the same point of their streams, with the same resume point.
 //!
 //! A Progress asked for one pair takes a slot of the twin's queue and none of the ring's,
-//! so from then on the twin may overflow where the member goes on: once it does, the pair
-//! is compared no more, and the member's stream is only checked to stay in order.
+//! so from then on the twin may overflow where the member goes on (with a buffer's worth
+//! of requests waiting, the member queues no more): once it
+//! does, the pair is compared no more, and the member's stream is only checked to stay in
+//! order.
 
 use std::sync::Arc;
 
@@ -351,6 +353,15 @@ fn read_both(pair: &mut Pair) -> Result<(), String> {
         (Ok(a), Ok(cancel))
             if matches!(cancel.cancel_reason(), Some(CancelReason::Lagged { .. })) =>
         {
+            // The twin's requested Progress overflowed it first: the member reads on to its
+            // lag cancel.
+            if is_cancel(a) && a != cancel && pair.asked_progress {
+                check_lag_cancel(pair, cancel)?;
+                pair.diverged = true;
+                pair.lone_overflowed = true;
+                pair.member_ended = true;
+                return Ok(());
+            }
             // Lost broadcast events cancel both at the same point, saying the same.
             if a != cancel {
                 return Err(format!(
@@ -401,6 +412,13 @@ fn read_both(pair: &mut Pair) -> Result<(), String> {
             Ok(())
         }
         (Err(TryRecvError::Empty), Err(TryRecvError::Empty)) => Ok(()),
+        // Asked for Progress more often than it read: the twin's requests overflowed it,
+        // while the member kept at most a buffer's worth, and has nothing more to read yet.
+        (Ok(a), Err(TryRecvError::Empty)) if is_cancel(a) && pair.asked_progress => {
+            pair.diverged = true;
+            pair.lone_overflowed = true;
+            Ok(())
+        }
         (a, b) => Err(format!("lone {a:?}, member {b:?}")),
     }
 }
