@@ -21,12 +21,11 @@ use arbitrary::Arbitrary;
 use proptest::prelude::*;
 use tokio::sync::mpsc;
 use watchtrie::{
-    CancelReason, CompactWatcherHandle, DispatchOptions, EventFilter, GroupedWatcherHandle,
-    InlineDispatcher, LagPolicy, TryRecvError, WatchEvent, WatchEventType, WatchRegistry,
-    WatchResponse, WatchSpec,
+    CancelReason, CompactWatcherHandle, DispatchOptions, GroupedWatcherHandle, InlineDispatcher,
+    LagPolicy, TryRecvError, WatchEvent, WatchEventType, WatchRegistry, WatchResponse, WatchSpec,
 };
 
-use crate::model::{TargetSpec, KEYS};
+use crate::model::{filter_of, TargetSpec, KEYS};
 
 /// One step of a case.
 #[derive(Arbitrary, Debug, Clone, PartialEq, Eq)]
@@ -62,21 +61,6 @@ pub struct Case {
     pub buffer: u8,
     pub cancel_on_lag: bool,
     pub ops: Vec<Op>,
-}
-
-/// The filter of `bits` (see [`Op::Register`]).
-fn filter_of(bits: u8) -> EventFilter {
-    let mut filter = EventFilter::default();
-    if bits & 1 != 0 {
-        filter = filter.no_put();
-    }
-    if bits & 2 != 0 {
-        filter = filter.no_delete();
-    }
-    if bits & 4 != 0 {
-        filter = filter.no_progress();
-    }
-    filter
 }
 
 /// A proptest strategy for [`Case`].

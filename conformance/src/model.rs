@@ -64,6 +64,22 @@ pub fn pattern_matches(pattern: &[u8], key: &[u8]) -> bool {
 /// The most wildcards a pattern may hold by default (`RegistryOptions::with_max_wildcards`).
 const DEFAULT_MAX_WILDCARDS: usize = 4;
 
+/// The event filter of `bits`: 1 no Put, 2 no Delete, 4 no Progress (the other bits are
+/// ignored). The models' one reading of a drawn filter.
+pub fn filter_of(bits: u8) -> EventFilter {
+    let mut filter = EventFilter::default();
+    if bits & 1 != 0 {
+        filter = filter.no_put();
+    }
+    if bits & 2 != 0 {
+        filter = filter.no_delete();
+    }
+    if bits & 4 != 0 {
+        filter = filter.no_progress();
+    }
+    filter
+}
+
 /// How an operation names a target: a kind and indexes into [`PIECES`].
 #[derive(Arbitrary, Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TargetSpec {
@@ -471,17 +487,7 @@ pub fn run(case: &Case) -> Result<(), String> {
                 let mut spec = WatchSpec::new(target.target())
                     .prev_kv(*prev_kv)
                     .keys_only(*keys_only);
-                let mut f = EventFilter::default();
-                if filter & 1 != 0 {
-                    f = f.no_put();
-                }
-                if filter & 2 != 0 {
-                    f = f.no_delete();
-                }
-                if filter & 4 != 0 {
-                    f = f.no_progress();
-                }
-                spec = spec.filter(f);
+                spec = spec.filter(filter_of(*filter));
                 if let Some(o) = owner {
                     spec = spec.owner(OwnerId(u64::from(*o)));
                 }
