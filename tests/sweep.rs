@@ -107,3 +107,64 @@ proptest! {
         }
     }
 }
+
+/// A removal order: a name, and the key removed at each step.
+type RemovalOrder = (&'static str, fn(u64) -> u64);
+
+/// Removals compact the exact index's entries (its holes outnumber the live keys twice
+/// over) while a sweep is under way on both twins: compaction moves entries but no slot,
+/// so the sweep keeps its place, visits each watcher present throughout exactly once and
+/// never restarts.
+#[test]
+fn a_sweep_keeps_its_place_while_removals_compact_the_exact_entries() {
+    const KEYS: u64 = 2_000;
+    const REMOVED: u64 = 1_400;
+    let orders: [RemovalOrder; 3] = [
+        ("oldest first", |i| i),
+        ("newest first", |i| KEYS - 1 - i),
+        ("scattered", |i| (i * 7_919) % KEYS),
+    ];
+    for (name, order) in orders {
+        let mut index = TestIndex::new();
+        let key = |i: u64| format!("/c/{i}").into_bytes();
+        for i in 0..KEYS {
+            index.insert(Kind::Exact, &key(i), i);
+        }
+        index.start_sweep();
+        let removed: BTreeSet<u64> = (0..REMOVED).map(order).collect();
+        let mut visits: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut on_twin = false;
+        let mut step = |index: &mut TestIndex, on_twin: bool| {
+            for (filed_as, id) in index.sweep_step(5, on_twin) {
+                assert_eq!(filed_as, Kind::Exact);
+                *visits.entry(id).or_default() += 1;
+            }
+        };
+        for i in 0..REMOVED {
+            let id = order(i);
+            assert!(index.remove(Kind::Exact, &key(id), id), "{name}: {id}");
+            if i % 3 == 0 {
+                step(&mut index, on_twin);
+                on_twin = !on_twin;
+            }
+        }
+        index.check_invariants();
+        while !index.sweep_done() {
+            step(&mut index, on_twin);
+            on_twin = !on_twin;
+        }
+        assert_eq!(
+            index.sweep_restarts(),
+            0,
+            "{name}: compaction rebuilt a table"
+        );
+        for id in (0..KEYS).filter(|id| !removed.contains(id)) {
+            assert_eq!(
+                visits.get(&id),
+                Some(&1),
+                "{name}: watcher {id} visited wrongly"
+            );
+        }
+        assert!(visits.keys().all(|id| *id < KEYS), "{name}");
+    }
+}

@@ -121,6 +121,22 @@ impl<T> Chunks<T> {
         result
     }
 
+    /// Drops every entry from position `len` on (nothing if there are fewer).
+    pub(crate) fn truncate(&mut self, len: usize) {
+        if len >= self.len {
+            return;
+        }
+        let last = len >> CHUNK_BITS;
+        if let Some(chunk) = self.chunks.get_mut(last) {
+            chunk.truncate(len & MASK);
+        }
+        for chunk in self.chunks.iter_mut().skip(last + 1) {
+            chunk.clear();
+        }
+        self.len = len;
+        self.release_spare();
+    }
+
     /// Frees trailing empty chunks, keeping one spare so that a caller adding and removing
     /// at a chunk boundary does not allocate and free a chunk each time.
     fn release_spare(&mut self) {
@@ -206,6 +222,20 @@ mod tests {
         }
         chunks.check_invariants();
         assert_eq!(chunks.allocated_entries(), 0);
+    }
+
+    #[test]
+    fn truncation_keeps_the_layout_and_frees_emptied_chunks() {
+        for cut in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5, 4 * CHUNK] {
+            let mut chunks = Chunks::new();
+            for i in 0..4 * CHUNK {
+                chunks.push(i);
+            }
+            chunks.truncate(cut);
+            chunks.check_invariants();
+            assert!(chunks.iter().copied().eq(0..cut), "cut at {cut}");
+            assert!(chunks.allocated_entries() <= cut.div_ceil(CHUNK) * CHUNK + CHUNK);
+        }
     }
 
     #[test]

@@ -5,9 +5,9 @@
 //! thing to read that is also small at ten million keys:
 //!
 //! ```text
-//!   slots: Table<Slot> (SwissTable, ahash)       entries: Chunks<Entry> (dense, 0..len)
+//!   slots: Table<Slot> (SwissTable, ahash)       entries: Chunks<Entry> (0..len, with holes)
 //!   ctrl | position + hash tag (8 B)             [ key (inline ≤ 30 B) | watchers ] ...
-//!         └──────────── position ──────────────▶
+//!         └──────────── position ──────────────▶ free: positions of holes, reused first
 //! ```
 //!
 //! The table holds only 8-byte slots, so with its unavoidable slack (a SwissTable doubles: it
@@ -21,13 +21,24 @@
 //! bytes, the position and the entry (one dependent load more than entries stored in the
 //! table: the price of the memory, measured in `docs/BENCHMARKS.md`). Keys of up to
 //! [`INLINE_KEY`] bytes sit in the entry itself ([`KeyBytes`]), so a hit compares them without
-//! following another pointer. Removing a key moves the last entry into its place and
-//! repoints that entry's slot; slots never move except when the table is rebuilt, which
-//! keeps sweeps' bucket order (see `table`).
+//! following another pointer.
+//!
+//! Removing a key leaves a *hole* where its entry was, listed in `free` for the next new
+//! key. Moving the last entry into the gap instead would repoint that entry's slot: a hash
+//! and a probe that misses the cache twice at a million keys, which was nine tenths of a
+//! removal's time in the index (`perf`, `watchbench --scenario fill`). Holes are compacted
+//! away once they outnumber the live entries twice over: a scan of the slots in bucket
+//! order moves each entry past the live count into a hole below it and repoints its slot
+//! in the same visit, so there is no probe, and the cost is paid for by the removals that
+//! made the holes. Slots never move except when the table is rebuilt, which keeps sweeps'
+//! bucket order (see `table`).
 //!
 //! # Invariants
-//! - Exactly one slot per entry, holding that entry's position.
-//! - No entry has an empty watcher list (the entry is removed with its last watcher).
+//! - Exactly one slot per live entry, holding that entry's position; none points at a hole.
+//! - An entry with an empty watcher list is a hole: its key is empty and its position is
+//!   in `free`, once. Every other entry has watchers (a key goes with its last watcher).
+//! - Holes are at most [`COMPACT_MIN`] or twice the live entries, whichever is more; an
+//!   index without live entries holds no entries at all.
 //! - Keys of up to [`INLINE_KEY`] bytes are inline, longer ones shared.
 //! - `watchers` is the sum of all list lengths.
 //!
@@ -35,7 +46,7 @@
 //! | operation | cost |
 //! |---|---|
 //! | `insert` | O(|key|) to hash + O(1) amortised (O(k) when the table grows) + O(1) in the list |
-//! | `remove` | as `insert`, plus one probe to repoint the moved entry (O(k) when the table shrinks) |
+//! | `remove` | as `insert` (amortised: a compaction, O(buckets) + O(k) moves, follows Ω(k) removals; O(k) when the table shrinks) |
 //! | `get` | O(|key|) + O(1) expected |
 //! | `clone` | O(k) (tests and fuzzing only; the registry never copies an index) |
 
@@ -54,6 +65,24 @@ struct Entry<W> {
     key: KeyBytes,
     watchers: WatcherList<W>,
 }
+
+impl<W> Entry<W> {
+    /// A hole: no key, no watchers.
+    fn hole() -> Self {
+        Entry {
+            key: KeyBytes::new(&Bytes::new()),
+            watchers: WatcherList::Empty,
+        }
+    }
+}
+
+/// Holes below this many are never compacted, so that a small index does not scan its
+/// table (1,024 buckets at least once it has grown) every few removals.
+#[cfg(not(any(test, fuzzing)))]
+const COMPACT_MIN: usize = 16;
+/// Under unit tests and fuzzing, few: so that short operation sequences reach compaction.
+#[cfg(any(test, fuzzing))]
+const COMPACT_MIN: usize = 2;
 
 /// 32 bits of a key's hash, kept in its slot. Twins hash with the same seeds, so a tag
 /// computed for one snapshot is the key's tag in the other (see `Snapshot::insert`).
@@ -80,6 +109,8 @@ pub(crate) struct ExactIndex<W> {
     /// Position in `entries` of each key, hashed by the key's bytes.
     slots: Table<Slot>,
     entries: Chunks<Entry<W>>,
+    /// Positions of the holes in `entries`, the next one to reuse last.
+    free: Vec<u32>,
     hasher: ahash::RandomState,
     watchers: usize,
 }
@@ -89,6 +120,7 @@ impl<W: Clone> Clone for ExactIndex<W> {
         Self {
             slots: self.slots.clone(),
             entries: self.entries.clone(),
+            free: self.free.clone(),
             hasher: self.hasher.clone(),
             watchers: self.watchers,
         }
@@ -102,6 +134,7 @@ impl<W: WatcherEntry> ExactIndex<W> {
         Self {
             slots: Table::new(),
             entries: Chunks::new(),
+            free: Vec::new(),
             hasher,
             watchers: 0,
         }
@@ -121,7 +154,7 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// Number of distinct watched keys.
     #[inline]
     pub(crate) fn key_count(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     /// Number of watchers over all keys.
@@ -178,13 +211,21 @@ impl<W: WatcherEntry> ExactIndex<W> {
                     .insert(watcher);
             }
             TableEntry::Vacant(slot) => {
-                let at = u32::try_from(entries.len()).expect("fewer than 2^32 watched keys");
                 let mut watchers = WatcherList::Empty;
                 watchers.insert(watcher);
-                entries.push(Entry {
+                let entry = Entry {
                     key: KeyBytes::new(key),
                     watchers,
-                });
+                };
+                let at = match self.free.pop() {
+                    Some(hole) => {
+                        *entries.get_mut(hole as usize) = entry;
+                        hole
+                    }
+                    None => {
+                        u32::try_from(entries.push(entry)).expect("fewer than 2^32 watched keys")
+                    }
+                };
                 slot.insert(Slot { at, tag });
             }
         }
@@ -204,8 +245,7 @@ impl<W: WatcherEntry> ExactIndex<W> {
         Some(removed)
     }
 
-    /// Drops the entry at position `at`, whose key hashes to `hash`: the last entry moves
-    /// into its place, and that entry's slot is pointed at `at`.
+    /// Drops the entry at position `at`, whose key hashes to `tag`, leaving a hole there.
     fn remove_entry(&mut self, tag: Tag, at: usize) {
         if let Some(slot) = self
             .slots
@@ -213,15 +253,45 @@ impl<W: WatcherEntry> ExactIndex<W> {
         {
             slot.remove();
         }
-        let (_, moved_from) = self.entries.swap_remove(at);
-        if let Some(from) = moved_from {
-            let moved = self.hash(self.entries.get(at).key.as_slice());
-            let from = from as u32;
-            if let Some(slot) = self.slots.find_mut(spread(moved), |slot| slot.at == from) {
-                slot.at = at as u32;
-            }
-        }
+        *self.entries.get_mut(at) = Entry::hole();
+        self.free.push(at as u32);
         self.slots.shrink_if_sparse(|slot| spread(slot.tag));
+        let live = self.slots.len();
+        if live == 0 {
+            self.entries = Chunks::new();
+            self.free = Vec::new();
+        } else if self.free.len() > COMPACT_MIN.max(2 * live) {
+            self.compact();
+        }
+    }
+
+    /// Moves every live entry below the live count, into the holes there, and drops the
+    /// rest. One pass over the slots in bucket order finds each entry to move and
+    /// repoints it; no slot moves, so the layout (and a sweep's place) is kept.
+    fn compact(&mut self) {
+        let live = self.slots.len();
+        let mut below: Vec<u32> = self
+            .free
+            .iter()
+            .copied()
+            .filter(|&hole| (hole as usize) < live)
+            .collect();
+        // Both twins pop the same holes in the same order: their slots are in the same
+        // buckets and their free lists are equal.
+        for slot in self.slots.iter_mut() {
+            if (slot.at as usize) < live {
+                continue;
+            }
+            let to = below
+                .pop()
+                .expect("a hole below the live count for each entry above it");
+            let entry = std::mem::replace(self.entries.get_mut(slot.at as usize), Entry::hole());
+            *self.entries.get_mut(to as usize) = entry;
+            slot.at = to;
+        }
+        debug_assert!(below.is_empty());
+        self.entries.truncate(live);
+        self.free = Vec::new();
     }
 
     /// The bucket arrangement, for a sweep resuming across snapshots.
@@ -246,10 +316,40 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// Panics if an invariant is broken.
     pub(crate) fn check_invariants(&self) {
         self.entries.check_invariants();
-        assert_eq!(self.slots.len(), self.entries.len(), "one slot per entry");
+        let live = self.slots.len();
+        assert_eq!(
+            live + self.free.len(),
+            self.entries.len(),
+            "one slot per live entry"
+        );
+        assert!(
+            self.free.len() <= COMPACT_MIN.max(2 * live),
+            "{} holes for {live} live entries",
+            self.free.len()
+        );
+        assert!(
+            live > 0 || self.entries.len() == 0,
+            "an emptied index keeps entries"
+        );
+        let mut holes = vec![false; self.entries.len()];
+        for &hole in &self.free {
+            let at = hole as usize;
+            assert!(
+                at < holes.len() && !holes[at],
+                "hole {at} listed twice or out of range"
+            );
+            holes[at] = true;
+        }
         let mut total = 0;
         for (at, entry) in self.entries.iter().enumerate() {
             let (key, list) = (&entry.key, &entry.watchers);
+            if holes[at] {
+                assert!(
+                    list.is_empty() && key.as_slice().is_empty(),
+                    "hole {at} holds a key"
+                );
+                continue;
+            }
             assert!(!list.is_empty(), "a key without watchers must be removed");
             assert_eq!(
                 matches!(key, KeyBytes::Inline { .. }),
@@ -298,6 +398,58 @@ mod tests {
         assert!(index.get(&short).is_none(), "emptied key is dropped");
         assert_eq!((index.key_count(), index.watcher_count()), (1, 1));
         index.check_invariants();
+    }
+
+    /// A removal order: a name, and the key removed at each step.
+    type RemovalOrder = (&'static str, fn(u64) -> u64);
+
+    #[test]
+    fn removals_leave_holes_that_are_reused_or_compacted_and_every_key_stays_found() {
+        // Removal orders that put the holes in front of, among and behind the live entries.
+        let orders: [RemovalOrder; 3] = [
+            ("oldest first", |i| i),
+            ("newest first", |i| 9_999 - i),
+            ("scattered", |i| (i * 7_919) % 10_000),
+        ];
+        for (name, order) in orders {
+            let mut index = ExactIndex::with_hasher(ahash::RandomState::new());
+            let mut model = std::collections::BTreeSet::new();
+            for i in 0..10_000u64 {
+                index.insert(Bytes::from(format!("/k/{i}")), Id(i));
+                model.insert(i);
+            }
+            for step in 0..9_990u64 {
+                let gone = order(step);
+                assert_eq!(
+                    index.remove(format!("/k/{gone}").as_bytes(), gone),
+                    Some(Id(gone))
+                );
+                model.remove(&gone);
+                if step % 5 == 0 {
+                    // A new key now and then takes a hole.
+                    let new = 10_000 + step;
+                    index.insert(Bytes::from(format!("/k/{new}")), Id(new));
+                    model.insert(new);
+                }
+                if step % 499 == 0 {
+                    index.check_invariants();
+                }
+            }
+            index.check_invariants();
+            assert_eq!(index.key_count(), model.len(), "{name}");
+            for &i in &model {
+                let found = index
+                    .get(format!("/k/{i}").as_bytes())
+                    .map(|list| list.get(i).is_some());
+                assert_eq!(found, Some(true), "{name}: /k/{i} lost");
+            }
+            assert!(
+                index.entries.len() <= COMPACT_MIN.max(3 * model.len()),
+                "{name}: {} entries kept for {} keys",
+                index.entries.len(),
+                model.len()
+            );
+        }
     }
 
     #[test]

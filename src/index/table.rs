@@ -144,6 +144,11 @@ impl<T> Table<T> {
         self.inner.iter()
     }
 
+    /// The entries, in bucket order, to change in place: none moves, so the layout stays.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
+        self.inner.iter_mut()
+    }
+
     /// The allocated capacity (tests).
     #[cfg(test)]
     pub(crate) fn capacity(&self) -> usize {
