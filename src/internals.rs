@@ -141,10 +141,17 @@ impl TestIndex {
         self.current.watcher_count()
     }
 
+    /// Positions the exact index holds, live entries and holes: it drops below the
+    /// high-water mark only when holes are compacted away or the index empties.
+    pub fn exact_positions(&self) -> usize {
+        self.current.exact_positions()
+    }
+
     /// Panics if an invariant of the index is broken, or if its twin places any entry
     /// elsewhere.
     pub fn check_invariants(&self) {
         self.current.check_invariants();
+        self.twin.check_invariants();
         assert!(
             self.current.same_layout(&self.twin),
             "twins with one history must share a layout"

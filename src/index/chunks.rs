@@ -5,13 +5,14 @@
 //! the first chunk grows like a `Vec` up to [`CHUNK`] entries, and every later chunk is
 //! allocated at exactly [`CHUNK`] entries: only the last chunk in use is ever partly empty
 //! (and one spare after it may be empty), and growing never moves an entry. Positions are
-//! dense (`0..len`); removal moves the last entry into the gap, so the caller must update
-//! whatever pointed at it.
+//! dense (`0..len`). `swap_remove` moves the last entry into the gap, so the caller must
+//! update whatever pointed at it (the trie's extras do); `truncate` drops a tail (the exact
+//! index, which leaves holes on removal, after compacting them).
 //!
 //! # Invariants
 //! - Every chunk but the last in use holds exactly [`CHUNK`] entries; the last in use holds
 //!   1..=[`CHUNK`] (or there are no chunks); one empty spare chunk may follow it, kept when
-//!   a removal emptied it (so at most [`CHUNK`] spare slots).
+//!   a removal or a truncation emptied it (so at most [`CHUNK`] spare slots).
 //! - Chunks after the first were allocated with a capacity of exactly [`CHUNK`].
 //!
 //! # Complexity

@@ -30,7 +30,8 @@
 //! away once they outnumber the live entries twice over: a scan of the slots in bucket
 //! order moves each entry past the live count into a hole below it and repoints its slot
 //! in the same visit, so there is no probe, and the cost is paid for by the removals that
-//! made the holes. Slots never move except when the table is rebuilt, which keeps sweeps'
+//! made the holes. The price is memory: until then the holes may take twice the live
+//! entries' room. Slots never move except when the table is rebuilt, which keeps sweeps'
 //! bucket order (see `table`).
 //!
 //! # Invariants
@@ -46,7 +47,7 @@
 //! | operation | cost |
 //! |---|---|
 //! | `insert` | O(|key|) to hash + O(1) amortised (O(k) when the table grows) + O(1) in the list |
-//! | `remove` | as `insert` (amortised: a compaction, O(buckets) + O(k) moves, follows Ω(k) removals; O(k) when the table shrinks) |
+//! | `remove` | as `insert`; amortised O(1) more for compaction (O(buckets) + O(k) moves, after more than max(16, 2k) removals since the last, with buckets ≤ max(1,024, ~9.2k) since the table shrinks under an eighth full); O(k) when the table shrinks |
 //! | `get` | O(|key|) + O(1) expected |
 //! | `clone` | O(k) (tests and fuzzing only; the registry never copies an index) |
 
@@ -76,8 +77,8 @@ impl<W> Entry<W> {
     }
 }
 
-/// Holes below this many are never compacted, so that a small index does not scan its
-/// table (1,024 buckets at least once it has grown) every few removals.
+/// Holes up to this many are never compacted, so that a small index (a table of up to
+/// 1,024 buckets is never shrunk) does not scan its table every few removals.
 #[cfg(not(any(test, fuzzing)))]
 const COMPACT_MIN: usize = 16;
 /// Under unit tests and fuzzing, few: so that short operation sequences reach compaction.
@@ -155,6 +156,12 @@ impl<W: WatcherEntry> ExactIndex<W> {
     #[inline]
     pub(crate) fn key_count(&self) -> usize {
         self.slots.len()
+    }
+
+    /// Positions of entries, holes included.
+    #[cfg(any(test, feature = "internals"))]
+    pub(crate) fn positions(&self) -> usize {
+        self.entries.len()
     }
 
     /// Number of watchers over all keys.
@@ -253,8 +260,13 @@ impl<W: WatcherEntry> ExactIndex<W> {
         {
             slot.remove();
         }
-        *self.entries.get_mut(at) = Entry::hole();
-        self.free.push(at as u32);
+        if at + 1 == self.entries.len() {
+            // The last position: gone, not a hole (removals newest first leave none).
+            self.entries.truncate(at);
+        } else {
+            *self.entries.get_mut(at) = Entry::hole();
+            self.free.push(at as u32);
+        }
         self.slots.shrink_if_sparse(|slot| spread(slot.tag));
         let live = self.slots.len();
         if live == 0 {
@@ -270,14 +282,10 @@ impl<W: WatcherEntry> ExactIndex<W> {
     /// repoints it; no slot moves, so the layout (and a sweep's place) is kept.
     fn compact(&mut self) {
         let live = self.slots.len();
-        let mut below: Vec<u32> = self
-            .free
-            .iter()
-            .copied()
-            .filter(|&hole| (hole as usize) < live)
-            .collect();
-        // Both twins pop the same holes in the same order: their slots are in the same
-        // buckets and their free lists are equal.
+        let mut below = std::mem::take(&mut self.free);
+        below.retain(|&hole| (hole as usize) < live);
+        // Positions are each twin's own (nothing carries one across); no slot moves, so the
+        // layout the twins share is kept.
         for slot in self.slots.iter_mut() {
             if (slot.at as usize) < live {
                 continue;
@@ -291,7 +299,6 @@ impl<W: WatcherEntry> ExactIndex<W> {
         }
         debug_assert!(below.is_empty());
         self.entries.truncate(live);
-        self.free = Vec::new();
     }
 
     /// The bucket arrangement, for a sweep resuming across snapshots.
@@ -426,10 +433,13 @@ mod tests {
                 );
                 model.remove(&gone);
                 if step % 5 == 0 {
-                    // A new key now and then takes a hole.
+                    // A new key now and then takes a hole, if there is one.
+                    let (positions, holes) = (index.positions(), index.free.len());
                     let new = 10_000 + step;
                     index.insert(Bytes::from(format!("/k/{new}")), Id(new));
                     model.insert(new);
+                    let grew = index.positions() - positions;
+                    assert_eq!(grew, usize::from(holes == 0), "{name}: a hole not reused");
                 }
                 if step % 499 == 0 {
                     index.check_invariants();

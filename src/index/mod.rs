@@ -356,6 +356,12 @@ impl<W: WatcherEntry> Snapshot<W> {
         self.for_each_match_given(key, self.exact_watchers(key), f);
     }
 
+    /// Positions of the exact index's entries, holes included (tests).
+    #[cfg(feature = "internals")]
+    pub(crate) fn exact_positions(&self) -> usize {
+        self.exact.positions()
+    }
+
     /// The exact watchers of `key` (the first half of [`Self::for_each_match`], for callers
     /// that look up several keys before delivering to any: independent lookups whose cache
     /// misses overlap).

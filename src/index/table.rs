@@ -145,6 +145,7 @@ impl<T> Table<T> {
     }
 
     /// The entries, in bucket order, to change in place: none moves, so the layout stays.
+    /// The caller must not change what an entry's hash is computed from.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut T> {
         self.inner.iter_mut()
     }
